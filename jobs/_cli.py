@@ -1,0 +1,34 @@
+"""The argument parsing every job shares: `--config FILE` and repeatable `--set section.key=value`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from basisfm.config import RunConfig, load_config
+from basisfm.errors import BasisError
+
+DEFAULT_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML run config (default: jobs/configs/tiny.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override one config key, e.g. --set data.token_budget=4096 (repeatable)")
+    return p
+
+
+def config_from(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> RunConfig:
+    return load_config(args.config, list(args.overrides) + list(extra_overrides or []))
+
+
+def run_main(main) -> None:
+    """Run a job's main(); a user error prints one clear line and exits 2 instead of a traceback."""
+    try:
+        code = main()
+    except BasisError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    sys.exit(code or 0)
