@@ -298,7 +298,7 @@ def _build(cls: type, raw: Any, prefix: str) -> Any:
         full = f"{prefix}{key}"
         if key not in fields:
             near = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {prefix}{near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(fields))}"
+            hint = f"; did you mean {prefix + near[0]!r}?" if near else f"; valid keys: {', '.join(sorted(fields))}"
             raise ConfigError(f"unknown config key {full!r}{hint}")
         kwargs[key] = _coerce(hints[key], value, full)
     return cls(**kwargs)
@@ -346,6 +346,11 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                pass
         raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
