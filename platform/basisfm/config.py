@@ -144,6 +144,9 @@ class TrainConfig:
     max_failures: int = 2
     seed: int = 0
     fail_at_step: int | None = None  # fault injection for tests: one worker dies once at this step
+    min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
+    validation_batches: int = 16  # validation batches scored at each validation (bounds its cost)
+    keep_checkpoints: int = 2  # sharded checkpoints kept on storage; older ones are deleted
 
     def validate(self, key: str) -> None:
         _require(self.num_workers >= 1, f"{key}.num_workers", "must be at least 1")
@@ -152,6 +155,16 @@ class TrainConfig:
         _require(0 <= self.warmup_steps <= self.steps, f"{key}.warmup_steps", "must be in [0, train.steps]")
         _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be at least 1")
         _require(self.offload_optimizer is False or self.use_gpu, f"{key}.offload_optimizer", "needs train.use_gpu")
+        _require(self.validate_every >= 1, f"{key}.validate_every", "must be at least 1")
+        _require(self.micro_batch_tables >= 1, f"{key}.micro_batch_tables", "must be at least 1")
+        _require(self.cpus_per_worker >= 1, f"{key}.cpus_per_worker", "must be at least 1")
+        _require(self.max_failures >= 0, f"{key}.max_failures", "must be at least 0")
+        _require(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 turns clipping off)")
+        _require(0.0 <= self.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio", "must be in [0, 1]")
+        _require(self.validation_batches >= 1, f"{key}.validation_batches", "must be at least 1")
+        _require(self.keep_checkpoints >= 1, f"{key}.keep_checkpoints", "must be at least 1")
+        _require(self.fail_at_step is None or 1 <= self.fail_at_step <= self.steps, f"{key}.fail_at_step",
+                 "must be in [1, train.steps] (or null for no fault injection)")
 
 
 @dataclass
@@ -162,6 +175,14 @@ class TrackingConfig:
     experiment: str = "basisfm"
     registered_model: str = "basisfm"
     champion_alias: str = "champion"
+    local_dir: str = "runs/mlflow"  # the embedded default: <local_dir>/mlflow.db and <local_dir>/artifacts
+    register: bool = True  # log the consolidated checkpoint as a pyfunc model and register a version
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.experiment.strip()), f"{key}.experiment", "must not be empty")
+        _require(bool(self.registered_model.strip()), f"{key}.registered_model", "must not be empty")
+        _require(bool(self.champion_alias.strip()) and not self.champion_alias[0].isdigit(), f"{key}.champion_alias",
+                 "must be a non-empty name that does not start with a digit (MLflow alias rule)")
 
 
 @dataclass
