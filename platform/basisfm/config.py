@@ -194,11 +194,21 @@ class TuneConfig:
     max_concurrent_trials: int | None = None  # None: derived from the resources available
     metric: str = "val_loss"
     mode: Literal["min", "max"] = "min"
-    grace_period: int = 1
+    grace_period: int = 1  # ASHA: validation rounds every trial gets before it can be stopped
     search: Literal["optuna", "random"] = "optuna"
+    name: str = "basisfm-search"  # Tune experiment under train.storage_path; rerunning the same name resumes it
+    reduction_factor: int = 2  # ASHA: keep the best 1/reduction_factor of trials at each rung
+    trial_max_failures: int = 1  # a trial whose Train driver dies is restarted this often, resuming its run
+    register_best: bool = True  # register the best trial's checkpoint in the MLflow registry for jobs.promote
 
     def validate(self, key: str) -> None:
         _require(self.num_samples >= 1, f"{key}.num_samples", "must be at least 1")
+        _require(self.max_concurrent_trials is None or self.max_concurrent_trials >= 1,
+                 f"{key}.max_concurrent_trials", "must be at least 1 (or null to derive it from the cluster)")
+        _require(self.grace_period >= 1, f"{key}.grace_period", "must be at least 1")
+        _require(self.reduction_factor >= 2, f"{key}.reduction_factor", "must be at least 2")
+        _require(self.trial_max_failures >= 0, f"{key}.trial_max_failures", "must be 0 or more")
+        _require(bool(self.name) and "/" not in self.name, f"{key}.name", "must be a non-empty name without '/'")
 
 
 @dataclass
