@@ -65,13 +65,20 @@ class DataConfig:
     embed_actors: int = 1
     validation_tables: int = 4  # tables held out of training for validation
     epochs: int = 1
+    text_top_k: int | None = 32  # text cells longer than this many words are pruned before embedding
+    cpus_per_actor: float = 1.0  # CPUs each collating actor reserves (lower it when train workers take all CPUs)
 
     def validate(self, key: str) -> None:
         _require(self.token_budget >= 16, f"{key}.token_budget", "must be at least 16")
         _require(self.max_columns >= 2, f"{key}.max_columns", "must be at least 2")
         _require(1 <= self.min_rows <= self.max_rows, f"{key}.min_rows", "must be in [1, data.max_rows]")
+        _require(self.token_budget >= 2 * self.min_rows, f"{key}.token_budget", "must fit 2 columns of data.min_rows rows")
         _require(0.0 < self.mask_rate < 1.0, f"{key}.mask_rate", "must be in (0, 1)")
         _require(self.embed_actors >= 1, f"{key}.embed_actors", "must be at least 1")
+        _require(self.validation_tables >= 0, f"{key}.validation_tables", "must be at least 0")
+        _require(self.epochs >= 1, f"{key}.epochs", "must be at least 1")
+        _require(self.text_top_k is None or self.text_top_k >= 4, f"{key}.text_top_k", "must be null or at least 4")
+        _require(self.cpus_per_actor > 0, f"{key}.cpus_per_actor", "must be positive")
 
 
 @dataclass
@@ -175,7 +182,7 @@ class TrackingConfig:
     experiment: str = "basisfm"
     registered_model: str = "basisfm"
     champion_alias: str = "champion"
-    local_dir: str = "runs/mlflow"  # the embedded default: <local_dir>/mlflow.db and <local_dir>/artifacts
+    local_dir: str = "runs"  # the embedded default: <local_dir>/mlflow.db and <local_dir>/mlartifacts
     register: bool = True  # log the consolidated checkpoint as a pyfunc model and register a version
 
     def validate(self, key: str) -> None:
