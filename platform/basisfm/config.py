@@ -102,8 +102,12 @@ class ModelConfig:
     block_size: int = 8
     keep_ratio: float = 0.5
     text_top_k: int = 32  # tokens kept of a long text cell
+    cell_layers: int = 1  # cell-level attention blocks before basis compression (the `attention` variant)
+    missing_buckets: int = 256  # `per_column` missing tokens: column names hashed into this many
 
     def validate(self, key: str) -> None:
+        _require(self.cell_layers >= 0, f"{key}.cell_layers", "must be at least 0")
+        _require(self.missing_buckets >= 1, f"{key}.missing_buckets", "must be at least 1")
         _require(self.d_model % self.n_heads == 0, f"{key}.d_model", f"must be divisible by n_heads={self.n_heads}")
         _require(self.n_layers >= 1 and self.n_basis >= 1, f"{key}.n_layers", "n_layers and n_basis must be >= 1")
         _require(1 <= self.smr_high_bits <= 64, f"{key}.smr_high_bits", "must be in [1, 64]")
@@ -123,8 +127,14 @@ class LossConfig:
     eps: float = 1e-6
     grad_norm_ema: float = 0.9
     categorical_weight: float = 1.0
+    # Tasks whose weights are learned: numeric and categorical targets, each split into this many
+    # buckets of hashed column names (1 = two tasks). Fixed, so learned weights keep one shape.
+    task_buckets: int = 1
 
     def validate(self, key: str) -> None:
+        _require(self.task_buckets >= 1, f"{key}.task_buckets", "must be at least 1")
+        _require(self.eps > 0, f"{key}.eps", "must be positive")
+        _require(self.categorical_weight >= 0, f"{key}.categorical_weight", "must be non-negative")
         _require(0.0 <= self.gamma <= 0.5, f"{key}.gamma", "must be in [0, 0.5]")
         _require(0.0 <= self.grad_norm_ema < 1.0, f"{key}.grad_norm_ema", "must be in [0, 1)")
 
