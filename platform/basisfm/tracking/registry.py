@@ -1,0 +1,177 @@
+"""The model registry: log a consolidated checkpoint as a pyfunc model version, and promote it to `champion`.
+
+Promotion is evidence-based: the candidate and the current champion are scored on the same validation
+suite, and the alias moves only when the candidate is strictly better on the chosen metric.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from basisfm.errors import CheckpointError
+from basisfm.tracking.mlflow_logger import make_client
+
+WEIGHTS_FILE = "model.safetensors"
+CONFIG_FILE = "config.json"
+MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
+
+# Scores a consolidated checkpoint directory on a validation suite: {"val_loss": ..., "val_r2": ...}.
+SuiteScorer = Callable[[Path], Mapping[str, float]]
+
+
+def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tracking_uri: str,
+                         run_id: str | None = None, experiment: str = "basisfm",
+                         tags: Mapping[str, str] | None = None) -> str:
+    """Log `checkpoint_dir` (model.safetensors + config.json) as a pyfunc model and register it.
+
+    Logs into `run_id` when given (the training run), else into a new run of `experiment`.
+    Returns the registered version number as a string.
+    """
+    import mlflow
+
+    from basisfm.tracking.pyfunc_model import BasisPyfuncModel, pip_requirements
+
+    checkpoint_dir = Path(checkpoint_dir)
+    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (checkpoint_dir / f).is_file()]
+    if missing:
+        raise CheckpointError(f"checkpoint {str(checkpoint_dir)!r} has no {', '.join(missing)}; "
+                              "only a consolidated checkpoint (written at the end of pretraining) can be registered")
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    if run_id is None:
+        mlflow.set_experiment(experiment)
+    # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
+    with mlflow.start_run(run_id=run_id):
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=BasisPyfuncModel(),
+            artifacts={"checkpoint": str(checkpoint_dir)},
+            registered_model_name=registered_name,
+            # Listed, not inferred: inference would load the model in a subprocess (slow) and guess.
+            pip_requirements=pip_requirements(),
+        )
+    version = str(info.registered_model_version)
+    client = make_client(tracking_uri)
+    for key, value in (tags or {}).items():
+        client.set_model_version_tag(registered_name, version, key, str(value))
+    return version
+
+
+def download_checkpoint(registered_name: str, version: str, tracking_uri: str, dst_dir: str | Path | None = None) -> Path:
+    """The consolidated checkpoint directory of one registered version, downloaded locally."""
+    import mlflow
+
+    dst = Path(dst_dir) if dst_dir else Path(tempfile.mkdtemp(prefix=f"basisfm-v{version}-"))
+    dst.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_registry_uri(tracking_uri)
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered_name}/{version}",
+                                                     dst_path=str(dst)))
+    found = [p.parent for p in local.rglob(WEIGHTS_FILE) if (p.parent / CONFIG_FILE).is_file()]
+    if len(found) != 1:
+        raise CheckpointError(f"registered model {registered_name!r} version {version} holds {len(found)} consolidated "
+                              f"checkpoints under {str(local)!r}, expected exactly one; register a version with "
+                              "basisfm.tracking.log_checkpoint_model")
+    return found[0]
+
+
+@dataclass
+class PromotionDecision:
+    registered_name: str
+    alias: str
+    metric: str
+    mode: str
+    candidate_version: str
+    candidate_scores: dict[str, float]
+    champion_version: str | None  # the champion before this decision (None: there was none)
+    champion_scores: dict[str, float] | None
+    promoted: bool
+    reason: str
+    notes: list[str] = field(default_factory=list)
+
+    def comparison_table(self) -> str:
+        """A markdown table: one row per score, candidate next to champion."""
+        names = sorted(set(self.candidate_scores) | set(self.champion_scores or {}))
+        champion = f"champion v{self.champion_version}" if self.champion_version else "champion (none)"
+        lines = [f"| metric | candidate v{self.candidate_version} | {champion} |", "| --- | ---: | ---: |"]
+        for name in names:
+            mark = " (decides)" if name == self.metric else ""
+            lines.append(f"| {name}{mark} | {_fmt(self.candidate_scores.get(name))} | "
+                         f"{_fmt((self.champion_scores or {}).get(name))} |")
+        return "\n".join(lines)
+
+    def summary(self) -> str:
+        verdict = "PROMOTED" if self.promoted else "NOT promoted"
+        return (f"{self.comparison_table()}\n\n{verdict}: {self.registered_name} v{self.candidate_version} -> "
+                f"@{self.alias}? {self.reason}")
+
+
+def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name: str = "basisfm",
+            alias: str = "champion", tracking_uri: str, metric: str = "val_loss", mode: str = "min") -> PromotionDecision:
+    """Score the candidate and the current `@alias` holder on `suite`; move the alias only on a strict win.
+
+    With no champion yet the candidate becomes champion. Both versions get their scores as tags
+    (`val.<name>`), so the registry shows why each decision was made.
+    """
+    from mlflow.exceptions import MlflowException
+
+    if mode not in ("min", "max"):
+        raise ValueError(f"promotion mode must be 'min' or 'max', got {mode!r}")
+    candidate_version = str(candidate_version)
+    client = make_client(tracking_uri)
+    try:
+        client.get_model_version(registered_name, candidate_version)
+    except MlflowException as exc:
+        raise CheckpointError(f"registered model {registered_name!r} has no version {candidate_version} at "
+                              f"{tracking_uri}; list versions in the MLflow UI or pass one that exists") from exc
+    try:
+        champion_version: str | None = str(client.get_model_version_by_alias(registered_name, alias).version)
+    except MlflowException:
+        champion_version = None  # no alias yet
+
+    with tempfile.TemporaryDirectory(prefix="basisfm-promote-") as tmp:
+        candidate_scores = _score(suite, registered_name, candidate_version, tracking_uri, Path(tmp) / "candidate")
+        champion_scores = None
+        if champion_version is not None and champion_version != candidate_version:
+            champion_scores = _score(suite, registered_name, champion_version, tracking_uri, Path(tmp) / "champion")
+
+    if metric not in candidate_scores:
+        raise ValueError(f"the validation suite reported {sorted(candidate_scores)}, not the promotion metric {metric!r}")
+    cand = candidate_scores[metric]
+    if champion_version is None:
+        promoted, reason = math.isfinite(cand), "no champion yet; the candidate becomes champion"
+        if not promoted:
+            reason = f"no champion yet, but the candidate's {metric} is {cand}: not finite, not promoted"
+    elif champion_version == candidate_version:
+        promoted, reason = False, f"v{candidate_version} already holds @{alias}"
+        champion_scores = dict(candidate_scores)
+    else:
+        champ = champion_scores[metric]
+        better = (cand < champ) if mode == "min" else (cand > champ)
+        promoted = math.isfinite(cand) and (better or not math.isfinite(champ))
+        word = "lower" if mode == "min" else "higher"
+        reason = (f"{metric} {_fmt(cand)} vs {_fmt(champ)}: candidate is {'' if promoted else 'not '}strictly {word}")
+
+    for version, scores in ((candidate_version, candidate_scores), (champion_version, champion_scores)):
+        if version is not None and scores:
+            for name, value in scores.items():
+                client.set_model_version_tag(registered_name, version, f"val.{name}", _fmt(value))
+    if promoted:
+        client.set_registered_model_alias(registered_name, alias, candidate_version)
+    return PromotionDecision(registered_name, alias, metric, mode, candidate_version, dict(candidate_scores),
+                             champion_version, dict(champion_scores) if champion_scores else None, promoted, reason)
+
+
+def _score(suite: SuiteScorer, name: str, version: str, tracking_uri: str, dst: Path) -> dict[str, float]:
+    checkpoint_dir = download_checkpoint(name, version, tracking_uri, dst)
+    return {k: float(v) for k, v in suite(checkpoint_dir).items()}
+
+
+def _fmt(value: float | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:.6g}"
