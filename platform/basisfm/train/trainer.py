@@ -1,0 +1,211 @@
+"""Pretraining on the driver: build the Ray Train `TorchTrainer`, run it, and turn its final checkpoint into a
+registered MLflow model. `pretrain(config)` is what `jobs.pretrain` and `jobs.demo` call.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from basisfm.config import RunConfig, flatten, to_dict, with_overrides
+from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME
+from basisfm.errors import ConfigError
+from basisfm.train.checkpoint import CONSOLIDATED_DIR, TRAIN_STATE_FILE, TrainState
+
+MODEL_DIR = "model"  # <storage>/<run name>/model: the consolidated checkpoint, copied out of Ray's storage
+
+
+@dataclass
+class PretrainResult:
+    run_id: str | None  # the MLflow run (None when tracking was unreachable)
+    checkpoint_dir: Path  # consolidated model.safetensors + config.json
+    registered_version: str | None  # None when registration was off or the registry unreachable
+    metrics: dict[str, float]  # the last step's metrics (train, validation, throughput)
+    tracking_uri: str
+    run_dir: Path  # Ray Train's run directory: sharded checkpoints live here
+
+    def summary(self) -> str:
+        from basisfm.tracking import ui_command
+
+        m = self.metrics
+        shown = ", ".join(f"{k}={m[k]:.4g}" for k in ("step", "train_loss", "val_loss", "val_r2", "cells_per_s") if k in m)
+        lines = [
+            "pretraining finished",
+            f"  metrics:     {shown}",
+            f"  checkpoint:  {self.checkpoint_dir}",
+            f"  Ray run dir: {self.run_dir}",
+            f"  MLflow run:  {self.run_id or '(tracking unavailable)'} at {self.tracking_uri}",
+            f"  registered:  {'version ' + self.registered_version if self.registered_version else '(not registered)'}",
+            f"  MLflow UI:   {ui_command(self.tracking_uri)}",
+        ]
+        return "\n".join(lines)
+
+
+def absolute_paths(config: RunConfig) -> RunConfig:
+    """Paths made absolute against the driver's cwd: Ray workers run in other directories."""
+    updates = {
+        "corpus.out_dir": str(Path(config.corpus.out_dir).absolute()),
+        "data.embedding_cache_dir": str(Path(config.data.embedding_cache_dir).absolute()),
+        "tracking.local_dir": str(Path(config.tracking.local_dir).absolute()),
+    }
+    if "://" not in config.train.storage_path:  # s3://, gs://, ... stay as they are
+        updates["train.storage_path"] = str(Path(config.train.storage_path).absolute())
+    return with_overrides(config, updates)
+
+
+def run_dir_of(config: RunConfig) -> Path:
+    return Path(config.train.storage_path) / config.train.run_name
+
+
+def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_run_id: str | None = None,
+                  datasets: dict[str, Any] | None = None):
+    """A TorchTrainer running `train_loop_per_worker` on `train.num_workers` ranks.
+
+    `datasets` defaults to the corpus's train / validation splits from the Ray Data pipeline; only
+    "train" is split across ranks (every rank scores the same validation batches, so ZeRO-3's collective
+    forward stays in lockstep and rank 0 gets the full validation metrics without a reduction).
+    """
+    import ray.train
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from basisfm.data.pipeline import build_dataset, ingest_execution_options
+    from basisfm.train.loop import train_loop_per_worker
+
+    config = absolute_paths(config)
+    train = config.train
+    if datasets is None:
+        datasets = {"train": build_dataset(config.corpus.out_dir, config.data, "train")}
+        if config.data.validation_tables > 0:
+            datasets["validation"] = build_dataset(config.corpus.out_dir, config.data, "validation")
+    loop_config = {
+        "run_config": to_dict(config),
+        "run_dir": str(run_dir_of(config)),
+        "tracking_uri": tracking_uri,
+        "mlflow_run_id": mlflow_run_id,
+        "datasets": sorted(datasets),
+    }
+    resources = {"CPU": train.cpus_per_worker}
+    if train.use_gpu:
+        resources["GPU"] = 1
+    return TorchTrainer(
+        train_loop_per_worker,
+        train_loop_config=loop_config,
+        scaling_config=ray.train.ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
+                                               resources_per_worker=resources),
+        torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
+        datasets=datasets,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ingest_execution_options()),
+        run_config=ray.train.RunConfig(
+            name=train.run_name,
+            storage_path=train.storage_path,
+            failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
+            checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),
+        ),
+    )
+
+
+def ensure_ray(config: RunConfig) -> None:
+    """Join the cluster `ray job submit` (or $RAY_ADDRESS) points at, else start a local one sized for the run."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):
+        ray.init()
+        return
+    # Training workers hold their CPUs for the whole run; the data pipeline's actors need CPUs of their
+    # own or they never start. Logical CPUs may exceed the cores: the OS shares them.
+    data_cpus = config.data.embed_actors * getattr(config.data, "cpus_per_actor", 1)
+    needed = config.train.num_workers * config.train.cpus_per_worker + data_cpus
+    ray.init(num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False,
+             runtime_env={"env_vars": _worker_env(config)})
+
+
+def _worker_env(config: RunConfig) -> dict[str, str]:
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    if not config.train.use_gpu:
+        env["DS_ACCELERATOR"] = "cpu"
+    return env
+
+
+def pretrain(config: RunConfig) -> PretrainResult:
+    """Pretrain on the corpus with Ray Train + DeepSpeed; log to MLflow; register the consolidated checkpoint.
+
+    Rerunning with the same `train.run_name` and `train.storage_path` resumes from the last checkpoint and
+    continues the same MLflow run.
+    """
+    from basisfm.tracking import TrackingLogger, log_checkpoint_model, plot_loss_curves
+
+    config = absolute_paths(config)
+    manifest = Path(config.corpus.out_dir) / MANIFEST_NAME
+    if not manifest.is_file():
+        raise ConfigError(f"config key 'corpus.out_dir' is {config.corpus.out_dir!r}, which has no {MANIFEST_NAME}; "
+                          "run `python -m jobs.ingest` with the same config first")
+    run_dir = run_dir_of(config)
+    logger = TrackingLogger.start(config.tracking, config.train.run_name, run_key=str(run_dir),
+                                  tags={"basisfm.job": "pretrain"})
+    if logger.active and not logger.resumed:
+        logger.log_params(flatten(config))
+    print(f"[basisfm] pretraining {config.train.run_name!r}: {config.train.num_workers} worker(s), ZeRO-"
+          f"{config.train.zero_stage}, {config.train.steps} steps; MLflow run {logger.run_id or '(tracking unavailable)'}",
+          flush=True)
+
+    ensure_ray(config)
+    trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
+    started = time.perf_counter()
+    try:
+        result = trainer.fit()
+    except BaseException:
+        logger.end(status="FAILED")
+        raise
+    wall_s = time.perf_counter() - started
+    if result.checkpoint is None:
+        logger.end(status="FAILED")
+        raise RuntimeError(f"run {config.train.run_name!r} finished without a checkpoint; see the Ray logs in {run_dir}")
+
+    model_dir = run_dir / MODEL_DIR
+    with result.checkpoint.as_directory() as directory:
+        directory = Path(directory)
+        if not (directory / CONSOLIDATED_DIR).is_dir():
+            raise RuntimeError(f"the final checkpoint {result.checkpoint.path} has no {CONSOLIDATED_DIR}/; the run "
+                               f"did not reach its last step (train.steps={config.train.steps})")
+        shutil.copytree(directory / CONSOLIDATED_DIR, model_dir, dirs_exist_ok=True)
+        state = TrainState.from_json((directory / TRAIN_STATE_FILE).read_text())
+    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    metrics["wall_s"] = wall_s
+
+    artifacts = run_dir / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    (artifacts / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+    (artifacts / "history.json").write_text(json.dumps(state.history))
+    plot_loss_curves({k: v for k, v in state.history.items() if k.endswith("loss")}, artifacts / "loss_curves.png",
+                     title=f"{config.train.run_name}: pretraining loss")
+    for path in sorted(artifacts.iterdir()):
+        logger.log_artifact(path)
+    report = Path(config.corpus.out_dir) / REPORT_NAME
+    if report.is_file():
+        logger.log_artifact(report)
+    logger.set_tags({"basisfm.wall_s": f"{wall_s:.1f}"})
+    logger.end()
+
+    version = None
+    if config.tracking.register and logger.active:
+        try:
+            version = log_checkpoint_model(model_dir, config.tracking.registered_model, tracking_uri=logger.tracking_uri,
+                                           run_id=logger.run_id, tags={"run_name": config.train.run_name,
+                                                                       "step": str(state.step)})
+        except Exception as exc:  # noqa: BLE001 - the checkpoint is on disk; a registry outage must not lose it
+            print(f"[basisfm] warning: could not register the checkpoint in MLflow ({type(exc).__name__}: {exc}); "
+                  f"it is at {model_dir}", flush=True)
+    outcome = PretrainResult(run_id=logger.run_id, checkpoint_dir=model_dir, registered_version=version,
+                             metrics=metrics, tracking_uri=logger.tracking_uri, run_dir=run_dir)
+    print(outcome.summary(), flush=True)
+    return outcome
+
