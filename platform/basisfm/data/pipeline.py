@@ -28,7 +28,7 @@ Split = Literal["train", "validation", "all"]
 
 
 def split_tables(records: Sequence[TableRecord], data_config: DataConfig) -> tuple[list[TableRecord], list[TableRecord]]:
-    """Hold out `validation_tables` tables, chosen by seed, never sharing content with a training table.
+    """Hold out `validation_tables` distinct tables, chosen by seed, never sharing content with a training table.
 
     Tables are grouped by content fingerprint first, so a duplicate of a validation table (the
     same data under another name) goes to validation with it instead of leaking into training.
@@ -45,9 +45,8 @@ def split_tables(records: Sequence[TableRecord], data_config: DataConfig) -> tup
         )
     rng = np.random.default_rng(derive_seed("split_tables", data_config.seed))
     order = rng.permutation(len(groups))
-    validation, train = [], []
-    for i in order:
-        (validation if len(validation) < n_val else train).extend(groups[i])
+    validation = [r for i in order[:n_val] for r in groups[i]]
+    train = [r for i in order[n_val:] for r in groups[i]]
     by_id = lambda rs: sorted(rs, key=lambda r: r.id)  # noqa: E731
     return by_id(train), by_id(validation)
 
@@ -61,21 +60,14 @@ def ingest_execution_options() -> ExecutionOptions:
     return ExecutionOptions(preserve_order=True)
 
 
-def build_dataset(
-    corpus_dir: str | Path,
-    data_config: DataConfig,
-    split: Split = "train",
-    *,
-    target_columns: Sequence[str] | None = None,
-) -> ray.data.Dataset:
-    """A lazy dataset of serialised `TableBatch`es for `split`, deterministic for `data_config.seed`.
+def plan_epochs(
+    corpus_dir: str | Path, data_config: DataConfig, split: Split = "train"
+) -> list[tuple[TableRecord, int]]:
+    """The (table, seed) pairs `build_dataset` collates, in order: a plain loop over them reproduces it.
 
-    Training runs `data_config.epochs` passes, each over the tables in a fresh seeded order with
-    fresh column subsets and masks; validation is one pass in a fixed order with fixed masks.
+    Training runs `data_config.epochs` passes, each over the tables in a fresh seeded order (and
+    so with fresh column subsets and masks); validation is one pass in a fixed order.
     """
-    # Absolute paths: Ray actors need not share the driver's working directory.
-    corpus_dir = Path(corpus_dir).resolve()
-    actor_config = dataclasses.replace(data_config, embedding_cache_dir=str(Path(data_config.embedding_cache_dir).resolve()))
     records = read_manifest(corpus_dir)
     if not records:
         raise ConfigError(f"corpus directory {str(corpus_dir)!r} has no manifest.jsonl or no tables; run the corpus ingest first")
@@ -85,17 +77,29 @@ def build_dataset(
     chosen = {"train": train, "validation": validation, "all": sorted(records, key=lambda r: r.id)}[split]
     if not chosen:
         raise ConfigError(f"split {split!r} of corpus {str(corpus_dir)!r} is empty; raise data.validation_tables")
-
-    epochs = data_config.epochs if split == "train" else 1
-    items = []
-    for epoch in range(epochs):
+    plan = []
+    for epoch in range(data_config.epochs if split == "train" else 1):
         order = np.arange(len(chosen))
         if split == "train":
             order = np.random.default_rng(derive_seed("table_order", data_config.seed, epoch)).permutation(len(chosen))
-        for i in order:
-            record = chosen[i]
-            items.append({"record": record.to_json(), "seed": derive_seed("table", data_config.seed, split, epoch, record.id)})
+        plan.extend((chosen[i], derive_seed("table", data_config.seed, split, epoch, chosen[i].id)) for i in order)
+    return plan
 
+
+def build_dataset(
+    corpus_dir: str | Path,
+    data_config: DataConfig,
+    split: Split = "train",
+    *,
+    target_columns: Sequence[str] | None = None,
+) -> ray.data.Dataset:
+    """A lazy dataset of serialised `TableBatch`es for `split`, deterministic for `data_config.seed`."""
+    # Absolute paths: Ray actors need not share the driver's working directory.
+    corpus_dir = Path(corpus_dir).resolve()
+    actor_config = dataclasses.replace(data_config, embedding_cache_dir=str(Path(data_config.embedding_cache_dir).resolve()))
+    plan = plan_epochs(corpus_dir, data_config, split)
+    items = [{"record": record.to_json(), "seed": seed} for record, seed in plan]
+    # One block per table: the actor pool takes tables one at a time, in order.
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     # This dataset's own context (a copy of the driver's): deterministic order without touching others.
     ds.context.execution_options.preserve_order = True
