@@ -223,3 +223,23 @@ def test_split_tables_is_seeded_disjoint_and_keeps_duplicates_together():
     assert {r.id for r in other} != {r.id for r in val}
     with pytest.raises(ConfigError, match="validation_tables"):
         split_tables(records, config(validation_tables=18))
+
+
+def test_every_tiny_corpus_table_collates_within_budget_and_keeps_its_values(tiny_corpus):
+    import pyarrow.parquet as pq
+
+    from basisfm.corpus.manifest import read_manifest
+    from basisfm.data.pipeline import collate_record
+
+    cfg = config(token_budget=512, max_columns=16, max_rows=128)
+    for record in read_manifest(tiny_corpus):
+        batches = collate_record(tiny_corpus, record, cfg, PrefixEmbedder(), seed=0)
+        assert sum(b.n_cells for b in batches) == record.n_cells, record.id
+        assert all(b.n_cells <= 512 and b.n_columns <= 16 for b in batches), record.id
+        assert set().union(*(b.column_names for b in batches)) == {c.name for c in record.columns}, record.id
+        shard = pq.read_table(tiny_corpus / record.shard)
+        numeric = [c.name for c in record.columns if not c.column_kind.is_string]
+        for name in numeric:
+            truth = np.sort(np.nan_to_num(shard.column(name).to_numpy(zero_copy_only=False).astype(float), nan=0.0))
+            got = np.sort(np.concatenate([b.values[:, b.column_names.index(name)].numpy() for b in batches if name in b.column_names]))
+            assert np.array_equal(truth, got), (record.id, name)
