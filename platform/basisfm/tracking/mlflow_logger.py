@@ -22,6 +22,7 @@ log = logging.getLogger(__name__)
 _FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
+RUN_KEY_TAG = "basisfm.run_key"  # "<storage>/<run name>": one MLflow run per Ray Train run, across resumes
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
@@ -82,6 +83,7 @@ class TrackingLogger:
         self._client = None
         self._pending: list[tuple[str, float, int]] = []
         self._warned = False
+        self.resumed = False  # start() reopened an existing run
         if run_id is not None:
             self._client = self._call("connect", lambda: make_client(tracking_uri))
 
@@ -90,19 +92,24 @@ class TrackingLogger:
         return self._client is not None and self.run_id is not None
 
     @classmethod
-    def start(cls, config: TrackingConfig, run_name: str, *, resume_run_id: str | None = None,
+    def start(cls, config: TrackingConfig, run_name: str, *, run_key: str,
               tags: dict[str, str] | None = None) -> "TrackingLogger":
-        """Open (or reopen, when resuming) the MLflow run for a training run. Tracking down: an inactive logger."""
+        """Open the MLflow run for a training run, or reopen the one tagged with the same `run_key`
+        (a rerun that resumes). Tracking down: an inactive logger, and one warning."""
         uri = resolve_tracking_uri(config)
         logger = cls(uri, None)
 
         def open_run() -> str:
             client = make_client(uri)
-            if resume_run_id is not None:
-                client.update_run(resume_run_id, status="RUNNING")
-                return resume_run_id
             experiment_id = ensure_experiment(client, config.experiment, local_artifact_root(config))
-            run = client.create_run(experiment_id, run_name=run_name, tags=tags or {})
+            key = run_key.replace("'", "\\'")
+            found = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",
+                                       order_by=["attributes.start_time DESC"], max_results=1)
+            if found:
+                client.update_run(found[0].info.run_id, status="RUNNING")
+                logger.resumed = True
+                return found[0].info.run_id
+            run = client.create_run(experiment_id, run_name=run_name, tags={**(tags or {}), RUN_KEY_TAG: run_key})
             return run.info.run_id
 
         run_id = logger._call("open a run", open_run)

@@ -33,7 +33,8 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     """
     import mlflow
 
-    from basisfm.tracking.pyfunc_model import BasisPyfuncModel, pip_requirements
+    from basisfm.tracking import pyfunc_entry_path
+    from basisfm.tracking.pyfunc_model import pip_requirements
 
     checkpoint_dir = Path(checkpoint_dir)
     missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (checkpoint_dir / f).is_file()]
@@ -48,7 +49,8 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     with mlflow.start_run(run_id=run_id):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=BasisPyfuncModel(),
+            # A code file, not an object: MLflow would cloudpickle an object; a file is rebuilt on load.
+            python_model=pyfunc_entry_path(),
             artifacts={"checkpoint": str(checkpoint_dir)},
             registered_model_name=registered_name,
             # Listed, not inferred: inference would load the model in a subprocess (slow) and guess.

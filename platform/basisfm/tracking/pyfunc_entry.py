@@ -1,0 +1,7 @@
+"""MLflow "models from code" entry: logged as the model's code, so the model is rebuilt on load, never unpickled."""
+
+from mlflow.models import set_model
+
+from basisfm.tracking.pyfunc_model import BasisPyfuncModel
+
+set_model(BasisPyfuncModel())
