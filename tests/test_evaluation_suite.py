@@ -1,0 +1,151 @@
+"""Evaluation: splits, GBDT baselines, leaderboard output and the suite runner on a 2-task suite written here."""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from basisfm.errors import ConfigError, TableError
+from basisfm.evaluation import GBDTBaseline, Leaderboard, ScoreRecord, SplitProtocol, make_split, run_suite
+from basisfm.evaluation.splits import rows_with_usable_target, split_seeds
+
+GBDTS = ["xgboost", "lightgbm", "catboost", "hist_gbm"]
+
+
+def _regression_frame(n: int, seed: int) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    size = rng.uniform(20, 200, n)
+    rooms = rng.integers(1, 6, n)
+    area = rng.choice(["north", "south", "east", "west"], n)
+    price = 1000 * size + 5000 * rooms + np.where(area == "north", 30_000, 0) + rng.normal(0, 5000, n)
+    return pd.DataFrame({"row_id": np.arange(n), "size_m2": size, "rooms": rooms, "area": area, "price": price})
+
+
+@pytest.fixture(scope="module")
+def mini_suite(tmp_path_factory):
+    root = tmp_path_factory.mktemp("suite")
+    _regression_frame(160, 0).to_csv(root / "houses.csv", index=False)
+    frame = _regression_frame(120, 1).rename(columns={"price": "rent"})
+    frame.loc[3, "rent"] = np.nan  # rows without a target are left out of every split
+    frame.to_csv(root / "flats.csv", index=False)
+    (root / "mini.yaml").write_text(
+        "name: mini-suite\n"
+        "protocol: {splits: 2, test_fraction: 0.25, max_train_rows: 80, max_test_rows: 30, metric: r2}\n"
+        "tasks:\n"
+        "  - {source: files, path: houses.csv, target: price, drop: [row_id]}\n"
+        "  - {source: files, path: flats.csv, target: rent, drop: [row_id]}\n"
+    )
+    return root / "mini.yaml"
+
+
+def test_splits_are_seeded_disjoint_and_capped():
+    protocol = SplitProtocol(splits=3, test_fraction=0.2, max_train_rows=50, max_test_rows=10)
+    a, b = make_split(100, 1, protocol), make_split(100, 1, protocol)
+    assert np.array_equal(a.train_rows, b.train_rows) and np.array_equal(a.test_rows, b.test_rows)
+    assert not set(a.train_rows) & set(a.test_rows)
+    assert len(a.train_rows) == 50 and len(a.test_rows) == 10
+    assert not np.array_equal(make_split(100, 2, protocol).test_rows, a.test_rows)
+    assert split_seeds(protocol, [2, 0]) == [0, 2]
+    with pytest.raises(ConfigError, match=r"\[7\]"):
+        split_seeds(protocol, [7])
+
+
+def test_rows_without_target_are_dropped_and_a_missing_target_column_is_named():
+    frame = pd.DataFrame({"x": range(12), "y": [1.0, np.inf, None] + [2.0] * 9})
+    assert len(rows_with_usable_target(frame, "y", "t")) == 10
+    with pytest.raises(TableError, match="'nope'"):
+        rows_with_usable_target(frame, "nope", "t")
+
+
+@pytest.mark.parametrize("name", GBDTS)
+def test_baselines_fit_categoricals_with_unseen_and_many_levels(name):
+    frame = _regression_frame(200, 3)
+    x, y = frame.drop(columns=["price", "row_id"]), frame["price"]
+    model = GBDTBaseline(name, seed=0).fit(x.iloc[:150], y.iloc[:150])
+    test = x.iloc[150:].copy()
+    test.loc[test.index[0], "area"] = "never seen"
+    pred = model.predict(test)
+    assert pred.shape == (50,) and np.isfinite(pred).all()
+    assert np.corrcoef(pred, y.iloc[150:])[0, 1] > 0.8
+    # 300 distinct levels: more than HistGradientBoosting's 255 categorical bins (it gets ordinal codes).
+    x["street"] = [f"street {i % 300}" for i in range(200)]
+    wide = GBDTBaseline(name, seed=0).fit(x.iloc[:150], y.iloc[:150])
+    assert np.isfinite(wide.predict(x.iloc[150:])).all()
+
+
+def test_baseline_classification_returns_original_labels():
+    frame = _regression_frame(150, 4)
+    labels = np.where(frame.price > frame.price.median(), "dear", "cheap")
+    model = GBDTBaseline("lightgbm", task="classification").fit(frame.drop(columns=["price"]), labels)
+    assert set(model.predict(frame.drop(columns=["price"]))) <= {"dear", "cheap"}
+
+
+def test_unknown_baseline_is_a_config_error():
+    with pytest.raises(ConfigError, match="randomforest"):
+        GBDTBaseline("randomforest")
+
+
+def test_leaderboard_marks_failed_runs_and_takes_the_median_over_tasks(tmp_path):
+    records = [ScoreRecord(t, s, m, score, 1.0, 0.1, 10, 5) for t, s, m, score in [
+        ("a", 0, "m1", 0.5), ("a", 1, "m1", 0.7), ("b", 0, "m1", 0.2), ("b", 1, "m1", 0.2),
+        ("c", 0, "m1", 0.9), ("c", 1, "m1", 0.9), ("a", 0, "m2", 0.8), ("a", 1, "m2", 0.8)]]
+    records.append(ScoreRecord("b", 0, "m2", math.nan, 0.0, 0.0, 10, 5, error="ValueError: boom"))
+    board = Leaderboard("s", "r2", records)
+    summary = board.summary().set_index("model")
+    assert summary.loc["m1", "median r2"] == pytest.approx(0.6)  # median of task means 0.6, 0.2, 0.9
+    assert summary.loc["m2", "tasks"] == "1/3" and summary.loc["m2", "failed runs"] == 1
+    text = board.to_markdown()
+    assert "failed" in text and "ValueError: boom" in text and "0.600 ± 0.100" in text
+    paths = board.save(tmp_path)
+    assert paths["png"].stat().st_size > 1000
+    again = Leaderboard.from_json(paths["scores"].read_text())
+    assert again.to_markdown() == text
+
+
+def test_run_suite_scores_gbdts_on_the_same_splits_and_logs_to_mlflow(mini_suite, tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = run_suite(mini_suite, models=GBDTS, splits=[1], out_dir=tmp_path / "out",
+                       tracking_uri=uri, experiment="eval-test", progress=False)
+    board = result.leaderboard
+    assert board.suite == "mini-suite" and board.models == GBDTS
+    assert board.tasks == ["files/houses.csv", "files/flats.csv"]
+    assert {r.split for r in board.records} == {1}
+    # Same split for every model: equal train/test sizes per task, capped as the protocol says.
+    sizes = {(r.task, r.n_train, r.n_test) for r in board.records}
+    assert sizes == {("files/houses.csv", 80, 30), ("files/flats.csv", 80, 30)}
+    assert all(r.error is None and r.score > 0.5 for r in board.records)
+    text = result.paths["markdown"].read_text()
+    assert "median r2" in text and "fit s" in text and "predict s" in text
+    assert result.paths["png"].exists()
+
+    import mlflow
+
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    run = client.get_run(result.mlflow_run_id)
+    assert run.data.metrics["xgboost/median_r2"] == pytest.approx(board.summary().set_index("model").loc["xgboost", "median r2"])
+    artifacts = {a.path for a in client.list_artifacts(result.mlflow_run_id)}
+    assert {"leaderboard.md", "leaderboard.png", "scores.json"} <= artifacts
+
+
+def test_run_suite_rejects_unknown_tasks_and_models(mini_suite, tmp_path):
+    with pytest.raises(ConfigError, match="no task"):
+        run_suite(mini_suite, models=["lightgbm"], tasks=["missing.csv"], out_dir=tmp_path, log_to_mlflow=False)
+    with pytest.raises(ConfigError, match="tabpfn"):
+        run_suite(mini_suite, models=["tabpfn"], out_dir=tmp_path, log_to_mlflow=False)
+
+
+def test_evaluate_job_selects_tasks_splits_and_models(mini_suite, tmp_path, monkeypatch, capsys):
+    from jobs import evaluate
+
+    monkeypatch.setattr(sys, "argv", ["evaluate", "--suite", str(mini_suite), "--tasks", "houses.csv", "--splits", "0",
+                                      "--models", "lightgbm", "hist_gbm", "--out", str(tmp_path / "job"), "--no-mlflow"])
+    assert evaluate.main() == 0
+    out = capsys.readouterr().out
+    assert "| lightgbm |" in out and "files/houses.csv" in out and "flats" not in out
+    scores = json.loads((tmp_path / "job" / "scores.json").read_text())
+    assert {r["model"] for r in scores["records"]} == {"lightgbm", "hist_gbm"}
