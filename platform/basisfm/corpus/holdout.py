@@ -5,7 +5,8 @@ round-trips and rescaled storage still agree; strings case-folded), and a candid
 suite table when
   1. at least two of its columns hold mostly the same *value sets* as suite columns (containment over
      the smaller set, so renamed, reordered, extra, dropped columns and row subsets all still match),
-     at least one of them high-cardinality (small integer ranges like ages coincide by chance), and
+     at least one of them high-cardinality and not a dense run of whole numbers (ages, counts and
+     scores coincide by chance), and
   2. the *rows* agree: keys built from those matched columns, taken row by row, overlap far more than
      they do once each column is shuffled on its own (chance), by at least `near_duplicate_threshold`.
 Step 2 is what keeps unrelated tables with look-alike columns (two surveys with age and education) in.
@@ -28,7 +29,8 @@ VALUE_CONTAINMENT = 0.7  # share of the smaller value set found in the other col
 SPECIFIC_DISTINCT = 20  # a column is specific with at least this many distinct values ...
 SPECIFIC_ROW_SHARE = 0.2  # ... and at least this share of the smaller table's rows
 MIN_SHARED_ROWS = 5
-KEY_WIDTHS = (3, 2)  # row keys tried: the best three matched columns, then the best two
+KEY_WIDTHS = (3, 2)
+DENSE_INTEGER_SHARE = 0.3  # whole-number columns with at least this share of their range present are dense  # row keys tried: the best three matched columns, then the best two
 
 _MISSING = np.uint64(0)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -44,6 +46,7 @@ class TableSignature:
     fingerprint: str
     row_hashes: list[np.ndarray]  # one uint64 array of length n_rows per column
     distinct: list[np.ndarray]  # sorted unique non-missing hashes per column
+    informative: list[bool]  # False for dense integer runs (ages, counts, scores): they coincide by chance
 
 
 @dataclass
@@ -62,10 +65,11 @@ def cell_hashes(column: NormalisedColumn) -> np.ndarray:
     n = len(column.values)
     out = np.zeros(n, dtype=np.uint64)
     if column.kind.is_string:
-        present = np.array([v is not None for v in column.values], dtype=bool)
+        codes, distinct = pd.factorize(column.values, use_na_sentinel=True)
+        present = codes >= 0
         if present.any():
-            folded = np.array([str(v).strip().lower() for v in column.values[present]], dtype=object)
-            out[present] = pd.util.hash_array(folded, hash_key=_STRING_SALT)
+            folded = np.array([str(v).strip().lower() for v in distinct], dtype=object)
+            out[present] = pd.util.hash_array(folded, hash_key=_STRING_SALT)[codes[present]]
     else:
         values = column.values
         present = ~np.isnan(values)
@@ -96,7 +100,20 @@ def table_signature(table_id: str, columns: list[NormalisedColumn], fingerprint:
     row_hashes = [cell_hashes(c) for c in columns]
     distinct = [np.unique(h[h != _MISSING]) for h in row_hashes]
     n_rows = len(columns[0].values) if columns else 0
-    return TableSignature(table_id, n_rows, fingerprint, row_hashes, distinct)
+    informative = [not _is_dense_integer_run(c) for c in columns]
+    return TableSignature(table_id, n_rows, fingerprint, row_hashes, distinct, informative)
+
+
+def _is_dense_integer_run(column: NormalisedColumn) -> bool:
+    """Whole numbers filling much of their range (18..64 ages, 0..20 scores): every such column contains
+    most of every other one, so a shared value set says nothing about shared origin."""
+    if column.kind.is_string:
+        return False
+    present = column.values[~np.isnan(column.values)]
+    if len(present) == 0 or not np.all(present == np.round(present)):
+        return False
+    span = float(present.max() - present.min()) + 1.0
+    return len(np.unique(present)) >= DENSE_INTEGER_SHARE * span
 
 
 class HoldoutIndex:
@@ -191,7 +208,10 @@ class HoldoutIndex:
         for k, g, c, small in zip(cand_k[keep], suite_g[keep], containment[keep], smaller[keep]):
             si, sci = self._columns[g]
             rows = min(candidate.n_rows, self.signatures[si].n_rows)
-            specific = bool(small >= SPECIFIC_DISTINCT and small >= SPECIFIC_ROW_SHARE * rows)
+            specific = bool(
+                small >= SPECIFIC_DISTINCT and small >= SPECIFIC_ROW_SHARE * rows
+                and candidate.informative[usable[k]] and self.signatures[si].informative[sci]
+            )
             per_suite.setdefault(si, []).append((float(c), specific, int(small), usable[k], sci))
         matched: dict[int, list[tuple[int, int, bool]]] = {}
         for si, options in per_suite.items():

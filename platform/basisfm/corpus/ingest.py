@@ -200,10 +200,17 @@ def _process(ref: TableRef) -> TableOutcome:
         )
         return TableOutcome(ref.id, record=record, reused=reused)
     except TableError as exc:
-        return TableOutcome(ref.id, skipped_reason=str(exc))
+        return TableOutcome(ref.id, skipped_reason=_without_table_prefix(exc))
     except Exception as exc:  # anything unforeseen in one table is that table's problem, not the ingest's
         first_line = (str(exc).strip().splitlines() or [""])[0][:300]
         return TableOutcome(ref.id, skipped_reason=f"failed to normalise: {type(exc).__name__}: {first_line}")
+
+
+def _without_table_prefix(exc: TableError) -> str:
+    """The report already names the table; keep the column, drop the repeated table name."""
+    text = str(exc)
+    prefix = f"table {exc.table!r}, " if exc.column is not None else f"table {exc.table!r}: "
+    return text[len(prefix):] if exc.table is not None and text.startswith(prefix) else text
 
 
 def _write_shard_atomically(table, path: Path) -> None:

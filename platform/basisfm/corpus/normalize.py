@@ -67,23 +67,27 @@ def infer_column_kind(series: pd.Series) -> ColumnKind:
     present = series.dropna()
     if len(present) == 0:
         return ColumnKind.NUMERIC  # all missing: nothing to say; normalisation drops it
-    types = {type(v) for v in present.array}
-    if types <= {bool, np.bool_}:
+    inferred = pd.api.types.infer_dtype(present, skipna=True)
+    if inferred == "boolean":
         return ColumnKind.BOOLEAN
-    if all(issubclass(t, (pd.Timestamp, np.datetime64)) or t.__name__ in ("date", "datetime") for t in types):
+    if inferred in ("datetime", "datetime64", "date"):
         return ColumnKind.DATETIME
-    if types & {int, float, np.integer, np.floating} or types <= {str}:
-        parsed = pd.to_numeric(present.astype(str) if types <= {str} else present.map(_number_or_none), errors="coerce")
-        if parsed.notna().mean() >= NUMERIC_PARSE_SHARE:
+    # Everything below looks at distinct values weighted by how often they occur: long columns repeat a lot.
+    plain = inferred in ("string", "integer", "floating", "mixed-integer-float", "decimal")
+    # Other object columns may hold unhashable or oddly-typed cells (lists, bytes, mixtures): compare their text.
+    counts = present.value_counts(sort=False) if plain else present.astype(str).value_counts(sort=False)
+    distinct, weights = counts.index.to_numpy(dtype=object), counts.to_numpy(dtype=np.float64)
+    if inferred in ("integer", "floating", "mixed-integer-float", "decimal", "string", "mixed-integer", "mixed"):
+        numbers = pd.to_numeric(pd.Series([_number_or_none(v) for v in distinct], dtype=object), errors="coerce")
+        if weights[numbers.notna().to_numpy()].sum() >= NUMERIC_PARSE_SHARE * weights.sum():
             return ColumnKind.NUMERIC
-    strings = present.astype(str)
-    lowered = set(strings.str.strip().str.lower().unique()[:3])
-    if lowered and lowered <= set(_BOOL_STRINGS) and strings.str.strip().str.lower().isin(_BOOL_STRINGS).all():
+    strings = pd.Series([str(v).strip() for v in distinct], dtype=object)
+    lowered = strings.str.lower()
+    if lowered.isin(list(_BOOL_STRINGS)).all():
         return ColumnKind.BOOLEAN
-    sample = strings.iloc[: min(len(strings), 200)]
-    if sample.str.match(_ISO_DATE).mean() >= DATE_PARSE_SHARE:
+    if weights[strings.str.match(_ISO_DATE).to_numpy(dtype=bool)].sum() >= DATE_PARSE_SHARE * weights.sum():
         return ColumnKind.DATETIME
-    return _text_or_categorical(strings)
+    return _text_or_categorical(strings, weights, n_present=len(present))
 
 
 def _number_or_none(value):
@@ -97,12 +101,13 @@ def _number_or_none(value):
         return None
 
 
-def _text_or_categorical(strings: pd.Series) -> ColumnKind:
+def _text_or_categorical(distinct: pd.Series, weights: np.ndarray, n_present: int) -> ColumnKind:
     """Free text when values are mostly unique multi-word strings, or long; categories otherwise."""
-    lengths = strings.str.len()
-    unique_share = strings.nunique() / max(len(strings), 1)
-    words = strings.str.count(r"\s+") + 1
-    if lengths.mean() >= 50 or (unique_share > 0.5 and words.mean() >= 3):
+    total = weights.sum()
+    mean_length = float((distinct.str.len().to_numpy() * weights).sum() / total)
+    mean_words = float(((distinct.str.count(r"\s+").to_numpy() + 1) * weights).sum() / total)
+    unique_share = len(distinct) / max(n_present, 1)
+    if mean_length >= 50 or (unique_share > 0.5 and mean_words >= 3):
         return ColumnKind.TEXT
     return ColumnKind.CATEGORICAL
 
@@ -166,34 +171,41 @@ def _to_days(series: pd.Series, notes: list[str]) -> np.ndarray:
                                 errors="coerce", utc=True, format="mixed")
     if getattr(stamps.dt, "tz", None) is not None:
         stamps = stamps.dt.tz_convert("UTC").dt.tz_localize(None)
-    stamps = stamps.astype("datetime64[ns]")
-    lost = int((present & stamps.isna()).sum())
+    missing = stamps.isna().to_numpy()
+    lost = int((present.to_numpy() & missing).sum())
     if lost:
-        notes.append(f"{lost} unparseable or out-of-range dates set to missing")
-    nanos = stamps.to_numpy(dtype="datetime64[ns]").astype(np.int64).astype(np.float64)
-    return np.where(stamps.isna().to_numpy(), np.nan, nanos / 86_400e9)
+        notes.append(f"{lost} unparseable dates set to missing")
+    # Seconds, not nanoseconds: historical dates (year 1182 in stevedata/recessions) overflow a ns clock.
+    seconds = stamps.to_numpy().astype("datetime64[s]").astype(np.int64).astype(np.float64)
+    return np.where(missing, np.nan, seconds / 86_400.0)
 
 
 def _to_strings(series: pd.Series, max_text_chars: int, notes: list[str]) -> np.ndarray:
+    # Work on distinct values and scatter back through the codes: long columns repeat a lot.
     present = series.notna().to_numpy()
-    values = np.full(len(series), None, dtype=object)
-    raw = series.to_numpy(dtype=object)[present]
-    kinds = {type(v) for v in raw}
-    if kinds - {str}:
-        names = sorted(t.__name__ for t in kinds)
-        if len(names) > 1:
-            notes.append(f"mixed types ({', '.join(names)}) stored as strings")
-    strings = [v if isinstance(v, str) else _format_cell(v) for v in raw]
-    too_long = sum(len(s) > max_text_chars for s in strings)
-    if too_long:
+    cells = series.to_numpy(dtype=object)
+    if pd.api.types.infer_dtype(cells, skipna=True) not in ("string", "empty"):
+        # Format cell by cell first: hashing alone would merge True with 1 and 1.0 with 1.
+        kinds = {type(v) for v in cells[present]}
+        if len(kinds) > 1:
+            notes.append(f"mixed types ({', '.join(sorted(t.__name__ for t in kinds))}) stored as strings")
+        cells = np.array([_format_cell(v) if ok else None for v, ok in zip(cells, present)], dtype=object)
+    codes, distinct = pd.factorize(cells, use_na_sentinel=True)
+    strings = list(distinct)
+    lengths = np.array([len(s) for s in strings], dtype=np.int64)
+    too_long = lengths > max_text_chars
+    if too_long.any():
         # Keeps shards and embedding inputs bounded; the model keeps only the first tokens of a cell anyway.
-        notes.append(f"{too_long} cells truncated to {max_text_chars} characters")
+        truncated = int(np.isin(codes, np.flatnonzero(too_long)).sum())
+        notes.append(f"{truncated} cells truncated to {max_text_chars} characters")
         strings = [s[:max_text_chars] for s in strings]
-    values[present] = strings
-    return values
+    lookup = np.array(strings + [None], dtype=object)  # code -1 (missing) picks the trailing None
+    return lookup[codes]
 
 
 def _format_cell(value) -> str:
+    if isinstance(value, str):
+        return value
     if isinstance(value, (float, np.floating)) and float(value).is_integer():
         return str(int(value))  # R factors of numbers arrive as floats: "3", not "3.0"
     if isinstance(value, bytes):
