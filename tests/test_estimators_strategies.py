@@ -1,0 +1,116 @@
+"""BasisRegressor / BasisClassifier strategies: base-ft learns and is reproducible, peft trains only adapters,
+save/load and clone round-trip, checkpoints load from a directory."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from sklearn.base import clone
+
+from basisfm.config import ModelConfig
+from basisfm.errors import CheckpointError, ConfigError
+from basisfm.estimators import BasisClassifier, BasisRegressor
+from basisfm.model import BasisTransformer, build_model
+from basisfm.model.checkpoint import save_pretrained
+
+pytestmark = pytest.mark.slow
+
+
+def _houses(n: int, seed: int) -> tuple[pd.DataFrame, pd.Series]:
+    rng = np.random.default_rng(seed)
+    x = pd.DataFrame({"size_m2": rng.uniform(20, 200, n), "rooms": rng.integers(1, 6, n),
+                      "area": rng.choice(["north", "south"], n)})
+    y = pd.Series(10 * x.size_m2 + np.where(x.area == "north", 500, 0) + rng.normal(0, 20, n), name="price")
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("embeddings"))
+
+
+def _fast(cache_dir, **kw) -> dict:
+    return dict(embedding_cache_dir=cache_dir, progress=False, max_epochs=4, max_steps=12, token_budget=256,
+                learning_rate=3e-3, patience=2, **kw)
+
+
+@pytest.fixture(scope="module")
+def base_ft(cache_dir):
+    x, y = _houses(120, 0)
+    return BasisRegressor(strategy="base-ft", **_fast(cache_dir)).fit(x, y)
+
+
+def test_base_ft_improves_validation_error_and_is_reproducible(base_ft, cache_dir):
+    history = base_ft.history_
+    assert history.steps > 0 and history.best_epoch >= 1
+    assert min(e["val_score"] for e in history.epochs[1:]) < history.epochs[0]["val_score"]
+    x, y = _houses(120, 0)
+    again = BasisRegressor(strategy="base-ft", **_fast(cache_dir)).fit(x, y)
+    test, _ = _houses(10, 1)
+    np.testing.assert_array_equal(base_ft.predict(test), again.predict(test))
+
+
+def test_save_load_round_trip_writes_no_pickle(base_ft, tmp_path):
+    base_ft.save(tmp_path / "saved")
+    files = sorted(p.name for p in (tmp_path / "saved").rglob("*") if p.is_file())
+    assert files == ["config.json", "estimator.json", "model.safetensors"]
+    loaded = BasisRegressor.load(tmp_path / "saved")
+    test, _ = _houses(10, 2)
+    np.testing.assert_array_equal(loaded.predict(test), base_ft.predict(test))
+    assert loaded.get_params() == base_ft.get_params()
+    with pytest.raises(CheckpointError, match="not a BasisClassifier"):
+        BasisClassifier.load(tmp_path / "saved")
+
+
+def test_clone_and_params(base_ft):
+    fresh = clone(base_ft)
+    assert fresh.get_params() == base_ft.get_params() and not hasattr(fresh, "model_")
+    fresh.set_params(strategy="peft", lora_r=4)
+    assert fresh.get_params()["lora_r"] == 4
+
+
+def test_peft_trains_only_adapters_and_merges_back(cache_dir):
+    x, y = _houses(80, 3)
+    model = BasisRegressor(strategy="peft", lora_r=4, **_fast(cache_dir)).fit(x, y)
+    total = sum(p.numel() for p in model.model_.parameters())
+    assert 0 < model.history_.trainable_parameters < total / 5
+    assert type(model.model_) is BasisTransformer  # adapters merged: a plain model, saved as safetensors
+    assert not any("lora" in name for name in model.model_.state_dict())
+    scratch = build_model(ModelConfig())
+    changed = [n for n, p in model.model_.state_dict().items() if n in scratch.state_dict()
+               and not torch.equal(p, scratch.state_dict()[n])]
+    assert changed, "LoRA training should change the merged weights"
+    with pytest.raises(ConfigError, match="name no linear layer"):
+        BasisRegressor(strategy="peft", lora_target_modules=["nonexistent"], **_fast(cache_dir)).fit(x, y)
+
+
+def test_classifier_fine_tunes_and_round_trips(cache_dir, tmp_path):
+    x, y = _houses(100, 4)
+    labels = np.where(x.area == "north", "approved", "rejected")
+    model = BasisClassifier(strategy="base-ft", target_name="decision", **_fast(cache_dir)).fit(x, labels)
+    assert list(model.classes_) == ["approved", "rejected"]
+    proba = model.predict_proba(x.head(8))
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert set(model.predict(x.head(8))) <= {"approved", "rejected"}
+    # From scratch a few steps barely move the log loss; what must hold is that the best epoch's weights are kept.
+    scores = [e["val_score"] for e in model.history_.epochs]
+    assert model.history_.steps > 0 and scores[model.history_.best_epoch] == min(scores)
+    model.save(tmp_path / "clf")
+    np.testing.assert_allclose(BasisClassifier.load(tmp_path / "clf").predict_proba(x.head(8)), proba)
+
+
+def test_inference_from_a_checkpoint_directory_uses_its_weights(cache_dir, tmp_path):
+    torch.manual_seed(123)
+    save_pretrained(build_model(ModelConfig()), tmp_path / "ckpt")
+    x, y = _houses(30, 5)
+    from_dir = BasisRegressor(checkpoint=str(tmp_path / "ckpt"), strategy="inference", embedding_cache_dir=cache_dir).fit(x, y)
+    assert from_dir.checkpoint_source_ == f"checkpoint {tmp_path / 'ckpt'}"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        scratch = BasisRegressor(strategy="inference", embedding_cache_dir=cache_dir, random_state=7).fit(x, y)
+    assert scratch.checkpoint_source_.startswith("from scratch")
+    assert not np.array_equal(from_dir.predict(x.head(5)), scratch.predict(x.head(5)))
