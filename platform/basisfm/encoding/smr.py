@@ -13,11 +13,8 @@ import torch
 # Windows are clamped here so that decoding a saturated vector can never overflow float64 (max ~2^1024).
 MAX_EXPONENT = 1000
 MIN_EXPONENT = -1070
-# Dynamic windows reach this many bits below the column's smallest non-zero magnitude, so the smallest
-# values keep a few significant bits instead of one ...
-EXTRA_PRECISION_BITS = 6
-# ... and never fewer than this many bits below the top, so a column whose values all share one
-# magnitude (1e10..3e10) is still resolved to ~1e-5 relative error.
+# Dynamic windows reach far enough below a column's smallest non-zero magnitude that even that value
+# keeps this many significant bits (when the bit budget allows; magnitude wins when it does not).
 MIN_SIGNIFICANT_BITS = 16
 
 
@@ -83,11 +80,9 @@ class SMRCodec:
         top = top.clamp(MIN_EXPONENT + self.width, MAX_EXPONENT)
         min_nonzero = min_nonzero.to(torch.float64)
         known_min = torch.isfinite(min_nonzero) & (min_nonzero > 0)
-        wanted_low = torch.where(
-            known_min, floor_log2(min_nonzero) - EXTRA_PRECISION_BITS, torch.full_like(top, -self.low_bits)
-        )
-        wanted_low = torch.minimum(wanted_low, top - min(MIN_SIGNIFICANT_BITS, self.width) + 1)
-        low = torch.maximum(wanted_low, top - self.width + 1)
+        # Unknown smallest magnitude: use the whole budget.
+        smallest = torch.where(known_min, torch.minimum(floor_log2(min_nonzero), top), top - self.width)
+        low = torch.maximum(smallest - MIN_SIGNIFICANT_BITS + 1, top - self.width + 1)
         return top, low
 
     def encode(self, values: torch.Tensor, top: torch.Tensor, low: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,6 +119,19 @@ class SMRCodec:
         used = exponents >= low.unsqueeze(-1)
         magnitude = (hard[..., 1:] * pow_a * pow_b * used).sum(-1)
         return torch.where(hard[..., 0] > 0, -magnitude, magnitude)
+
+    def expected_value(self, probabilities: torch.Tensor, top: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
+        """The mean of the decoded value when bits are independent with these probabilities [..., 1 + width].
+
+        Thresholding (`decode`) turns one uncertain high bit into an error of half the range; the
+        expectation is the squared-error-minimising read-out (what R2 scores).
+        """
+        probabilities = probabilities.to(torch.float64)
+        exponents = top.unsqueeze(-1) - torch.arange(self.width, device=probabilities.device)
+        pow_a, pow_b = _pow2(exponents)
+        used = exponents >= low.unsqueeze(-1)
+        magnitude = (probabilities[..., 1:] * pow_a * pow_b * used).sum(-1)
+        return (1.0 - 2.0 * probabilities[..., 0]) * magnitude
 
     def window_features(self, top: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
         """[C, 2] float32 summary of each column's scale for the model (the exponent shift is otherwise invisible)."""

@@ -126,9 +126,9 @@ class BasisTransformer(nn.Module):
             string_values = torch.zeros_like(numeric)
         value = torch.where(string_column.view(1, -1, 1), string_values, numeric)
         value, attend = self.missing(value, missing & ~target, batch.column_kinds, batch.column_names)
+        # Hidden cells stay attendable (as the hidden token) under every strategy: "this column is being
+        # asked about" is information, and their truth is already gone.
         value = torch.where(target.unsqueeze(-1), self.hidden_value, value)
-        if attend is not None:
-            attend = attend & ~target
         cells = value + column_tokens.unsqueeze(0)
         order = batch.column_name_embeddings.float() @ self.name_direction
         for layer in self.cell_layers:
@@ -201,6 +201,10 @@ class BasisTransformer(nn.Module):
         The column is hidden in every row (along with any targets already marked); the labels need not
         be strings the model has seen, nor the ones present in the batch.
         """
+        return self.category_logits(batch, column_index, label_embeddings)
+
+    def category_logits(self, batch: TableBatch, column_index: int, label_embeddings: torch.Tensor) -> torch.Tensor:
+        """`predict_category_scores` with gradients (fine-tuning a classifier on its own labels)."""
         if not 0 <= column_index < batch.n_columns:
             raise IndexError(f"table {batch.table_id!r}: column index {column_index} out of range for {batch.n_columns} columns")
         target = batch.target_mask.clone()

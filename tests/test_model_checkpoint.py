@@ -1,0 +1,80 @@
+"""Checkpoint io: safetensors + JSON round trip, and clear CheckpointErrors for every way a directory can be wrong."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from basisfm.config import ModelConfig
+from basisfm.errors import CheckpointError
+from basisfm.model import build_model
+from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, save_pretrained
+from test_model_support import synthetic_batch
+
+
+def _saved(tmp_path, **settings):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(**settings)).eval()
+    save_pretrained(model, tmp_path / "ckpt")
+    return model, tmp_path / "ckpt"
+
+
+def test_round_trip_gives_identical_predictions(tmp_path):
+    model, directory = _saved(tmp_path, numeric_encoding="hybrid_smr", missing="per_column", attention="block_sparse")
+    assert sorted(p.name for p in directory.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    loaded = load_pretrained(directory)
+    assert loaded.config == model.config and not loaded.training
+    batch = synthetic_batch()
+    assert torch.equal(model.predict_numeric(batch).nan_to_num(-1), loaded.predict_numeric(batch).nan_to_num(-1))
+    stored = json.loads((directory / CONFIG_NAME).read_text())
+    assert stored["format_version"] == 1 and stored["model_config"]["numeric_encoding"] == "hybrid_smr"
+
+
+def test_missing_files_are_named(tmp_path):
+    _, directory = _saved(tmp_path)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_pretrained(tmp_path / "nowhere")
+    (directory / WEIGHTS_NAME).unlink()
+    with pytest.raises(CheckpointError, match=WEIGHTS_NAME):
+        load_pretrained(directory)
+    (directory / CONFIG_NAME).unlink()
+    with pytest.raises(CheckpointError, match=CONFIG_NAME):
+        load_pretrained(directory)
+
+
+def test_bad_config_json_is_reported_by_key(tmp_path):
+    _, directory = _saved(tmp_path)
+    path = directory / CONFIG_NAME
+    good = json.loads(path.read_text())
+    path.write_text("{not json")
+    with pytest.raises(CheckpointError, match="not valid JSON"):
+        load_pretrained(directory)
+    path.write_text(json.dumps({**good, "format_version": 99}))
+    with pytest.raises(CheckpointError, match="format_version"):
+        load_pretrained(directory)
+    path.write_text(json.dumps({**good, "model_config": {**good["model_config"], "n_dragons": 3}}))
+    with pytest.raises(CheckpointError, match="n_dragons"):
+        load_pretrained(directory)
+    path.write_text(json.dumps({**good, "model_config": {**good["model_config"], "d_model": 30}}))
+    with pytest.raises(CheckpointError, match="d_model"):
+        load_pretrained(directory)
+
+
+def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
+    _, directory = _saved(tmp_path)
+    weights = directory / WEIGHTS_NAME
+    state = load_file(str(weights))
+    state["bit_head.weight"] = torch.zeros(3, 3)
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match="bit_head.weight"):
+        load_pretrained(directory)
+    del state["bit_head.weight"]
+    save_file(state, str(weights))
+    with pytest.raises(CheckpointError, match="missing tensor.*bit_head.weight"):
+        load_pretrained(directory)
+    weights.write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="unreadable"):
+        load_pretrained(directory)
