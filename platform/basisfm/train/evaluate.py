@@ -116,19 +116,14 @@ class ValidationSuite:
 
 
 def load_validation_batches(config: RunConfig, max_batches: int) -> list[TableBatch]:
-    """The first `max_batches` validation batches, collated in this process (no Ray needed)."""
-    from basisfm.corpus.manifest import read_manifest
-    from basisfm.data.collate import derive_seed
-    from basisfm.data.pipeline import collate_record, split_tables
+    """The first `max_batches` validation batches, collated in this process (no Ray needed): the plan
+    `build_dataset(split="validation")` follows, so these are the cells training validated on."""
+    from basisfm.data.pipeline import collate_record, plan_epochs
     from basisfm.encoding.text import StringEmbedder
 
-    records = read_manifest(config.corpus.out_dir)
-    _, validation = split_tables(records, config.data)
     embedder = StringEmbedder(Path(config.data.embedding_cache_dir), text_top_k=config.data.text_top_k)
     batches: list[TableBatch] = []
-    for record in validation:
-        # The same per-table seed as build_dataset's validation split: identical masks, identical cells.
-        seed = derive_seed("table", config.data.seed, "validation", 0, record.id)
+    for record, seed in plan_epochs(config.corpus.out_dir, config.data, "validation"):
         batches.extend(collate_record(config.corpus.out_dir, record, config.data, embedder, seed=seed))
         if len(batches) >= max_batches:
             break

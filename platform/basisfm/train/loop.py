@@ -9,6 +9,7 @@ consolidated model into the final checkpoint.
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 import time
@@ -82,7 +83,8 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     while state.step < train.steps:
         started = time.perf_counter()
         cells = 0
-        losses: dict[str, float] = {}
+        sums: dict[str, float] = {}
+        counts: dict[str, int] = {}
         for _ in range(train.micro_batch_tables):
             batch = next(train_batches).to(device)
             result = engine(batch)
@@ -90,21 +92,18 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             engine.step()  # steps optimizer + schedule only at the accumulation boundary
             cells += batch.n_cells
             for name, value in {"loss": float(result.loss), **result.metrics}.items():
-                losses[name] = losses.get(name, 0.0) + float(value) / train.micro_batch_tables
+                sums[name] = sums.get(name, 0.0) + float(value)
+                counts[name] = counts.get(name, 0) + 1
         state.step += 1
         _maybe_inject_fault(train.fail_at_step, state.step, rank, world_size, run_dir)
 
-        # One small all-reduce per step: the mean loss over ranks and the cells all ranks processed.
-        names = sorted(losses)
-        summed = torch.tensor([losses[n] for n in names] + [float(cells)], dtype=torch.float64)
-        torch.distributed.all_reduce(summed)
-        elapsed = max(time.perf_counter() - started, 1e-9)
-        elapsed_max = torch.tensor([elapsed], dtype=torch.float64)
-        torch.distributed.all_reduce(elapsed_max, op=torch.distributed.ReduceOp.MAX)
-        step_cells = int(summed[-1])
+        elapsed = time.perf_counter() - started
+        # Ranks saw different tables, so their metric names can differ (no categorical target, say).
+        gathered = _gather_json({"sums": sums, "counts": counts, "cells": cells, "elapsed": elapsed})
+        metrics = {f"train_{name}": value for name, value in _pooled_means(gathered).items()}
+        step_cells = sum(g["cells"] for g in gathered)
         state.cells_seen += step_cells
-        metrics = {f"train_{n}": float(v) / world_size for n, v in zip(names, summed[:-1].tolist())}
-        metrics["cells_per_s"] = step_cells / float(elapsed_max)
+        metrics["cells_per_s"] = step_cells / max(max(g["elapsed"] for g in gathered), 1e-9)
         metrics["lr"] = float(scheduler.get_last_lr()[0])
 
         final = state.step >= train.steps
@@ -135,6 +134,34 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if not last_metrics:
         # A rerun of a finished run: its final checkpoint already holds the consolidated model.
         _say(rank, f"run already complete at step {state.step}; nothing to train")
+
+
+def _gather_json(value: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's `value`, on every rank: JSON bytes through two all-gathers (lengths, then padded bytes)."""
+    import torch
+    import torch.distributed as dist
+
+    payload = torch.tensor(list(json.dumps(value).encode()), dtype=torch.uint8)
+    world = dist.get_world_size()
+    lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
+    dist.all_gather(lengths, torch.tensor([len(payload)], dtype=torch.int64))
+    longest = int(max(length.item() for length in lengths))
+    padded = torch.zeros(longest, dtype=torch.uint8)
+    padded[: len(payload)] = payload
+    received = [torch.zeros(longest, dtype=torch.uint8) for _ in range(world)]
+    dist.all_gather(received, padded)
+    return [json.loads(bytes(r[: int(n.item())].tolist()).decode()) for r, n in zip(received, lengths)]
+
+
+def _pooled_means(gathered: list[dict[str, Any]]) -> dict[str, float]:
+    """Mean of each metric over every micro-batch of every rank that reported it."""
+    sums: dict[str, float] = {}
+    counts: dict[str, int] = {}
+    for part in gathered:
+        for name, value in part["sums"].items():
+            sums[name] = sums.get(name, 0.0) + value
+            counts[name] = counts.get(name, 0) + part["counts"][name]
+    return {name: sums[name] / counts[name] for name in sorted(sums)}
 
 
 def _endless(shard) -> Iterator:

@@ -72,6 +72,7 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
     "train" is split across ranks (every rank scores the same validation batches, so ZeRO-3's collective
     forward stays in lockstep and rank 0 gets the full validation metrics without a reduction).
     """
+    import ray.data
     import ray.train
     from ray.train.torch import TorchConfig, TorchTrainer
 
@@ -81,9 +82,17 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
     config = absolute_paths(config)
     train = config.train
     if datasets is None:
-        datasets = {"train": build_dataset(config.corpus.out_dir, config.data, "train")}
-        if config.data.validation_tables > 0:
-            datasets["validation"] = build_dataset(config.corpus.out_dir, config.data, "validation")
+        # Our rank-0 tqdm shows progress; Ray Data's bars, drawn from several processes, would garble it.
+        # A dataset copies the driver's Data context when built: switch them off for these two only.
+        context = ray.data.DataContext.get_current()
+        saved = context.enable_progress_bars, context.print_on_execution_start
+        context.enable_progress_bars, context.print_on_execution_start = False, False
+        try:
+            datasets = {"train": build_dataset(config.corpus.out_dir, config.data, "train")}
+            if config.data.validation_tables > 0:
+                datasets["validation"] = build_dataset(config.corpus.out_dir, config.data, "validation")
+        finally:
+            context.enable_progress_bars, context.print_on_execution_start = saved
     loop_config = {
         "run_config": to_dict(config),
         "run_dir": str(run_dir_of(config)),

@@ -1,0 +1,34 @@
+"""`python -m jobs.pretrain`: pretrain the Basis Transformer on the corpus (Ray Train + DeepSpeed) and register it.
+
+Locally: `python -m jobs.pretrain --config jobs/configs/tiny.yaml`. On a cluster: the same module through
+`ray job submit` (see the README). Rerunning with the same train.run_name resumes from its last checkpoint.
+"""
+
+from __future__ import annotations
+
+from jobs._cli import config_from, parser, run_main
+
+
+def main() -> int:
+    p = parser("Pretrain the Basis Transformer with Ray Train + DeepSpeed; log to MLflow and register the checkpoint.")
+    p.add_argument("--steps", type=int, metavar="N", help="optimizer steps (train.steps)")
+    p.add_argument("--workers", type=int, metavar="N", help="Ray Train workers (train.num_workers)")
+    p.add_argument("--run-name", metavar="NAME", help="Ray Train run name; the same name resumes (train.run_name)")
+    args = p.parse_args()
+    overrides = []
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.workers is not None:
+        overrides.append(f"train.num_workers={args.workers}")
+    if args.run_name is not None:
+        overrides.append(f"train.run_name={args.run_name}")
+    config = config_from(args, overrides)
+
+    from basisfm.train import pretrain
+
+    result = pretrain(config)  # prints its own summary: metrics, checkpoint, MLflow run, version, UI command
+    return 0 if result.checkpoint_dir.is_dir() else 1
+
+
+if __name__ == "__main__":
+    run_main(main)
