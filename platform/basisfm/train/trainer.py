@@ -65,12 +65,13 @@ def run_dir_of(config: RunConfig) -> Path:
 
 
 def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_run_id: str | None = None,
-                  datasets: dict[str, Any] | None = None):
+                  datasets: dict[str, Any] | None = None, callbacks: list | None = None):
     """A TorchTrainer running `train_loop_per_worker` on `train.num_workers` ranks.
 
     `datasets` defaults to the corpus's train / validation splits from the Ray Data pipeline; only
     "train" is split across ranks (every rank scores the same validation batches, so ZeRO-3's collective
     forward stays in lockstep and rank 0 gets the full validation metrics without a reduction).
+    `callbacks` are Ray Train `UserCallback`s (basisfm.tune passes one that forwards reports to Ray Tune).
     """
     import ray.data
     import ray.train
@@ -116,6 +117,7 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
             storage_path=train.storage_path,
             failure_config=ray.train.FailureConfig(max_failures=train.max_failures),
             checkpoint_config=ray.train.CheckpointConfig(num_to_keep=train.keep_checkpoints),
+            callbacks=list(callbacks or []),  # added for basisfm.tune (issue 6): Tune trials forward reports
         ),
     )
 
