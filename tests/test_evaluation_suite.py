@@ -27,6 +27,12 @@ def _regression_frame(n: int, seed: int) -> pd.DataFrame:
 
 
 @pytest.fixture(scope="module")
+def mlflow_uri(tmp_path_factory):
+    # One sqlite store for the module: creating its tables is the slowest part of an MLflow test.
+    return f"sqlite:///{tmp_path_factory.mktemp('mlflow') / 'mlflow.db'}"
+
+
+@pytest.fixture(scope="module")
 def mini_suite(tmp_path_factory):
     root = tmp_path_factory.mktemp("suite")
     _regression_frame(160, 0).to_csv(root / "houses.csv", index=False)
@@ -107,8 +113,8 @@ def test_leaderboard_marks_failed_runs_and_takes_the_median_over_tasks(tmp_path)
     assert again.to_markdown() == text
 
 
-def test_run_suite_scores_gbdts_on_the_same_splits_and_logs_to_mlflow(mini_suite, tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+def test_run_suite_scores_gbdts_on_the_same_splits_and_logs_to_mlflow(mini_suite, mlflow_uri, tmp_path):
+    uri = mlflow_uri
     result = run_suite(mini_suite, models=GBDTS, splits=[1], out_dir=tmp_path / "out",
                        tracking_uri=uri, experiment="eval-test", progress=False)
     board = result.leaderboard
@@ -149,3 +155,40 @@ def test_evaluate_job_selects_tasks_splits_and_models(mini_suite, tmp_path, monk
     assert "| lightgbm |" in out and "files/houses.csv" in out and "flats" not in out
     scores = json.loads((tmp_path / "job" / "scores.json").read_text())
     assert {r["model"] for r in scores["records"]} == {"lightgbm", "hist_gbm"}
+
+
+@pytest.mark.slow
+def test_basis_strategies_run_in_the_suite_from_the_registered_champion(mini_suite, mlflow_uri, tmp_path):
+    import mlflow
+    import torch
+
+    from basisfm.config import ModelConfig
+    from basisfm.model import build_model
+    from basisfm.model.checkpoint import save_pretrained
+    from basisfm.tracking.registry import log_checkpoint_model
+
+    torch.manual_seed(0)
+    save_pretrained(build_model(ModelConfig()), tmp_path / "ckpt")
+    version = log_checkpoint_model(tmp_path / "ckpt", "basisfm-test", tracking_uri=mlflow_uri, experiment="registry-test")
+    mlflow.MlflowClient(tracking_uri=mlflow_uri, registry_uri=mlflow_uri).set_registered_model_alias(
+        "basisfm-test", "champion", version)
+
+    basis = ["basis-inference", "basis-base-ft", "basis-peft"]
+    result = run_suite(
+        mini_suite, models=[*basis, "lightgbm"], tasks=["houses.csv"], splits=[0], out_dir=tmp_path / "out",
+        checkpoint="models:/basisfm-test@champion", tracking_uri=mlflow_uri, experiment="eval-test", progress=False,
+        basis_params={"max_steps": 6, "max_epochs": 2, "token_budget": 256,
+                      "embedding_cache_dir": str(tmp_path / "embeddings")},
+    )
+    records = {r.model: r for r in result.leaderboard.records}
+    assert all(records[m].error is None and np.isfinite(records[m].score) for m in [*basis, "lightgbm"]), records
+    assert all(records[m].fit_seconds > 0 and records[m].predict_seconds > 0 for m in basis)
+    # The registered weights were downloaded once and used: the note names the downloaded directory.
+    from pathlib import Path
+
+    (note,) = [n for n in result.notes if n.startswith("basis checkpoint: ")]
+    downloaded = Path(note.removeprefix("basis checkpoint: "))
+    assert (downloaded / "model.safetensors").read_bytes() == (tmp_path / "ckpt" / "model.safetensors").read_bytes()
+    with pytest.raises(Exception, match="nope"):
+        run_suite(mini_suite, models=["basis-inference"], tasks=["houses.csv"], splits=[0], out_dir=tmp_path / "x",
+                  checkpoint="models:/nope@champion", tracking_uri=mlflow_uri, log_to_mlflow=False, progress=False)

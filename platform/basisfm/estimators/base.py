@@ -5,7 +5,7 @@
     model.predict(X_test); model.save("my-model"); BasisRegressor.load("my-model")
 
 `checkpoint`: a directory holding model.safetensors + config.json, a registry URI `models:/name@alias`
-(downloaded with MLflow), or None: *from scratch*, a freshly initialised model of `preset` (seeded by
+(downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else runs/mlflow.db), or None: *from scratch*, a freshly initialised model of `preset` (seeded by
 `random_state`), which only makes sense with a fine-tuning strategy.
 
 `strategy`: `inference` predicts with the checkpoint as it is, the target identified by its column name
@@ -84,6 +84,7 @@ class _BasisEstimator(BaseEstimator):
         token_budget: int = 4096,
         max_columns: int = 32,
         embedding_cache_dir: str | None = None,
+        tracking_uri: str | None = None,
         time_budget_s: float | None = None,
         random_state: int = 0,
         progress: bool = True,
@@ -105,6 +106,7 @@ class _BasisEstimator(BaseEstimator):
         self.token_budget = token_budget
         self.max_columns = max_columns
         self.embedding_cache_dir = embedding_cache_dir
+        self.tracking_uri = tracking_uri
         self.time_budget_s = time_budget_s
         self.random_state = random_state
         self.progress = progress
@@ -146,7 +148,7 @@ class _BasisEstimator(BaseEstimator):
         """The model fine-tuning starts from, and a description of where it came from."""
         from basisfm.model import build_model
 
-        resolved = resolve_checkpoint(self.checkpoint)
+        resolved = resolve_checkpoint(self.checkpoint, tracking_uri=self.tracking_uri)
         if resolved is not None:
             from basisfm.model.checkpoint import load_pretrained
 

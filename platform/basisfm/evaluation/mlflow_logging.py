@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 from basisfm.evaluation.leaderboard import Leaderboard
 
-DEFAULT_TRACKING_DB = Path("runs") / "mlflow.db"  # the embedded store all jobs share (TrackingConfig.local_dir)
-
 
 def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI when set, else a sqlite store under runs/ (MLflow 3 deprecates the file store)."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    DEFAULT_TRACKING_DB.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{DEFAULT_TRACKING_DB.resolve()}"
+    """$MLFLOW_TRACKING_URI when set, else the sqlite store under runs/ that every job shares."""
+    from basisfm.config import TrackingConfig
+    from basisfm.tracking.mlflow_logger import resolve_tracking_uri
+
+    return resolve_tracking_uri(TrackingConfig())
+
+
+def _artifact_location(tracking_uri: str) -> str | None:
+    # A sqlite store keeps artifacts next to its database file (runs/mlartifacts for the shared store),
+    # never in ./mlruns of whatever directory the job ran from.
+    if tracking_uri.startswith("sqlite:///"):
+        return (Path(tracking_uri[len("sqlite:///"):]).absolute().parent / "mlartifacts").as_uri()
+    return None
 
 
 def _metric_key(text: str) -> str:
@@ -37,12 +41,15 @@ def log_leaderboard(
     """One MLflow run holding the leaderboard; returns its run id."""
     import mlflow
 
-    mlflow.set_tracking_uri(tracking_uri or default_tracking_uri())
-    mlflow.set_experiment(experiment)
+    from basisfm.tracking.mlflow_logger import ensure_experiment, make_client
+
+    uri = tracking_uri or default_tracking_uri()
+    experiment_id = ensure_experiment(make_client(uri), experiment, _artifact_location(uri))
+    mlflow.set_tracking_uri(uri)
     summary = leaderboard.summary()
     per_task = leaderboard.task_scores()
     score_column = f"median {leaderboard.metric}"
-    with mlflow.start_run(run_name=run_name or f"eval-{leaderboard.suite}") as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name or f"eval-{leaderboard.suite}") as run:
         mlflow.log_params({k: str(v)[:500] for k, v in (params or {}).items()})
         for row in summary.to_dict("records"):
             model = _metric_key(row["model"])

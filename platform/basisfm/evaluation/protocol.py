@@ -100,7 +100,7 @@ def run_suite(
     if any(m in BASIS_STRATEGIES for m in models):
         from basisfm.estimators.checkpoints import resolve_checkpoint
 
-        resolved = resolve_checkpoint(checkpoint)
+        resolved = resolve_checkpoint(checkpoint, tracking_uri=tracking_uri)
         checkpoint = None if resolved is None else str(resolved)
         notes.append(f"basis checkpoint: {checkpoint or 'none (from scratch: a freshly initialised model of the preset)'}")
 
