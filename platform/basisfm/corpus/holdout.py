@@ -5,8 +5,8 @@ round-trips and rescaled storage still agree; strings case-folded), and a candid
 suite table when
   1. at least two of its columns hold mostly the same *value sets* as suite columns (containment over
      the smaller set, so renamed, reordered, extra, dropped columns and row subsets all still match),
-     at least one of them high-cardinality and not a dense run of whole numbers (ages, counts and
-     scores coincide by chance), and
+     at least one of them high-cardinality and not densely filling a coarse grid (ages, counts,
+     carats in 0.01 steps coincide by chance), and
   2. the *rows* agree: keys built from those matched columns, taken row by row, overlap far more than
      they do once each column is shuffled on its own (chance), by at least `near_duplicate_threshold`.
 Step 2 is what keeps unrelated tables with look-alike columns (two surveys with age and education) in.
@@ -30,7 +30,8 @@ SPECIFIC_DISTINCT = 20  # a column is specific with at least this many distinct 
 SPECIFIC_ROW_SHARE = 0.2  # ... and at least this share of the smaller table's rows
 MIN_SHARED_ROWS = 5
 KEY_WIDTHS = (3, 2)
-DENSE_INTEGER_SHARE = 0.3  # whole-number columns with at least this share of their range present are dense  # row keys tried: the best three matched columns, then the best two
+DENSE_GRID_SHARE = 0.3  # grid-valued columns holding at least this share of their range's grid points are dense
+MAX_GRID_DECIMALS = 3  # row keys tried: the best three matched columns, then the best two
 
 _MISSING = np.uint64(0)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
@@ -46,7 +47,7 @@ class TableSignature:
     fingerprint: str
     row_hashes: list[np.ndarray]  # one uint64 array of length n_rows per column
     distinct: list[np.ndarray]  # sorted unique non-missing hashes per column
-    informative: list[bool]  # False for dense integer runs (ages, counts, scores): they coincide by chance
+    informative: list[bool]  # False for dense grids (ages, counts, carats): they coincide by chance
 
 
 @dataclass
@@ -100,20 +101,25 @@ def table_signature(table_id: str, columns: list[NormalisedColumn], fingerprint:
     row_hashes = [cell_hashes(c) for c in columns]
     distinct = [np.unique(h[h != _MISSING]) for h in row_hashes]
     n_rows = len(columns[0].values) if columns else 0
-    informative = [not _is_dense_integer_run(c) for c in columns]
+    informative = [not _is_dense_grid(c) for c in columns]
     return TableSignature(table_id, n_rows, fingerprint, row_hashes, distinct, informative)
 
 
-def _is_dense_integer_run(column: NormalisedColumn) -> bool:
-    """Whole numbers filling much of their range (18..64 ages, 0..20 scores): every such column contains
-    most of every other one, so a shared value set says nothing about shared origin."""
+def _is_dense_grid(column: NormalisedColumn) -> bool:
+    """Values on a coarse grid that fill much of their range: whole-number ages and counts, carats in
+    0.01 steps, scores in 0.5 steps. Any two such columns over similar ranges share most values, so a
+    shared value set says nothing about a shared origin."""
     if column.kind.is_string:
         return False
     present = column.values[~np.isnan(column.values)]
-    if len(present) == 0 or not np.all(present == np.round(present)):
+    if len(present) == 0:
         return False
-    span = float(present.max() - present.min()) + 1.0
-    return len(np.unique(present)) >= DENSE_INTEGER_SHARE * span
+    for decimals in range(MAX_GRID_DECIMALS + 1):
+        scaled = present * 10.0**decimals
+        if np.all(np.abs(scaled - np.round(scaled)) <= 1e-6 * np.maximum(1.0, np.abs(scaled))):
+            grid_points = float(scaled.max() - scaled.min()) + 1.0
+            return len(np.unique(np.round(scaled))) >= DENSE_GRID_SHARE * grid_points
+    return False  # finer than any grid: measured, not counted
 
 
 class HoldoutIndex:

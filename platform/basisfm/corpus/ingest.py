@@ -55,6 +55,7 @@ class IngestReport:
     excluded: list[dict] = field(default_factory=list)  # {id, duplicate_of, score, reason}
     skipped: list[dict] = field(default_factory=list)  # {id, reason}
     treated: list[dict] = field(default_factory=list)  # {id, treatments}: tables ingested with changes
+    identical: list[list[str]] = field(default_factory=list)  # ingested tables with equal content (kept, listed)
     suites: list[str] = field(default_factory=list)
     wall_seconds: float = 0.0
 
@@ -75,6 +76,9 @@ class IngestReport:
         if len(self.excluded) > 10:
             lines.append(f"     ... {len(self.excluded) - 10} more in {REPORT_NAME}")
         reasons = Counter(_reason_class(s["reason"]) for s in self.skipped)
+        if self.identical:
+            lines.append(f"  identical  {sum(len(g) for g in self.identical)} tables in {len(self.identical)} groups of equal content "
+                         f"(all kept; see 'identical' in {REPORT_NAME})")
         lines.append(f"  skipped    {len(self.skipped)}" + (": " + ", ".join(f"{r} {n}" for r, n in reasons.most_common()) if reasons else ""))
         lines.append(f"  report     {Path(self.out_dir) / REPORT_NAME}")
         return "\n".join(lines)
@@ -133,6 +137,10 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
 
     write_manifest(out, records)
     _remove_unreferenced_shards(out, records)
+    by_content: dict[str, list[str]] = {}
+    for record in records:
+        by_content.setdefault(record.fingerprint, []).append(record.id)
+    report.identical = [ids for ids in by_content.values() if len(ids) > 1]
     report.kinds = dict(sorted(kinds.items()))
     report.wall_seconds = round(time.monotonic() - started, 2)
     atomic_write_text(out / REPORT_NAME, report.to_json() + "\n")

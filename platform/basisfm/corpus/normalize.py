@@ -27,6 +27,7 @@ _COUNTER_NAMES = {"x", "id", "obs", "row", "case", "caseid", "n", "no", "number"
 _ID_NAME = re.compile(r"(^|[._\s])(id|ids|uid|uuid|key|code)$|^id[._]|rownames", re.IGNORECASE)
 _ISO_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}([ T]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$")
 _BOOL_STRINGS = {"true": 1.0, "false": 0.0}
+_PADDED_CODE = re.compile(r"^\s*0\d+\s*$")
 
 NUMERIC_PARSE_SHARE = 0.95  # an object column is numeric when this share of its present cells parse as numbers
 DATE_PARSE_SHARE = 0.95
@@ -77,7 +78,9 @@ def infer_column_kind(series: pd.Series) -> ColumnKind:
     # Other object columns may hold unhashable or oddly-typed cells (lists, bytes, mixtures): compare their text.
     counts = present.value_counts(sort=False) if plain else present.astype(str).value_counts(sort=False)
     distinct, weights = counts.index.to_numpy(dtype=object), counts.to_numpy(dtype=np.float64)
-    if inferred in ("integer", "floating", "mixed-integer-float", "decimal", "string", "mixed-integer", "mixed"):
+    # Zero-padded digit strings ("02134", "007") are codes: as numbers they would lose what identifies them.
+    padded_codes = inferred == "string" and any(isinstance(v, str) and _PADDED_CODE.match(v) for v in distinct)
+    if not padded_codes and inferred in ("integer", "floating", "mixed-integer-float", "decimal", "string", "mixed-integer", "mixed"):
         numbers = pd.to_numeric(pd.Series([_number_or_none(v) for v in distinct], dtype=object), errors="coerce")
         if weights[numbers.notna().to_numpy()].sum() >= NUMERIC_PARSE_SHARE * weights.sum():
             return ColumnKind.NUMERIC
