@@ -19,6 +19,9 @@ from basisfm.encoding import (
 )
 from basisfm.encoding.columns import SYMBOLIC_VOCABULARY, name_tokens
 from basisfm.encoding.missing import stable_name_bucket
+from test_model_support import single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 ENCODINGS = ["smr", "dynamic_smr", "hybrid_smr", "log_bins", "fixed_point", "periodic", "digits"]
 

@@ -8,6 +8,9 @@ import pytest
 import torch
 
 from basisfm.encoding.smr import SMRCodec, floor_log2, sanitize
+from test_model_support import single_thread  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _fixed(h, l):

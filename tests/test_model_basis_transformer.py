@@ -9,7 +9,9 @@ from basisfm.config import MODEL_PRESETS, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind
 from basisfm.data.batch import TableBatch
 from basisfm.model import build_model, count_parameters, describe_model
-from test_model_support import HashEmbedder, permute_columns, real_batches, synthetic_batch
+from test_model_support import single_thread, HashEmbedder, permute_columns, real_batches, synthetic_batch  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")

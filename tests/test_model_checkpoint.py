@@ -12,7 +12,9 @@ from basisfm.config import ModelConfig
 from basisfm.errors import CheckpointError
 from basisfm.model import build_model
 from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained, save_pretrained
-from test_model_support import synthetic_batch
+from test_model_support import single_thread, synthetic_batch  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def _saved(tmp_path, **settings):

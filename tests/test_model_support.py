@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 
 import numpy as np
+import pytest
 import torch
 
 from basisfm.config import CorpusConfig, DataConfig
@@ -28,6 +29,15 @@ class HashEmbedder:
             v = np.random.default_rng(seed).standard_normal(TEXT_DIM).astype(np.float32)
             out[i] = v / np.linalg.norm(v)
         return out
+
+
+@pytest.fixture
+def single_thread():
+    """Tiny models train faster on one thread, and far faster when other jobs share the cores (threads spin)."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
 
 
 def real_batches(package: str, item: str, *, seed: int = 0, token_budget: int = 1024, max_rows: int | None = None) -> list[TableBatch]:

@@ -11,31 +11,39 @@ import torch
 from torch import nn
 
 
-def min_norm_weights(gram: torch.Tensor, iterations: int = 64) -> torch.Tensor:
+def project_to_simplex(v: torch.Tensor) -> torch.Tensor:
+    """Euclidean projection onto {a : a >= 0, sum a = 1} (Duchi et al. 2008)."""
+    u, _ = torch.sort(v, descending=True)
+    cumulative = u.cumsum(0) - 1
+    index = torch.arange(1, len(v) + 1, dtype=v.dtype, device=v.device)
+    rho = int((u - cumulative / index > 0).nonzero().max())
+    return (v - cumulative[rho] / (rho + 1)).clamp_min(0)
+
+
+def min_norm_weights(gram: torch.Tensor, iterations: int = 500) -> torch.Tensor:
     """MGDA: alpha on the simplex minimising ||sum_t alpha_t g_t||^2, given gram[i, j] = <g_i, g_j>.
 
-    Frank-Wolfe with exact line search (Sener & Koltun 2018). Two tasks have the closed form
-    alpha_1 = clamp(<g_2 - g_1, g_2> / ||g_1 - g_2||^2, 0, 1), which this reproduces.
+    Two tasks use the closed form alpha_1 = clamp(<g_2 - g_1, g_2> / ||g_1 - g_2||^2, 0, 1) (Sener &
+    Koltun 2018); more tasks use accelerated projected gradient descent (a convex QP on T variables).
     """
     gram = gram.double()
     n = gram.shape[0]
-    alpha = torch.full((n,), 1.0 / n, dtype=torch.float64, device=gram.device)
     if n == 1:
-        return alpha
+        return torch.ones(1, dtype=torch.float64, device=gram.device)
+    if n == 2:
+        difference = gram[0, 0] + gram[1, 1] - 2 * gram[0, 1]  # ||g_1 - g_2||^2
+        if difference <= 1e-20:
+            return torch.full((2,), 0.5, dtype=torch.float64, device=gram.device)
+        first = ((gram[1, 1] - gram[0, 1]) / difference).clamp(0.0, 1.0)
+        return torch.stack([first, 1 - first])
+    lipschitz = 2 * torch.linalg.eigvalsh(gram).max().clamp_min(1e-20)
+    alpha = torch.full((n,), 1.0 / n, dtype=torch.float64, device=gram.device)
+    momentum_point, t = alpha.clone(), 1.0
     for _ in range(iterations):
-        grad = gram @ alpha
-        t = int(torch.argmin(grad))
-        v1 = alpha @ grad  # ||current||^2
-        v1v2 = grad[t]  # <current, g_t>
-        v2 = gram[t, t]  # ||g_t||^2
-        denominator = v1 + v2 - 2 * v1v2
-        if denominator <= 1e-20:
-            break
-        step = ((v1 - v1v2) / denominator).clamp(0.0, 1.0)
-        if step <= 1e-10:
-            break
-        alpha = (1 - step) * alpha
-        alpha[t] += step
+        updated = project_to_simplex(momentum_point - 2 * (gram @ momentum_point) / lipschitz)
+        t_next = (1 + (1 + 4 * t * t) ** 0.5) / 2
+        momentum_point = updated + ((t - 1) / t_next) * (updated - alpha)
+        alpha, t = updated, t_next
     return alpha
 
 
