@@ -23,7 +23,7 @@ from tqdm.auto import tqdm
 
 from basisfm.config import CorpusConfig
 from basisfm.corpus.holdout import HoldoutIndex, HoldoutMatch, table_signature
-from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, SHARDS_DIR, TableRecord, atomic_write_text, write_manifest
+from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, SHARDS_DIR, TableRecord, atomic_write_text
 from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import RawTable, TableRef, TableSource, make_source
 from basisfm.corpus.suite import load_suite
@@ -101,10 +101,11 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     refs = source.refs()
     suites = [load_suite(path) for path in config.exclude_suites]
     holdout = HoldoutIndex.from_suites(suites, config) if suites else None
-    previous = {r.id: r for r in _read_manifest_tolerant(out)}
+    previous = _read_manifest_lines(out)  # id -> (record, its JSON line) from an earlier run
 
     report = IngestReport(out_dir=str(out), source=config.source, suites=[s.name for s in suites])
     records: list[TableRecord] = []
+    lines: list[str] = []  # each record serialised once: rewriting the manifest stays cheap
     kinds: Counter[str] = Counter()
     last_flush = time.monotonic()
     bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
@@ -113,6 +114,7 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
         if outcome.record is not None:
             record = outcome.record
             records.append(record)
+            lines.append(record.to_json() + "\n")
             report.tables += 1
             report.reused += outcome.reused
             report.rows += record.n_rows
@@ -129,13 +131,14 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
         if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
             # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
             done = {r.id for r in records}
-            write_manifest(out, records + [r for i, r in previous.items() if i not in done and (out / r.shard).exists()])
+            pending = [line for i, (r, line) in previous.items() if i not in done and (out / r.shard).exists()]
+            atomic_write_text(out / MANIFEST_NAME, "".join(lines + pending))
             last_flush = time.monotonic()
         if config.max_tables is not None and report.tables >= config.max_tables:
             break
     bar.close()
 
-    write_manifest(out, records)
+    atomic_write_text(out / MANIFEST_NAME, "".join(lines))
     _remove_unreferenced_shards(out, records)
     by_content: dict[str, list[str]] = {}
     for record in records:
@@ -235,18 +238,19 @@ def _safe_name(table_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", table_id.replace("/", "__"))[:150]
 
 
-def _read_manifest_tolerant(out: Path) -> list[TableRecord]:
-    """Records of an earlier run; lines that do not parse (a file from an older format) are ignored."""
+def _read_manifest_lines(out: Path) -> dict[str, tuple[TableRecord, str]]:
+    """Records of an earlier run with their lines; lines that do not parse (an older format) are ignored."""
     path = out / MANIFEST_NAME
     if not path.exists():
-        return []
-    records = []
+        return {}
+    previous = {}
     for line in path.read_text().splitlines():
         try:
-            records.append(TableRecord.from_json(line))
+            record = TableRecord.from_json(line)
         except (ValueError, TypeError, KeyError):
             continue
-    return records
+        previous[record.id] = (record, line + "\n")
+    return previous
 
 
 def _remove_unreferenced_shards(out: Path, records: list[TableRecord]) -> None:

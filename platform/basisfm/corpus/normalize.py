@@ -142,6 +142,8 @@ def _to_floats(series: pd.Series, notes: list[str]) -> np.ndarray:
     if pd.api.types.is_timedelta64_dtype(dtype):
         notes.append("durations stored as days")
         return series.dt.total_seconds().to_numpy(dtype=np.float64, na_value=np.nan) / 86400.0
+    if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+        return np.asarray(series.to_numpy(), dtype=np.float64)  # plain NumPy storage: NaN already marks missing
     if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
         return series.to_numpy(dtype=np.float64, na_value=np.nan)
     present = series.notna()
@@ -277,6 +279,11 @@ def clean_column_names(columns: list, table_id: str) -> tuple[list[str], list[st
     return names, notes
 
 
+def _could_be_row_id(name: str) -> bool:
+    lowered = name.strip().lower()
+    return lowered in _ROW_LABEL_NAMES or lowered in _COUNTER_NAMES
+
+
 def is_row_id(name: str, series: pd.Series) -> bool:
     """A column that only labels rows: `rownames` and the like, or a counter 1..n / 0..n-1 with an id-ish name."""
     lowered = name.strip().lower()
@@ -351,12 +358,13 @@ def normalise_table(frame: pd.DataFrame, table_id: str, config: CorpusConfig, se
         frame = frame.iloc[keep]
     frame = frame.reset_index(drop=True)
 
-    dropped_ids = [name for name in names if is_row_id(name, frame[name])]
+    dropped_ids = [name for name in names if _could_be_row_id(name) and is_row_id(name, frame[name])]
     if dropped_ids:
         treatments.append(f"dropped row-id columns: {', '.join(dropped_ids)}")
         frame = frame.drop(columns=dropped_ids)
 
-    all_missing = [name for name in frame.columns if not frame[name].notna().any()]
+    has_value = frame.notna().any(axis=0).to_numpy()
+    all_missing = [name for name, present in zip(frame.columns, has_value) if not present]
     if all_missing:
         treatments.append(f"dropped {len(all_missing)} all-missing columns: {_short_list(all_missing)}")
         frame = frame.drop(columns=all_missing)
@@ -368,8 +376,7 @@ def normalise_table(frame: pd.DataFrame, table_id: str, config: CorpusConfig, se
         raise TableError("has no usable columns (all were row ids or entirely missing)", table=table_id)
 
     columns: list[NormalisedColumn] = []
-    for name in frame.columns:
-        series = frame[name]
+    for name, series in frame.items():
         kind = infer_column_kind(series)
         values, notes = convert_column(series, kind, config.max_text_chars)
         columns.append(NormalisedColumn(name, kind, values, "; ".join(notes) or None))
