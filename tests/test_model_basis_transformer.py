@@ -160,3 +160,19 @@ def test_predict_category_scores_rejects_a_bad_column(iris_batch):
     model = build_model(ModelConfig()).eval()
     with pytest.raises(IndexError, match="column index 9"):
         model.predict_category_scores(iris_batch, 9, torch.zeros(2, 384))
+
+
+def test_readouts_agree_on_confident_bits_and_reject_unknown_names():
+    model = build_model(ModelConfig()).eval()
+    batch = synthetic_batch()
+    with torch.no_grad():
+        model.bit_head.weight.zero_()
+        # confident bits: sign 0, then the pattern 1, 0, 1, 0, ... from the window's top
+        model.bit_head.bias.copy_(torch.tensor([-30.0] + [30.0 if j % 2 == 0 else -30.0 for j in range(model.codec.width)]))
+    expected = model.predict_numeric(batch)
+    threshold = model.predict_numeric(batch, readout="threshold")
+    assert torch.equal(expected.isnan(), threshold.isnan())
+    assert torch.allclose(expected.nan_to_num(), threshold.nan_to_num(), rtol=1e-9)
+    assert (threshold.nan_to_num() >= 0).all()
+    with pytest.raises(ValueError, match="readout"):
+        model.predict_numeric(batch, readout="mode")

@@ -185,10 +185,21 @@ class BasisTransformer(nn.Module):
     # ------------------------------------------------------------------ inference API (estimators)
 
     @torch.no_grad()
-    def predict_numeric(self, batch: TableBatch) -> torch.Tensor:
-        """[R, C] float64: decoded predictions at numeric-like target cells, NaN everywhere else."""
+    def predict_numeric(self, batch: TableBatch, readout: str = "expected") -> torch.Tensor:
+        """[R, C] float64: decoded predictions at numeric-like target cells, NaN everywhere else.
+
+        `readout="expected"` is the mean value under the predicted bit probabilities (by linearity,
+        sum_j p_j 2^e_j: the squared-error-minimising read-out, best for R2); `"threshold"` rounds each
+        bit at 0.5, the paper's decoding, which can land far off when a high bit is uncertain.
+        """
+        if readout not in ("expected", "threshold"):
+            raise ValueError(f"readout must be 'expected' or 'threshold', got {readout!r}")
         out = self(batch)
-        decoded = self.codec.decode(torch.sigmoid(out.bit_logits.double()), out.window_top, out.window_low)
+        probabilities = torch.sigmoid(out.bit_logits.double())
+        if readout == "expected":
+            decoded = self.codec.expected_value(probabilities, out.window_top, out.window_low)
+        else:
+            decoded = self.codec.decode(probabilities, out.window_top, out.window_low)
         result = torch.full(batch.values.shape, float("nan"), dtype=torch.float64, device=decoded.device)
         keep = out.is_numeric
         result[out.target_rows[keep], out.target_columns[keep]] = decoded[keep]
