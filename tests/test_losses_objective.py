@@ -149,7 +149,7 @@ def test_paper_weighting_equals_the_hand_computed_loss(mixed_batch):
     y = mixed_batch.values[out.target_rows[numeric], out.target_columns[numeric]]
     top, low = out.window_top[numeric], out.window_low[numeric]
     bits, _ = model.codec.encode(y, top, low)
-    y_hat = model.codec.decode(torch.sigmoid(out.bit_logits[numeric].double()), top, low)
+    y_hat = model.codec.expected_value(torch.sigmoid(out.bit_logits[numeric].double()), top, low)
     numeric_loss = (smr_bit_loss(out.bit_logits[numeric], bits) * adaptive_weight(y, y_hat, 0.2).float()).mean()
     cat = ~numeric
     truth = mixed_batch.string_ids[out.target_rows[cat], out.target_columns[cat]]

@@ -18,7 +18,7 @@ from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError
 from basisfm.encoding.missing import stable_name_bucket
 from basisfm.encoding.smr import sanitize
-from basisfm.losses.smr_loss import adaptive_weight, decode_bit_logits, smr_bit_loss
+from basisfm.losses.smr_loss import adaptive_weight, smr_bit_loss
 from basisfm.losses.weighting import GradientNormWeighting, MGDAWeighting, UncertaintyWeighting
 from basisfm.model.basis_transformer import BasisTransformer
 
@@ -27,7 +27,7 @@ from basisfm.model.basis_transformer import BasisTransformer
 class LossResult:
     loss: torch.Tensor  # the scalar to backward
     metrics: dict[str, float]
-    numeric_pred: torch.Tensor  # [N] float64 decoded predictions at numeric targets
+    numeric_pred: torch.Tensor  # [N] float64 predictions at numeric targets (expected value under the bits)
     numeric_true: torch.Tensor  # [N] float64 their true values
     numeric_column: list[str]  # [N] the column each belongs to
 
@@ -67,7 +67,10 @@ class PretrainingObjective(nn.Module):
         top, low = out.window_top[numeric], out.window_low[numeric]
         target_bits, _ = codec.encode(y, top, low)
         bit_loss = smr_bit_loss(out.bit_logits[numeric], target_bits)
-        y_hat = decode_bit_logits(codec, out.bit_logits[numeric], top, low)
+        # The prediction is the expected value under the bit probabilities (the read-out predict_numeric
+        # uses); it feeds the paper's reweighting and the R2 the trainer reports, never the gradient.
+        with torch.no_grad():
+            y_hat = codec.expected_value(torch.sigmoid(out.bit_logits[numeric].double()), top, low)
         if self.config.weighting == "paper":
             bit_loss = bit_loss * adaptive_weight(y, y_hat, self.config.gamma, self.config.eps).to(bit_loss.dtype)
         category_loss = F.cross_entropy(out.category_logits[categorical], true_ids[categorical], reduction="none")
