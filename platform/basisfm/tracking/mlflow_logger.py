@@ -84,6 +84,7 @@ class TrackingLogger:
         self._pending: list[tuple[str, float, int]] = []
         self._warned = False
         self.resumed = False  # start() reopened an existing run
+        self.logged_through = 0  # steps up to this one are already in MLflow: never send them again
         if run_id is not None:
             self._client = self._call("connect", lambda: make_client(tracking_uri))
 
@@ -129,8 +130,21 @@ class TrackingLogger:
             chunk = items[start:start + _MAX_PARAMS_PER_BATCH]
             self._call("log params", lambda: self._client.log_batch(self.run_id, params=chunk))
 
+    def skip_logged_steps(self, metric: str) -> int:
+        """Find the last step of `metric` MLflow already holds and never send steps up to it again.
+
+        Metrics are flushed only after a checkpoint, but a worker that dies within Ray's polling interval
+        of a checkpoint can lose that checkpoint's registration, and the restart then redoes flushed steps.
+        """
+        if self.active:
+            history = self._call("read metric history", lambda: self._client.get_metric_history(self.run_id, metric))
+            self.logged_through = max((m.step for m in history or []), default=0)
+        return self.logged_through
+
     def buffer_metrics(self, metrics: dict[str, float], step: int) -> None:
         """Hold metrics for `step` until the next flush (non-finite values are dropped: MLflow rejects NaN)."""
+        if step <= self.logged_through:
+            return
         for key, value in metrics.items():
             value = float(value)
             if math.isfinite(value):

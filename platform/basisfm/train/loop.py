@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 FAULT_MARKER = "fault_injected.marker"
+_FAULT_DELAY_S = 6.0
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -62,6 +63,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
             state = restore_sharded(engine, directory)
+        state.resumed_from.append(state.step)
         _say(rank, f"resumed from {checkpoint.path} at step {state.step}")
     # Fresh per step and rank, but reproducible: a resumed run draws the same masks/dropout it would have.
     torch.manual_seed(train.seed + 1_000_003 * state.step + rank)
@@ -72,6 +74,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
 
         logger = TrackingLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
         state.mlflow_run_id = loop_config["mlflow_run_id"]
+        if logger.skip_logged_steps("train_loss") > state.step:
+            _say(rank, f"MLflow already holds steps {state.step + 1}-{logger.logged_through} from an attempt whose "
+                       "checkpoint was lost; they are redone but not logged twice")
 
     train_batches = _endless(ray.train.get_dataset_shard("train"))
     validation_shard = ray.train.get_dataset_shard("validation") if "validation" in loop_config["datasets"] else None
@@ -199,6 +204,9 @@ def _maybe_inject_fault(fail_at_step: int | None, step: int, rank: int, world_si
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text(f"rank {rank} killed itself at step {step}\n")
+    # A crash some time after the last checkpoint, as in life: Ray's controller registers reported
+    # checkpoints when it polls the workers (every 2 s), and a report still queued in a dead worker is lost.
+    time.sleep(_FAULT_DELAY_S)
     print(f"[basisfm] fault injection: rank {rank} exits at step {step}", flush=True)
     os._exit(1)  # no cleanup, no exception: what a crashed or preempted worker looks like
 

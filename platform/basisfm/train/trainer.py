@@ -4,7 +4,6 @@ registered MLflow model. `pretrain(config)` is what `jobs.pretrain` and `jobs.de
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import time
@@ -195,7 +194,7 @@ def pretrain(config: RunConfig) -> PretrainResult:
     artifacts = run_dir / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
-    (artifacts / "history.json").write_text(json.dumps(state.history))
+    (artifacts / TRAIN_STATE_FILE).write_text(state.to_json())  # loss history, steps resumed from
     plot_loss_curves({k: v for k, v in state.history.items() if k.endswith("loss")}, artifacts / "loss_curves.png",
                      title=f"{config.train.run_name}: pretraining loss")
     for path in sorted(artifacts.iterdir()):
