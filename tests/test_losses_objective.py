@@ -56,15 +56,13 @@ def test_bit_loss_is_mean_binary_cross_entropy_per_target():
     assert torch.allclose(smr_bit_loss(logits, bits), expected)
 
 
-def _brute_force_min_norm(gram, steps=100):
-    best = None
-    for i in range(steps + 1):
-        for j in range(steps + 1 - i):
-            a = torch.tensor([i, j, steps - i - j], dtype=torch.float64) / steps
-            value = a @ gram @ a
-            if best is None or value < best[0]:
-                best = (value, a)
-    return best
+def _brute_force_min_norm(gram, steps=200):
+    """The best point of a fine grid on the 3-simplex, evaluated all at once."""
+    i, j = torch.meshgrid(torch.arange(steps + 1), torch.arange(steps + 1), indexing="ij")
+    keep = i + j <= steps
+    points = torch.stack([i[keep], j[keep], steps - i[keep] - j[keep]], dim=-1).double() / steps
+    values = ((points @ gram) * points).sum(-1)
+    return values.min(), points[values.argmin()]
 
 
 def test_min_norm_matches_closed_form_and_brute_force():
@@ -87,17 +85,22 @@ def test_min_norm_matches_closed_form_and_brute_force():
     assert (derivative[alpha > 1e-6] - derivative.min()).abs().max().item() < 1e-6
 
 
-def test_uncertainty_weighting_learns_log_variance_towards_log_loss():
-    weighting = UncertaintyWeighting(2)
-    losses = torch.tensor([4.0, 0.25])
-    optimiser = torch.optim.SGD(weighting.parameters(), lr=0.2)
-    for _ in range(120):
-        loss, _ = weighting(losses, torch.tensor([True, True]))
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    # exp(-s) L + s is minimised at s = log L
-    assert torch.allclose(weighting.log_variance.detach(), losses.log(), atol=1e-2)
+def test_uncertainty_weighting_gradient_vanishes_at_log_loss():
+    # exp(-s) L + s has derivative 1 - exp(-s) L: zero exactly at s = log L, the learned optimum
+    losses = torch.tensor([4.0, 0.25, 7.0])
+    active = torch.tensor([True, True, False])
+    weighting = UncertaintyWeighting(3)
+    loss, weights = weighting(losses, active)
+    loss.backward()
+    assert torch.allclose(weighting.log_variance.grad, torch.tensor([1 - 4.0, 1 - 0.25, 0.0]))
+    assert loss.item() == pytest.approx(4.25) and weights.tolist() == [1.0, 1.0, 0.0]
+    with torch.no_grad():
+        weighting.log_variance.copy_(losses.log())
+    weighting.log_variance.grad = None
+    loss, weights = weighting(losses, active)
+    loss.backward()
+    assert torch.allclose(weighting.log_variance.grad, torch.zeros(3), atol=1e-6)
+    assert torch.allclose(weights[:2], 1 / losses[:2])
 
 
 def test_gradient_norm_weighting_turns_down_the_loud_task():

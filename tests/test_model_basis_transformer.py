@@ -8,6 +8,7 @@ import torch
 from basisfm.config import MODEL_PRESETS, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind
 from basisfm.data.batch import TableBatch
+from basisfm.errors import TableError
 from basisfm.model import build_model, count_parameters, describe_model
 from test_model_support import single_thread, HashEmbedder, permute_columns, real_batches, synthetic_batch  # noqa: F401 (fixture)
 
@@ -158,7 +159,7 @@ def test_presets_grow_and_describe_model_reports_counts():
 
 def test_predict_category_scores_rejects_a_bad_column(iris_batch):
     model = build_model(ModelConfig()).eval()
-    with pytest.raises(IndexError, match="column index 9"):
+    with pytest.raises(TableError, match="column index 9"):
         model.predict_category_scores(iris_batch, 9, torch.zeros(2, 384))
 
 

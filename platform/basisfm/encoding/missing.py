@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from basisfm.corpus.manifest import ColumnKind
+from basisfm.errors import ConfigError
 
 
 def stable_name_bucket(name: str, n_buckets: int) -> int:
@@ -80,4 +81,4 @@ def build_missing_strategy(strategy: str, d_model: int, n_buckets: int = 256) ->
         return PerColumnMissingToken(d_model, n_buckets)
     if strategy == "attention_mask":
         return AttentionMaskMissing()
-    raise ValueError(f"unknown missing-value strategy {strategy!r}; choose learnable, type_aware, per_column or attention_mask")
+    raise ConfigError(f"config key 'model.missing': unknown missing-value strategy {strategy!r}; choose learnable, type_aware, per_column or attention_mask")

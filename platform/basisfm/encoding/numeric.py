@@ -11,6 +11,7 @@ from torch import nn
 
 from basisfm.config import ModelConfig
 from basisfm.encoding.smr import SMRCodec
+from basisfm.errors import ConfigError
 
 
 class NumericEncoder(nn.Module):
@@ -70,7 +71,7 @@ class HybridSMREncoder(NumericEncoder):
     def __init__(self, bit_budget: int, d_model: int, fusion: str = "gate", default_high_bits: int = 16, default_low_bits: int = 8):
         super().__init__()
         if fusion not in ("concat", "gate"):
-            raise ValueError(f"hybrid fusion must be 'concat' or 'gate', got {fusion!r}")
+            raise ConfigError(f"hybrid fusion must be 'concat' or 'gate', got {fusion!r}")
         self.fusion = fusion
         self.smr = DynamicSMREncoder(bit_budget, d_model, default_high_bits, default_low_bits)
         self.learned = nn.Sequential(nn.Linear(3, d_model), nn.GELU(), nn.Linear(d_model, d_model))
@@ -118,4 +119,4 @@ def build_numeric_encoder(config: ModelConfig) -> NumericEncoder:
         return baselines.PeriodicEncoder(d)
     if kind == "digits":
         return baselines.DigitsEncoder(d)
-    raise ValueError(f"unknown numeric encoding {kind!r}; choose one of smr, dynamic_smr, hybrid_smr, log_bins, fixed_point, periodic, digits")
+    raise ConfigError(f"config key 'model.numeric_encoding': unknown encoding {kind!r}; choose one of smr, dynamic_smr, hybrid_smr, log_bins, fixed_point, periodic, digits")

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from basisfm.errors import ConfigError
+
 
 def ensure_some_key(attend: torch.Tensor) -> torch.Tensor:
     """A query with no key to attend would softmax over nothing (NaN): let such queries see every key."""
@@ -139,4 +141,4 @@ def build_cell_attention(variant: str, d_model: int, n_heads: int, dropout: floa
         return BlockSparseCellAttention(d_model, n_heads, dropout, block_size)
     if variant == "sampled":
         return SampledCellAttention(d_model, n_heads, dropout, keep_ratio)
-    raise ValueError(f"unknown attention variant {variant!r}; choose dense, block_sparse or sampled")
+    raise ConfigError(f"config key 'model.attention': unknown attention variant {variant!r}; choose dense, block_sparse or sampled")

@@ -27,6 +27,7 @@ from basisfm.encoding.columns import ColumnEncoder
 from basisfm.encoding.missing import build_missing_strategy
 from basisfm.encoding.numeric import build_numeric_encoder, target_codec
 from basisfm.encoding.smr import sanitize
+from basisfm.errors import TableError
 from basisfm.model.attention import Block, build_cell_attention
 
 
@@ -217,7 +218,7 @@ class BasisTransformer(nn.Module):
     def category_logits(self, batch: TableBatch, column_index: int, label_embeddings: torch.Tensor) -> torch.Tensor:
         """`predict_category_scores` with gradients (fine-tuning a classifier on its own labels)."""
         if not 0 <= column_index < batch.n_columns:
-            raise IndexError(f"table {batch.table_id!r}: column index {column_index} out of range for {batch.n_columns} columns")
+            raise TableError(f"column index {column_index} is out of range for a batch of {batch.n_columns} columns; pass a position in batch.column_names", table=batch.table_id)
         target = batch.target_mask.clone()
         target[:, column_index] = True
         batch = batch.with_targets(target)
