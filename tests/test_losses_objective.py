@@ -21,7 +21,7 @@ from basisfm.losses import (
     smr_bit_loss,
 )
 from basisfm.model import build_model
-from test_model_support import real_batches, single_thread, synthetic_batch  # noqa: F401 (fixture)
+from test_model_support import HashEmbedder, single_thread, synthetic_batch  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.usefixtures("single_thread")
 
@@ -185,10 +185,21 @@ def _mean_loss(objective, batches):
 
 
 @pytest.mark.slow
-def test_tiny_model_loss_falls_on_real_tables():
+def test_tiny_model_loss_falls_on_the_tiny_corpus(tiny_corpus):
+    """The whole path on real tables: manifest + shards -> table_to_batches -> model -> objective -> AdamW."""
+    import pyarrow.parquet as pq
+
+    from basisfm.config import DataConfig
+    from basisfm.corpus.manifest import read_manifest
+    from basisfm.data.collate import table_to_batches
+
     torch.manual_seed(0)
-    tables = [("datasets", "iris"), ("datasets", "mtcars"), ("MASS", "Boston"), ("datasets", "airquality")]
-    batches: list[TableBatch] = [b for package, item in tables for b in real_batches(package, item, token_budget=512)[:2]]
+    batches: list[TableBatch] = []
+    for record in read_manifest(tiny_corpus):
+        table = pq.read_table(tiny_corpus / record.shard)
+        batches += table_to_batches(table, record, DataConfig(token_budget=512), HashEmbedder(), seed=0)[:2]
+    kinds = {int(k) for b in batches for k in b.column_kinds}
+    assert len(kinds) >= 4  # numeric, categorical, text, datetime... all go through the model
     config = ModelConfig()
     objective = build_objective(build_model(config), config, LossConfig(weighting="none"))
     optimiser = torch.optim.AdamW(objective.parameters(), lr=3e-3)
