@@ -62,7 +62,8 @@ def fill_missing_numeric(frame: pd.DataFrame, checkpoint_dir: str) -> pd.DataFra
         if features.shape[1] == 0:
             raise TableError("is the only column; predicting it needs at least one other column",
                              table="model_input", column=str(column))
-        regressor = BasisRegressor(checkpoint=checkpoint_dir, strategy="inference")
+        regressor = BasisRegressor(checkpoint=checkpoint_dir, strategy="inference", target_name=str(column),
+                                   progress=False)
         regressor.fit(features[~missing], series[~missing])
         out.loc[missing, column] = regressor.predict(features[missing])
     return out
