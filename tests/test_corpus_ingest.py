@@ -132,3 +132,15 @@ def test_rerun_skips_loading_unchanged_tables_until_settings_or_content_change(t
     ingest(CorpusConfig(source="files", files_uri=str(data), out_dir=str(tmp_path / "corpus"), workers=1, max_text_chars=50),
            progress=False)
     assert sorted(loaded) == ["files/cars.csv", "files/women.csv"]
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_corpus_in_the_same_order(tmp_path):
+    from basisfm.corpus.sources import RDatasetsSource
+
+    tables = [ref.locator for ref in RDatasetsSource(["datasets"]).refs()][:26]
+    serial = ingest(CorpusConfig(tables=tables, out_dir=str(tmp_path / "serial"), workers=1), progress=False)
+    parallel = ingest(CorpusConfig(tables=tables, out_dir=str(tmp_path / "parallel"), workers=2), progress=False)
+    assert serial.tables == parallel.tables > 20
+    assert [r.to_json() for r in read_manifest(tmp_path / "serial")] == [r.to_json() for r in read_manifest(tmp_path / "parallel")]
+    assert serial.skipped == parallel.skipped
