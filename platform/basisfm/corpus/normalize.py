@@ -4,6 +4,20 @@ Cells become what the shard format fixes (manifest.py): numeric, boolean and dat
 (booleans 0/1, datetimes days since 1970-01-01), categorical and text columns strings, nulls for missing.
 Everything unusual a table holds is either converted with a treatment recorded next to it, or the
 table is rejected with a `TableError` whose message becomes the skip reason in the ingest report.
+
+Treatments (TableRecord.treatments for tables, ColumnRecord.treatment for columns):
+  no columns, no rows, a single row, nothing usable left  -> table skipped
+  non-string / empty / duplicate column names              -> str(name), column_<position>, name.2 ...
+  more than max_rows_per_table rows                        -> seeded row sample, original order kept
+  row ids (`rownames`, `Unnamed: 0`, an `id` counting 1..n) -> column dropped
+  all-missing columns (also: emptied by conversion)        -> column dropped
+  more than max_columns columns                            -> first max_columns kept
+  object column with >= 95% numbers                        -> numeric, the other cells missing
+  other mixed-type object columns                          -> strings ("1", "a", "2.5", "True")
+  +-inf                                                    -> missing (stats stay finite)
+  magnitudes beyond 1e100 or below 1e-100                  -> kept exactly, noted (stats carry them)
+  strings longer than max_text_chars                       -> truncated
+  dates before 1677 / after 2262                           -> kept (days are computed in seconds)
 """
 
 from __future__ import annotations
