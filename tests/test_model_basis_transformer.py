@@ -177,3 +177,16 @@ def test_readouts_agree_on_confident_bits_and_reject_unknown_names():
     assert (threshold.nan_to_num() >= 0).all()
     with pytest.raises(ValueError, match="readout"):
         model.predict_numeric(batch, readout="mode")
+
+
+@pytest.mark.parametrize("encoding", ["dynamic_smr", "hybrid_smr", "periodic", "fixed_point"])
+def test_runs_in_bfloat16_as_deepspeed_casts_it(encoding):
+    from basisfm.config import LossConfig
+    from basisfm.losses import build_objective
+
+    config = ModelConfig(numeric_encoding=encoding)
+    model = build_model(config).to(torch.bfloat16)
+    result = build_objective(model, config, LossConfig(weighting="paper"))(synthetic_batch(n_rows=8))
+    assert torch.isfinite(result.loss)
+    result.loss.backward()
+    assert torch.isfinite(model.predict_numeric(synthetic_batch(n_rows=8)).nan_to_num()).all()

@@ -65,7 +65,7 @@ class FixedPointEncoder(NumericEncoder):
         quantised = torch.round(values * math.ldexp(1.0, self.low_bits)) * math.ldexp(1.0, -self.low_bits)
         overflow = quantised.abs() > limit
         scaled = quantised.clamp(-limit, limit) / math.ldexp(1.0, self.high_bits)
-        return self.project(torch.stack([scaled, overflow.to(torch.float64)], dim=-1).to(torch.float32))
+        return self.project(torch.stack([scaled, overflow.to(torch.float64)], dim=-1).to(self.project.weight.dtype))
 
 
 class PeriodicEncoder(NumericEncoder):
@@ -83,7 +83,7 @@ class PeriodicEncoder(NumericEncoder):
     def forward(self, values, column_abs_max, column_min_nonzero):
         scaled = (values.to(torch.float64) / column_scale(column_abs_max)).clamp(-1.0, 1.0).to(torch.float32)
         angles = 2 * math.pi * scaled.unsqueeze(-1) * self.frequencies
-        return torch.relu(self.project(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1)))
+        return torch.relu(self.project(torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).to(self.project.weight.dtype)))
 
 
 class DigitsEncoder(NumericEncoder):

@@ -87,5 +87,6 @@ class ColumnEncoder(nn.Module):
         column_kinds: torch.Tensor,  # [C] long
         window_features: torch.Tensor,  # [C, n_window_features]; zero rows for string columns
     ) -> torch.Tensor:
-        symbolic = symbolic_name_features(column_names).to(projected_names.device)
-        return projected_names + self.symbolic(symbolic) + self.kind(column_kinds) + self.window(window_features)
+        dtype = self.symbolic.weight.dtype  # bf16/fp16 when DeepSpeed casts the model
+        symbolic = symbolic_name_features(column_names).to(device=projected_names.device, dtype=dtype)
+        return projected_names + self.symbolic(symbolic) + self.kind(column_kinds) + self.window(window_features.to(dtype))

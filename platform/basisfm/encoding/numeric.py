@@ -35,7 +35,8 @@ class SMREncoder(NumericEncoder):
     def forward(self, values, column_abs_max, column_min_nonzero):
         top, low = self.codec.windows(column_abs_max, column_min_nonzero)
         bits, overflow = self.codec.encode(values, top, low)
-        return self.project(torch.cat([bits, overflow.unsqueeze(-1).to(bits.dtype)], dim=-1))
+        features = torch.cat([bits, overflow.unsqueeze(-1).to(bits.dtype)], dim=-1)
+        return self.project(features.to(self.project.weight.dtype))  # bf16/fp16 when DeepSpeed casts the model
 
 
 class DynamicSMREncoder(NumericEncoder):
@@ -58,7 +59,7 @@ class DynamicSMREncoder(NumericEncoder):
 
     def forward(self, values, column_abs_max, column_min_nonzero):
         features, _ = self.bit_features(values, column_abs_max, column_min_nonzero)
-        return self.project(features)
+        return self.project(features.to(self.project.weight.dtype))
 
 
 class HybridSMREncoder(NumericEncoder):
@@ -79,11 +80,12 @@ class HybridSMREncoder(NumericEncoder):
 
     def forward(self, values, column_abs_max, column_min_nonzero):
         features, top = self.smr.bit_features(values, column_abs_max, column_min_nonzero)
-        bits_embedding = self.smr.project(features)
+        bits_embedding = self.smr.project(features.to(self.smr.project.weight.dtype))
         # x / 2^(top+1) lies in (-1, 1) for in-range values; overflowing ones are clamped, their flag is in the bits.
         scale = torch.exp2((top + 1).to(torch.float64))
         scaled = (values.to(torch.float64) / scale).clamp(-1.0, 1.0).to(torch.float32).unsqueeze(-1)
-        learned_embedding = self.learned(torch.cat([scaled, scaled.abs().sqrt(), features[..., -2:-1]], dim=-1))
+        learned_input = torch.cat([scaled, scaled.abs().sqrt(), features[..., -2:-1]], dim=-1)
+        learned_embedding = self.learned(learned_input.to(self.smr.project.weight.dtype))
         both = torch.cat([bits_embedding, learned_embedding], dim=-1)
         if self.fusion == "concat":
             return self.fuse(both)

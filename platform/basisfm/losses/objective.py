@@ -74,8 +74,9 @@ class PretrainingObjective(nn.Module):
         if self.config.weighting == "paper":
             bit_loss = bit_loss * adaptive_weight(y, y_hat, self.config.gamma, self.config.eps).to(bit_loss.dtype)
         category_loss = F.cross_entropy(out.category_logits[categorical], true_ids[categorical], reduction="none")
-        per_target = torch.zeros(len(rows), dtype=out.bit_logits.dtype, device=out.bit_logits.device)
-        per_target = per_target.masked_scatter(numeric, bit_loss).masked_scatter(categorical, category_loss)
+        # Losses are summed in float32 even when the model runs in bf16/fp16 (DeepSpeed), for a stable scale.
+        per_target = torch.zeros(len(rows), dtype=torch.float32, device=out.bit_logits.device)
+        per_target = per_target.masked_scatter(numeric, bit_loss.float()).masked_scatter(categorical, category_loss.float())
 
         # Tasks: mean loss per (kind, name bucket).
         buckets = torch.tensor(

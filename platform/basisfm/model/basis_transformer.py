@@ -108,7 +108,7 @@ class BasisTransformer(nn.Module):
         top, low = self.codec.windows(batch.column_abs_max, batch.column_min_nonzero)
         window = self.codec.window_features(top, low).to(batch.column_name_embeddings.device)
         window = window * (~batch.is_string_column).unsqueeze(-1)  # strings have no numeric scale
-        names = self.text_projection(batch.column_name_embeddings.float())
+        names = self.embed_strings(batch.column_name_embeddings)
         return self.columns(names, batch.column_names, batch.column_kinds, window), top, low
 
     def cell_tokens(self, batch: TableBatch, column_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -131,7 +131,7 @@ class BasisTransformer(nn.Module):
         # asked about" is information, and their truth is already gone.
         value = torch.where(target.unsqueeze(-1), self.hidden_value, value)
         cells = value + column_tokens.unsqueeze(0)
-        order = batch.column_name_embeddings.float() @ self.name_direction
+        order = batch.column_name_embeddings.float() @ self.name_direction.float()
         for layer in self.cell_layers:
             cells = layer(cells, attend, order)
         return cells, attend
@@ -167,7 +167,7 @@ class BasisTransformer(nn.Module):
 
     def embed_strings(self, embeddings: torch.Tensor) -> torch.Tensor:
         """Sentence embeddings [V, text_dim] -> [V, d] in the model's space (cells, names and labels share it)."""
-        return self.text_projection(embeddings.float())
+        return self.text_projection(embeddings.to(self.text_projection.weight.dtype))
 
     def score_strings(self, hidden: torch.Tensor, strings: torch.Tensor) -> torch.Tensor:
         """[N, d] query states x [V, d] projected strings -> [N, V] logits."""
