@@ -163,6 +163,7 @@ def main(argv: list[str] | None = None) -> list[Point]:
         print(json.dumps(point.__dict__))
         return [point]
 
+    load_at_start = os.getloadavg()[0]
     points = []
     for variant in tqdm(args.variants, desc="variants"):
         for n_columns in tqdm(args.columns, desc=variant, leave=False):
@@ -173,6 +174,7 @@ def main(argv: list[str] | None = None) -> list[Point]:
     context = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, 1 thread",
         "model": "tiny preset (d_model 64, 4 heads, 1 cell-attention block), block_size 8, keep_ratio 0.25",
+        "load average (1 min) at start / end": f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f} (other jobs sharing the CPUs make step times noisy)",
         "command": "python -m benchmarks.attention_memory " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)

@@ -185,6 +185,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     from basisfm.encoding.text import StringEmbedder
 
     torch.set_num_threads(args.threads)
+    load_at_start = os.getloadavg()[0]
     data_config = DataConfig(token_budget=1024)
     embedder = StringEmbedder(args.cache_dir)
     tables = prepare_tables(embedder, data_config, args.seed)
@@ -194,6 +195,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         "tables": ", ".join(f"{p}/{i}" for p, i in TABLES) + " (75% of rows train, 25% test)",
         "budget": f"{args.steps} steps, AdamW lr {args.lr}, grad clip 1.0, paper loss weighting, seed {args.seed}, token budget 1024",
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, torch {torch.__version__}, {args.threads} thread(s)",
+        "load average (1 min) at start / end": f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f} (other jobs sharing the CPUs make step times noisy)",
         "command": "python -m benchmarks.numeric_encodings " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
     RESULTS_DIR.mkdir(parents=True, exist_ok=True)
