@@ -43,7 +43,7 @@ class TableOutcome:
 
     id: str
     record: TableRecord | None = None
-    reused: bool = False  # its shard was already there from an earlier run
+    reused: bool = False  # an earlier run already wrote its shard (and, when unchanged, its record)
     skipped_reason: str | None = None
     excluded: HoldoutMatch | None = None
 
@@ -76,7 +76,9 @@ class IngestReport:
             f"  columns    {kinds}",
             f"  excluded   {len(self.excluded)} as copies of suite tables ({', '.join(self.suites) or 'no suites'})",
         ]
-        for item in self.excluded[:10]:
+        # Look-alikes first: they are what a reader cannot guess from the suite file.
+        shown = sorted(self.excluded, key=lambda e: e["id"] == e["duplicate_of"])
+        for item in shown[:10]:
             lines.append(f"     {item['id']}  ~  {item['duplicate_of']}  ({item['reason']})")
         if len(self.excluded) > 10:
             lines.append(f"     ... {len(self.excluded) - 10} more in {REPORT_NAME}")
