@@ -28,7 +28,7 @@ from basisfm.errors import ConfigError
 from basisfm.tune.mlflow_runs import CloseTrialRuns, SearchRuns, find_trial_run
 from basisfm.tune.resources import DRIVER_RESOURCES, check_fits, max_concurrent_trials, trial_resources
 from basisfm.tune.spaces import check_space, search_space, trial_config
-from basisfm.tune.trial import TrainerFactory, run_trial
+from basisfm.tune.trial import ReleaseStoppedTrialWorkers, TrainerFactory, run_trial
 from basisfm.tune.trials_table import TrialRow, plot_trials, rank_trials, trials_markdown
 
 log = logging.getLogger(__name__)
@@ -68,8 +68,9 @@ class SearchResult:
         if self.best_config_path is not None:
             lines.append(f"best config: {self.best_config_path}")
         if self.registered_version is not None:
-            lines.append(f"registered: version {self.registered_version}; promote it with "
-                         f"`python -m jobs.promote --set ...` (moves the champion alias only if it wins)")
+            lines.append(f"registered: version {self.registered_version} (model at {self.best_model_dir}); "
+                         f"`python -m jobs.promote --version {self.registered_version}` moves the champion alias "
+                         "to it only if it wins on the validation tables")
         if self.table_path is not None:
             lines.append(f"trials table: {self.table_path}  plot: {self.plot_path}")
         if self.parent_run_id is not None:
@@ -152,12 +153,15 @@ def _build_tuner(config: RunConfig, space: dict[str, Any], experiment_path: Path
               flush=True)
     scheduler = ASHAScheduler(
         time_attr="training_iteration",  # one iteration = one forwarded report carrying the metric
-        max_t=max(reports, 1),
+        # One past the last report: at max_t ASHA stops a trial, which would cut off a trial that is
+        # finishing on its own while it consolidates its model and flushes its MLflow metrics.
+        max_t=reports + 1,
         grace_period=config.tune.grace_period,
         reduction_factor=config.tune.reduction_factor,
     )
-    callbacks = [] if runs is None else [
-        CloseTrialRuns(runs.tracking_uri, runs.experiment_id, runs.parent_run_id, config.train.steps)]
+    callbacks = [ReleaseStoppedTrialWorkers()]
+    if runs is not None:
+        callbacks.append(CloseTrialRuns(runs.tracking_uri, runs.experiment_id, runs.parent_run_id, config.train.steps))
     return tune.Tuner(
         trainable,
         param_space=space,
@@ -279,6 +283,12 @@ def _register_best(config: RunConfig, result: SearchResult, runs: SearchRuns | N
         from basisfm.tracking import log_checkpoint_model
 
         child = find_trial_run(runs.client, runs.experiment_id, runs.parent_run_id, best.trial_id)
+        if child is not None:
+            # A resumed search that already registered this trial's model returns that version, not a copy.
+            existing = runs.client.search_model_versions(
+                f"name = '{config.tracking.registered_model}' and run_id = '{child}'")
+            if existing:
+                return str(max(int(v.version) for v in existing))
         return str(log_checkpoint_model(model_dir, config.tracking.registered_model, tracking_uri=runs.tracking_uri,
                                         run_id=child, experiment=config.tracking.experiment,
                                         tags={"search": config.tune.name, "trial_id": best.trial_id}))
