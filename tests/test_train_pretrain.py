@@ -20,7 +20,7 @@ def ray_cluster():
     import ray
 
     # 2 workers + 1 data actor: 3 logical CPUs, shared by the OS on CI's 2 cores.
-    ray.init(num_cpus=3, include_dashboard=False, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1"}})
+    ray.init(address="local", num_cpus=3, include_dashboard=False, runtime_env={"env_vars": {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1"}})
     yield
     ray.shutdown()
 

@@ -118,7 +118,7 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             metrics.update(evaluate_batches(engine, validation_batches, device=device))
         if logger is not None:
             logger.buffer_metrics(metrics, state.step)
-        state.record({k: v for k, v in metrics.items() if k.endswith("loss") or k == "val_r2"}, state.step)
+        state.record({k: v for k, v in metrics.items() if k.endswith("loss") or k in ("val_r2", "cells_per_s")}, state.step)
         last_metrics = metrics
         progress.update(metrics)
 

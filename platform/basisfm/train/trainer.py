@@ -134,7 +134,8 @@ def ensure_ray(config: RunConfig) -> None:
     # own or they never start. Logical CPUs may exceed the cores: the OS shares them.
     data_cpus = config.data.embed_actors * getattr(config.data, "cpus_per_actor", 1)
     needed = config.train.num_workers * config.train.cpus_per_worker + data_cpus
-    ray.init(num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False,
+    # address="local": a cluster of our own, even when another `ray start` cluster runs on this machine.
+    ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False,
              runtime_env={"env_vars": _worker_env(config)})
 
 
