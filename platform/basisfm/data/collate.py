@@ -96,10 +96,11 @@ def group_columns_by_name(name_embeddings: np.ndarray, group_size: int, rng: np.
 def mask_targets(eligible: np.ndarray, mask_rate: float, rng: np.random.Generator) -> np.ndarray:
     """[R, C] bool: in each row, round(mask_rate x eligible cells) of its eligible cells, at least one."""
     n_eligible = eligible.sum(axis=1)
-    k = np.where(n_eligible > 0, np.maximum(1, np.rint(mask_rate * n_eligible)), 0).astype(int)
+    k = np.where(n_eligible > 0, np.maximum(1, np.rint(mask_rate * n_eligible)), 0).astype(np.int64)
     scores = np.where(eligible, rng.random(eligible.shape), np.inf)
-    ranks = np.argsort(np.argsort(scores, axis=1, kind="stable"), axis=1, kind="stable")
-    return (ranks < k[:, None]) & eligible
+    # The k-th smallest score of each row is its threshold (one sort; float ties have probability 0).
+    threshold = np.sort(scores, axis=1)[np.arange(len(k)), np.maximum(k - 1, 0)]
+    return (scores <= threshold[:, None]) & eligible & (k > 0)[:, None]
 
 
 # --------------------------------------------------------------------------- table -> batches
@@ -122,7 +123,8 @@ class _PreparedTable:
 
 def _prepare(table: pa.Table, record: TableRecord, embedder: Embedder) -> _PreparedTable:
     names = [c.name for c in record.columns]
-    absent = [n for n in names if n not in table.column_names]
+    present = set(table.column_names)  # the property builds a fresh list on every access
+    absent = [n for n in names if n not in present]
     if absent:
         raise TableError(
             f"manifest lists column(s) {absent} that shard {record.shard!r} lacks; re-run the corpus ingest",
@@ -245,10 +247,14 @@ def table_to_batches(
         widest = len(targets) + math.ceil(len(others) / max(1, math.ceil(len(others) / free)))
     chunk_rows = rows_per_batch(widest, data_config)
 
+    # Shuffle the rows once: each chunk is then a contiguous slice, cheap to cut and to hand to torch.
     row_order = rng.permutation(n_rows)
+    prepared.values = prepared.values[row_order]
+    prepared.missing = prepared.missing[row_order]
+    prepared.string_uids = prepared.string_uids[row_order]
     batches = []
     for start in range(0, n_rows, chunk_rows):
-        rows = row_order[start : start + chunk_rows]
+        rows = slice(start, start + chunk_rows)
         # A fresh partition per row chunk: each chunk still covers every column, and columns meet
         # different neighbours from chunk to chunk (the "rotation").
         if grouped is not None:
@@ -266,15 +272,18 @@ def table_to_batches(
 def _make_batch(
     record: TableRecord,
     prepared: _PreparedTable,
-    rows: np.ndarray,
+    rows: slice,
     columns: np.ndarray,
     targets: np.ndarray,
     data_config: DataConfig,
     rng: np.random.Generator,
 ) -> TableBatch:
-    values = prepared.values[np.ix_(rows, columns)]
-    missing = prepared.missing[np.ix_(rows, columns)]
-    uids = prepared.string_uids[np.ix_(rows, columns)]
+    if len(columns) == prepared.values.shape[1]:  # the whole width: views, no copies
+        values, missing, uids = prepared.values[rows], prepared.missing[rows], prepared.string_uids[rows]
+    else:
+        values, missing, uids = (
+            np.ascontiguousarray(a[rows][:, columns]) for a in (prepared.values, prepared.missing, prepared.string_uids)
+        )
     kinds = prepared.kinds[columns]
 
     present = uids >= 0

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import struct
 
+import numpy as np
+import safetensors.numpy
 import safetensors.torch
 import torch
 
@@ -21,10 +23,12 @@ _META_KEY = "basisfm.table_batch"
 
 def encode_batch(batch: TableBatch) -> bytes:
     """Serialise a batch to safetensors bytes (tensors) with its strings as JSON metadata."""
-    tensors = {name: getattr(batch, name).detach().cpu().contiguous() for name in _TENSOR_FIELDS}
+    # safetensors.numpy writes the same bytes as safetensors.torch, about 4x faster for small batches.
+    # It reads raw memory, so every array must be C-contiguous (column subsets come out of fancy indexing).
+    tensors = {name: np.ascontiguousarray(getattr(batch, name).detach().cpu().numpy()) for name in _TENSOR_FIELDS}
     strings = {"table_id": batch.table_id, "column_names": batch.column_names, "vocab": batch.vocab}
     metadata = {_META_KEY: json.dumps(strings, ensure_ascii=False), "version": WIRE_VERSION}
-    return safetensors.torch.save(tensors, metadata=metadata)
+    return safetensors.numpy.save(tensors, metadata=metadata)
 
 
 def decode_batch(payload: bytes | bytearray | memoryview) -> TableBatch:
