@@ -1,8 +1,9 @@
 """The DeepSpeed side of training: the engine config, the optimizer and the warm-up + cosine schedule.
 
 On CPU: fp32, gloo, and a plain `torch.optim.AdamW` (DeepSpeed's own optimizers would JIT-compile C++
-ops first). On GPU: bf16, NCCL, and DeepSpeed's AdamW (fused, or its CPU Adam when the optimizer state
-is offloaded to host memory).
+ops first). On GPU: bf16 through DeepSpeed's torch autocast (weights and optimizer stay fp32; a batch's
+float64 values and float32 embeddings need no casting), NCCL, and DeepSpeed's AdamW (fused, or its CPU
+Adam when the optimizer state is offloaded to host memory).
 """
 
 from __future__ import annotations
@@ -27,8 +28,9 @@ def build_deepspeed_config(train: TrainConfig) -> dict[str, Any]:
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": train.micro_batch_tables,
         "zero_optimization": zero,
-        "bf16": {"enabled": train.use_gpu},
+        "bf16": {"enabled": False},  # bf16 *weights* would clash with the batch's fp32/fp64 inputs
         "fp16": {"enabled": False},
+        "torch_autocast": {"enabled": train.use_gpu, "dtype": "bfloat16"},
         "gradient_clipping": train.grad_clip,
         # Our schedule and optimizer are plain torch objects; DeepSpeed only has to accept them.
         "zero_allow_untested_optimizer": True,
