@@ -65,7 +65,9 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
             state = restore_sharded(engine, directory)
         state.resumed_from.append(state.step)
         _say(rank, f"resumed from {checkpoint.path} at step {state.step}")
-    # Fresh per step and rank, but reproducible: a resumed run draws the same masks/dropout it would have.
+    # Dropout and sampled attention draw from torch's RNG: seeded by rank and start step, so each (re)start is
+    # reproducible. (Masks and batch order come from the data pipeline's own seeds. On a restart the data
+    # stream begins again at the start of the training split rather than where the lost attempt was.)
     torch.manual_seed(train.seed + 1_000_003 * state.step + rank)
 
     logger = None

@@ -209,9 +209,14 @@ def pretrain(config: RunConfig) -> PretrainResult:
     version = None
     if config.tracking.register and logger.active:
         try:
-            version = log_checkpoint_model(model_dir, config.tracking.registered_model, tracking_uri=logger.tracking_uri,
-                                           run_id=logger.run_id, tags={"run_name": config.train.run_name,
-                                                                       "step": str(state.step)})
+            version = _registered_version_of(logger, config.tracking.registered_model, state.step)
+            if version is not None:
+                print(f"[basisfm] MLflow run {logger.run_id} is already registered as version {version}", flush=True)
+            else:
+                version = log_checkpoint_model(model_dir, config.tracking.registered_model,
+                                               tracking_uri=logger.tracking_uri,
+                                               run_id=logger.run_id, tags={"run_name": config.train.run_name,
+                                                                           "step": str(state.step)})
         except Exception as exc:  # noqa: BLE001 - the checkpoint is on disk; a registry outage must not lose it
             print(f"[basisfm] warning: could not register the checkpoint in MLflow ({type(exc).__name__}: {exc}); "
                   f"it is at {model_dir}", flush=True)
@@ -220,3 +225,13 @@ def pretrain(config: RunConfig) -> PretrainResult:
     print(outcome.summary(), flush=True)
     return outcome
 
+
+
+def _registered_version_of(logger, registered_name: str, step: int) -> str | None:
+    """The version this MLflow run already registered for a checkpoint at `step` (a rerun of a finished run)."""
+    from basisfm.tracking.mlflow_logger import make_client
+
+    versions = make_client(logger.tracking_uri).search_model_versions(
+        f"name = '{registered_name}' and run_id = '{logger.run_id}'")
+    same = [int(v.version) for v in versions if v.tags.get("step") == str(step)]
+    return str(max(same)) if same else None
