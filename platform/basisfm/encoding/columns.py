@@ -78,6 +78,7 @@ class ColumnEncoder(nn.Module):
         super().__init__()
         self.symbolic = nn.Linear(N_SYMBOLIC_FEATURES, d_model, bias=False)
         self.kind = nn.Embedding(len(ColumnKind), d_model)
+        nn.init.normal_(self.kind.weight, std=0.5)  # on the scale of names and values, not above them
         self.window = nn.Linear(n_window_features, d_model, bias=False)
 
     def forward(

@@ -9,7 +9,8 @@ Read top to bottom:
      becomes k tokens;
   4. a transformer runs over [k basis tokens; one query token per target cell of the row], where a
      query token is built from its target column's token and attends to the basis tokens and itself;
-  5. heads: the SMR bits of a numeric target (one sigmoid per bit), or a score against candidate
+  5. heads: the SMR bits of a numeric target (one sigmoid per bit; its column token adds a learned
+     prior), or a score against candidate
      strings' embeddings for a categorical/text target (so label sets never seen in training work).
 """
 
@@ -55,6 +56,10 @@ class BasisTransformer(nn.Module):
 
         # 1. cell tokens
         self.text_projection = nn.Linear(config.text_dim, d)  # column names, category/text cells, labels
+        # Sentence embeddings are unit vectors (entries ~0.05): the default init would shrink a column's
+        # name to ~3% of its token, far below its kind and value, and the model would be slow to tell
+        # columns apart. Scale it so names weigh as much as values from the first step.
+        nn.init.normal_(self.text_projection.weight, std=0.5)
         self.columns = ColumnEncoder(d)
         self.numeric = build_numeric_encoder(config)
         self.missing = build_missing_strategy(config.missing, d, config.missing_buckets)
@@ -76,6 +81,9 @@ class BasisTransformer(nn.Module):
         self.norm = nn.LayerNorm(d)
         # 5. heads
         self.bit_head = nn.Linear(d, self.codec.n_bits)
+        # A direct path from the target column's token to its bits: the column's own prior (its typical
+        # magnitude within its window) is learned in a few steps instead of through every layer.
+        self.bit_prior = nn.Linear(d, self.codec.n_bits)
         self.category_head = nn.Linear(d, d)
 
     # ------------------------------------------------------------------ forward
@@ -96,7 +104,7 @@ class BasisTransformer(nn.Module):
             target_columns=cols,
             is_numeric=~batch.is_string_column[cols],
             hidden=hidden,
-            bit_logits=self.bit_head(hidden),
+            bit_logits=self.bit_head(hidden) + self.bit_prior(column_tokens[cols]),
             window_top=top[cols],
             window_low=low[cols],
             category_logits=scores,
