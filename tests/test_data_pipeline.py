@@ -118,3 +118,16 @@ def test_empty_corpus_and_unknown_split_name_the_problem(tmp_path):
     write_small_corpus(tmp_path / "c", n_tables=3)
     with pytest.raises(ConfigError, match="'test'"):
         plan_epochs(tmp_path / "c", DataConfig(validation_tables=1), "test")
+
+
+def test_the_collating_actor_code_never_imports_torch():
+    # Every Ray Data actor imports these modules; torch would add seconds to each actor's start-up.
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, basisfm.data.pipeline, basisfm.data.collate, basisfm.data.wire, basisfm.encoding.text; "
+        "print(sorted(m for m in ('torch', 'sentence_transformers') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr

@@ -14,15 +14,22 @@ import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
 
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-import torch
 
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord
-from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError, TableError
+
+if TYPE_CHECKING:
+    from basisfm.data.batch import TableBatch
+
+# Collation itself is numpy only (batches in `TableBatch.to_arrays()` layout): the Ray actors that
+# run it never pay for importing torch. `table_to_batches` wraps the result in TableBatches.
+BatchArrays = dict[str, Any]
 
 
 class Embedder(Protocol):
@@ -221,13 +228,29 @@ def table_to_batches(
     *,
     seed: int,
     target_columns: Sequence[str] | None = None,
-) -> list[TableBatch]:
+) -> list["TableBatch"]:
     """All batches of one table for one epoch: every cell once, each batch within the token budget.
 
     Pretraining (`target_columns` None) marks `mask_rate` of each row's non-missing, non-text cells
     as targets (at least one per row that has any); fine-tuning marks the present cells of the named
     columns, which every column subset then includes.
     """
+    from basisfm.data.batch import TableBatch
+
+    arrays = table_to_arrays(table, record, data_config, embedder, seed=seed, target_columns=target_columns)
+    return [TableBatch.from_arrays(a) for a in arrays]
+
+
+def table_to_arrays(
+    table: pa.Table,
+    record: TableRecord,
+    data_config: DataConfig,
+    embedder: Embedder,
+    *,
+    seed: int,
+    target_columns: Sequence[str] | None = None,
+) -> list[BatchArrays]:
+    """`table_to_batches` without torch: each batch as plain arrays in `TableBatch.to_arrays()` layout."""
     if table.num_rows == 0 or not record.columns:
         return []
     rng = np.random.default_rng(seed)
@@ -265,11 +288,11 @@ def table_to_batches(
             subsets = [others]
         for subset in subsets:
             columns = np.sort(np.concatenate([targets, subset]))
-            batches.append(_make_batch(record, prepared, rows, columns, targets, data_config, rng))
+            batches.append(_make_arrays(record, prepared, rows, columns, targets, data_config, rng))
     return batches
 
 
-def _make_batch(
+def _make_arrays(
     record: TableRecord,
     prepared: _PreparedTable,
     rows: slice,
@@ -277,7 +300,7 @@ def _make_batch(
     targets: np.ndarray,
     data_config: DataConfig,
     rng: np.random.Generator,
-) -> TableBatch:
+) -> BatchArrays:
     if len(columns) == prepared.values.shape[1]:  # the whole width: views, no copies
         values, missing, uids = prepared.values[rows], prepared.missing[rows], prepared.string_uids[rows]
     else:
@@ -297,17 +320,17 @@ def _make_batch(
         eligible = ~missing & (kinds != int(ColumnKind.TEXT))[None, :]
         target_mask = mask_targets(eligible, data_config.mask_rate, rng)
 
-    return TableBatch(
-        table_id=record.id,
-        column_names=[record.columns[c].name for c in columns],
-        column_kinds=torch.from_numpy(kinds.copy()),
-        column_name_embeddings=torch.from_numpy(prepared.name_embeddings[columns].copy()),
-        column_abs_max=torch.from_numpy(prepared.abs_max[columns].copy()),
-        column_min_nonzero=torch.from_numpy(prepared.min_nonzero[columns].copy()),
-        values=torch.from_numpy(values),
-        missing=torch.from_numpy(missing),
-        string_ids=torch.from_numpy(string_ids),
-        vocab=[prepared.strings[u] for u in vocab_uids],
-        vocab_embeddings=torch.from_numpy(prepared.string_embeddings[vocab_uids].copy()),
-        target_mask=torch.from_numpy(target_mask),
-    )
+    return {
+        "table_id": record.id,
+        "column_names": [record.columns[c].name for c in columns],
+        "column_kinds": kinds,
+        "column_name_embeddings": prepared.name_embeddings[columns],
+        "column_abs_max": prepared.abs_max[columns],
+        "column_min_nonzero": prepared.min_nonzero[columns],
+        "values": values,
+        "missing": missing,
+        "string_ids": string_ids,
+        "vocab": [prepared.strings[u] for u in vocab_uids],
+        "vocab_embeddings": prepared.string_embeddings[vocab_uids],
+        "target_mask": target_mask,
+    }

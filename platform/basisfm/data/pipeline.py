@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Any, Iterator, Literal, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -19,10 +19,12 @@ from ray.data import ExecutionOptions
 
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import TableRecord, read_manifest
-from basisfm.data.batch import TableBatch
-from basisfm.data.collate import derive_seed, table_to_batches
-from basisfm.data.wire import decode_batch, encode_batch
+from basisfm.data.collate import derive_seed, table_to_arrays, table_to_batches
+from basisfm.data.wire import decode_batch, encode_arrays
 from basisfm.errors import ConfigError, TableError
+
+if TYPE_CHECKING:  # the collating actors import this module and never need torch
+    from basisfm.data.batch import TableBatch
 
 Split = Literal["train", "validation", "all"]
 
@@ -132,10 +134,13 @@ class TableBatchCollator:
         table_ids, n_cells, payloads = [], [], []
         for record_json, seed in zip(items["record"], items["seed"]):
             record = TableRecord.from_json(str(record_json))
-            for batch in collate_record(self.corpus_dir, record, self.data_config, self.embedder, seed=int(seed), target_columns=self.target_columns):
-                table_ids.append(batch.table_id)
-                n_cells.append(batch.n_cells)
-                payloads.append(encode_batch(batch))
+            table = read_shard(self.corpus_dir, record)
+            for arrays in table_to_arrays(
+                table, record, self.data_config, self.embedder, seed=int(seed), target_columns=self.target_columns
+            ):
+                table_ids.append(arrays["table_id"])
+                n_cells.append(arrays["values"].size)
+                payloads.append(encode_arrays(arrays))
         return {
             "table_id": np.asarray(table_ids, dtype=object),
             "n_cells": np.asarray(n_cells, dtype=np.int64),
@@ -151,16 +156,21 @@ def collate_record(
     *,
     seed: int,
     target_columns: Sequence[str] | None = None,
-) -> list[TableBatch]:
+) -> list["TableBatch"]:
     """Read a record's shard and cut it into batches: the same code the actor pool runs, for plain loops."""
-    shard = Path(corpus_dir) / record.shard
-    if not shard.is_file():
-        raise TableError(f"shard {str(shard)!r} is missing; re-run the corpus ingest", table=record.id)
-    table = pq.read_table(shard)
+    table = read_shard(corpus_dir, record)
     return table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=target_columns)
 
 
-def iter_table_batches(dataset_or_shard: ray.data.Dataset | ray.data.DataIterator) -> Iterator[TableBatch]:
+def read_shard(corpus_dir: str | Path, record: TableRecord):
+    """The record's normalised table (a pyarrow.Table) from its Parquet shard."""
+    shard = Path(corpus_dir) / record.shard
+    if not shard.is_file():
+        raise TableError(f"shard {str(shard)!r} is missing; re-run the corpus ingest", table=record.id)
+    return pq.read_table(shard)
+
+
+def iter_table_batches(dataset_or_shard: ray.data.Dataset | ray.data.DataIterator) -> Iterator["TableBatch"]:
     """Decode the rows of a `build_dataset` dataset, or of one of its streaming splits, into TableBatches."""
     # Whole blocks as Arrow tables: no per-row dict conversion of the (large) payload column.
     for block in dataset_or_shard.iter_batches(batch_size=None, batch_format="pyarrow"):
