@@ -28,7 +28,7 @@ class PretrainResult:
     registered_version: str | None  # None when registration was off or the registry unreachable
     metrics: dict[str, float]  # the last step's metrics (train, validation, throughput)
     tracking_uri: str
-    run_dir: Path  # Ray Train's run directory: sharded checkpoints live here
+    run_dir: Path  # local run directory (Ray Train's own, holding the sharded checkpoints, unless storage is remote)
 
     def summary(self) -> str:
         from basisfm.tracking import ui_command
@@ -60,6 +60,10 @@ def absolute_paths(config: RunConfig) -> RunConfig:
 
 
 def run_dir_of(config: RunConfig) -> Path:
+    """Where this run's local outputs go: Ray's run directory, or (for s3:// and other remote storage) a
+    directory under `tracking.local_dir`, since the consolidated model is always copied to local disk."""
+    if "://" in config.train.storage_path:
+        return Path(config.tracking.local_dir) / "runs" / config.train.run_name
     return Path(config.train.storage_path) / config.train.run_name
 
 
@@ -160,7 +164,8 @@ def pretrain(config: RunConfig) -> PretrainResult:
         raise ConfigError(f"config key 'corpus.out_dir' is {config.corpus.out_dir!r}, which has no {MANIFEST_NAME}; "
                           "run `python -m jobs.ingest` with the same config first")
     run_dir = run_dir_of(config)
-    logger = TrackingLogger.start(config.tracking, config.train.run_name, run_key=str(run_dir),
+    run_key = f"{config.train.storage_path.rstrip('/')}/{config.train.run_name}"  # what Ray resumes by, too
+    logger = TrackingLogger.start(config.tracking, config.train.run_name, run_key=run_key,
                                   tags={"basisfm.job": "pretrain"})
     if logger.active and not logger.resumed:
         logger.log_params(flatten(config))
