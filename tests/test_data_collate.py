@@ -202,6 +202,30 @@ def test_wire_round_trip_is_exact_and_rejects_foreign_bytes():
         decode_batch("a string")
 
 
+def test_wire_bytes_are_safetensors_the_library_reads_and_writes():
+    import safetensors.numpy
+    import safetensors.torch
+
+    from basisfm.data.wire import read_safetensors, write_safetensors
+
+    rng = np.random.default_rng(0)
+    arrays = {
+        "f64": rng.normal(size=(5, 3)),
+        "f32": rng.normal(size=(0, 384)).astype(np.float32),
+        "i64": rng.integers(-5, 5, size=(7,)),
+        "mask": rng.random((2, 2)) > 0.5,
+        "sliced": np.asfortranarray(rng.normal(size=(4, 6)))[:, ::2],  # not C-contiguous
+    }
+    ours = write_safetensors({k: np.ascontiguousarray(v) for k, v in arrays.items()}, {"k": "v"})
+    for name, tensor in safetensors.torch.load(ours).items():
+        assert np.array_equal(tensor.numpy(), arrays[name]) and tensor.numpy().dtype == arrays[name].dtype, name
+    theirs = safetensors.numpy.save({k: np.ascontiguousarray(v) for k, v in arrays.items()}, metadata={"k": "v"})
+    tensors, metadata = read_safetensors(theirs)
+    assert metadata == {"k": "v"}
+    for name, value in arrays.items():
+        assert np.array_equal(tensors[name].numpy(), value), name
+
+
 def _records(n: int, duplicate_of: dict[int, int] | None = None) -> list[TableRecord]:
     duplicate_of = duplicate_of or {}
     return [
