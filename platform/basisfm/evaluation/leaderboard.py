@@ -111,7 +111,7 @@ class Leaderboard:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         n_tasks, n_models = max(len(per_task), 1), max(len(per_task.columns), 1)
-        fig, ax = plt.subplots(figsize=(max(6.0, 1.2 * n_tasks + 2), 4.5))
+        fig, ax = plt.subplots(figsize=(max(7.0, 1.2 * n_tasks + 3.5), 4.5))
         width = 0.8 / n_models
         x = np.arange(n_tasks)
         floor = -1.0 if self.metric == "r2" else None
@@ -125,7 +125,7 @@ class Leaderboard:
         ax.set_ylabel(self.metric + (" (floored at -1)" if floor is not None else ""))
         ax.set_title(f"{self.suite}: per-task {self.metric}")
         ax.axhline(0, color="black", linewidth=0.6)
-        ax.legend(fontsize=8, ncol=min(n_models, 4))
+        ax.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # outside: never hides a bar
         fig.tight_layout()
         fig.savefig(path, dpi=120)
         plt.close(fig)
