@@ -136,7 +136,10 @@ def ensure_ray(config: RunConfig) -> None:
         return
     # Training workers hold their CPUs for the whole run; the data pipeline's actors need CPUs of their
     # own or they never start. Logical CPUs may exceed the cores: the OS shares them.
-    data_cpus = config.data.embed_actors * getattr(config.data, "cpus_per_actor", 1)
+    # One actor pool per dataset: training, and validation when tables are held out. A pool short of CPUs
+    # never starts, so the first validation would wait forever.
+    pools = 2 if config.data.validation_tables > 0 else 1
+    data_cpus = pools * config.data.embed_actors * getattr(config.data, "cpus_per_actor", 1)
     needed = config.train.num_workers * config.train.cpus_per_worker + data_cpus
     # address="local": a cluster of our own, even when another `ray start` cluster runs on this machine.
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False,
