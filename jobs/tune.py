@@ -7,14 +7,17 @@ Locally: `python -m jobs.tune --config jobs/configs/tune_tiny.yaml`. On a cluste
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jobs._cli import config_from, parser, run_main
 
-TUNE_TINY_CONFIG = "jobs/configs/tune_tiny.yaml"
+TUNE_TINY_CONFIG = Path(__file__).parent / "configs" / "tune_tiny.yaml"
 
 
 def main() -> int:
-    p = parser("Search loss weighting, sparsity or architecture settings with Ray Tune; register the best model.")
-    p.set_defaults(config=TUNE_TINY_CONFIG)
+    p = parser("Search loss weighting, sparsity or architecture settings with Ray Tune; register the best model. "
+               "The default config here is jobs/configs/tune_tiny.yaml.")
+    p.set_defaults(config=str(TUNE_TINY_CONFIG))
     p.add_argument("--space", choices=["loss_weighting", "sparsity", "architecture"], help="search space (tune.space)")
     p.add_argument("--samples", type=int, metavar="N", help="number of trials (tune.num_samples)")
     p.add_argument("--name", metavar="NAME", help="search name; the same name resumes it (tune.name)")
