@@ -133,6 +133,13 @@ def test_trials_are_ranked_best_first_with_failed_trials_last():
     assert [r.trial_id for r in rank_trials(_rows(), "max")] == ["b", "a", "d", "c"]
 
 
+def test_tied_trials_rank_the_same_whatever_order_tune_returns_them_in():
+    rows = [TrialRow("b2", "TERMINATED", {}, 0.65, 2), TrialRow("a1", "TERMINATED", {}, 0.65, 2),
+            TrialRow("c3", "TERMINATED", {}, 0.65, 1)]
+    assert [r.trial_id for r in rank_trials(rows, "min")] == ["a1", "b2", "c3"]
+    assert [r.trial_id for r in rank_trials(rows[::-1], "min")] == ["a1", "b2", "c3"]
+
+
 def test_trials_markdown_lists_every_trial_with_its_params_and_outcome():
     table = trials_markdown(_rows(), "val_loss", "min")
     lines = table.strip().splitlines()

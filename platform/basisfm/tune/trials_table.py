@@ -33,12 +33,16 @@ class TrialRow:
 
 
 def rank_trials(rows: list[TrialRow], mode: str) -> list[TrialRow]:
-    """Best first; trials with no metric (failed before reporting) go last."""
+    """Best first; trials with no metric (failed before reporting) go last.
+
+    Ties (e.g. two MGDA trials differing only in γ, which MGDA ignores) go to the trial that trained
+    further, then to the smaller trial id, so a resumed search names the same best trial.
+    """
     sign = 1.0 if mode == "min" else -1.0
 
-    def key(row: TrialRow) -> tuple[int, float]:
+    def key(row: TrialRow) -> tuple[int, float, int, str]:
         usable = row.metric is not None and math.isfinite(row.metric)
-        return (0, sign * row.metric) if usable else (1, 0.0)
+        return (0, sign * row.metric, -row.iterations, row.trial_id) if usable else (1, 0.0, 0, row.trial_id)
 
     return sorted(rows, key=key)
 
