@@ -72,6 +72,18 @@ def _wait_for_jobs_api(address: str, head: subprocess.Popen, log: Path, timeout_
             time.sleep(2)
 
 
+def _submit_when_the_agent_is_up(client, job: dict, timeout_s: float = 180) -> str:
+    """The Jobs API answers before the head's job agent is ready ("No available agent"): retry until it is."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return client.submit_job(**job)
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(3)
+
+
 def test_job_submit_runs_pretrain_and_registers_a_model(ray_head, tiny_corpus, tmp_path):
     from ray.job_submission import JobStatus
 
@@ -96,7 +108,7 @@ def test_job_submit_runs_pretrain_and_registers_a_model(ray_head, tiny_corpus, t
     }
     sets = " ".join(f"--set {key}={value}" for key, value in overrides.items())
     # The README's command, through the SDK: the repo as working_dir, the job module as entrypoint.
-    job_id = client.submit_job(
+    job = dict(
         entrypoint=f"{sys.executable} -m jobs.pretrain --config jobs/configs/tiny.yaml {sets}",
         runtime_env={
             "working_dir": str(ROOT),
@@ -105,6 +117,7 @@ def test_job_submit_runs_pretrain_and_registers_a_model(ray_head, tiny_corpus, t
                          "MLFLOW_TRACKING_URI": ""},
         },
     )
+    job_id = _submit_when_the_agent_is_up(client, job)
     deadline = time.monotonic() + 480
     status = client.get_job_status(job_id)
     while status not in {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED} and time.monotonic() < deadline:
