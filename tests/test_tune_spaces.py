@@ -154,3 +154,15 @@ def test_trials_plot_is_a_png(tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 5_000
     empty = plot_trials([TrialRow("x", "ERROR", {"loss.gamma": 0.1}, None, 0)], "val_loss", "min", tmp_path / "e.png")
     assert empty.is_file()
+
+
+def test_a_search_fails_fast_naming_the_key_before_ray_starts(base, tmp_path):
+    import ray
+
+    from basisfm.tune import run_search
+
+    with pytest.raises(ConfigError, match="corpus.out_dir"):
+        run_search(with_overrides(base, {"corpus.out_dir": str(tmp_path / "no-corpus")}))
+    with pytest.raises(ConfigError, match="data.validation_tables"):
+        run_search(with_overrides(base, {"data.validation_tables": 0}))
+    assert not ray.is_initialized()

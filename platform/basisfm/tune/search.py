@@ -24,6 +24,7 @@ from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
 from basisfm.config import RunConfig, to_dict
+from basisfm.corpus.manifest import MANIFEST_NAME
 from basisfm.errors import ConfigError
 from basisfm.tune.mlflow_runs import CloseTrialRuns, SearchRuns, find_trial_run
 from basisfm.tune.resources import DRIVER_RESOURCES, check_fits, max_concurrent_trials, trial_resources
@@ -91,6 +92,8 @@ def run_search(config: RunConfig, *, trainer_factory: TrainerFactory | None = No
     check_space(config, space)  # a space that can propose an invalid config fails before Ray starts
     _check_metric_is_reported(config)
     config = absolute_paths(config)  # trials run in their own folders: every path must be absolute
+    if trainer_factory is None:
+        _check_corpus_exists(config)
     experiment_path = Path(config.train.storage_path) / config.tune.name
 
     started_ray = not ray.is_initialized()
@@ -114,6 +117,14 @@ def run_search(config: RunConfig, *, trainer_factory: TrainerFactory | None = No
     finally:
         if started_ray:
             ray.shutdown()
+
+
+def _check_corpus_exists(config: RunConfig) -> None:
+    # Every trial would fail on its own otherwise, each with the same long Ray traceback.
+    manifest = Path(config.corpus.out_dir) / MANIFEST_NAME
+    if not manifest.is_file():
+        raise ConfigError(f"config key 'corpus.out_dir' is {config.corpus.out_dir!r}, which has no {MANIFEST_NAME}; "
+                          "run `python -m jobs.ingest` with the same config first")
 
 
 def _check_metric_is_reported(config: RunConfig) -> None:
