@@ -62,8 +62,15 @@ def restore_sharded(engine, directory: str | Path) -> TrainState:
     if not state_file.is_file():
         raise CheckpointError(f"training checkpoint {str(directory)!r} has no {TRAIN_STATE_FILE}; it was not written by "
                               "basisfm.train (or was cut short): start a new run name or delete that checkpoint")
-    load_path, _ = engine.load_checkpoint(str(directory), tag=SHARD_TAG, load_optimizer_states=True,
-                                          load_lr_scheduler_states=True)
+    try:
+        load_path, _ = engine.load_checkpoint(str(directory), tag=SHARD_TAG, load_optimizer_states=True,
+                                              load_lr_scheduler_states=True)
+    except RuntimeError as exc:
+        if "state_dict" not in str(exc):
+            raise
+        raise CheckpointError(f"training checkpoint {str(directory)!r} does not fit the model this config builds "
+                              f"({str(exc).splitlines()[-1].strip()[:300]}); the run name is being reused with another "
+                              "model shape or code version: pick a new train.run_name, or delete the old run directory") from exc
     if load_path is None:
         raise CheckpointError(f"DeepSpeed found no shards under {str(directory / SHARD_TAG)!r}; the checkpoint is "
                               "incomplete: delete it so the run resumes from the one before")
