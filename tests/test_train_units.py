@@ -44,7 +44,7 @@ def test_warmup_then_cosine_to_the_floor():
     assert isinstance(scheduler.lr_lambdas[0], WarmupCosine)  # its state survives a checkpoint round trip
 
 
-def test_r2_is_per_column_and_cell_weighted():
+def test_r2_is_per_column_and_the_median_over_columns():
     r2 = NumericR2()
     y = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)
     r2.update("t", ["a"] * 4, y.clone(), y)  # perfect: 1
@@ -52,7 +52,9 @@ def test_r2_is_per_column_and_cell_weighted():
     r2.update("t", ["c"], torch.tensor([0.0]), torch.tensor([5.0]))  # one cell: no variance, left out
     r2.update("u", ["a", "a"], torch.tensor([float("nan"), 1.0]), torch.tensor([2.0, 2.0]))  # NaN dropped
     assert r2.per_column() == {("t", "a"): pytest.approx(1.0), ("t", "b"): pytest.approx(0.0)}
-    assert r2.value() == pytest.approx((4 * 1.0 + 2 * 0.0) / 6)
+    assert r2.value() == pytest.approx(0.5)
+    r2.update("v", ["d", "d"], torch.tensor([1e3, -1e3]), torch.tensor([1.0, 1.1]))  # a wild column: R2 ~ -1e9
+    assert r2.value() == pytest.approx(0.0)  # the median of (1, 0, -1e9) is not dragged down
     assert math.isnan(NumericR2().value())
 
 

@@ -19,10 +19,12 @@ from basisfm.data.batch import TableBatch
 
 
 class NumericR2:
-    """R² per (table, column) of decoded numeric predictions, combined as a cell-weighted mean.
+    """R² per (table, column) of decoded numeric predictions, combined as the median over columns.
 
     Per column, because columns live on unrelated scales: pooling raw values would let the column with the
-    largest numbers decide. Columns with fewer than 2 scored cells or no variance are left out.
+    largest numbers decide. The median, because R² is unbounded below: one column whose few masked cells
+    happen to be nearly constant scores -1e4 and would swamp any mean (the suite's score is a median too).
+    Columns with fewer than 2 scored cells or no variance are left out.
     """
 
     def __init__(self) -> None:
@@ -48,8 +50,7 @@ class NumericR2:
         scores = self.per_column()
         if not scores:
             return float("nan")
-        weights = np.array([self.sums[k][0] for k in scores])
-        return float(np.dot(weights, np.array(list(scores.values()))) / weights.sum())
+        return float(np.median(np.array(list(scores.values()))))
 
 
 @torch.no_grad()
