@@ -112,6 +112,8 @@ def test_job_submit_runs_pretrain_and_registers_a_model(ray_head, tiny_corpus, t
         entrypoint=f"{sys.executable} -m jobs.pretrain --config jobs/configs/tiny.yaml {sets}",
         runtime_env={
             "working_dir": str(ROOT),
+            # As in the README: ship the package itself, so workers import it without an install.
+            "py_modules": [str(ROOT / "platform" / "basisfm")],
             "excludes": [".git", ".venv", "runs", "tests", "benchmarks/results"],
             "env_vars": {"DS_ACCELERATOR": "cpu", "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
                          "MLFLOW_TRACKING_URI": ""},
