@@ -54,8 +54,8 @@ def test_search_runs_trials_tracks_them_in_mlflow_registers_the_best_and_resumes
     assert len({(t.params["loss.weighting"], t.params["loss.gamma"]) for t in result.trials}) == 4
     for trial in result.trials:  # ASHA saw validation scores at steps 2 and 4 (or stopped the trial at 2)
         assert trial.iterations == (1 if trial.stopped_early else 2) and trial.metric is not None and trial.metric > 0
-    best = min(result.trials, key=lambda t: t.metric)
-    assert result.best.trial_id == best.trial_id and not best.stopped_early
+    best = result.best
+    assert best.metric == min(t.metric for t in result.trials) and not best.stopped_early
     assert result.best_config.loss.weighting == best.params["loss.weighting"]
     assert result.best_config.loss.gamma == pytest.approx(best.params["loss.gamma"])
     assert result.best_config_path.is_file()
@@ -100,7 +100,6 @@ def test_search_runs_trials_tracks_them_in_mlflow_registers_the_best_and_resumes
     assert all(t.status == "TERMINATED" for t in again.trials)
     finished = {t.trial_id: t.metric for t in result.trials if not t.stopped_early}
     assert {t.trial_id: t.metric for t in again.trials if t.trial_id in finished} == finished
-    assert again.parent_run_id == result.parent_run_id
+    assert again.parent_run_id == result.parent_run_id and again.best.trial_id == best.trial_id
     assert len(client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{result.parent_run_id}'")) == 4
-    if again.best.trial_id == best.trial_id:
-        assert again.registered_version == "1"
+    assert again.registered_version == "1"
