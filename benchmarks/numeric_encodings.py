@@ -160,17 +160,40 @@ def render_png(results: list[Result], path: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    floor = -2.0  # R2 below this is off the scale; the bar is clipped and labelled with its value
     ordered = sorted(results, key=lambda r: -r.median_r2)
-    fig, ax = plt.subplots(figsize=(8, 4))
-    ax.bar([r.encoding for r in ordered], [r.median_r2 for r in ordered], color="tab:blue")
+    x = np.arange(len(ordered))
+    fig, ax = plt.subplots(figsize=(9, 4))
+    for offset, label, values in (
+        (-0.2, "expected value", [r.median_r2 for r in ordered]),
+        (0.2, "thresholded bits", [r.median_r2_threshold for r in ordered]),
+    ):
+        bars = ax.bar(x + offset, np.maximum(values, floor), width=0.4, label=label)
+        for bar, value in zip(bars, values):
+            if value < floor:
+                ax.annotate(f"{value:.3g}", (bar.get_x() + bar.get_width() / 2, floor), ha="center", va="bottom", fontsize=7, rotation=90)
+    ax.set_xticks(x, [r.encoding for r in ordered])
+    ax.set_ylim(floor, 1.0)
     ax.axhline(0.0, color="black", linewidth=0.8)
-    ax.set_ylabel("median R2 over held-out numeric columns")
+    ax.set_ylabel("median R2, held-out numeric columns")
     ax.set_title("Masked-cell prediction by numeric encoding (tiny model, same budget and seed)")
+    ax.legend()
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def results_from_markdown(path: Path) -> list[Result]:
+    """The measured rows of a results file, to redraw its figure without re-training."""
+    rows = []
+    for line in path.read_text().splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 8 and cells[0] in ENCODINGS:
+            rows.append(Result(cells[0], float(cells[1]), float(cells[2]), float(cells[3].rstrip("%")) / 100, float(cells[4]),
+                               float(cells[5]), float(cells[6]), int(cells[7].replace(",", ""))))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> list[Result]:
@@ -181,7 +204,12 @@ def main(argv: list[str] | None = None) -> list[Result]:
     parser.add_argument("--encodings", nargs="+", default=ENCODINGS, choices=ENCODINGS)
     parser.add_argument("--cache-dir", default="runs/embedding_cache")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for the tiny model)")
+    parser.add_argument("--redraw", action="store_true", help="only redraw the PNG from the existing results file")
     args = parser.parse_args(argv)
+    if args.redraw:
+        measured = results_from_markdown(RESULTS_DIR / f"{NAME}.md")
+        print(f"redrew {render_png(measured, RESULTS_DIR / f'{NAME}.png')} from {len(measured)} measured rows")
+        return measured
 
     import torch
 
