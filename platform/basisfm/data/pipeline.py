@@ -112,7 +112,9 @@ def build_dataset(
             "data_config": dataclasses.asdict(actor_config),
             "target_columns": list(target_columns) if target_columns else None,
         },
-        batch_size=1,
+        # Dispatching a Ray task costs about as much as collating a small table: small tables travel
+        # together (measured: 8 per task more than halves the pipeline's steady-state time).
+        batch_size=data_config.tables_per_task,
         compute=ray.data.ActorPoolStrategy(size=data_config.embed_actors),
         num_cpus=data_config.cpus_per_actor,
     )
