@@ -1,36 +1,37 @@
 """Turning cells into vectors: numeric encoders (SMR family and baselines), column semantics, missing values.
 
-`encoding.text` (the sentence-transformer StringEmbedder) is imported on demand only: it pulls in
-sentence-transformers, which the model itself never needs.
+Exports load on first use (PEP 562), as in `basisfm.data`: the data pipeline's collating actors import
+`basisfm.encoding.text` and must not pay for importing torch through this package's encoders.
+`encoding.text` (the sentence-transformer StringEmbedder) is never imported from here.
 """
 
-from basisfm.encoding.baselines import DigitsEncoder, FixedPointEncoder, LogBinsEncoder, PeriodicEncoder
-from basisfm.encoding.columns import ColumnEncoder, symbolic_name_features
-from basisfm.encoding.missing import MissingValueStrategy, build_missing_strategy
-from basisfm.encoding.numeric import (
-    DynamicSMREncoder,
-    HybridSMREncoder,
-    NumericEncoder,
-    SMREncoder,
-    build_numeric_encoder,
-    target_codec,
-)
-from basisfm.encoding.smr import SMRCodec
+from __future__ import annotations
 
-__all__ = [
-    "ColumnEncoder",
-    "DigitsEncoder",
-    "DynamicSMREncoder",
-    "FixedPointEncoder",
-    "HybridSMREncoder",
-    "LogBinsEncoder",
-    "MissingValueStrategy",
-    "NumericEncoder",
-    "PeriodicEncoder",
-    "SMRCodec",
-    "SMREncoder",
-    "build_missing_strategy",
-    "build_numeric_encoder",
-    "symbolic_name_features",
-    "target_codec",
-]
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DigitsEncoder": "basisfm.encoding.baselines",
+    "FixedPointEncoder": "basisfm.encoding.baselines",
+    "LogBinsEncoder": "basisfm.encoding.baselines",
+    "PeriodicEncoder": "basisfm.encoding.baselines",
+    "ColumnEncoder": "basisfm.encoding.columns",
+    "symbolic_name_features": "basisfm.encoding.columns",
+    "MissingValueStrategy": "basisfm.encoding.missing",
+    "build_missing_strategy": "basisfm.encoding.missing",
+    "DynamicSMREncoder": "basisfm.encoding.numeric",
+    "HybridSMREncoder": "basisfm.encoding.numeric",
+    "NumericEncoder": "basisfm.encoding.numeric",
+    "SMREncoder": "basisfm.encoding.numeric",
+    "build_numeric_encoder": "basisfm.encoding.numeric",
+    "target_codec": "basisfm.encoding.numeric",
+    "SMRCodec": "basisfm.encoding.smr",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'basisfm.encoding' has no attribute {name!r}")
