@@ -35,7 +35,31 @@ def cache_dir(tmp_path_factory):
 
 def _fast(cache_dir, **kw) -> dict:
     return dict(embedding_cache_dir=cache_dir, progress=False, max_epochs=4, max_steps=12, token_budget=256,
-                learning_rate=3e-3, patience=2, **kw)
+                learning_rate=3e-3, patience=2, validate_every=3, **kw)
+
+
+def test_budget_counts_steps_across_epochs_and_validates_every_n_steps():
+    # 2 batches an epoch: checking once per epoch capped small tables at 2 x max_epochs steps.
+    from basisfm.estimators.finetune import FineTuneSettings, _lr_factor, fine_tune
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(1, 1)
+    x = torch.linspace(-1, 1, 16).unsqueeze(1)
+    y = 3 * x + 1
+    halves = [(x[:8], y[:8]), (x[8:], y[8:])]
+    settings = FineTuneSettings(max_epochs=100, max_steps=40, validate_every=10, patience=100, learning_rate=0.3,
+                                warmup_steps=5, progress=False)
+    loss = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()  # noqa: E731
+    validate = lambda m: float(((m(x) - y) ** 2).mean())  # noqa: E731
+    start = validate(model)
+    trained, history = fine_tune(model, lambda epoch: halves, validate, loss, settings)
+    assert history.steps == 40 and history.stopped_because == "max_steps"
+    assert [e["step"] for e in history.epochs] == [0, 10, 20, 30, 40]
+    assert [e["epoch"] for e in history.epochs[1:]] == [5, 10, 15, 20]
+    assert validate(trained) < start / 10
+    factors = [_lr_factor(s, settings) for s in range(41)]
+    assert factors[0] == pytest.approx(0.2) and factors[4] == pytest.approx(1.0)
+    assert factors[40] == pytest.approx(0.1) and all(a >= b for a, b in zip(factors[4:], factors[5:]))
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +120,10 @@ def test_classifier_fine_tunes_and_round_trips(cache_dir, tmp_path):
     proba = model.predict_proba(x.head(8))
     np.testing.assert_allclose(proba.sum(axis=1), 1.0)
     assert set(model.predict(x.head(8))) <= {"approved", "rejected"}
-    # From scratch a few steps barely move the log loss; what must hold is that the best epoch's weights are kept.
-    scores = [e["val_score"] for e in model.history_.epochs]
-    assert model.history_.steps > 0 and scores[model.history_.best_epoch] == min(scores)
+    # From scratch a few steps barely move the log loss; what must hold is that the best check's weights are kept.
+    history = model.history_
+    best = [e["val_score"] for e in history.epochs if e["step"] == history.best_step]
+    assert history.steps > 0 and best == [min(e["val_score"] for e in history.epochs)]
     model.save(tmp_path / "clf")
     np.testing.assert_allclose(BasisClassifier.load(tmp_path / "clf").predict_proba(x.head(8)), proba)
 

@@ -13,7 +13,8 @@
 every weight; `peft` fine-tunes LoRA adapters (`lora_r`, `lora_alpha`, `lora_dropout`,
 `lora_target_modules`). Fine-tuning holds out `validation_fraction` of the rows (all rows when fewer than
 8) and keeps the weights with the best validation score (regression: mean squared error; classification:
-log loss), stopping after `patience` epochs without improvement, `max_epochs`, `max_steps`, or
+log loss), checked every `validate_every` steps and at the end of the data, stopping after `patience`
+checks without improvement, `max_epochs`, `max_steps`, or
 `time_budget_s` (off by default: stopping on the clock is not reproducible). Regression fine-tunes on
 `regression_loss`: "bits" is the pretraining SMR bit loss, "bits+mse" (default) adds the squared error
 of the expected value in target standard deviations. The default budget (150 steps of up to 256 rows)
@@ -76,11 +77,12 @@ class _BasisEstimator(BaseEstimator):
         strategy: str = "base-ft",
         preset: str = "tiny",
         target_name: str | None = None,
-        max_epochs: int = 10,
+        max_epochs: int = 100,  # a cap only: max_steps is the budget (small tables have few steps an epoch)
         max_steps: int = 150,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.01,
         patience: int = 3,
+        validate_every: int = 25,
         validation_fraction: float = 0.1,
         lora_r: int = 8,
         lora_alpha: int = 16,
@@ -104,6 +106,7 @@ class _BasisEstimator(BaseEstimator):
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
         self.patience = patience
+        self.validate_every = validate_every
         self.validation_fraction = validation_fraction
         self.lora_r = lora_r
         self.lora_alpha = lora_alpha
@@ -124,6 +127,7 @@ class _BasisEstimator(BaseEstimator):
         settings = FineTuneSettings(
             strategy=self.strategy, max_epochs=self.max_epochs, max_steps=self.max_steps,
             learning_rate=self.learning_rate, weight_decay=self.weight_decay, patience=self.patience,
+            validate_every=self.validate_every,
             lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
             lora_target_modules=self.lora_target_modules, seed=int(self.random_state), progress=bool(self.progress),
             time_budget_s=self.time_budget_s,

@@ -33,7 +33,11 @@ class FineTuneSettings:
     max_steps: int = 400
     learning_rate: float = 1e-3
     weight_decay: float = 0.01
-    patience: int = 3  # epochs without a better validation score before stopping
+    patience: int = 3  # validation checks without a better score before stopping
+    # Steps between validation checks. Checking once per epoch starved small tables: 400 rows in 256-row
+    # batches is 2 steps an epoch, so max_epochs=10 ended training after 20 steps, still at the mean.
+    validate_every: int = 25
+    warmup_steps: int = 10  # linear learning-rate warm-up; then cosine decay to a tenth by max_steps
     grad_clip: float = 1.0
     lora_r: int = 8
     lora_alpha: int = 16
@@ -46,9 +50,11 @@ class FineTuneSettings:
     def validate(self) -> None:
         if self.strategy not in STRATEGIES:
             raise ConfigError(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)}")
-        for name in ("max_epochs", "max_steps", "patience", "lora_r"):
+        for name in ("max_epochs", "max_steps", "patience", "lora_r", "validate_every"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
+        if self.warmup_steps < 0:
+            raise ConfigError(f"warmup_steps must be 0 or more, got {self.warmup_steps!r}")
         if not self.learning_rate > 0:
             raise ConfigError(f"learning_rate must be positive, got {self.learning_rate!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -59,6 +65,7 @@ class FineTuneSettings:
 class FineTuneHistory:
     epochs: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0  # 0: the starting weights were best (or nothing was trained)
+    best_step: int = 0  # the optimizer step whose weights were kept; `epochs` has one entry per check
     steps: int = 0
     seconds: float = 0.0
     stopped_because: str = "not trained"
@@ -174,8 +181,8 @@ def fine_tune(
     loss_fn: Callable[[nn.Module, TableBatch], torch.Tensor],
     settings: FineTuneSettings,
 ) -> tuple[nn.Module, FineTuneHistory]:
-    """Train until `max_epochs`, `max_steps`, `patience` epochs without a better validation score, or
-    the time budget; returns the model with its best-scoring weights (lower score is better).
+    """Train until `max_epochs`, `max_steps`, `patience` validation checks (every `validate_every` steps
+    and at the end of the data) without a better score, or the time budget; returns the model with its best-scoring weights (lower score is better).
 
     `train_batches(epoch)` gives one epoch's batches (reshuffled per epoch by the caller's seed).
     """
@@ -194,40 +201,45 @@ def fine_tune(
     history.trainable_parameters = int(sum(p.numel() for p in trainable))
     optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
 
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: _lr_factor(step, settings))
+
     model.eval()
     best_score = validation_score(model)
     best_state = _trainable_state(model)
-    history.epochs.append({"epoch": 0, "train_loss": math.nan, "val_score": best_score})
-    stale, step, reason = 0, 0, "max_epochs"
+    history.epochs.append({"epoch": 0, "step": 0, "train_loss": math.nan, "val_score": best_score})
+    stale, step, reason, losses = 0, 0, "max_epochs", []
     bar = tqdm(total=settings.max_steps, desc=f"fine-tune ({settings.strategy})", unit="step", disable=not settings.progress)
-    for epoch in range(1, settings.max_epochs + 1):
-        model.train()
-        losses = []
-        for batch in train_batches(epoch):
-            loss = loss_fn(model, batch)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if settings.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
-            optimizer.step()
-            losses.append(float(loss.detach()))
-            step += 1
-            bar.update(1)
-            if step >= settings.max_steps:
-                break
+    model.train()
+    for epoch, batch, last_of_data in _batches_over_epochs(train_batches, settings.max_epochs):
+        loss = loss_fn(model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if settings.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(trainable, settings.grad_clip)
+        optimizer.step()
+        schedule.step()
+        losses.append(float(loss.detach()))
+        step += 1
+        bar.update(1)
+        out_of_steps = step >= settings.max_steps
+        if not (out_of_steps or last_of_data or step % settings.validate_every == 0):
+            continue
         model.eval()
         score = validation_score(model)
-        history.epochs.append({"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else math.nan, "val_score": score})
+        model.train()
+        history.epochs.append({"epoch": epoch, "step": step, "train_loss": float(np.mean(losses)), "val_score": score})
+        losses = []
         bar.set_postfix(val=f"{score:.4g}", best=f"{min(best_score, score):.4g}")
         if score < best_score:
-            best_score, best_state, stale, history.best_epoch = score, _trainable_state(model), 0, epoch
+            best_score, best_state, stale = score, _trainable_state(model), 0
+            history.best_epoch, history.best_step = epoch, step
         else:
             stale += 1
-        if step >= settings.max_steps:
+        if out_of_steps:
             reason = "max_steps"
             break
         if stale >= settings.patience:
-            reason = f"no better validation score for {settings.patience} epochs"
+            reason = f"no better validation score for {settings.patience} checks ({settings.validate_every} steps apart)"
             break
         if settings.time_budget_s is not None and time.perf_counter() - started > settings.time_budget_s:
             reason = "time budget"
@@ -241,6 +253,24 @@ def fine_tune(
     model.eval()
     history.steps, history.seconds, history.stopped_because = step, time.perf_counter() - started, reason
     return model, history
+
+
+def _lr_factor(step: int, settings: FineTuneSettings) -> float:
+    """Multiplier of the base learning rate after `step` optimizer steps: linear warm-up (Adam's first
+    steps on a fresh head are noisy), then cosine decay to 0.1 at max_steps so the last steps refine."""
+    if step < settings.warmup_steps:
+        return (step + 1) / settings.warmup_steps
+    span = max(1, settings.max_steps - settings.warmup_steps)
+    progress = min(1.0, (step - settings.warmup_steps) / span)
+    return 0.1 + 0.9 * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _batches_over_epochs(train_batches: Callable[[int], list[TableBatch]], max_epochs: int):
+    """(epoch, batch, is the last batch of the last epoch) over up to `max_epochs` passes."""
+    for epoch in range(1, max_epochs + 1):
+        batches = train_batches(epoch)
+        for i, batch in enumerate(batches):
+            yield epoch, batch, epoch == max_epochs and i == len(batches) - 1
 
 
 def _trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
