@@ -77,7 +77,7 @@ class _BasisEstimator(BaseEstimator):
         strategy: str = "base-ft",
         preset: str = "tiny",
         target_name: str | None = None,
-        max_epochs: int = 100,  # a cap only: max_steps is the budget (small tables have few steps an epoch)
+        max_epochs: int = 10,  # also caps steps: re-collating every epoch dominates fit time on small tables
         max_steps: int = 150,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.01,
