@@ -127,19 +127,9 @@ def expected_values(model: nn.Module, batch: TableBatch) -> torch.Tensor:
 def category_logits(model: nn.Module, batch: TableBatch, column_index: int, label_embeddings: torch.Tensor) -> torch.Tensor:
     """[R, L] differentiable logits of each row's `column_index` cell against L labels.
 
-    The same computation as `BasisTransformer.predict_category_scores`, which runs without gradients.
+    The model's own `category_logits`, reached through a peft wrapper (LoRA layers live inside the base model).
     """
-    base = _base_model(model)
-    target = batch.target_mask.clone()
-    target[:, column_index] = True
-    batch = batch.with_targets(target)
-    column_tokens, _, _ = base.column_tokens(batch)
-    cells, attend = base.cell_tokens(batch, column_tokens)
-    basis = base.compress_rows(cells, attend, batch)
-    rows, cols = target.nonzero(as_tuple=True)
-    hidden = base.run_queries(basis, target, column_tokens[cols] + base.query_token)
-    labels = base.embed_strings(label_embeddings.to(hidden.device))
-    return base.score_strings(hidden[cols == column_index], labels)
+    return _base_model(model).category_logits(batch, column_index, label_embeddings)
 
 
 def _base_model(model: nn.Module) -> nn.Module:
