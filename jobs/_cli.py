@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -22,6 +23,14 @@ def parser(description: str) -> argparse.ArgumentParser:
 
 def config_from(args: argparse.Namespace, extra_overrides: list[str] | None = None) -> RunConfig:
     return load_config(args.config, list(args.overrides) + list(extra_overrides or []))
+
+
+def flag_overrides(args: argparse.Namespace, keys: dict[str, str]) -> list[str]:
+    """`--set`-style overrides for the convenience flags a job offers: {flag dest: config key}, unset flags skipped.
+
+    Values are written as JSON (which is YAML), so a path or a name stays a string and a list stays a list.
+    """
+    return [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in keys.items() if getattr(args, flag) is not None]
 
 
 def run_main(main) -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
-from jobs._cli import config_from, parser, run_main
+from jobs._cli import config_from, flag_overrides, parser, run_main
 
 
 def main() -> int:
@@ -15,15 +13,8 @@ def main() -> int:
                    help="suite file whose tables and their near-duplicates stay out (repeatable; replaces corpus.exclude_suites)")
     p.add_argument("--max-tables", type=int, metavar="N", help="stop after N ingested tables (corpus.max_tables)")
     args = p.parse_args()
-    overrides = []
-    if args.out is not None:
-        overrides.append(f"corpus.out_dir={json.dumps(args.out)}")  # JSON is YAML: the path stays a string
-    if args.source is not None:
-        overrides.append(f"corpus.source={args.source}")
-    if args.exclude_suite is not None:
-        overrides.append(f"corpus.exclude_suites={json.dumps(args.exclude_suite)}")
-    if args.max_tables is not None:
-        overrides.append(f"corpus.max_tables={args.max_tables}")
+    overrides = flag_overrides(args, {"out": "corpus.out_dir", "source": "corpus.source",
+                                      "exclude_suite": "corpus.exclude_suites", "max_tables": "corpus.max_tables"})
     config = config_from(args, overrides)
 
     from basisfm.corpus.ingest import ingest

@@ -6,7 +6,7 @@ Locally: `python -m jobs.pretrain --config jobs/configs/tiny.yaml`. On a cluster
 
 from __future__ import annotations
 
-from jobs._cli import config_from, parser, run_main
+from jobs._cli import config_from, flag_overrides, parser, run_main
 
 
 def main() -> int:
@@ -15,13 +15,7 @@ def main() -> int:
     p.add_argument("--workers", type=int, metavar="N", help="Ray Train workers (train.num_workers)")
     p.add_argument("--run-name", metavar="NAME", help="Ray Train run name; the same name resumes (train.run_name)")
     args = p.parse_args()
-    overrides = []
-    if args.steps is not None:
-        overrides.append(f"train.steps={args.steps}")
-    if args.workers is not None:
-        overrides.append(f"train.num_workers={args.workers}")
-    if args.run_name is not None:
-        overrides.append(f"train.run_name={args.run_name}")
+    overrides = flag_overrides(args, {"steps": "train.steps", "workers": "train.num_workers", "run_name": "train.run_name"})
     config = config_from(args, overrides)
 
     from basisfm.train import pretrain

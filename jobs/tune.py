@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from jobs._cli import config_from, parser, run_main
+from jobs._cli import config_from, flag_overrides, parser, run_main
 
 TUNE_TINY_CONFIG = Path(__file__).parent / "configs" / "tune_tiny.yaml"
 
@@ -22,10 +22,7 @@ def main() -> int:
     p.add_argument("--samples", type=int, metavar="N", help="number of trials (tune.num_samples)")
     p.add_argument("--name", metavar="NAME", help="search name; the same name resumes it (tune.name)")
     args = p.parse_args()
-    overrides = []
-    for flag, key in (("space", "tune.space"), ("samples", "tune.num_samples"), ("name", "tune.name")):
-        if getattr(args, flag) is not None:
-            overrides.append(f"{key}={getattr(args, flag)}")
+    overrides = flag_overrides(args, {"space": "tune.space", "samples": "tune.num_samples", "name": "tune.name"})
     config = config_from(args, overrides)
 
     from basisfm.tune import run_search
