@@ -22,6 +22,8 @@ NumericEncoding = Literal["smr", "dynamic_smr", "hybrid_smr", "log_bins", "fixed
 MissingStrategy = Literal["learnable", "type_aware", "per_column", "attention_mask"]
 AttentionVariant = Literal["dense", "block_sparse", "sampled"]
 LossWeighting = Literal["none", "paper", "uncertainty", "gradient_norm", "mgda"]
+Architecture = Literal["basis", "basis_icl", "tab2d"]
+RegressionHead = Literal["smr_bits", "binned"]
 
 
 @dataclass
@@ -94,6 +96,14 @@ class ModelConfig:
     """The Basis Transformer's shape and the swappable components it is built from."""
 
     preset: Literal["tiny", "small", "base", "custom"] = "tiny"
+    # `basis`: the paper's per-row model; `basis_icl` / `tab2d`: in-context models that read a table's
+    # labelled (support) rows when predicting its query rows.
+    architecture: Architecture = "basis"
+    # Numeric targets: the paper's SMR bits, or a softmax over bins of the target standardised on its
+    # training rows (`losses.distribution.ZBins`).
+    regression_head: RegressionHead = "smr_bits"
+    n_bins: int = 128  # `binned` head: bins over [-z_max, z_max] of the standardised target
+    z_max: float = 5.0
     d_model: int = 64
     n_layers: int = 2
     n_heads: int = 4
@@ -115,6 +125,8 @@ class ModelConfig:
 
     def validate(self, key: str) -> None:
         _require(self.cell_layers >= 0, f"{key}.cell_layers", "must be at least 0")
+        _require(self.n_bins >= 2, f"{key}.n_bins", "must be at least 2")
+        _require(self.z_max > 0, f"{key}.z_max", "must be positive")
         _require(self.missing_buckets >= 1, f"{key}.missing_buckets", "must be at least 1")
         _require(self.d_model % self.n_heads == 0, f"{key}.d_model", f"must be divisible by n_heads={self.n_heads}")
         _require(self.n_layers >= 1 and self.n_basis >= 1, f"{key}.n_layers", "n_layers and n_basis must be >= 1")

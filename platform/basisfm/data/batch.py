@@ -5,6 +5,12 @@ Every cell is either numeric-like (numeric, boolean, datetime: a float in `value
 flagged in `missing` and carry 0 / -1. Target cells (`target_mask`) keep their true value in
 `values` / `string_ids`: the model must hide them itself, which keeps the truth next to the input
 and lets pretraining (random masked cells) and fine-tuning (one target column) share one contract.
+
+An **episode** is a TableBatch whose rows are split by `support`: support rows show their target cells
+to the model (the labelled context of in-context learning), the other rows are queries whose target
+cells are hidden. A plain batch has no support rows: every target cell is hidden (the per-row model).
+`row_index` is each row's position in its source table, so predictions map back to rows without
+replaying collation's random draws.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ _TENSOR_FIELDS = (
     "string_ids",
     "vocab_embeddings",
     "target_mask",
+    "row_index",
+    "support",
+    "column_mean",
+    "column_std",
 )
 
 
@@ -44,9 +54,30 @@ class TableBatch:
     vocab: list[str]  # the batch's unique strings
     vocab_embeddings: torch.Tensor  # [V, E] float32
     target_mask: torch.Tensor  # [R, C] bool: cells to predict
+    row_index: torch.Tensor | None = None  # [R] long: each row's index in its table (default 0..R-1)
+    support: torch.Tensor | None = None  # [R] bool: rows whose target cells are given as context (default none)
+    # [C] float64: the scale a numeric target is standardised with (z = (y - mean) / std) by the binned
+    # regression head: collation fills the whole table's statistics, episodes their support rows',
+    # estimators the training rows'. Defaults 0 / 1; string columns keep the defaults.
+    column_mean: torch.Tensor | None = None
+    column_std: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         r, c = self.values.shape
+        device = self.values.device
+        if self.row_index is None:
+            self.row_index = torch.arange(r, dtype=torch.long, device=device)
+        if self.support is None:
+            self.support = torch.zeros(r, dtype=torch.bool, device=device)
+        self.support = self.support.to(torch.bool)
+        if self.column_mean is None:
+            self.column_mean = torch.zeros(c, dtype=torch.float64, device=device)
+        if self.column_std is None:
+            self.column_std = torch.ones(c, dtype=torch.float64, device=device)
+        if self.column_mean.shape != (c,) or self.column_std.shape != (c,):
+            raise ValueError(f"table {self.table_id!r}: column_mean / column_std must have one entry per column ({c})")
+        if self.row_index.shape != (r,) or self.support.shape != (r,):
+            raise ValueError(f"table {self.table_id!r}: row_index / support must have one entry per row ({r})")
         if self.missing.shape != (r, c) or self.string_ids.shape != (r, c) or self.target_mask.shape != (r, c):
             raise ValueError(f"table {self.table_id!r}: cell tensors disagree on shape {(r, c)}")
         if len(self.column_names) != c or self.column_kinds.shape != (c,):
@@ -67,6 +98,15 @@ class TableBatch:
         return self.n_rows * self.n_columns
 
     @property
+    def n_support(self) -> int:
+        return int(self.support.sum())
+
+    @property
+    def query_target_mask(self) -> torch.Tensor:
+        """[R, C] bool: target cells whose truth is hidden from the model (targets of non-support rows)."""
+        return self.target_mask & ~self.support.unsqueeze(-1)
+
+    @property
     def is_string_column(self) -> torch.Tensor:
         """[C] bool: categorical or text columns."""
         return (self.column_kinds == ColumnKind.CATEGORICAL) | (self.column_kinds == ColumnKind.TEXT)
@@ -84,6 +124,8 @@ class TableBatch:
             missing=self.missing[rows],
             string_ids=self.string_ids[rows],
             target_mask=self.target_mask[rows],
+            row_index=self.row_index[rows],
+            support=self.support[rows],
         )
 
     # Ray Data moves plain numpy arrays and strings between processes: these two are the wire format.
@@ -96,7 +138,8 @@ class TableBatch:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, Any]) -> "TableBatch":
-        kwargs: dict[str, Any] = {name: torch.as_tensor(np.asarray(arrays[name])) for name in _TENSOR_FIELDS}
+        kwargs: dict[str, Any] = {name: torch.as_tensor(np.asarray(arrays[name])) for name in _TENSOR_FIELDS
+                                  if arrays.get(name) is not None}
         kwargs["missing"] = kwargs["missing"].to(torch.bool)
         kwargs["target_mask"] = kwargs["target_mask"].to(torch.bool)
         table_id = arrays["table_id"]

@@ -126,6 +126,9 @@ class _PreparedTable:
     kinds: np.ndarray  # [C] int64
     abs_max: np.ndarray  # [C] float64
     min_nonzero: np.ndarray  # [C] float64
+    row_index: np.ndarray | None = None  # [N] int64: each prepared row's index in the source table
+    mean: np.ndarray | None = None  # [C] float64 over the table's present numeric-like cells (0 for strings)
+    std: np.ndarray | None = None  # [C] float64, 1 where a column is constant, empty or string-like
 
 
 def _prepare(table: pa.Table, record: TableRecord, embedder: Embedder) -> _PreparedTable:
@@ -185,7 +188,10 @@ def _prepare(table: pa.Table, record: TableRecord, embedder: Embedder) -> _Prepa
     dim = dim or name_embeddings.shape[1]
     string_embeddings = np.concatenate(embedding_rows).astype(np.float32) if embedding_rows else np.zeros((0, dim), np.float32)
     stats = [c.stats for c in record.columns]
+    mean, std = column_moments(values, missing | (string_uids >= 0) | _string_columns(record, n_rows))
     return _PreparedTable(
+        mean=mean,
+        std=std,
         values=values,
         missing=missing,
         string_uids=string_uids,
@@ -196,6 +202,25 @@ def _prepare(table: pa.Table, record: TableRecord, embedder: Embedder) -> _Prepa
         abs_max=np.asarray([s.abs_max or 0.0 for s in stats], dtype=np.float64),
         min_nonzero=np.asarray([s.min_nonzero_abs or 0.0 for s in stats], dtype=np.float64),
     )
+
+
+def _string_columns(record: TableRecord, n_rows: int) -> np.ndarray:
+    is_string = np.asarray([c.column_kind.is_string for c in record.columns], dtype=bool)
+    return np.broadcast_to(is_string, (n_rows, len(is_string)))
+
+
+def column_moments(values: np.ndarray, absent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-column mean and standard deviation of `values` [N, C] over cells not `absent`; std 1 when
+    a column has fewer than two distinct present values (nothing to scale by)."""
+    present = ~absent
+    count = present.sum(axis=0)
+    safe = np.maximum(count, 1)
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = np.where(present, values, 0.0).sum(axis=0) / safe
+        var = (np.where(present, values - mean, 0.0) ** 2).sum(axis=0) / safe
+        std = np.sqrt(var)
+    ok = (count > 1) & np.isfinite(std) & (std > 0) & np.isfinite(mean)
+    return np.where(np.isfinite(mean), mean, 0.0), np.where(ok, std, 1.0)
 
 
 def _target_positions(record: TableRecord, target_columns: Sequence[str], cap: int) -> np.ndarray:
@@ -272,6 +297,7 @@ def table_to_arrays(
 
     # Shuffle the rows once: each chunk is then a contiguous slice, cheap to cut and to hand to torch.
     row_order = rng.permutation(n_rows)
+    prepared.row_index = row_order
     prepared.values = prepared.values[row_order]
     prepared.missing = prepared.missing[row_order]
     prepared.string_uids = prepared.string_uids[row_order]
@@ -333,4 +359,8 @@ def _make_arrays(
         "vocab": [prepared.strings[u] for u in vocab_uids],
         "vocab_embeddings": prepared.string_embeddings[vocab_uids],
         "target_mask": target_mask,
+        "row_index": np.ascontiguousarray(prepared.row_index[rows], dtype=np.int64),
+        "support": np.zeros(values.shape[0], dtype=bool),
+        "column_mean": prepared.mean[columns],
+        "column_std": prepared.std[columns],
     }
