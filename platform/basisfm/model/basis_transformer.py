@@ -17,7 +17,7 @@ Read top to bottom:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -32,9 +32,13 @@ from basisfm.errors import TableError
 from basisfm.model.attention import Block, build_cell_attention
 
 
-@dataclass
-class ModelOutput:
-    """Predictions for the batch's N target cells, in row-major order of `batch.target_mask`."""
+class ModelOutput(NamedTuple):
+    """Predictions for the batch's N target cells, in row-major order of `batch.target_mask`.
+
+    A NamedTuple, not a dataclass: DeepSpeed ZeRO-3 finds a module's output tensors to hook its backward
+    (re-gathering the module's own partitioned parameters: basis queries, query and hidden-value tokens);
+    it looks inside tuples, lists and dicts only, and a dataclass hides them (backward then fails).
+    """
 
     target_rows: torch.Tensor  # [N] long
     target_columns: torch.Tensor  # [N] long
