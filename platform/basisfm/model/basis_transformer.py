@@ -51,6 +51,30 @@ class ModelOutput(NamedTuple):
     basis: torch.Tensor  # [R, k, d] compressed rows: the representation every task shares
 
 
+class TargetPositions(NamedTuple):
+    """Where the N target cells sit: row-major, as `target.nonzero()` lists them."""
+
+    rows: torch.Tensor  # [N] long
+    columns: torch.Tensor  # [N] long
+    slots: torch.Tensor  # [N] long: the target's rank among its row's targets (its query slot)
+    n_slots: int  # T: the most targets any row has
+
+
+def target_positions(target: torch.Tensor) -> TargetPositions:
+    """[R, C] bool target mask -> TargetPositions, with one device-to-host read (N and T together).
+
+    Both counts are shapes, so the host must learn them; reading them in one transfer and then listing
+    the cells with `nonzero_static` (whose size is given) costs one sync instead of one per count.
+    """
+    r, c = target.shape
+    per_row = target.sum(dim=1)
+    n_targets, n_slots = torch.stack([per_row.sum(), per_row.max()]).tolist() if r else (0, 0)
+    flat = torch.nonzero_static(target.reshape(-1), size=int(n_targets)).squeeze(-1)
+    rows, columns = flat // c, flat % c
+    slots = (target.cumsum(dim=1) - 1)[rows, columns]
+    return TargetPositions(rows, columns, slots, int(n_slots))
+
+
 class BasisTransformer(nn.Module):
     def __init__(self, config: ModelConfig):
         super().__init__()
@@ -97,8 +121,9 @@ class BasisTransformer(nn.Module):
         column_tokens, top, low = self.column_tokens(batch)
         cells, attend = self.cell_tokens(batch, column_tokens)
         basis = self.compress_rows(cells, attend, batch)
-        rows, cols = target.nonzero(as_tuple=True)
-        hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token)
+        positions = target_positions(target)  # the forward's one host sync: how many targets, how many slots
+        rows, cols = positions.rows, positions.columns
+        hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token, positions)
 
         candidates = self.string_candidates(batch)  # [C, V] which strings each column may take
         vocab = self.embed_strings(batch.vocab_embeddings)
@@ -153,17 +178,19 @@ class BasisTransformer(nn.Module):
         queries = self.basis_queries.unsqueeze(0).expand(cells.shape[0], -1, -1)
         return self.compress(queries, keys=cells, attend=None if attend is None else attend.unsqueeze(1))
 
-    def run_queries(self, basis: torch.Tensor, target: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    def run_queries(self, basis: torch.Tensor, target: torch.Tensor, queries: torch.Tensor,
+                    positions: "TargetPositions | None" = None) -> torch.Tensor:
         """Transformer over each row's [basis tokens; its query tokens] -> [N, d] final query states.
 
         Rows hold different numbers of targets, so queries are packed into T = max-per-row slots. Basis
         tokens attend only to basis tokens and each query to the basis and itself: a prediction never
-        depends on which other cells happen to be targets, nor on padding.
+        depends on which other cells happen to be targets, nor on padding. `positions` is
+        `target_positions(target)` when the caller already has it (no second host sync).
         """
         r, k, d = basis.shape
-        rows, cols = target.nonzero(as_tuple=True)
-        slot = (target.cumsum(dim=1) - 1)[rows, cols]
-        n_slots = int(slot.max().item()) + 1 if slot.numel() else 0
+        if positions is None:
+            positions = target_positions(target)
+        rows, slot, n_slots = positions.rows, positions.slots, positions.n_slots
         packed = torch.zeros(r, n_slots, d, dtype=basis.dtype, device=basis.device)
         packed[rows, slot] = queries
         x = torch.cat([basis, packed], dim=1)
@@ -189,11 +216,12 @@ class BasisTransformer(nn.Module):
     def string_candidates(batch: TableBatch) -> torch.Tensor:
         """[C, V] bool: the strings seen in each column of this batch (a categorical target's choices)."""
         c, v = batch.n_columns, len(batch.vocab)
-        candidates = torch.zeros(c, v, dtype=torch.bool, device=batch.string_ids.device)
-        present = batch.string_ids >= 0
-        column_index = torch.arange(c, device=batch.string_ids.device).expand_as(batch.string_ids)
-        candidates[column_index[present], batch.string_ids[present]] = True
-        return candidates
+        # A scatter, not boolean indexing (which would wait for the device): absent cells land in an extra
+        # column v that is cut off.
+        ids = torch.where(batch.string_ids >= 0, batch.string_ids, v)  # [R, C]
+        candidates = torch.zeros(c, v + 1, dtype=torch.bool, device=batch.string_ids.device)
+        candidates.scatter_(1, ids.T, True)
+        return candidates[:, :v]
 
     # ------------------------------------------------------------------ inference API (estimators)
 
@@ -237,8 +265,9 @@ class BasisTransformer(nn.Module):
         column_tokens, _, _ = self.column_tokens(batch)
         cells, attend = self.cell_tokens(batch, column_tokens)
         basis = self.compress_rows(cells, attend, batch)
-        rows, cols = target.nonzero(as_tuple=True)
-        hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token)
+        positions = target_positions(target)
+        cols = positions.columns
+        hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token, positions)
         in_column = cols == column_index  # row-major order: exactly one per row, rows ascending
         labels = self.embed_strings(label_embeddings.to(hidden.device))
         return self.score_strings(hidden[in_column], labels)
