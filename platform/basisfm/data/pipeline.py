@@ -13,9 +13,6 @@ from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
 import numpy as np
 import pyarrow.parquet as pq
-import ray
-import ray.data
-from ray.data import ExecutionOptions
 
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import TableRecord, read_manifest
@@ -24,7 +21,12 @@ from basisfm.data.wire import decode_batch, encode_arrays
 from basisfm.errors import ConfigError, TableError
 
 if TYPE_CHECKING:  # the collating actors import this module and never need torch
+    import ray.data
+    from ray.data import ExecutionOptions
+
     from basisfm.data.batch import TableBatch
+# Ray is imported where a dataset is built: the plan and the shard reader serve Ray-free loops too
+# (`basisfm.train.local_launcher`, validation batches).
 
 Split = Literal["train", "validation", "all"]
 
@@ -59,6 +61,8 @@ def ingest_execution_options() -> ExecutionOptions:
     Ray Train replaces a dataset's execution options with the driver's defaults unless told
     otherwise: `ray.train.DataConfig(execution_options=ingest_execution_options())`.
     """
+    from ray.data import ExecutionOptions
+
     return ExecutionOptions(preserve_order=True)
 
 
@@ -96,6 +100,8 @@ def build_dataset(
     target_columns: Sequence[str] | None = None,
 ) -> ray.data.Dataset:
     """A lazy dataset of serialised `TableBatch`es for `split`, deterministic for `data_config.seed`."""
+    import ray.data
+
     # Absolute paths: Ray actors need not share the driver's working directory.
     corpus_dir = Path(corpus_dir).resolve()
     actor_config = dataclasses.replace(data_config, embedding_cache_dir=str(Path(data_config.embedding_cache_dir).resolve()))
