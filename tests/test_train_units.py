@@ -24,12 +24,18 @@ def test_cpu_config_is_fp32_with_a_plain_optimizer_and_the_configured_zero_stage
     assert isinstance(optimizer, torch.optim.AdamW)
 
 
-def test_gpu_config_uses_bf16_autocast_deepspeeds_adamw_and_optional_offload():
+def test_gpu_config_uses_bf16_autocast_and_a_torch_adamw_never_deepspeeds_jit_built_one():
     ds = build_deepspeed_config(TrainConfig(use_gpu=True, offload_optimizer=True, lr=3e-4))
     assert ds["torch_autocast"] == {"enabled": True, "dtype": "bfloat16"}
-    assert ds["optimizer"]["type"] == "AdamW" and ds["optimizer"]["params"]["lr"] == 3e-4
+    assert "optimizer" not in ds  # DeepSpeed's FusedAdam / CPUAdam JIT-compile at engine start
     assert ds["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
-    assert build_optimizer([], TrainConfig(use_gpu=True)) is None
+    assert ds["zero_force_ds_cpu_optimizer"] is False  # offloaded state stepped by torch's AdamW
+    assert "zero_force_ds_cpu_optimizer" not in build_deepspeed_config(TrainConfig(use_gpu=True))
+    # Fused only where the state is on the GPU; this CPU-only test sees the flag, not the kernel.
+    gpu = build_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainConfig(use_gpu=True))
+    assert isinstance(gpu, torch.optim.AdamW) and gpu.defaults["fused"] is True
+    offloaded = build_optimizer([torch.nn.Parameter(torch.zeros(2))], TrainConfig(use_gpu=True, offload_optimizer=True))
+    assert not offloaded.defaults["fused"]
 
 
 def test_warmup_then_cosine_to_the_floor():

@@ -184,6 +184,11 @@ class TrainConfig:
     min_lr_ratio: float = 0.1  # cosine decay ends at lr * min_lr_ratio
     validation_batches: int = 16  # validation batches scored at each validation (bounds its cost)
     keep_checkpoints: int = 2  # sharded checkpoints kept on storage; older ones are deleted
+    # `ray`: Ray Train workers (a cluster, or a local Ray); `local`: one process, no Ray (one GPU or the CPU).
+    launcher: Literal["ray", "local"] = "ray"
+    log_every: int = 10  # train metrics are reduced across ranks (one device sync) every this many steps
+    pack_tables: int = 1  # tables per micro-batch: their losses are averaged into one backward
+    compile: bool = False  # torch.compile the model's transformer blocks (not with ZeRO-3)
 
     def validate(self, key: str) -> None:
         _require(self.num_workers >= 1, f"{key}.num_workers", "must be at least 1")
@@ -202,6 +207,11 @@ class TrainConfig:
         _require(self.keep_checkpoints >= 1, f"{key}.keep_checkpoints", "must be at least 1")
         _require(self.fail_at_step is None or 1 <= self.fail_at_step <= self.steps, f"{key}.fail_at_step",
                  "must be in [1, train.steps] (or null for no fault injection)")
+        _require(self.log_every >= 1, f"{key}.log_every", "must be at least 1")
+        _require(self.pack_tables >= 1, f"{key}.pack_tables", "must be at least 1")
+        _require(not (self.compile and self.zero_stage == 3), f"{key}.compile",
+                 "cannot be combined with train.zero_stage=3 (ZeRO-3's parameter hooks run inside the blocks); "
+                 "use zero_stage 0-2 with compile, or compile=false")
 
 
 @dataclass

@@ -1,9 +1,9 @@
-"""The DeepSpeed side of training: the engine config, the optimizer and the warm-up + cosine schedule.
+"""The DeepSpeed side of training: the engine config, the optimizer, the warm-up + cosine schedule and the engine.
 
-On CPU: fp32, gloo, and a plain `torch.optim.AdamW` (DeepSpeed's own optimizers would JIT-compile C++
-ops first). On GPU: bf16 through DeepSpeed's torch autocast (weights and optimizer stay fp32; a batch's
-float64 values and float32 embeddings need no casting), NCCL, and DeepSpeed's AdamW (fused, or its CPU
-Adam when the optimizer state is offloaded to host memory).
+On CPU: fp32 and gloo. On GPU: bf16 through DeepSpeed's torch autocast (weights and optimizer stay fp32; a
+batch's float64 values and float32 embeddings need no casting) and NCCL. Everywhere a plain
+`torch.optim.AdamW` (fused on CUDA) handed to DeepSpeed: DeepSpeed's own optimizers JIT-compile C++/CUDA ops
+at engine start (~40 s on an H200, and a crash when TORCH_CUDA_ARCH_LIST reads `9.0a`).
 """
 
 from __future__ import annotations
@@ -17,14 +17,21 @@ from basisfm.config import TrainConfig
 
 
 def build_deepspeed_config(train: TrainConfig) -> dict[str, Any]:
-    """The engine config for `train`. One micro-batch is one TableBatch (tables differ in shape, so they are
-    never stacked); `micro_batch_tables` batches are accumulated per optimizer step."""
+    """The engine config for `train`. One micro-batch is a list of `pack_tables` TableBatches (tables differ in
+    shape, so they are never stacked: their losses are averaged); `micro_batch_tables` micro-batches are
+    accumulated per optimizer step."""
     zero: dict[str, Any] = {"stage": train.zero_stage}
     if train.zero_stage >= 1 and train.use_gpu:
         zero.update(contiguous_gradients=True, overlap_comm=True)
     if train.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+    if train.offload_optimizer:
+        # Offloaded state is stepped on the host; DeepSpeed would insist on its (JIT-built) CPU Adam.
+        config_extra = {"zero_force_ds_cpu_optimizer": False}
+    else:
+        config_extra = {}
     config: dict[str, Any] = {
+        **config_extra,
         "train_micro_batch_size_per_gpu": 1,
         "gradient_accumulation_steps": train.micro_batch_tables,
         "zero_optimization": zero,
@@ -37,17 +44,15 @@ def build_deepspeed_config(train: TrainConfig) -> dict[str, Any]:
         "steps_per_print": 10**9,  # progress is ours (tqdm on rank 0), not DeepSpeed's log lines
         "wall_clock_breakdown": False,
     }
-    if train.use_gpu:
-        config["optimizer"] = {"type": "AdamW", "params": {"lr": train.lr, "weight_decay": train.weight_decay,
-                                                           "betas": [0.9, 0.95], "eps": 1e-8}}
     return config
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer | None:
-    """A plain AdamW on CPU; None on GPU, where DeepSpeed builds its own from the config's `optimizer`."""
-    if train.use_gpu:
-        return None
-    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.95), eps=1e-8)
+def build_optimizer(params: Iterable[torch.nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
+    """torch's AdamW: fused (one kernel for all tensors) when the state lives on the GPU, the default
+    (foreach) implementation on the host, whose offloaded state the fused kernel cannot step."""
+    fused = train.use_gpu and not train.offload_optimizer
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.95), eps=1e-8,
+                             fused=fused or None)
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
@@ -75,3 +80,48 @@ class WarmupCosine:
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped by DeepSpeed once per optimizer step (at gradient-accumulation boundaries)."""
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(train.warmup_steps, train.steps, train.min_lr_ratio))
+
+
+def build_engine(config, device: torch.device):
+    """(DeepSpeed engine, lr scheduler) wrapping the model's training objective, on `device`.
+
+    The torch process group must exist (Ray Train makes it; the local launcher makes a one-rank group) and
+    DS_ACCELERATOR must be set before `deepspeed` is first imported (it picks its accelerator once).
+    Same seed on every rank: identical initial weights (DeepSpeed also broadcasts rank 0's).
+    """
+    import deepspeed
+
+    from basisfm.losses import build_objective
+    from basisfm.model import build_model
+
+    train = config.train
+    deepspeed.init_distributed(dist_backend="nccl" if train.use_gpu else "gloo")
+    torch.manual_seed(train.seed)
+    model = build_model(config.model)
+    if train.compile:
+        compile_blocks(model)
+    objective = build_objective(model, config.model, config.loss)
+    optimizer = build_optimizer([p for p in objective.parameters() if p.requires_grad], train)
+    engine, _, _, scheduler = deepspeed.initialize(
+        model=objective,
+        optimizer=optimizer,
+        lr_scheduler=lambda opt: build_scheduler(opt, train),
+        config=build_deepspeed_config(train),
+    )
+    return engine, scheduler
+
+
+def compile_blocks(model: torch.nn.Module) -> int:
+    """torch.compile each transformer block in place; returns how many.
+
+    Blocks, not the whole model: the model's forward reads column names and shapes on the host (guards on
+    them would recompile for every table); a block is pure tensor work. `dynamic=True` because rows,
+    columns and target slots change from table to table. In place (`Module.compile`), so parameter names
+    and checkpoints are unchanged.
+    """
+    from basisfm.model.attention import Block
+
+    blocks = [module for module in model.modules() if isinstance(module, Block)]
+    for block in blocks:
+        block.compile(dynamic=True)
+    return len(blocks)

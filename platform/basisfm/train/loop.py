@@ -1,227 +1,216 @@
-"""The per-worker training loop that Ray Train runs on every rank: DeepSpeed engine, data shard, validation,
-sharded checkpoints, and (rank 0 only) MLflow metrics.
+"""The training loop, launcher-free: data iterator, DeepSpeed engine and reporter in; the same code for every rank.
 
-Read top to bottom: set up the process group and engine, restore the latest checkpoint if Ray hands one
-over, then train step by step; every `validate_every` steps score the held-out tables, every
-`checkpoint_every` steps save shards from all ranks and report them to Ray, and at the end write the
-consolidated model into the final checkpoint.
+Read top to bottom: `run_training` steps the engine over micro-batches (each a list of `train.pack_tables`
+tables); every `log_every` steps it reduces the window's metrics across ranks on the device (the only
+host sync of the loop besides validation and checkpoints); every `validate_every` steps it scores the
+held-out tables; every `checkpoint_every` steps it saves shards from all ranks and hands the directory to
+the reporter; at the end it writes the consolidated model into the final checkpoint. The launchers
+(`ray_launcher.train_loop_per_worker`, `local_launcher.train_locally`) build the engine, the data iterator
+and the reporter. Nothing here imports Ray.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
 import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Callable, Iterable, Iterator, Protocol
+
+import torch
+
+from basisfm.config import RunConfig
+from basisfm.data.batch import TableBatch
+from basisfm.train.checkpoint import CONSOLIDATED_DIR, TrainState, consolidate, save_sharded
 
 FAULT_MARKER = "fault_injected.marker"
 _FAULT_DELAY_S = 6.0
 
 
-def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
-    """Entry point for `TorchTrainer(train_loop_per_worker=...)`. `loop_config` is plain data (see trainer.py)."""
-    from basisfm.config import from_dict
+class Reporter(Protocol):
+    """Where a launcher takes metrics and checkpoints: Ray Train's `report`, or the local run directory."""
 
-    config = from_dict(loop_config["run_config"])
-    if not config.train.use_gpu:
-        # Before deepspeed is imported: DeepSpeed picks its accelerator once, from this variable.
-        os.environ["DS_ACCELERATOR"] = "cpu"
-    import deepspeed
-    import ray.train
-    import torch
+    def report(self, metrics: dict[str, float], step: int, checkpoint_dir: Path) -> None:
+        """Called on every rank with a checkpoint every rank has just written (a temporary directory)."""
 
-    from basisfm.losses import build_objective
-    from basisfm.model import build_model
-    from basisfm.train.checkpoint import CONSOLIDATED_DIR, TrainState, consolidate, restore_sharded, save_sharded
-    from basisfm.train.deepspeed_config import build_deepspeed_config, build_optimizer, build_scheduler
-    from basisfm.train.evaluate import evaluate_batches
 
-    context = ray.train.get_context()
-    rank, world_size = context.get_world_rank(), context.get_world_size()
+@dataclasses.dataclass
+class Worker:
+    """Who this process is: rank, world size and the device its engine lives on."""
+
+    rank: int
+    world_size: int
+    device: torch.device
+
+
+def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[TableBatch]], reporter: Reporter,
+                 state: TrainState, worker: Worker, run_dir: Path,
+                 validation_batches: Callable[[], list[TableBatch]] | None = None, logger=None) -> dict[str, float]:
+    """Train from `state.step` to `train.steps`; returns the last reduced metrics ({} if nothing was left).
+
+    `batches` yields micro-batches (lists of tables) forever; `validation_batches` returns the held-out
+    batches (every rank the same ones: ZeRO-3's forward is collective); `logger` is rank 0's MLflow logger.
+    """
     train = config.train
-    # Ray Train has already created the torch process group (gloo on CPU, NCCL on GPU); DeepSpeed adopts it.
-    deepspeed.init_distributed(dist_backend="nccl" if train.use_gpu else "gloo")
-    device = torch.device("cuda", torch.cuda.current_device()) if train.use_gpu else torch.device("cpu")
-
-    # Same seed on every rank: identical initial weights (DeepSpeed also broadcasts rank 0's).
-    torch.manual_seed(train.seed)
-    model = build_model(config.model)
-    objective = build_objective(model, config.model, config.loss)
-    optimizer = build_optimizer(objective.parameters(), train)
-    engine, _, _, scheduler = deepspeed.initialize(
-        model=objective,
-        optimizer=optimizer,
-        model_parameters=[p for p in objective.parameters() if p.requires_grad] if optimizer is None else None,
-        lr_scheduler=lambda opt: build_scheduler(opt, train),
-        config=build_deepspeed_config(train),
-    )
-
-    state = TrainState(step=0, mlflow_run_id=loop_config.get("mlflow_run_id"))
-    checkpoint = ray.train.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = restore_sharded(engine, directory)
-        state.resumed_from.append(state.step)
-        _say(rank, f"resumed from {checkpoint.path} at step {state.step}")
     # Dropout and sampled attention draw from torch's RNG: seeded by rank and start step, so each (re)start is
-    # reproducible. (Masks and batch order come from the data pipeline's own seeds. On a restart the data
-    # stream begins again at the start of the training split rather than where the lost attempt was.)
-    torch.manual_seed(train.seed + 1_000_003 * state.step + rank)
-
-    logger = None
-    if rank == 0 and loop_config.get("mlflow_run_id"):
-        from basisfm.tracking import TrackingLogger
-
-        logger = TrackingLogger(loop_config["tracking_uri"], loop_config["mlflow_run_id"])
-        state.mlflow_run_id = loop_config["mlflow_run_id"]
-        if logger.skip_logged_steps("train_loss") > state.step:
-            _say(rank, f"MLflow already holds steps {state.step + 1}-{logger.logged_through} from an attempt whose "
-                       "checkpoint was lost; they are redone but not logged twice")
-
-    train_batches = _endless(ray.train.get_dataset_shard("train"))
-    validation_shard = ray.train.get_dataset_shard("validation") if "validation" in loop_config["datasets"] else None
-    validation_batches = None  # collated once, on first use: the same cells at every validation
-    run_dir = Path(loop_config["run_dir"])
-
-    progress = _progress(rank, state.step, train.steps)
-    last_metrics: dict[str, float] = {}
-    step_started = time.perf_counter()
+    # reproducible. (Masks and batch order come from the data's own seeds. On a restart the data stream
+    # begins again at the start of the training split rather than where the lost attempt was.)
+    torch.manual_seed(train.seed + 1_000_003 * state.step + worker.rank)
+    validation: list[TableBatch] | None = None  # collated once, on first use: the same cells every time
+    progress = _Progress(worker.rank, state.step, train.steps)
+    window = MetricWindow(worker.device)
+    last: dict[str, float] = {}
     while state.step < train.steps:
-        cells = 0
-        sums: dict[str, float] = {}
-        counts: dict[str, int] = {}
         for _ in range(train.micro_batch_tables):
-            batch = next(train_batches).to(device)
-            result = engine(batch)
-            engine.backward(result.loss)
+            tables = next(batches)
+            losses = []
+            for table in tables:
+                result = engine(to_device(table, worker.device))
+                losses.append(result.loss)
+                window.add(result.loss, result.metrics, table.n_cells)
+            # One backward per micro-batch: with ZeRO-2/3 each backward reduces gradients across ranks.
+            engine.backward(losses[0] if len(losses) == 1 else torch.stack(losses).mean())
             engine.step()  # steps optimizer + schedule only at the accumulation boundary
-            cells += batch.n_cells
-            for name, value in {"loss": float(result.loss), **result.metrics}.items():
-                sums[name] = sums.get(name, 0.0) + float(value)
-                counts[name] = counts.get(name, 0) + 1
         state.step += 1
-        _maybe_inject_fault(train.fail_at_step, state.step, rank, world_size, run_dir)
-
-        # Wall time since the previous step's mark: data wait, compute, and the previous step's validation,
-        # checkpoint and logging all count, so cells/s is what the run really achieves.
-        elapsed = time.perf_counter() - step_started
-        step_started = time.perf_counter()
-        # Ranks saw different tables, so their metric names can differ (no categorical target, say).
-        gathered = _gather_json({"sums": sums, "counts": counts, "cells": cells, "elapsed": elapsed})
-        metrics = {f"train_{name}": value for name, value in _pooled_means(gathered).items()}
-        step_cells = sum(g["cells"] for g in gathered)
-        state.cells_seen += step_cells
-        metrics["cells_per_s"] = step_cells / max(max(g["elapsed"] for g in gathered), 1e-9)
-        metrics["lr"] = float(scheduler.get_last_lr()[0])
+        _maybe_inject_fault(train.fail_at_step, state.step, worker, run_dir)
 
         final = state.step >= train.steps
-        if validation_shard is not None and (state.step % train.validate_every == 0 or final):
-            if validation_batches is None:
-                validation_batches = _take(validation_shard, train.validation_batches)
-            metrics.update(evaluate_batches(engine, validation_batches, device=device))
+        validate = validation_batches is not None and (state.step % train.validate_every == 0 or final)
+        checkpoint = state.step % train.checkpoint_every == 0 or final
+        if not (state.step % train.log_every == 0 or validate or checkpoint):
+            progress.update(None)
+            continue
+        metrics = window.reduce()
+        state.cells_seen += int(metrics.pop("cells"))
+        metrics["lr"] = float(scheduler.get_last_lr()[0])
+        if validate:
+            if validation is None:
+                validation = validation_batches()
+            from basisfm.train.evaluate import evaluate_batches
+
+            metrics.update(evaluate_batches(engine, validation, device=worker.device))
         if logger is not None:
             logger.buffer_metrics(metrics, state.step)
         state.record({k: v for k, v in metrics.items() if k.endswith("loss") or k in ("val_r2", "cells_per_s")}, state.step)
-        last_metrics = metrics
+        last = metrics
         progress.update(metrics)
 
-        if state.step % train.checkpoint_every == 0 or final:
+        if checkpoint:
             with tempfile.TemporaryDirectory(prefix="basisfm-ckpt-") as tmp:
-                save_sharded(engine, tmp, state, rank)
+                save_sharded(engine, tmp, state, worker.rank)
                 if final:
-                    consolidate(engine, config.model, Path(tmp) / CONSOLIDATED_DIR, rank)
-                ray.train.report(
-                    {**metrics, "step": state.step},
-                    checkpoint=ray.train.Checkpoint.from_directory(tmp),
-                    checkpoint_dir_name=f"step_{state.step:07d}",
-                )
+                    consolidate(engine, config.model, Path(tmp) / CONSOLIDATED_DIR, worker.rank)
+                reporter.report({**metrics, "step": state.step}, state.step, Path(tmp))
             # Only now, with a checkpoint holding these steps, do their metrics reach MLflow.
             if logger is not None:
                 logger.flush()
     progress.close()
-    if not last_metrics:
-        # A rerun of a finished run: its final checkpoint already holds the consolidated model.
-        _say(rank, f"run already complete at step {state.step}; nothing to train")
+    return last
 
 
-def _gather_json(value: dict[str, Any]) -> list[dict[str, Any]]:
-    """Every rank's `value`, on every rank: JSON bytes through two all-gathers (lengths, then padded bytes)."""
-    import torch
-    import torch.distributed as dist
+class MetricWindow:
+    """Training metrics since the last reduction, kept where they are made.
 
-    payload = torch.tensor(list(json.dumps(value).encode()), dtype=torch.uint8)
-    world = dist.get_world_size()
-    lengths = [torch.zeros(1, dtype=torch.int64) for _ in range(world)]
-    dist.all_gather(lengths, torch.tensor([len(payload)], dtype=torch.int64))
-    longest = int(max(length.item() for length in lengths))
-    padded = torch.zeros(longest, dtype=torch.uint8)
-    padded[: len(payload)] = payload
-    received = [torch.zeros(longest, dtype=torch.uint8) for _ in range(world)]
-    dist.all_gather(received, padded)
-    return [json.loads(bytes(r[: int(n.item())].tolist()).decode()) for r, n in zip(received, lengths)]
+    The loss stays a device tensor (summing it costs no sync); the objective's other metrics are host
+    floats already. `reduce` is collective: every rank calls it at the same steps.
+    """
+
+    def __init__(self, device: torch.device):
+        self.device = device
+        self._reset()
+
+    def _reset(self) -> None:
+        self.loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
+        self.tables = 0
+        self.cells = 0
+        self.sums: dict[str, float] = {}
+        self.counts: dict[str, int] = {}
+        self.started = time.perf_counter()
+
+    def add(self, loss: torch.Tensor, metrics: dict[str, float], cells: int) -> None:
+        self.loss_sum += loss.detach().to(torch.float64)
+        self.tables += 1
+        self.cells += cells
+        for name, value in metrics.items():
+            if name != "loss":
+                self.sums[name] = self.sums.get(name, 0.0) + float(value)
+                self.counts[name] = self.counts.get(name, 0) + 1
+
+    def reduce(self) -> dict[str, float]:
+        """{"train_<name>": mean over every table of every rank that reported it, "cells": all ranks' cells,
+        "cells_per_s": those cells over this window's wall time}; starts a new window."""
+        import torch.distributed as dist
+
+        # Ranks saw different tables, so their metric names can differ (no categorical target, say).
+        names = sorted(self.sums)
+        distributed = dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+        if distributed:
+            every: list[list[str]] = [[] for _ in range(dist.get_world_size())]
+            dist.all_gather_object(every, names)
+            names = sorted({name for part in every for name in part})
+        host = [float(self.tables), float(self.cells)]
+        host += [self.sums.get(name, 0.0) for name in names] + [float(self.counts.get(name, 0)) for name in names]
+        vector = torch.cat([self.loss_sum.reshape(1), torch.tensor(host, dtype=torch.float64).to(self.device)])
+        if distributed:
+            dist.all_reduce(vector)
+        values = vector.tolist()  # the one device-to-host read of the window
+        elapsed = time.perf_counter() - self.started
+        loss_sum, tables, cells = values[0], values[1], values[2]
+        sums, counts = values[3:3 + len(names)], values[3 + len(names):]
+        out = {"train_loss": loss_sum / max(tables, 1.0)}
+        out.update({f"train_{name}": s / c for name, s, c in zip(names, sums, counts) if c > 0})
+        out["cells"] = cells
+        out["cells_per_s"] = cells / max(elapsed, 1e-9)
+        self._reset()
+        return out
 
 
-def _pooled_means(gathered: list[dict[str, Any]]) -> dict[str, float]:
-    """Mean of each metric over every micro-batch of every rank that reported it."""
-    sums: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for part in gathered:
-        for name, value in part["sums"].items():
-            sums[name] = sums.get(name, 0.0) + value
-            counts[name] = counts.get(name, 0) + part["counts"][name]
-    return {name: sums[name] / counts[name] for name in sorted(sums)}
+def packed(tables: Iterable[TableBatch], pack: int) -> Iterator[list[TableBatch]]:
+    """Consecutive tables in lists of `pack` (the micro-batches of `train.pack_tables`)."""
+    group: list[TableBatch] = []
+    for table in tables:
+        group.append(table)
+        if len(group) == pack:
+            yield group
+            group = []
+    if group:
+        yield group
 
 
-def _endless(shard) -> Iterator:
-    """Batches of the shard, epoch after epoch. Every rank's shard holds equally many batches (Ray Train's
-    equal split), so ranks run out together and no collective is left waiting."""
-    from basisfm.data.pipeline import iter_table_batches
+def to_device(batch: TableBatch, device: torch.device) -> TableBatch:
+    """`batch` on `device`; on CUDA through pinned memory, so the copies queue behind compute instead of
+    waiting for it."""
+    if device.type != "cuda":
+        return batch.to(device)
+    from basisfm.data.batch import _TENSOR_FIELDS
 
-    while True:
-        produced = 0
-        for batch in iter_table_batches(shard):
-            produced += 1
-            yield batch
-        if produced == 0:
-            raise RuntimeError("the training shard produced no batches; the corpus's training split is empty or "
-                               "smaller than the number of workers (lower train.num_workers or add tables)")
+    return dataclasses.replace(batch, **{name: getattr(batch, name).pin_memory().to(device, non_blocking=True)
+                                         for name in _TENSOR_FIELDS})
 
 
-def _take(shard, limit: int) -> list:
-    from basisfm.data.pipeline import iter_table_batches
-
-    batches = []
-    for batch in iter_table_batches(shard):
-        batches.append(batch)
-        if len(batches) >= limit:
-            break
-    return batches
-
-
-def _maybe_inject_fault(fail_at_step: int | None, step: int, rank: int, world_size: int, run_dir: Path) -> None:
+def _maybe_inject_fault(fail_at_step: int | None, step: int, worker: Worker, run_dir: Path) -> None:
     """Fault test: the last rank dies hard at `fail_at_step`, once per run (the marker survives restarts)."""
-    if fail_at_step is None or step != fail_at_step or rank != world_size - 1:
+    if fail_at_step is None or step != fail_at_step or worker.rank != worker.world_size - 1:
         return
     marker = run_dir / FAULT_MARKER
     if marker.exists():
         return
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(f"rank {rank} killed itself at step {step}\n")
+    marker.write_text(f"rank {worker.rank} killed itself at step {step}\n")
     # A crash some time after the last checkpoint, as in life: Ray's controller registers reported
     # checkpoints when it polls the workers (every 2 s), and a report still queued in a dead worker is lost.
     time.sleep(_FAULT_DELAY_S)
-    print(f"[basisfm] fault injection: rank {rank} exits at step {step}", flush=True)
+    print(f"[basisfm] fault injection: rank {worker.rank} exits at step {step}", flush=True)
     os._exit(1)  # no cleanup, no exception: what a crashed or preempted worker looks like
 
 
-def _say(rank: int, message: str) -> None:
+def say(rank: int, message: str) -> None:
     if rank == 0:
         print(f"[basisfm] {message}", flush=True)
 
 
-class _progress:
+class _Progress:
     """tqdm on rank 0 (other ranks stay quiet); a no-op elsewhere."""
 
     def __init__(self, rank: int, start: int, total: int):
@@ -231,10 +220,11 @@ class _progress:
 
             self.bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", mininterval=2.0)
 
-    def update(self, metrics: dict[str, float]) -> None:
+    def update(self, metrics: dict[str, float] | None) -> None:
         if self.bar is not None:
-            shown = {k: f"{metrics[k]:.4g}" for k in ("train_loss", "val_loss", "cells_per_s") if k in metrics}
-            self.bar.set_postfix(shown, refresh=False)
+            if metrics:
+                shown = {k: f"{metrics[k]:.4g}" for k in ("train_loss", "val_loss", "cells_per_s") if k in metrics}
+                self.bar.set_postfix(shown, refresh=False)
             self.bar.update(1)
 
     def close(self) -> None:

@@ -1,9 +1,11 @@
-"""Pretraining on the driver: build the Ray Train `TorchTrainer`, run it, and turn its final checkpoint into a
-registered MLflow model. `pretrain(config)` is what `jobs.pretrain` and `jobs.demo` call.
+"""Pretraining on the driver: launch the training loop (Ray Train's `TorchTrainer`, or one local process with
+`train.launcher=local`), then turn its final checkpoint into a registered MLflow model. `pretrain(config)` is
+what `jobs.pretrain` and `jobs.demo` call.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import time
@@ -28,7 +30,7 @@ class PretrainResult:
     registered_version: str | None  # None when registration was off or the registry unreachable
     metrics: dict[str, float]  # the last step's metrics (train, validation, throughput)
     tracking_uri: str
-    run_dir: Path  # local run directory (Ray Train's own, holding the sharded checkpoints, unless storage is remote)
+    run_dir: Path  # local run directory (Ray Train's, or the local launcher's), holding the sharded checkpoints unless storage is remote
 
     def summary(self) -> str:
         from basisfm.tracking import ui_command
@@ -39,7 +41,7 @@ class PretrainResult:
             "pretraining finished",
             f"  metrics:     {shown}",
             f"  checkpoint:  {self.checkpoint_dir}",
-            f"  Ray run dir: {self.run_dir}",
+            f"  run dir:     {self.run_dir}",
             f"  MLflow run:  {self.run_id or '(tracking unavailable)'} at {self.tracking_uri}",
             f"  registered:  {'version ' + self.registered_version if self.registered_version else '(not registered)'}",
             f"  MLflow UI:   {ui_command(self.tracking_uri)}",
@@ -81,7 +83,7 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from basisfm.data.pipeline import build_dataset, ingest_execution_options
-    from basisfm.train.loop import train_loop_per_worker
+    from basisfm.train.ray_launcher import LoopSpec, train_loop_per_worker
 
     config = absolute_paths(config)
     train = config.train
@@ -97,19 +99,13 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
                 datasets["validation"] = build_dataset(config.corpus.out_dir, config.data, "validation")
         finally:
             context.enable_progress_bars, context.print_on_execution_start = saved
-    loop_config = {
-        "run_config": to_dict(config),
-        "run_dir": str(run_dir_of(config)),
-        "tracking_uri": tracking_uri,
-        "mlflow_run_id": mlflow_run_id,
-        "datasets": sorted(datasets),
-    }
+    spec = LoopSpec(config=config, run_dir=str(run_dir_of(config)), tracking_uri=tracking_uri,
+                    mlflow_run_id=mlflow_run_id, datasets=tuple(sorted(datasets)))
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
         resources["GPU"] = 1
     return TorchTrainer(
-        train_loop_per_worker,
-        train_loop_config=loop_config,
+        functools.partial(train_loop_per_worker, spec),  # typed, not a dict: Ray passes it through as is
         scaling_config=ray.train.ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                                resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
@@ -154,7 +150,8 @@ def _worker_env(config: RunConfig) -> dict[str, str]:
 
 
 def pretrain(config: RunConfig) -> PretrainResult:
-    """Pretrain on the corpus with Ray Train + DeepSpeed; log to MLflow; register the consolidated checkpoint.
+    """Pretrain on the corpus with DeepSpeed, launched by Ray Train (`train.launcher=ray`) or in this process
+    (`local`, no Ray); log to MLflow; register the consolidated checkpoint.
 
     Rerunning with the same `train.run_name` and `train.storage_path` resumes from the last checkpoint and
     continues the same MLflow run.
@@ -172,32 +169,22 @@ def pretrain(config: RunConfig) -> PretrainResult:
                                   tags={"basisfm.job": "pretrain"})
     if logger.active and not logger.resumed:
         logger.log_params(flatten(config))
-    print(f"[basisfm] pretraining {config.train.run_name!r}: {config.train.num_workers} worker(s), ZeRO-"
-          f"{config.train.zero_stage}, {config.train.steps} steps; MLflow run {logger.run_id or '(tracking unavailable)'}",
-          flush=True)
+    workers = "1 local process" if config.train.launcher == "local" else f"{config.train.num_workers} Ray worker(s)"
+    print(f"[basisfm] pretraining {config.train.run_name!r}: {workers}, ZeRO-{config.train.zero_stage}, "
+          f"{config.train.steps} steps; MLflow run {logger.run_id or '(tracking unavailable)'}", flush=True)
 
-    ensure_ray(config)
-    trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
+    model_dir = run_dir / MODEL_DIR
     started = time.perf_counter()
     try:
-        result = trainer.fit()
+        if config.train.launcher == "local":
+            raw_metrics, state = _launch_local(config, run_dir, model_dir, logger)
+        else:
+            raw_metrics, state = _launch_ray(config, run_dir, model_dir, logger)
     except BaseException:
         logger.end(status="FAILED")
         raise
     wall_s = time.perf_counter() - started
-    if result.checkpoint is None:
-        logger.end(status="FAILED")
-        raise RuntimeError(f"run {config.train.run_name!r} finished without a checkpoint; see the Ray logs in {run_dir}")
-
-    model_dir = run_dir / MODEL_DIR
-    with result.checkpoint.as_directory() as directory:
-        directory = Path(directory)
-        if not (directory / CONSOLIDATED_DIR).is_dir():
-            raise RuntimeError(f"the final checkpoint {result.checkpoint.path} has no {CONSOLIDATED_DIR}/; the run "
-                               f"did not reach its last step (train.steps={config.train.steps})")
-        shutil.copytree(directory / CONSOLIDATED_DIR, model_dir, dirs_exist_ok=True)
-        state = TrainState.from_json((directory / TRAIN_STATE_FILE).read_text())
-    metrics = {k: float(v) for k, v in (result.metrics or {}).items() if isinstance(v, (int, float))}
+    metrics = {k: float(v) for k, v in raw_metrics.items() if isinstance(v, (int, float))}
     metrics["wall_s"] = wall_s
 
     artifacts = run_dir / "artifacts"
@@ -233,6 +220,34 @@ def pretrain(config: RunConfig) -> PretrainResult:
     print(outcome.summary(), flush=True)
     return outcome
 
+
+
+def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
+    """Ray Train: fit the TorchTrainer; copy the final checkpoint's consolidated model to `model_dir`."""
+    ensure_ray(config)
+    trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
+    result = trainer.fit()
+    if result.checkpoint is None:
+        raise RuntimeError(f"run {config.train.run_name!r} finished without a checkpoint; see the Ray logs in {run_dir}")
+    with result.checkpoint.as_directory() as directory:
+        state = _collect_final(Path(directory), model_dir, config)
+    return dict(result.metrics or {}), state
+
+
+def _launch_local(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
+    """One process, no Ray: train, then copy the final checkpoint's consolidated model to `model_dir`."""
+    from basisfm.train.local_launcher import train_locally
+
+    run = train_locally(config, run_dir, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
+    return run.metrics, _collect_final(run.final_checkpoint, model_dir, config)
+
+
+def _collect_final(directory: Path, model_dir: Path, config: RunConfig) -> TrainState:
+    if not (directory / CONSOLIDATED_DIR).is_dir():
+        raise RuntimeError(f"the final checkpoint {directory} has no {CONSOLIDATED_DIR}/; the run did not reach its "
+                           f"last step (train.steps={config.train.steps})")
+    shutil.copytree(directory / CONSOLIDATED_DIR, model_dir, dirs_exist_ok=True)
+    return TrainState.from_json((directory / TRAIN_STATE_FILE).read_text())
 
 
 def _registered_version_of(logger, registered_name: str, step: int) -> str | None:
