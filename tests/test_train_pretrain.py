@@ -37,6 +37,7 @@ def _config(tiny_corpus, tmp_path, **train):
         "train.num_workers=2",
         "train.zero_stage=2",
         "train.warmup_steps=1",
+        "train.log_every=1",  # the assertions below read every step's train_loss
     ] + [f"train.{k}={v}" for k, v in train.items()]
     return load_config(TINY_CONFIG, overrides)
 
