@@ -60,6 +60,7 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
     validation: list[TableBatch] | None = None  # collated once, on first use: the same cells every time
     progress = _Progress(worker.rank, state.step, train.steps)
     window = MetricWindow(worker.device)
+    window_start_step = state.step
     last: dict[str, float] = {}
     while state.step < train.steps:
         for _ in range(train.micro_batch_tables):
@@ -81,7 +82,8 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
         if not (state.step % train.log_every == 0 or validate or checkpoint):
             progress.update(None)
             continue
-        metrics = window.reduce()
+        metrics = window.reduce(steps=state.step - window_start_step)
+        window_start_step = state.step
         state.cells_seen += int(metrics.pop("cells"))
         metrics["lr"] = float(scheduler.get_last_lr()[0])
         if validate:
@@ -92,7 +94,7 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
             metrics.update(evaluate_batches(engine, validation, device=worker.device))
         if logger is not None:
             logger.buffer_metrics(metrics, state.step)
-        state.record({k: v for k, v in metrics.items() if k.endswith("loss") or k in ("val_r2", "cells_per_s")}, state.step)
+        state.record({k: v for k, v in metrics.items() if k.endswith("loss") or k in ("val_r2", "cells_per_s", "steps_per_s")}, state.step)
         last = metrics
         progress.update(metrics)
 
@@ -137,9 +139,11 @@ class MetricWindow:
                 self.sums[name] = self.sums.get(name, 0.0) + float(value)
                 self.counts[name] = self.counts.get(name, 0) + 1
 
-    def reduce(self) -> dict[str, float]:
+    def reduce(self, steps: int = 0) -> dict[str, float]:
         """{"train_<name>": mean over every table of every rank that reported it, "cells": all ranks' cells,
-        "cells_per_s": those cells over this window's wall time}; starts a new window."""
+        "cells_per_s": those cells over this window's wall time, "steps_per_s": `steps` optimizer steps over
+        it}; starts a new window. Wall time counts everything since the last reduction (data wait, compute,
+        validation, checkpoints), so the rates are what the run really achieves."""
         import torch.distributed as dist
 
         # Ranks saw different tables, so their metric names can differ (no categorical target, say).
@@ -162,6 +166,7 @@ class MetricWindow:
         out.update({f"train_{name}": s / c for name, s, c in zip(names, sums, counts) if c > 0})
         out["cells"] = cells
         out["cells_per_s"] = cells / max(elapsed, 1e-9)
+        out["steps_per_s"] = steps / max(elapsed, 1e-9)
         self._reset()
         return out
 
