@@ -100,7 +100,8 @@ def build_engine(config, device: torch.device):
     model = build_model(config.model)
     if train.compile:
         compile_blocks(model)
-    objective = build_objective(model, config.model, config.loss)
+    # On the device before the optimizer sees the parameters: the fused AdamW steps them where they live.
+    objective = build_objective(model, config.model, config.loss).to(device)
     optimizer = build_optimizer([p for p in objective.parameters() if p.requires_grad], train)
     engine, _, _, scheduler = deepspeed.initialize(
         model=objective,

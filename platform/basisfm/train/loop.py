@@ -190,8 +190,10 @@ def to_device(batch: TableBatch, device: torch.device) -> TableBatch:
         return batch.to(device)
     from basisfm.data.batch import _TENSOR_FIELDS
 
-    return dataclasses.replace(batch, **{name: getattr(batch, name).pin_memory().to(device, non_blocking=True)
-                                         for name in _TENSOR_FIELDS})
+    def move(tensor: torch.Tensor) -> torch.Tensor:
+        return (tensor.pin_memory() if tensor.device.type == "cpu" else tensor).to(device, non_blocking=True)
+
+    return dataclasses.replace(batch, **{name: move(getattr(batch, name)) for name in _TENSOR_FIELDS})
 
 
 def _maybe_inject_fault(fail_at_step: int | None, step: int, worker: Worker, run_dir: Path) -> None:
