@@ -270,6 +270,11 @@ def render_markdown(rows: list[Row], context: dict[str, str], data_lines: list[s
               "over the device's dense bf16 peak. Peak GB: CUDA's max allocated; on CPU the process's RSS high-water",
               "mark (monotone over the run, so later rows include earlier ones).", "", "## Data", ""] + data_lines
     lines += ["", "## Context", ""] + [f"- {k}: {v}" for k, v in context.items()]
+    load = os.getloadavg()[0]
+    if load > (os.cpu_count() or 1):
+        lines += ["", f"Load average {load:.1f} on {os.cpu_count()} cores: other processes shared the machine while "
+                      "these rows ran, one after another, so differences between rows of a few tens of percent are "
+                      "within the drift; read the rows as orders of magnitude."]
     return "\n".join(lines) + "\n"
 
 

@@ -1,8 +1,10 @@
-"""Training throughput: cells/s of a bare PyTorch loop against the platform (Ray Train + DeepSpeed, 1 and 2 workers).
+"""Training throughput: cells/s of a bare PyTorch loop against the platform (the local launcher, and Ray Train +
+DeepSpeed with 1 and 2 workers).
 
 One run, one model (tiny preset) and one batch sequence (the corpus's training plan): the bare loop trains on
-pre-collated batches in this process with one thread (what a 1-CPU Ray worker gets); the platform streams the
-same batches through Ray Data into `train_loop_per_worker`. Each configuration's rate is the median of its
+pre-collated batches in this process with one thread (what a 1-CPU Ray worker gets); the local launcher runs
+the platform's loop and DeepSpeed engine in this process without Ray (collating in a background thread); the
+Ray launcher streams the same batches through Ray Data into `train_loop_per_worker`. Each configuration's rate is the median of its
 step-to-step cells/s after a warm-up; the bare loop runs before and after the platform to bracket load drift. Reported: the platform's overhead ratio (1 worker / bare loop, goal >= 0.8)
 and the 2-worker scaling efficiency (2-worker cells/s / (2 x 1-worker cells/s)). CPU only: this machine has no
 GPU, so the GPU part of the comparison is out of scope here.
@@ -101,16 +103,21 @@ def measure_bare_loop(config: RunConfig, steps: int, warmup: int, name: str) -> 
     return Measurement(name, 1, None, rates, time.perf_counter() - started)
 
 
+def _platform_run(config: RunConfig, workers: int, zero_stage: int, steps: int, storage: Path, name: str) -> RunConfig:
+    # log_every=1: a cells/s per step, as the bare loop measures it (the metric reduction is then per step too).
+    return with_overrides(config, {
+        "train.num_workers": workers, "train.zero_stage": zero_stage, "train.steps": steps, "train.log_every": 1,
+        "train.checkpoint_every": steps, "train.validate_every": steps, "train.storage_path": str(storage),
+        "train.run_name": name,
+    })
+
+
 def measure_platform(config: RunConfig, workers: int, zero_stage: int, steps: int, warmup: int,
                      storage: Path) -> Measurement:
     """The platform as `pretrain` runs it (no MLflow): per-step cells/s read back from the final checkpoint."""
     from basisfm.train import build_trainer
 
-    run = with_overrides(config, {
-        "train.num_workers": workers, "train.zero_stage": zero_stage, "train.steps": steps,
-        "train.checkpoint_every": steps, "train.validate_every": steps, "train.storage_path": str(storage),
-        "train.run_name": f"w{workers}-zero{zero_stage}",
-    })
+    run = _platform_run(config, workers, zero_stage, steps, storage, f"w{workers}-zero{zero_stage}")
     started = time.perf_counter()
     result = build_trainer(run).fit()
     wall_s = time.perf_counter() - started
@@ -119,6 +126,26 @@ def measure_platform(config: RunConfig, workers: int, zero_stage: int, steps: in
     rates = [value for step, value in state["history"]["cells_per_s"] if step > warmup]
     return Measurement(f"platform, {workers} worker{'s' if workers > 1 else ''}, ZeRO-{zero_stage}", workers,
                        zero_stage, rates, wall_s)
+
+
+def measure_local_launcher(config: RunConfig, zero_stage: int, steps: int, warmup: int, storage: Path) -> Measurement:
+    """The platform's loop and engine in this process, without Ray (`train.launcher=local`)."""
+    import torch
+
+    from basisfm.train.local_launcher import train_locally
+
+    run = _platform_run(config, 1, zero_stage, steps, storage, f"local-zero{zero_stage}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(config.train.cpus_per_worker)  # as a 1-CPU Ray worker
+    started = time.perf_counter()
+    try:
+        local = train_locally(run, storage / run.train.run_name)
+    finally:
+        torch.set_num_threads(threads)
+    wall_s = time.perf_counter() - started
+    state = json.loads((local.final_checkpoint / "train_state.json").read_text())
+    rates = [value for step, value in state["history"]["cells_per_s"] if step > warmup]
+    return Measurement(f"local launcher, ZeRO-{zero_stage}", 1, zero_stage, rates, wall_s)
 
 
 def render_markdown(results: list[Measurement], bare: float, overhead: float, scaling: dict[int, float],
@@ -135,7 +162,7 @@ def render_markdown(results: list[Measurement], bare: float, overhead: float, sc
                      f"{len(m.step_rates)} | {m.wall_s:.0f} |")
     lines += ["", "Cells/s is measured step to step (data wait, compute, logging and checkpoints all count); each row is",
               "the median over its steps after the warm-up.", "",
-              f"- platform overhead ratio (1 worker, ZeRO-0 / bare loop): **{overhead:.2f}x** (goal >= 0.80)"]
+              f"- platform overhead ratio (1 Ray worker, ZeRO-0 / bare loop): **{overhead:.2f}x** (goal >= 0.80)"]
     for stage, efficiency in scaling.items():
         lines.append(f"- 2-worker scaling efficiency at ZeRO-{stage}: **{efficiency:.2f}** "
                      f"(2-worker cells/s / (2 x 1-worker cells/s))")
@@ -205,6 +232,8 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
     # The bare loop runs before and after the platform: on a shared machine the load drifts, and the two
     # bracket what the platform runs saw. The overhead ratio uses their mean.
     results = [measure_bare_loop(config, args.steps, args.warmup, "bare PyTorch loop (before)")]
+    with tempfile.TemporaryDirectory(prefix="basisfm-bench-") as storage:
+        local = measure_local_launcher(config, 0, args.steps, args.warmup, Path(storage))
     import ray
 
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, 3), include_dashboard=False,
@@ -218,6 +247,7 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
 
     results.append(measure_bare_loop(config, args.steps, args.warmup, "bare PyTorch loop (after)"))
     before, one, two_z0, two_z2, after = results
+    results.insert(1, local)
     bare_cells_per_s = (before.cells_per_s + after.cells_per_s) / 2
     overhead = one.cells_per_s / bare_cells_per_s
     scaling = {0: two_z0.cells_per_s / (2 * one.cells_per_s), 2: two_z2.cells_per_s / (2 * one.cells_per_s)}
