@@ -119,14 +119,17 @@ class BasisTransformer(nn.Module):
     def forward(self, batch: TableBatch) -> ModelOutput:
         target = batch.target_mask
         column_tokens, top, low = self.column_tokens(batch)
-        cells, attend = self.cell_tokens(batch, column_tokens)
+        # Projected once for the cells and the label scores: every batch then runs the same module calls in
+        # forward and backward (ZeRO-3 checks that ranks agree on them; a table without strings used to
+        # skip the cells' projection in backward).
+        vocab = self.embed_strings(batch.vocab_embeddings)
+        cells, attend = self.cell_tokens(batch, column_tokens, vocab)
         basis = self.compress_rows(cells, attend, batch)
         positions = target_positions(target)  # the forward's one host sync: how many targets, how many slots
         rows, cols = positions.rows, positions.columns
         hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token, positions)
 
         candidates = self.string_candidates(batch)  # [C, V] which strings each column may take
-        vocab = self.embed_strings(batch.vocab_embeddings)
         scores = self.score_strings(hidden, vocab).masked_fill(~candidates[cols], float("-inf"))
         return ModelOutput(
             target_rows=rows,
@@ -148,8 +151,10 @@ class BasisTransformer(nn.Module):
         names = self.embed_strings(batch.column_name_embeddings)
         return self.columns(names, batch.column_names, batch.column_kinds, window), top, low
 
-    def cell_tokens(self, batch: TableBatch, column_tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[R, C, d] cell tokens and which cells attention may read ([R, C] bool, None = all)."""
+    def cell_tokens(self, batch: TableBatch, column_tokens: torch.Tensor,
+                    strings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """[R, C, d] cell tokens and which cells attention may read ([R, C] bool, None = all). `strings` is
+        `embed_strings(batch.vocab_embeddings)` when the caller has it."""
         target = batch.target_mask
         string_column = batch.is_string_column
         # Hide the truth first: a target cell's value is zeroed before any encoder sees it.
@@ -157,7 +162,8 @@ class BasisTransformer(nn.Module):
         values = values.masked_fill(target, 0.0)
         missing = missing | (string_column & (batch.string_ids < 0))
         numeric = self.numeric(values, batch.column_abs_max, batch.column_min_nonzero)
-        strings = self.embed_strings(batch.vocab_embeddings)
+        if strings is None:
+            strings = self.embed_strings(batch.vocab_embeddings)
         if strings.shape[0] > 0:
             string_values = strings[batch.string_ids.clamp(min=0)]
         else:
