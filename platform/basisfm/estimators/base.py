@@ -5,28 +5,32 @@
     model.predict(X_test); model.save("my-model"); BasisRegressor.load("my-model")
 
 `checkpoint`: a directory holding model.safetensors + config.json, a registry URI `models:/name@alias`
-(downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else runs/mlflow.db), or None: *from scratch*, a freshly initialised model of `preset` (seeded by
-`random_state`), which only makes sense with a fine-tuning strategy.
+(downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else runs/mlflow.db), or None:
+*from scratch*, a freshly initialised model of `preset` (seeded by `random_state`), which only makes
+sense with a fine-tuning strategy.
 
 `strategy`: `inference` predicts with the checkpoint as it is, the target identified by its column name
 (`target_name`, else `y.name`, else "target": names carry meaning, they are embedded); `base-ft` fine-tunes
-every weight; `peft` fine-tunes LoRA adapters (`lora_r`, `lora_alpha`, `lora_dropout`,
-`lora_target_modules`). Fine-tuning holds out `validation_fraction` of the rows (all rows when fewer than
-8) and keeps the weights with the best validation score (regression: mean squared error; classification:
-log loss), checked every `validate_every` steps and at the end of the data, stopping after `patience`
-checks without improvement, `max_epochs`, `max_steps`, or
-`time_budget_s` (off by default: stopping on the clock is not reproducible). Regression fine-tunes on
-`regression_loss`: "bits" is the pretraining SMR bit loss, "bits+mse" (default) adds the squared error
-of the expected value in target standard deviations. The default budget (150 steps of up to 256 rows)
-is sized for about a minute on a 10k-row table on 2 idle CPU cores.
+every weight; `peft` fine-tunes LoRA adapters (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`).
+
+Fitting (see `basisfm.estimators.finetune`): the budget is `max_steps` optimizer steps (None: sized to
+the table, 300-600 steps), never cut short by a pass count; `validation_fraction` of the rows (at least
+`MIN_VALIDATION_ROWS`, at most `MAX_VALIDATION_ROWS`; all rows when the table is too small to spare them)
+are held out, scored every `validate_every` steps (None: about 12 checks per budget), and the best
+weights are kept, stopping after `patience` checks without improvement or after `time_budget_s` (off by
+default: stopping on the clock is not reproducible). `n_estimators` members are fitted, each with its
+own seed, validation split and column subsets, and averaged at predict. `device="auto"` runs on CUDA
+when present. Regression fine-tunes on `regression_loss`: "bits" is the pretraining SMR bit loss,
+"bits+mse" (default) adds the squared error of the expected value in target standard deviations.
+`predict(X, output="quantiles", quantiles=[...])` gives intervals from the predicted distribution.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
 in every row (NaN / inf / None raise naming the row), a constant regression target is predicted as
 that constant (with a warning; nothing to learn), a classifier needs two classes or more.
 
-`save(dir)` writes estimator.json (parameters, fitted preprocessing, classes, history) and
-model/{model.safetensors, config.json}; `load(dir)` restores it. Nothing is pickled.
+`save(dir)` writes estimator.json (parameters, fitted preprocessing, classes, history) and one
+directory of {model.safetensors, config.json} per member; `load(dir)` restores it. Nothing is pickled.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ import math
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -46,44 +50,46 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
+from basisfm.data.collate import derive_seed
 from basisfm.errors import CheckpointError, ConfigError, InputTypeError, TableError
 from basisfm.estimators.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import (
     FineTuneHistory,
     FineTuneSettings,
-    category_logits,
-    expected_values,
+    base_model,
+    copy_model,
+    default_steps,
     fine_tune,
-    target_bit_loss,
-    target_bits_and_error_loss,
+    resolve_device,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ESTIMATOR_FILE = "estimator.json"
-MODEL_DIR = "model"
-MAX_VALIDATION_ROWS = 2_000  # bounds the per-epoch validation cost on big tables
-MIN_ROWS_FOR_HOLDOUT = 8  # fewer rows: validate on the training rows (nothing to spare)
+MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
+MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Boston's 40 did)
+MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
+MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
+CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
 _EMBEDDERS: dict[str, Any] = {}
 REGRESSION_LOSSES = ("bits+mse", "bits")
+OUTPUTS = ("mean", "quantiles")
 
 
 class _BasisEstimator(BaseEstimator):
-    _task = "regression"
-
     def __init__(
         self,
         checkpoint: str | None = None,
         strategy: str = "base-ft",
         preset: str = "tiny",
         target_name: str | None = None,
-        max_epochs: int = 10,  # also caps steps: re-collating every epoch dominates fit time on small tables
-        max_steps: int = 150,
+        n_estimators: int = 1,
+        max_steps: int | None = None,
         learning_rate: float = 1e-3,
         weight_decay: float = 0.01,
-        patience: int = 3,
-        validate_every: int = 25,
-        validation_fraction: float = 0.1,
+        patience: int = 4,
+        validate_every: int | None = None,
+        validation_fraction: float = 0.2,
         lora_r: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
@@ -91,6 +97,7 @@ class _BasisEstimator(BaseEstimator):
         regression_loss: str = "bits+mse",
         token_budget: int = 4096,
         max_columns: int = 32,
+        device: str = "auto",
         embedding_cache_dir: str | None = None,
         tracking_uri: str | None = None,
         time_budget_s: float | None = None,
@@ -101,7 +108,7 @@ class _BasisEstimator(BaseEstimator):
         self.strategy = strategy
         self.preset = preset
         self.target_name = target_name
-        self.max_epochs = max_epochs
+        self.n_estimators = n_estimators
         self.max_steps = max_steps
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -115,6 +122,7 @@ class _BasisEstimator(BaseEstimator):
         self.regression_loss = regression_loss
         self.token_budget = token_budget
         self.max_columns = max_columns
+        self.device = device
         self.embedding_cache_dir = embedding_cache_dir
         self.tracking_uri = tracking_uri
         self.time_budget_s = time_budget_s
@@ -123,23 +131,34 @@ class _BasisEstimator(BaseEstimator):
 
     # ------------------------------------------------------------------ configuration
 
-    def _settings(self) -> FineTuneSettings:
+    def _settings(self, n_train_rows: int, rows_per_batch: int, member: int) -> FineTuneSettings:
+        steps = self.max_steps if self.max_steps is not None else default_steps(n_train_rows, rows_per_batch)
+        every = self.validate_every if self.validate_every is not None else max(1, round(steps / CHECKS_PER_BUDGET))
         settings = FineTuneSettings(
-            strategy=self.strategy, max_epochs=self.max_epochs, max_steps=self.max_steps,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay, patience=self.patience,
-            validate_every=self.validate_every,
+            strategy=self.strategy, max_steps=steps, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            patience=self.patience, validate_every=every,
             lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            lora_target_modules=self.lora_target_modules, seed=int(self.random_state), progress=bool(self.progress),
-            time_budget_s=self.time_budget_s,
+            lora_target_modules=self.lora_target_modules, seed=self._member_seed(member), progress=bool(self.progress),
+            time_budget_s=self.time_budget_s, device=str(resolve_device(self.device)),
+            description=f"member {member + 1}/{self.n_estimators}" if self.n_estimators > 1 else "",
         )
         settings.validate()
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         return settings
 
-    def _data_config(self) -> DataConfig:
+    def _check_params(self) -> None:
+        if isinstance(self.n_estimators, bool) or not isinstance(self.n_estimators, (int, np.integer)) or self.n_estimators < 1:
+            raise ConfigError(f"n_estimators must be a whole number of at least 1, got {self.n_estimators!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        resolve_device(self.device)
+
+    def _member_seed(self, member: int) -> int:
+        # Member 0 keeps the user's seed; the others derive theirs from it (stable across processes).
+        return int(self.random_state) if member == 0 else derive_seed("member", int(self.random_state), member) % 2**31
+
+    def _data_config(self, seed: int | None = None) -> DataConfig:
         config = DataConfig(token_budget=self.token_budget, max_columns=self.max_columns, min_rows=1,
-                            group_columns_by_name=False, seed=int(self.random_state))
+                            group_columns_by_name=False, seed=int(self.random_state if seed is None else seed))
         if self.embedding_cache_dir is not None:
             config.embedding_cache_dir = str(self.embedding_cache_dir)
         config.validate("estimator")
@@ -183,13 +202,15 @@ class _BasisEstimator(BaseEstimator):
         return str(name) if name is not None and str(name) != "" else "target"
 
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
-        settings = self._settings()
+        """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. fine-tune each member."""
+        self._check_params()
         table = "user-table"
         frame = as_frame(X, table)
         target_name = self._target_name_for(y)
         target = self._check_target(y, len(frame), target_name, table)
         if len(frame) < 2:
             raise TableError(f"fit needs at least 2 rows, got {len(frame)}", table=table)
+
         preprocessor = TablePreprocessor(table_id=table).fit(frame, target_name, self._target_kind(), target)
         features = preprocessor.features(frame)
         self.preprocessor_ = preprocessor
@@ -198,92 +219,146 @@ class _BasisEstimator(BaseEstimator):
         self.constant_ = None
         self._fit_target_encoding(target)
 
-        model, source = self._base_model()
+        start, source = self._base_model()
         self.checkpoint_source_ = source
         if self._is_degenerate(target):
-            self.model_, self.history_ = model.eval(), FineTuneHistory(stopped_because="constant target: nothing to learn")
+            self.members_ = [start.eval()]
+            self.histories_ = [FineTuneHistory(stopped_because="constant target: nothing to learn")]
             return self
 
-        rng = np.random.default_rng(int(self.random_state))
-        order = rng.permutation(len(frame))
-        if len(frame) < MIN_ROWS_FOR_HOLDOUT:
-            train_rows = val_rows = order
-        else:
-            n_val = min(MAX_VALIDATION_ROWS, max(1, round(self.validation_fraction * len(frame))))
-            val_rows, train_rows = order[:n_val], order[n_val:]
-        data_config = self._data_config()
-        embedder = self._embedder()
-        train_table = preprocessor.to_arrow(features.iloc[train_rows].reset_index(drop=True), target.iloc[train_rows].reset_index(drop=True))
-        val_batches = self._labelled_batches(preprocessor.to_arrow(features.iloc[val_rows].reset_index(drop=True),
-                                                                     target.iloc[val_rows].reset_index(drop=True)),
-                                             data_config, embedder, seed=int(self.random_state))
-        record = preprocessor.record()
-
-        def train_batches(epoch: int) -> list[TableBatch]:
-            return self._labelled_batches(train_table, data_config, embedder, seed=int(self.random_state) * 1_000_003 + epoch,
-                                          record=record)
-
-        self.model_, self.history_ = fine_tune(
-            model, train_batches, lambda m: self._validation_loss(m, val_batches), self._loss, settings)
+        self.members_, self.histories_ = [], []
+        for member in range(self.n_estimators):
+            model, history = self._fit_member(start if member == self.n_estimators - 1 else copy_model(start),
+                                              features, target, member)
+            self.members_.append(model)
+            self.histories_.append(history)
         return self
 
-    def _labelled_batches(self, table, data_config, embedder, seed: int, record=None) -> list[TableBatch]:
+    def _fit_member(self, model, features: pd.DataFrame, target: pd.Series, member: int):
+        """One member: its own seeded train/validation split and column subsets, fine-tuned from `model`."""
+        seed = self._member_seed(member)
+        order = np.random.default_rng(seed).permutation(len(features))
+        if len(features) < MIN_ROWS_FOR_HOLDOUT:
+            train_rows = val_rows = order
+        else:
+            n_val = min(MAX_VALIDATION_ROWS, max(MIN_VALIDATION_ROWS, round(self.validation_fraction * len(features))))
+            val_rows, train_rows = order[:n_val], order[n_val:]
+        data_config = self._data_config(seed)
+        embedder = self._embedder()
+        preprocessor = self.preprocessor_
+
+        def arrow(rows: np.ndarray):
+            return preprocessor.to_arrow(features.iloc[rows].reset_index(drop=True), target.iloc[rows].reset_index(drop=True))
+
+        train_table = arrow(train_rows)
+        val_batches = self._labelled_batches(arrow(val_rows), data_config, embedder, seed=seed)
+        first = self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, 1))
+        settings = self._settings(len(train_rows), first[0].n_rows if first else 1, member)
+        device = torch.device(settings.device)
+        val_batches = [b.to(device) for b in val_batches]
+
+        def train_batches(epoch: int) -> list[TableBatch]:
+            if epoch == 1:
+                return first
+            return self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, epoch))
+
+        return fine_tune(model, train_batches, lambda m: self._validation_loss(m, val_batches), self._loss, settings)
+
+    def _labelled_batches(self, table, data_config, embedder, seed: int) -> list[TableBatch]:
         from basisfm.data.collate import table_to_batches
 
-        record = record or self.preprocessor_.record()
-        return table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=[record.candidate_targets[0]])
+        record = self.preprocessor_.record()
+        batches = table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=[record.candidate_targets[0]])
+        return [self._with_target_scale(b) for b in batches]
+
+    def _with_target_scale(self, batch: TableBatch) -> TableBatch:
+        """Batches as the model sees them; the regressor sets the target's standardisation here."""
+        return batch
 
     # ------------------------------------------------------------------ predict
 
-    def _prediction_batches(self, X: Any) -> tuple[list[tuple[TableBatch, np.ndarray, int]], int]:
-        """Batches over X with the target hidden in every row; each with the X rows it holds and the
-        target's column index. Wide tables give several batches per row (column subsets)."""
+    def _prediction_batches(self, X: Any, member: int) -> tuple[list[tuple[TableBatch, int]], int]:
+        """Batches over X with the target hidden in every row, each with the target's column index; rows
+        are found again through `batch.row_index`. Wide tables give several batches per row (column subsets,
+        drawn by the member's seed)."""
         from basisfm.data.collate import table_to_batches
 
         self._check_fitted()
         features = self.preprocessor_.features(X)
         record = self.preprocessor_.record()
         table = self.preprocessor_.to_arrow(features, None)
-        seed = int(self.random_state)
-        batches = table_to_batches(table, record, self._data_config(), self._embedder(), seed=seed,
+        seed = self._member_seed(member)
+        batches = table_to_batches(table, record, self._data_config(seed), self._embedder(), seed=seed,
                                    target_columns=[record.candidate_targets[0]])
-        rows_of = _rows_of_batches(batches, len(features), seed)
         out = []
         target = self.preprocessor_.target.name
-        for batch, rows in zip(batches, rows_of):
-            _check_rows(batch, features, rows, target)
+        for batch in batches:
             col = batch.column_names.index(target)
             mask = torch.zeros_like(batch.target_mask)
             mask[:, col] = True
             # The target is unknown here (a null column): mark it as the cell to predict, not as missing.
             missing = batch.missing.clone()
             missing[:, col] = False
-            out.append((replace(batch, target_mask=mask, missing=missing), rows, col))
+            out.append((self._with_target_scale(replace(batch, target_mask=mask, missing=missing)), col))
         return out, len(features)
 
+    def _average_over_members(self, X: Any, per_batch) -> np.ndarray:
+        """Mean over members and column subsets of `per_batch(model, batch, col) -> [R, ...] array`, by row."""
+        total, count = None, None
+        for member, model in enumerate(self.members_):
+            device = next(model.parameters()).device
+            batches, n_rows = self._prediction_batches(X, member)
+            with torch.no_grad():
+                for batch, col in batches:
+                    values = per_batch(model, batch.to(device), col)
+                    if total is None:
+                        total = np.zeros((n_rows, *values.shape[1:]))
+                        count = np.zeros(n_rows)
+                    rows = batch.row_index.cpu().numpy()
+                    np.add.at(total, rows, values)
+                    np.add.at(count, rows, 1)
+        if count is None or (count == 0).any():
+            raise RuntimeError("some rows were not predicted: basisfm.data.collate lost rows of the prediction table")
+        return total / count.reshape(-1, *([1] * (total.ndim - 1)))
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "members_"):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) or load(dir) first")
 
+    @property
+    def model_(self):
+        """The first member's model (the only one when n_estimators=1)."""
+        self._check_fitted()
+        return self.members_[0]
+
+    @property
+    def history_(self) -> FineTuneHistory:
+        """The first member's fine-tuning history (`histories_` has every member's)."""
+        self._check_fitted()
+        return self.histories_[0]
+
     # ------------------------------------------------------------------ save / load
 
     def save(self, directory: str | Path) -> Path:
-        """estimator.json + model/ (safetensors and config.json); the directory can be loaded anywhere."""
+        """estimator.json + one model directory per member (safetensors and config.json); loadable anywhere."""
         from basisfm.model.checkpoint import save_pretrained
 
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_pretrained(self.model_, directory / MODEL_DIR)
+        names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
+        for name, model in zip(names, self.members_):
+            save_pretrained(model, directory / name)
         state = {
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
             "params": {k: v for k, v in self.get_params(deep=False).items()},
             "preprocessor": self.preprocessor_.state(),
             "checkpoint_source": self.checkpoint_source_,
-            "history": asdict(self.history_),
+            "members": names,
+            "histories": [asdict(h) for h in self.histories_],
             "fitted": self._fitted_state(),
         }
         atomic_write_text(directory / ESTIMATOR_FILE, json.dumps(state, indent=1, allow_nan=True, default=_json_default))
@@ -308,9 +383,13 @@ class _BasisEstimator(BaseEstimator):
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
         estimator.n_features_in_ = len(estimator.preprocessor_.feature_names)
         estimator.checkpoint_source_ = state["checkpoint_source"]
-        estimator.history_ = FineTuneHistory(**state["history"])
+        estimator.histories_ = [FineTuneHistory(**h) for h in state["histories"]]
         estimator._load_fitted_state(state["fitted"])
-        estimator.model_ = load_pretrained(directory / MODEL_DIR).eval()
+        for name in state["members"]:
+            if not isinstance(name, str) or Path(name).name != name or not (directory / name).is_dir():
+                raise CheckpointError(f"{str(path)!r}: key 'members' lists {name!r}, which is not a model directory beside it")
+        device = resolve_device(estimator.device)
+        estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
         return estimator
 
     # Each subclass supplies: _target_kind, _check_target, _fit_target_encoding, _is_degenerate, _loss,
@@ -336,7 +415,22 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
     def _fit_target_encoding(self, target: pd.Series) -> None:
         if self.regression_loss not in REGRESSION_LOSSES:
             raise ConfigError(f"regression_loss {self.regression_loss!r} is not one of {list(REGRESSION_LOSSES)}")
-        self.target_scale_ = float(target.std(ddof=0)) or 1.0
+        with np.errstate(over="ignore", invalid="ignore"):
+            scale = float(target.std(ddof=0))
+        if not math.isfinite(scale):
+            raise TableError(f"the target's spread overflows float64 (values up to {float(target.abs().max()):.3g}); "
+                             "rescale the target (e.g. divide it by a power of ten) before fit",
+                             table="user-table", column=str(target.name))
+        self.target_scale_ = scale or 1.0
+        self.target_mean_ = float(target.mean())
+
+    def _with_target_scale(self, batch: TableBatch) -> TableBatch:
+        """The target standardised with the training rows' mean and spread, at fit and at predict alike
+        (collation would use each split's own statistics, and a prediction table has no target values)."""
+        col = batch.column_names.index(self.preprocessor_.target.name)
+        mean, std = batch.column_mean.clone(), batch.column_std.clone()
+        mean[col], std[col] = self.target_mean_, self.target_scale_
+        return replace(batch, column_mean=mean, column_std=std)
 
     def _is_degenerate(self, target: pd.Series) -> bool:
         if target.nunique() == 1:
@@ -347,53 +441,82 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
         return False
 
     def _loss(self, model, batch: TableBatch) -> torch.Tensor:
-        if self.regression_loss == "bits":
-            return target_bit_loss(model, batch)
-        return target_bits_and_error_loss(model, batch, self.target_scale_)
+        from basisfm.losses.smr_loss import adaptive_weight, smr_bit_loss
+
+        out = model(batch)  # the one forward of this step
+        codec = base_model(model).codec
+        keep = out.is_numeric
+        truth = batch.values[out.target_rows[keep], out.target_columns[keep]].to(torch.float64)
+        top, low = out.window_top[keep], out.window_low[keep]
+        logits = out.bit_logits[keep]
+        bits, _ = codec.encode(truth, top, low)
+        expected = codec.expected_value(torch.sigmoid(logits.double()), top, low)
+        bit_loss = smr_bit_loss(logits, bits) * adaptive_weight(truth, expected.detach(), 0.1).to(logits.dtype)
+        loss = bit_loss.mean()
+        if self.regression_loss == "bits+mse":
+            # Bit cross-entropy alone treats the lowest bit like the sign bit; the squared error of the
+            # expected value (in target standard deviations) is what R² scores and weights the high bits.
+            loss = loss + (((expected - truth) / self.target_scale_) ** 2).mean().to(loss.dtype)
+        return loss
 
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
         errors = []
         with torch.no_grad():
             for batch in batches:
-                out_pred = expected_values(model, batch)
-                truth = batch.values[batch.target_mask]
-                errors.append(((out_pred - truth) ** 2).cpu().numpy())
+                out = model(batch)
+                predicted = self._expected(model, out)
+                truth = batch.values[out.target_rows, out.target_columns]
+                errors.append(((predicted - truth) ** 2).cpu().numpy())
         return float(np.mean(np.concatenate(errors))) if errors else math.inf
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted target values, float64 [n_rows] (the expectation of the predicted bits)."""
-        batches, n_rows = self._prediction_batches(X)
+    @staticmethod
+    def _expected(model, out) -> torch.Tensor:
+        """[N] float64: the expected value under the predicted bits at each target cell."""
+        return base_model(model).codec.expected_value(torch.sigmoid(out.bit_logits.double()), out.window_top, out.window_low)
+
+    def predict(self, X: Any, output: str = "mean", quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> np.ndarray:
+        """Predicted target values: float64 [n_rows] (`output="mean"`, the expectation of the predicted
+        distribution) or [n_rows, len(quantiles)] (`output="quantiles"`, each member's quantiles averaged)."""
+        if output not in OUTPUTS:
+            raise ConfigError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
+        levels = _quantile_levels(quantiles) if output == "quantiles" else None
+        self._check_fitted()
         if self.constant_ is not None:
-            return np.full(n_rows, self.constant_, dtype=np.float64)
-        total, count = np.zeros(n_rows), np.zeros(n_rows)
-        with torch.no_grad():
-            for batch, rows, col in batches:
-                values = expected_values(self.model_, batch).cpu().numpy()
-                # Row-major target order with one target per row: values line up with the batch rows.
-                np.add.at(total, rows, values)
-                np.add.at(count, rows, 1)
-        return total / np.maximum(count, 1)
+            n_rows = len(self.preprocessor_.features(X))
+            shape = (n_rows,) if levels is None else (n_rows, len(levels))
+            return np.full(shape, self.constant_, dtype=np.float64)
+
+        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
+            out = model(batch)
+            if levels is None:
+                values = self._expected(model, out)
+            else:
+                values = _bit_quantiles(base_model(model).codec, out, levels, seed=int(self.random_state))
+            result = torch.zeros((batch.n_rows, *values.shape[1:]), dtype=torch.float64, device=values.device)
+            result[out.target_rows] = values
+            return result.cpu().numpy()
+
+        return self._average_over_members(X, per_batch)
 
     def _fitted_state(self) -> dict[str, Any]:
-        return {"constant": self.constant_, "target_scale": self.target_scale_}
+        return {"constant": self.constant_, "target_scale": self.target_scale_, "target_mean": self.target_mean_}
 
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
         self.constant_ = state["constant"]
         self.target_scale_ = state["target_scale"]
+        self.target_mean_ = state["target_mean"]
 
 
 class BasisClassifier(ClassifierMixin, _BasisEstimator):
     """Classification with the Basis Transformer: class labels are embedded by their text, so their
     names matter (e.g. "approved"/"rejected" say more than 0/1)."""
 
-    _task = "classification"
-
     def _target_kind(self) -> ColumnKind:
         return ColumnKind.CATEGORICAL
 
     def _check_target(self, y, n_rows, name, table) -> pd.Series:
         series = _target_series(y, n_rows, name, table)
-        bad = series.map(lambda v: v is None or (isinstance(v, float) and not math.isfinite(v))).to_numpy(dtype=bool)
+        bad = series.map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v))).to_numpy(dtype=bool)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
             raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows have no class); "
@@ -401,6 +524,11 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         return series
 
     def _fit_target_encoding(self, target: pd.Series) -> None:
+        kinds = sorted({type(v).__name__ for v in target.to_numpy()})
+        numeric_kinds = {"int", "float", "bool", "int64", "int32", "float64", "float32", "bool_"}
+        if len(kinds) > 1 and not set(kinds) <= numeric_kinds:
+            raise TableError(f"class labels mix types {kinds} (e.g. 1 and '1'); give every label one type",
+                             table="user-table", column=str(target.name))
         self.classes_ = np.unique(target.to_numpy())
         self._class_text = [str(c) for c in self.classes_]
         if len(set(self._class_text)) != len(self._class_text):
@@ -419,11 +547,11 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
     def _label_ids(self, batch: TableBatch, col: int) -> torch.Tensor:
         index = {text: i for i, text in enumerate(self._class_text)}
         ids = batch.string_ids[:, col]
-        return torch.tensor([index[batch.vocab[i]] for i in ids.tolist()], dtype=torch.long)
+        return torch.tensor([index[batch.vocab[i]] for i in ids.tolist()], dtype=torch.long, device=ids.device)
 
     def _loss(self, model, batch: TableBatch) -> torch.Tensor:
         col = batch.column_names.index(self.preprocessor_.target.name)
-        logits = category_logits(model, batch, col, self._label_embeddings())
+        logits = base_model(model).category_logits(batch, col, self._label_embeddings())
         return torch.nn.functional.cross_entropy(logits, self._label_ids(batch, col))
 
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
@@ -432,16 +560,15 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         return sum(losses) / max(sum(b.n_rows for b in batches), 1)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """[n_rows, n_classes] probabilities, columns in the order of `classes_`."""
-        batches, n_rows = self._prediction_batches(X)
+        """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members."""
+        self._check_fitted()
         labels = self._label_embeddings()
-        total, count = np.zeros((n_rows, len(self.classes_))), np.zeros(n_rows)
-        with torch.no_grad():
-            for batch, rows, col in batches:
-                probs = torch.softmax(self.model_.predict_category_scores(batch, col, labels).double(), dim=-1).cpu().numpy()
-                np.add.at(total, rows, probs)
-                np.add.at(count, rows, 1)
-        return total / np.maximum(count, 1)[:, None]
+
+        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
+            scores = model.predict_category_scores(batch, col, labels.to(batch.values.device))
+            return torch.softmax(scores.double(), dim=-1).cpu().numpy()
+
+        return self._average_over_members(X, per_batch)
 
     def predict(self, X: Any) -> np.ndarray:
         return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
@@ -452,6 +579,23 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
         self.classes_ = np.asarray(state["classes"])
         self._class_text = [str(c) for c in self.classes_]
+
+
+def _quantile_levels(quantiles: Sequence[float]) -> list[float]:
+    levels = [float(q) for q in np.atleast_1d(np.asarray(quantiles, dtype=np.float64))]
+    if not levels or not all(0.0 < q < 1.0 for q in levels):
+        raise ConfigError(f"quantiles must lie strictly between 0 and 1, got {list(quantiles)}")
+    return levels
+
+
+def _bit_quantiles(codec, out, levels: list[float], seed: int, samples: int = 512) -> torch.Tensor:
+    """[N, Q] quantiles of the value the SMR bits decode to, by sampling the (independent) bits."""
+    probabilities = torch.sigmoid(out.bit_logits.double())
+    generator = torch.Generator(device=probabilities.device).manual_seed(seed)
+    draws = torch.bernoulli(probabilities.unsqueeze(0).expand(samples, -1, -1), generator=generator)
+    values = codec.expected_value(draws, out.window_top.expand(samples, -1), out.window_low.expand(samples, -1))
+    q = torch.tensor(levels, dtype=torch.float64, device=values.device)
+    return torch.quantile(values, q, dim=0).T
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -476,35 +620,6 @@ def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:
     if n_rows == 0:
         raise TableError("X and y have no rows", table=table, column=name)
     return series.rename(name)
-
-
-def _rows_of_batches(batches: list[TableBatch], n_rows: int, seed: int) -> list[np.ndarray]:
-    """The X rows each batch holds. `table_to_batches` shuffles rows with `default_rng(seed).permutation`
-    (its first draw when columns are not grouped by name), cuts them into equal chunks and emits one batch
-    per column subset of each chunk; `_check_rows` verifies the result against the cells themselves."""
-    if not batches:
-        return []
-    order = np.random.default_rng(seed).permutation(n_rows)
-    chunk = batches[0].n_rows
-    n_chunks = math.ceil(n_rows / chunk)
-    if len(batches) % n_chunks:
-        raise RuntimeError(f"{len(batches)} prediction batches do not split into {n_chunks} row chunks: "
-                           "basisfm.data.collate changed how it cuts tables")
-    per_chunk = len(batches) // n_chunks
-    return [order[(b // per_chunk) * chunk: (b // per_chunk) * chunk + batch.n_rows] for b, batch in enumerate(batches)]
-
-
-def _check_rows(batch: TableBatch, features: pd.DataFrame, rows: np.ndarray, target: str) -> None:
-    for j, name in enumerate(batch.column_names):
-        if name == target or name not in features.columns or features[name].dtype == object:
-            continue
-        expected = features[name].to_numpy(dtype=np.float64)[rows]
-        got = batch.values[:, j].numpy()
-        present = ~batch.missing[:, j].numpy()
-        if len(expected) != len(got) or not np.array_equal(np.isnan(expected), ~present) or \
-                not np.allclose(expected[present], got[present], rtol=0, atol=0, equal_nan=False):
-            raise RuntimeError("prediction rows do not line up with basisfm.data.collate's batches "
-                               f"(column {name!r}); the collation's row order changed")
 
 
 def _json_default(value: Any) -> Any:
