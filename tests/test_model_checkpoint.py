@@ -80,3 +80,13 @@ def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
     weights.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_pretrained(directory)
+
+
+def test_a_checkpoint_written_with_the_retired_model_text_top_k_still_loads(tmp_path):
+    # Every checkpoint before data.text_top_k became the only knob stored model_config.text_top_k.
+    model, directory = _saved(tmp_path)
+    path = directory / CONFIG_NAME
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "model_config": {**stored["model_config"], "text_top_k": 32}}))
+    loaded = load_pretrained(directory)
+    assert loaded.config == model.config

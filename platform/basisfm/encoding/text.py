@@ -148,7 +148,7 @@ class StringEmbedder:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
 
         distinct = list(dict.fromkeys(strings))
-        texts = self._pruned(distinct)
+        texts = self.texts_to_embed(distinct)
         unique_texts = list(dict.fromkeys(texts))
         self.stats.unique += len(unique_texts)
         keys = [self._key(t) for t in unique_texts]
@@ -163,9 +163,8 @@ class StringEmbedder:
             self._db.close()
             self._db = None
 
-    # ------------------------------------------------------------------ internals
-
-    def _pruned(self, distinct: list[str]) -> list[str]:
+    def texts_to_embed(self, distinct: list[str]) -> list[str]:
+        """What the encoder sees for each of `distinct` strings: the string, or its `prune_text` when it is long."""
         if self.text_top_k is None:
             return distinct
         long_strings = [s for s in distinct if len(_WORD.findall(s)) > self.text_top_k]
@@ -174,6 +173,8 @@ class StringEmbedder:
         idf = document_idf(distinct)
         self.stats.pruned += len(long_strings)
         return [prune_text(s, self.text_top_k, idf) for s in distinct]
+
+    # ------------------------------------------------------------------ internals
 
     @staticmethod
     def _key(text: str) -> bytes:

@@ -23,6 +23,9 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "basisfm.basis_transformer"
 FORMAT_VERSION = 1
+# ModelConfig keys older checkpoints hold that no longer exist and never changed the model: dropped on read.
+# `text_top_k`: text pruning is the data layer's (`data.text_top_k`); the model key was read by nothing.
+RETIRED_MODEL_KEYS = frozenset({"text_top_k"})
 
 
 def save_pretrained(model: BasisTransformer, directory: str | Path) -> Path:
@@ -60,6 +63,7 @@ def read_model_config(directory: str | Path) -> ModelConfig:
     stored = raw.get("model_config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: key 'model_config' is missing or not a mapping")
+    stored = {key: value for key, value in stored.items() if key not in RETIRED_MODEL_KEYS}
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(stored) - known)
     if unknown:
