@@ -90,3 +90,24 @@ def test_a_checkpoint_written_with_the_retired_model_text_top_k_still_loads(tmp_
     path.write_text(json.dumps({**stored, "model_config": {**stored["model_config"], "text_top_k": 32}}))
     loaded = load_pretrained(directory)
     assert loaded.config == model.config
+
+
+def test_the_checkpoint_records_how_its_text_was_pruned(tmp_path):
+    from basisfm.config import DataConfig
+    from basisfm.model.checkpoint import read_text_top_k
+
+    model, directory = _saved(tmp_path)
+    assert read_text_top_k(directory) == DataConfig.text_top_k
+    save_pretrained(model, directory, text_top_k=None)
+    assert read_text_top_k(directory) is None
+    path = directory / CONFIG_NAME
+    stored = json.loads(path.read_text())
+    del stored["data"]  # written before config.json recorded it: pretraining used the default
+    path.write_text(json.dumps(stored))
+    assert read_text_top_k(directory) == DataConfig.text_top_k
+    path.write_text(json.dumps({**stored, "data": {"text_top_k": 2}}))
+    with pytest.raises(CheckpointError, match="text_top_k"):
+        read_text_top_k(directory)
+    path.write_text(json.dumps({**stored, "data": {"text_top_k": "many"}}))
+    with pytest.raises(CheckpointError, match="text_top_k"):
+        read_text_top_k(directory)

@@ -258,3 +258,15 @@ class StringEmbedder:
         # sentence-transformers sorts by length inside `encode`, so padding stays small.
         vectors = model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+_SHARED: dict[tuple[str, int | None], StringEmbedder] = {}
+
+
+def shared_embedder(cache_dir: str | Path, text_top_k: int | None) -> StringEmbedder:
+    """One embedder per (cache directory, pruning) and process, so the many estimators of an evaluation
+    run load the sentence model once."""
+    key = (str(Path(cache_dir).resolve()), text_top_k)
+    if key not in _SHARED:
+        _SHARED[key] = StringEmbedder(key[0], text_top_k=text_top_k)
+    return _SHARED[key]

@@ -64,7 +64,6 @@ ESTIMATOR_FILE = "estimator.json"
 MODEL_DIR = "model"
 MAX_VALIDATION_ROWS = 2_000  # bounds the per-epoch validation cost on big tables
 MIN_ROWS_FOR_HOLDOUT = 8  # fewer rows: validate on the training rows (nothing to spare)
-_EMBEDDERS: dict[str, Any] = {}
 REGRESSION_LOSSES = ("bits+mse", "bits")
 
 
@@ -146,14 +145,11 @@ class _BasisEstimator(BaseEstimator):
         return config
 
     def _embedder(self):
-        # Not a parameter and never saved: one sentence encoder per cache directory and process, so the
-        # many estimators of an evaluation run load the model once.
-        from basisfm.encoding.text import StringEmbedder
+        # Text is pruned as the model's pretraining pruned it (`text_top_k_`, from the checkpoint), so
+        # fine-tuning and prediction see the text the model learned from.
+        from basisfm.encoding.text import shared_embedder
 
-        cache_dir = str(Path(self._data_config().embedding_cache_dir).resolve())
-        if cache_dir not in _EMBEDDERS:
-            _EMBEDDERS[cache_dir] = StringEmbedder(cache_dir)
-        return _EMBEDDERS[cache_dir]
+        return shared_embedder(self._data_config().embedding_cache_dir, self.text_top_k_)
 
     def _base_model(self):
         """The model fine-tuning starts from, and a description of where it came from."""
@@ -161,9 +157,11 @@ class _BasisEstimator(BaseEstimator):
 
         resolved = resolve_checkpoint(self.checkpoint, tracking_uri=self.tracking_uri)
         if resolved is not None:
-            from basisfm.model.checkpoint import load_pretrained
+            from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
+            self.text_top_k_ = read_text_top_k(resolved)
             return load_pretrained(resolved), f"checkpoint {self.checkpoint}"
+        self.text_top_k_ = DataConfig.text_top_k  # as pretraining would prune it
         if self.preset not in ("tiny", "small", "base"):
             raise ConfigError(f"preset {self.preset!r} is not one of ['tiny', 'small', 'base']")
         config = ModelConfig(preset=self.preset)
@@ -276,7 +274,7 @@ class _BasisEstimator(BaseEstimator):
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_pretrained(self.model_, directory / MODEL_DIR)
+        save_pretrained(self.model_, directory / MODEL_DIR, text_top_k=self.text_top_k_)
         state = {
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
@@ -291,7 +289,7 @@ class _BasisEstimator(BaseEstimator):
 
     @classmethod
     def load(cls, directory: str | Path) -> "_BasisEstimator":
-        from basisfm.model.checkpoint import load_pretrained
+        from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
         directory = Path(directory)
         path = directory / ESTIMATOR_FILE
@@ -311,6 +309,7 @@ class _BasisEstimator(BaseEstimator):
         estimator.history_ = FineTuneHistory(**state["history"])
         estimator._load_fitted_state(state["fitted"])
         estimator.model_ = load_pretrained(directory / MODEL_DIR).eval()
+        estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
         return estimator
 
     # Each subclass supplies: _target_kind, _check_target, _fit_target_encoding, _is_degenerate, _loss,
