@@ -111,3 +111,23 @@ def test_the_checkpoint_records_how_its_text_was_pruned(tmp_path):
     path.write_text(json.dumps({**stored, "data": {"text_top_k": "many"}}))
     with pytest.raises(CheckpointError, match="text_top_k"):
         read_text_top_k(directory)
+
+
+def test_the_checkpoint_inside_a_downloaded_model_is_found_once_or_named(tmp_path):
+    from basisfm.model.checkpoint import find_checkpoint_dir
+
+    model, directory = _saved(tmp_path)
+    assert find_checkpoint_dir(directory, origin="here") == directory
+    nested = tmp_path / "download" / "artifacts" / "checkpoint"
+    save_pretrained(model, nested)
+    assert find_checkpoint_dir(tmp_path / "download", origin="models:/m/1") == nested
+    save_pretrained(model, tmp_path / "download" / "other")
+    with pytest.raises(CheckpointError, match="holds 2 checkpoint directories"):
+        find_checkpoint_dir(tmp_path / "download", origin="models:/m/1")
+    (nested / CONFIG_NAME).unlink()
+    (tmp_path / "download" / "other" / CONFIG_NAME).unlink()
+    with pytest.raises(CheckpointError, match=f"models:/m/1.*has no {CONFIG_NAME}"):
+        find_checkpoint_dir(tmp_path / "download", origin="models:/m/1")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=f"has no {WEIGHTS_NAME}"):
+        find_checkpoint_dir(tmp_path / "empty", origin="x")

@@ -89,6 +89,22 @@ def read_text_top_k(directory: str | Path) -> int | None:
     return top_k
 
 
+def find_checkpoint_dir(root: str | Path, origin: str) -> Path:
+    """`root` itself, or the one directory below it (a downloaded MLflow model, a run directory) that holds
+    both checkpoint files; `origin` names what the user asked for in the error."""
+    root = Path(root)
+    candidates = [root] if (root / WEIGHTS_NAME).is_file() else [p.parent for p in sorted(root.rglob(WEIGHTS_NAME))]
+    complete = [d for d in candidates if (d / CONFIG_NAME).is_file()]
+    if not complete:
+        missing = CONFIG_NAME if candidates else WEIGHTS_NAME
+        raise CheckpointError(f"checkpoint {origin!r} has no {missing} (looked in {str(root)!r}); "
+                              f"a consolidated checkpoint needs both {WEIGHTS_NAME} and {CONFIG_NAME}")
+    if len(complete) > 1:
+        raise CheckpointError(f"checkpoint {origin!r} holds {len(complete)} checkpoint directories "
+                              f"({[str(d) for d in complete[:3]]}); point at one of them")
+    return complete[0]
+
+
 def _read_config_json(directory: str | Path) -> tuple[Path, dict]:
     """config.json of a checkpoint directory, its format and version checked."""
     path = Path(directory) / CONFIG_NAME

@@ -15,8 +15,6 @@ from typing import Callable, Mapping
 from basisfm.errors import CheckpointError
 from basisfm.tracking.mlflow_logger import make_client
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
 
 # Scores a consolidated checkpoint directory on a validation suite: {"val_loss": ..., "val_r2": ...}.
@@ -33,11 +31,12 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     """
     import mlflow
 
+    from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
     from basisfm.tracking import pyfunc_entry_path
     from basisfm.tracking.pyfunc_model import pip_requirements
 
     checkpoint_dir = Path(checkpoint_dir)
-    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (checkpoint_dir / f).is_file()]
+    missing = [f for f in (WEIGHTS_NAME, CONFIG_NAME) if not (checkpoint_dir / f).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {str(checkpoint_dir)!r} has no {', '.join(missing)}; "
                               "only a consolidated checkpoint (written at the end of pretraining) can be registered")
@@ -71,14 +70,11 @@ def download_checkpoint(registered_name: str, version: str, tracking_uri: str, d
     dst.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered_name}/{version}",
-                                                     dst_path=str(dst)))
-    found = [p.parent for p in local.rglob(WEIGHTS_FILE) if (p.parent / CONFIG_FILE).is_file()]
-    if len(found) != 1:
-        raise CheckpointError(f"registered model {registered_name!r} version {version} holds {len(found)} consolidated "
-                              f"checkpoints under {str(local)!r}, expected exactly one; register a version with "
-                              "basisfm.tracking.log_checkpoint_model")
-    return found[0]
+    from basisfm.model.checkpoint import find_checkpoint_dir
+
+    uri = f"models:/{registered_name}/{version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    return find_checkpoint_dir(local, origin=uri)
 
 
 @dataclass
