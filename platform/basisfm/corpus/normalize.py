@@ -33,6 +33,7 @@ import pyarrow as pa
 from basisfm.config import CorpusConfig
 from basisfm.corpus.manifest import ColumnKind, ColumnRecord, ColumnStats
 from basisfm.errors import TableError
+from basisfm.seeds import derive_seed
 
 # Names that only ever label rows (R's write.csv / pandas index dumps): dropped whenever their values are unique.
 _ROW_LABEL_NAMES = {"rownames", "row.names", "row_names", "unnamed: 0", "...1", "rowid", "row_id", "index"}
@@ -366,7 +367,7 @@ def normalise_table(frame: pd.DataFrame, table_id: str, config: CorpusConfig, se
 
     if len(frame) > config.max_rows_per_table:
         # A seeded sample, kept in original order, represents the table better than its first rows.
-        rng = np.random.default_rng(_stable_seed(table_id, seed))
+        rng = np.random.default_rng(derive_seed("sample_rows", seed, table_id))
         keep = np.sort(rng.choice(len(frame), size=config.max_rows_per_table, replace=False))
         treatments.append(f"sampled {config.max_rows_per_table} of {len(frame)} rows (seed {seed})")
         frame = frame.iloc[keep]
@@ -449,10 +450,6 @@ def _column_digest(column: NormalisedColumn) -> bytes:
         canonical = np.where(np.isnan(column.values), np.nan, column.values + 0.0)  # one NaN bit pattern, no -0.0
         h.update(canonical.astype("<f8").tobytes())
     return h.digest()
-
-
-def _stable_seed(table_id: str, seed: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{table_id}".encode()).digest()[:8], "little")
 
 
 def _short_list(names: list[str], limit: int = 5) -> str:
