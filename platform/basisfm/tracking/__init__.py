@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from basisfm.tracking.mlflow_logger import TrackingLogger, local_artifact_root, resolve_tracking_uri, ui_command
+from basisfm.tracking.mlflow_logger import TrackingLogger, open_experiment, resolve_tracking_uri, ui_command
 from basisfm.tracking.plots import plot_loss_curves
 from basisfm.tracking.registry import PromotionDecision, download_checkpoint, log_checkpoint_model, promote
 
@@ -17,8 +17,8 @@ __all__ = [
     "PromotionDecision",
     "TrackingLogger",
     "download_checkpoint",
-    "local_artifact_root",
     "log_checkpoint_model",
+    "open_experiment",
     "plot_loss_curves",
     "promote",
     "pyfunc_entry_path",
