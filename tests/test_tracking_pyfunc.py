@@ -36,6 +36,8 @@ def test_registered_model_predicts_missing_numeric_cells(tmp_path, monkeypatch):
     assert filled["y"].notna().all() and np.isfinite(filled.loc[[3, 17, 29], "y"]).all()
     pd.testing.assert_frame_equal(filled.drop(index=[3, 17, 29]), frame.drop(index=[3, 17, 29]))
     assert frame["y"].isna().sum() == 3  # the input is left as it was
+    # The model's files sit next to the sqlite store, never in ./mlruns of the working directory.
+    assert any((tmp_path / "runs" / "mlartifacts").rglob("MLmodel"))
 
     with pytest.raises(TableError, match="column .y.: has 1 present values; at least 2 are needed"):
         model.predict(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [np.nan, np.nan, 1.0]}))

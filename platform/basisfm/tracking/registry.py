@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from basisfm.errors import CheckpointError
-from basisfm.tracking.mlflow_logger import make_client
+from basisfm.tracking.mlflow_logger import make_client, open_experiment
 
 MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
 # What the logged model's environment needs beyond basisfm itself (which must be installed where it is served).
@@ -43,10 +43,10 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
                               "only a consolidated checkpoint (written at the end of pretraining) can be registered")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    if run_id is None:
-        mlflow.set_experiment(experiment)
+    # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
+    experiment_id = None if run_id is not None else open_experiment(tracking_uri, experiment)[1]
     # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             # A code file, not an object: MLflow would cloudpickle an object; a file is rebuilt on load.
