@@ -152,10 +152,6 @@ class TrackingLogger:
             if math.isfinite(value):
                 self._pending.append((key, value, int(step)))
 
-    def discard_after(self, step: int) -> None:
-        """Drop buffered metrics past `step` (they belong to work no checkpoint holds)."""
-        self._pending = [m for m in self._pending if m[2] <= step]
-
     def flush(self) -> bool:
         """Write buffered metrics. On failure they stay buffered and are retried at the next flush."""
         if not self.active or not self._pending:
