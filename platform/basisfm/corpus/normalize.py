@@ -425,12 +425,6 @@ def normalise_table(frame: pd.DataFrame, table_id: str, config: CorpusConfig, se
     )
 
 
-def normalise_frame(frame: pd.DataFrame, table_id: str, config: CorpusConfig) -> tuple[pa.Table, list[ColumnRecord], list[str]]:
-    """The seam in docs/interfaces.md: the normalised Arrow table, its column records and table treatments."""
-    result = normalise_table(frame, table_id, config)
-    return result.table, result.records, result.treatments
-
-
 def content_fingerprint(columns: list[NormalisedColumn], n_rows: int) -> str:
     """A hash of cell contents only: equal tables share it whatever the table or its columns are called,
     and in whatever order the columns come."""
