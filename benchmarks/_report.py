@@ -33,6 +33,12 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
     return path
 
 
+def markdown_page(lines: list[str], context: dict[str, Any]) -> str:
+    """A results page: `lines` (title, table, notes), then one `- key: value` line per item of `context`
+    (machine, load, command: what a reader needs to trust or rerun the numbers)."""
+    return "\n".join([*lines, *(f"- {key}: {value}" for key, value in context.items())]) + "\n"
+
+
 def publish(name: str, markdown: str, render_png: Callable[[Path], Path], *, params: dict[str, Any],
             metrics: dict[str, float]) -> tuple[Path, Path, str | None]:
     """Print `markdown`, write it and the PNG `render_png(path)` draws, and log them to MLflow.

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from benchmarks._report import publish, pyplot, save_figure
+from benchmarks._report import markdown_page, publish, pyplot, save_figure
 
 NAME = "attention_memory"
 VARIANTS = ["dense", "block_sparse", "sampled", "dense_math_kernel"]
@@ -122,8 +122,7 @@ def render_markdown(points: list[Point], columns: list[int], context: dict[str, 
         cells = [f"{by[(v, c)].peak_mb:.1f} MB ({by[(v, c)].step_seconds:.3f} s)" if (v, c) in by else "-" for v in variants]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", "Peak = the step's high-water resident memory above the process's resident memory before it.", ""]
-    lines += [f"- {k}: {v}" for k, v in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines, context)
 
 
 def render_png(points: list[Point], path: Path) -> Path:

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from basisfm.config import CorpusConfig, DataConfig
 from basisfm.corpus.manifest import read_manifest
 
-from benchmarks._report import publish, pyplot, save_figure
+from benchmarks._report import markdown_page, publish, pyplot, save_figure
 
 NAME = "ingest_throughput"
 SUITE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "suites" / "public_suite.yaml"
@@ -146,8 +146,7 @@ def render_markdown(results: list[Measurement], context: dict[str, str]) -> str:
             f"{r.steady_cells_per_second / plain.steady_cells_per_second:.2f}x |"
         )
     lines += ["", "Goals: Ray >= 0.80x the plain loop on 1 CPU and >= 1.60x on 2 CPUs (end to end).", ""]
-    lines += [f"- {key}: {value}" for key, value in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines, context)
 
 
 def render_png(results: list[Measurement], path: Path) -> Path:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from benchmarks._report import RESULTS_DIR, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, publish, pyplot, save_figure
 
 NAME = "numeric_encodings"
 ENCODINGS = ["smr", "dynamic_smr", "hybrid_smr", "log_bins", "fixed_point", "periodic", "digits"]
@@ -152,9 +152,7 @@ def render_markdown(results: list[Result], context: dict[str, str]) -> str:
             f"| {r.encoding} | {r.median_r2:.3f} | {r.median_r2_threshold:.3f} | {100 * r.positive_share:.0f}% | {r.median_relative_error:.3f} | "
             f"{r.final_train_loss:.4f} | {r.seconds_per_step:.3f} | {r.parameters:,} |"
         )
-    lines.append("")
-    lines += [f"- {k}: {v}" for k, v in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines + [""], context)
 
 
 def render_png(results: list[Result], path: Path) -> Path:

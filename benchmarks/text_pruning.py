@@ -23,7 +23,7 @@ from tqdm import tqdm
 from basisfm.corpus.sources import read_rdataset
 from basisfm.encoding.text import StringEmbedder, document_idf, prune_text
 
-from benchmarks._report import publish, pyplot, save_figure
+from benchmarks._report import markdown_page, publish, pyplot, save_figure
 
 NAME = "text_pruning"
 
@@ -127,9 +127,7 @@ def render_markdown(variants: list[Variant], context: dict[str, str]) -> str:
             f"| {v.strategy} | {v.top_k or 'all'} | {v.texts:,} | {v.seconds:.2f} | {v.texts_per_second:,.1f} | "
             f"{full.seconds / v.seconds:.2f}x | {' | '.join(cos_cells)} | {v.neighbour_agreement:.1%} |"
         )
-    lines.append("")
-    lines += [f"- {key}: {value}" for key, value in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines + [""], context)
 
 
 def render_png(variants: list[Variant], path: Path) -> Path:
