@@ -21,7 +21,7 @@ import numpy as np
 from tqdm import tqdm
 
 from basisfm.corpus.sources import read_rdataset
-from basisfm.encoding.text import StringEmbedder, document_idf, prune_text
+from basisfm.encoding.text import StringEmbedder
 
 from benchmarks._report import markdown_page, publish, pyplot, save_figure
 
