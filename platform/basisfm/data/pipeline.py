@@ -19,9 +19,10 @@ from ray.data import ExecutionOptions
 
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import TableRecord, read_manifest
-from basisfm.data.collate import derive_seed, table_to_arrays, table_to_batches
+from basisfm.data.collate import table_to_arrays, table_to_batches
 from basisfm.data.wire import decode_batch, encode_arrays
 from basisfm.errors import ConfigError, TableError
+from basisfm.seeds import derive_seed
 
 if TYPE_CHECKING:  # the collating actors import this module and never need torch
     from basisfm.data.batch import TableBatch

@@ -50,7 +50,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
-from basisfm.data.collate import derive_seed
+from basisfm.seeds import derive_seed
 from basisfm.errors import CheckpointError, ConfigError, InputTypeError, TableError
 from basisfm.estimators.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import (
@@ -71,7 +71,6 @@ MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Bo
 MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
 MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
 CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
-_EMBEDDERS: dict[str, Any] = {}
 REGRESSION_LOSSES = ("bits+mse", "bits")
 OUTPUTS = ("mean", "quantiles")
 
@@ -165,14 +164,11 @@ class _BasisEstimator(BaseEstimator):
         return config
 
     def _embedder(self):
-        # Not a parameter and never saved: one sentence encoder per cache directory and process, so the
-        # many estimators of an evaluation run load the model once.
-        from basisfm.encoding.text import StringEmbedder
+        # Text is pruned as the model's pretraining pruned it (`text_top_k_`, from the checkpoint), so
+        # fine-tuning and prediction see the text the model learned from.
+        from basisfm.encoding.text import shared_embedder
 
-        cache_dir = str(Path(self._data_config().embedding_cache_dir).resolve())
-        if cache_dir not in _EMBEDDERS:
-            _EMBEDDERS[cache_dir] = StringEmbedder(cache_dir)
-        return _EMBEDDERS[cache_dir]
+        return shared_embedder(self._data_config().embedding_cache_dir, self.text_top_k_)
 
     def _base_model(self):
         """The model fine-tuning starts from, and a description of where it came from."""
@@ -180,9 +176,11 @@ class _BasisEstimator(BaseEstimator):
 
         resolved = resolve_checkpoint(self.checkpoint, tracking_uri=self.tracking_uri)
         if resolved is not None:
-            from basisfm.model.checkpoint import load_pretrained
+            from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
+            self.text_top_k_ = read_text_top_k(resolved)
             return load_pretrained(resolved), f"checkpoint {self.checkpoint}"
+        self.text_top_k_ = DataConfig.text_top_k  # as pretraining would prune it
         if self.preset not in ("tiny", "small", "base"):
             raise ConfigError(f"preset {self.preset!r} is not one of ['tiny', 'small', 'base']")
         config = ModelConfig(preset=self.preset)
@@ -350,7 +348,7 @@ class _BasisEstimator(BaseEstimator):
         directory.mkdir(parents=True, exist_ok=True)
         names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
         for name, model in zip(names, self.members_):
-            save_pretrained(model, directory / name)
+            save_pretrained(model, directory / name, text_top_k=self.text_top_k_)
         state = {
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
@@ -366,7 +364,7 @@ class _BasisEstimator(BaseEstimator):
 
     @classmethod
     def load(cls, directory: str | Path) -> "_BasisEstimator":
-        from basisfm.model.checkpoint import load_pretrained
+        from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
         directory = Path(directory)
         path = directory / ESTIMATOR_FILE
@@ -390,6 +388,7 @@ class _BasisEstimator(BaseEstimator):
                 raise CheckpointError(f"{str(path)!r}: key 'members' lists {name!r}, which is not a model directory beside it")
         device = resolve_device(estimator.device)
         estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
+        estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
         return estimator
 
     # Each subclass supplies: _target_kind, _check_target, _fit_target_encoding, _is_degenerate, _loss,

@@ -11,9 +11,7 @@ import tempfile
 from pathlib import Path
 
 from basisfm.errors import CheckpointError
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, find_checkpoint_dir
 
 
 def is_registry_uri(checkpoint: str | Path | None) -> bool:
@@ -33,22 +31,8 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a directory holding "
-                              f"{WEIGHTS_FILE} and {CONFIG_FILE}, a models:/name@alias URI, or None to start from scratch")
+                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, or None to start from scratch")
     return find_checkpoint_dir(path, origin=str(path))
-
-
-def find_checkpoint_dir(root: Path, origin: str) -> Path:
-    """`root` itself or the one directory below it that holds both checkpoint files."""
-    candidates = [root] if (root / WEIGHTS_FILE).is_file() else [p.parent for p in sorted(root.rglob(WEIGHTS_FILE))]
-    complete = [d for d in candidates if (d / CONFIG_FILE).is_file()]
-    if not complete:
-        missing = CONFIG_FILE if candidates else WEIGHTS_FILE
-        raise CheckpointError(f"checkpoint {origin!r} has no {missing} (looked in {str(root)!r}); "
-                              f"a consolidated checkpoint needs both {WEIGHTS_FILE} and {CONFIG_FILE}")
-    if len(complete) > 1:
-        raise CheckpointError(f"checkpoint {origin!r} holds {len(complete)} checkpoint directories "
-                              f"({[str(d) for d in complete[:3]]}); point at one of them")
-    return complete[0]
 
 
 def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri: str) -> Path:

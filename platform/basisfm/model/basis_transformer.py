@@ -92,7 +92,7 @@ class BasisTransformer(nn.Module):
         target = batch.target_mask
         column_tokens, top, low = self.column_tokens(batch)
         cells, attend = self.cell_tokens(batch, column_tokens)
-        basis = self.compress_rows(cells, attend, batch)
+        basis = self.compress_rows(cells, attend)
         rows, cols = target.nonzero(as_tuple=True)
         hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token)
 
@@ -144,7 +144,7 @@ class BasisTransformer(nn.Module):
             cells = layer(cells, attend, order)
         return cells, attend
 
-    def compress_rows(self, cells: torch.Tensor, attend: torch.Tensor | None, batch: TableBatch) -> torch.Tensor:
+    def compress_rows(self, cells: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
         """Basis compression: [R, C, d] -> [R, k, d], whatever C is."""
         queries = self.basis_queries.unsqueeze(0).expand(cells.shape[0], -1, -1)
         return self.compress(queries, keys=cells, attend=None if attend is None else attend.unsqueeze(1))
@@ -232,7 +232,7 @@ class BasisTransformer(nn.Module):
         batch = batch.with_targets(target)
         column_tokens, _, _ = self.column_tokens(batch)
         cells, attend = self.cell_tokens(batch, column_tokens)
-        basis = self.compress_rows(cells, attend, batch)
+        basis = self.compress_rows(cells, attend)
         rows, cols = target.nonzero(as_tuple=True)
         hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token)
         in_column = cols == column_index  # row-major order: exactly one per row, rows ascending
