@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -186,6 +187,8 @@ class TrainConfig:
     keep_checkpoints: int = 2  # sharded checkpoints kept on storage; older ones are deleted
 
     def validate(self, key: str) -> None:
+        _require(is_plain_name(self.run_name), f"{key}.run_name", f"{_PLAIN_NAME_RULE} (it names a directory under "
+                 f"train.storage_path), got {self.run_name!r}")
         _require(self.num_workers >= 1, f"{key}.num_workers", "must be at least 1")
         _require(self.steps >= 1, f"{key}.steps", "must be at least 1")
         _require(self.lr > 0, f"{key}.lr", "must be positive")
@@ -245,7 +248,8 @@ class TuneConfig:
         _require(self.grace_period >= 1, f"{key}.grace_period", "must be at least 1")
         _require(self.reduction_factor >= 2, f"{key}.reduction_factor", "must be at least 2")
         _require(self.trial_max_failures >= 0, f"{key}.trial_max_failures", "must be 0 or more")
-        _require(bool(self.name) and "/" not in self.name, f"{key}.name", "must be a non-empty name without '/'")
+        _require(is_plain_name(self.name), f"{key}.name", f"{_PLAIN_NAME_RULE} (it names a directory under "
+                 f"train.storage_path), got {self.name!r}")
 
 
 @dataclass
@@ -267,6 +271,15 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "small": {"d_model": 256, "n_layers": 6, "n_heads": 8, "n_basis": 16},
     "base": {"d_model": 512, "n_layers": 12, "n_heads": 8, "n_basis": 32},
 }
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+_PLAIN_NAME_RULE = "must be a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit, at most 128 characters"
+
+
+def is_plain_name(name: str) -> bool:
+    """A name that is one path component everywhere: no separators, no `..`, nothing a shell or URI would read."""
+    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
 
 
 def _require(ok: bool, key: str, message: str) -> None:

@@ -1,8 +1,8 @@
 """The ingest: every table of a source -> normalised Parquet shard + manifest record, minus suite look-alikes.
 
 Safe to interrupt and re-run. Shards are written to a temporary name and renamed, and are named by
-table id and content fingerprint, so a shard that exists is complete and current: re-runs skip writing
-it. The manifest is rewritten atomically every few seconds as tables finish, and once more at the end.
+table id (a readable prefix and the SHA-256 of the whole id, so two tables never share one) and content
+fingerprint, so a shard that exists is complete and current: re-runs skip writing it. The manifest is rewritten atomically every few seconds as tables finish, and once more at the end.
 `ingest_state.json` remembers each ingested table's source version stamp and the settings it was
 normalised under (config, suites, and the normalisation code itself); a re-run reuses those records
 without even loading the tables, so resuming or repeating a full ingest takes seconds.
@@ -266,7 +266,7 @@ def _process(ref: TableRef) -> TableOutcome:
             match = holdout.match(table_signature(ref.id, normalised.columns, normalised.fingerprint))
             if match is not None:
                 return TableOutcome(ref.id, excluded=match)
-        shard = f"{SHARDS_DIR}/{_safe_name(ref.id)}-{normalised.fingerprint[:16]}.parquet"
+        shard = f"{SHARDS_DIR}/{shard_name(ref.id, normalised.fingerprint)}"
         reused = (out / shard).exists()
         if not reused:
             _write_shard_atomically(normalised.table, out / shard)
@@ -306,8 +306,15 @@ def _write_shard_atomically(table, path: Path) -> None:
         raise
 
 
-def _safe_name(table_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", table_id.replace("/", "__"))[:150]
+def shard_name(table_id: str, fingerprint: str) -> str:
+    """`<readable id prefix>-<SHA-256 of the whole id>-<content fingerprint>.parquet`.
+
+    The prefix is for people (cut, and lossy: `a/b` and `a__b` look alike); the full SHA-256 of the id is
+    what keeps names apart, so distinct ids share a shard only on a SHA-256 collision.
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", table_id.replace("/", "__"))[:80]
+    id_hash = hashlib.sha256(table_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{readable}-{id_hash}-{fingerprint[:16]}.parquet"
 
 
 def _read_manifest_lines(out: Path) -> dict[str, tuple[TableRecord, str]]:
