@@ -19,6 +19,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -127,38 +128,40 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     kinds: Counter[str] = Counter()
     last_flush = time.monotonic()
     bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
-    for outcome in _outcomes(source, refs, config, holdout, unchanged, earlier_shards):
-        bar.update(1)
-        if outcome.record is not None:
-            record = outcome.record
-            shard_digests[record.shard] = outcome.shard_digest or earlier_shards[record.shard]
-            records.append(record)
-            lines.append(record.to_json() + "\n")
-            report.tables += 1
-            report.reused += outcome.reused
-            report.rows += record.n_rows
-            report.cells += record.n_cells
-            kinds.update(c.kind for c in record.columns)
-            if record.treatments or any(c.treatment for c in record.columns):
-                notes = list(record.treatments) + [f"{c.name}: {c.treatment}" for c in record.columns if c.treatment]
-                report.treated.append({"id": record.id, "treatments": notes})
-        elif outcome.excluded is not None:
-            report.excluded.append(outcome.excluded.to_dict())
-        else:
-            report.skipped.append({"id": outcome.id, "reason": outcome.skipped_reason})
-        bar.set_postfix(ingested=report.tables, excluded=len(report.excluded), skipped=len(report.skipped), refresh=False)
-        if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
-            # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
-            done = {r.id for r in records}
-            pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
-            atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
-            _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending,
-                         {**{previous[i][0].shard: earlier_shards[previous[i][0].shard] for i in pending
-                             if previous[i][0].shard in earlier_shards}, **shard_digests})
-            last_flush = time.monotonic()
-        if config.max_tables is not None and report.tables >= config.max_tables:
-            break
-    bar.close()
+    try:  # the bar is closed before anything else is printed, Ctrl-C included
+        for outcome in _outcomes(source, refs, config, holdout, unchanged, earlier_shards):
+            bar.update(1)
+            if outcome.record is not None:
+                record = outcome.record
+                shard_digests[record.shard] = outcome.shard_digest or earlier_shards[record.shard]
+                records.append(record)
+                lines.append(record.to_json() + "\n")
+                report.tables += 1
+                report.reused += outcome.reused
+                report.rows += record.n_rows
+                report.cells += record.n_cells
+                kinds.update(c.kind for c in record.columns)
+                if record.treatments or any(c.treatment for c in record.columns):
+                    notes = list(record.treatments) + [f"{c.name}: {c.treatment}" for c in record.columns if c.treatment]
+                    report.treated.append({"id": record.id, "treatments": notes})
+            elif outcome.excluded is not None:
+                report.excluded.append(outcome.excluded.to_dict())
+            else:
+                report.skipped.append({"id": outcome.id, "reason": outcome.skipped_reason})
+            bar.set_postfix(ingested=report.tables, excluded=len(report.excluded), skipped=len(report.skipped), refresh=False)
+            if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
+                # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
+                done = {r.id for r in records}
+                pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
+                atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
+                kept = (previous[i][0].shard for i in pending)
+                digests = {shard: earlier_shards[shard] for shard in kept if shard in earlier_shards} | shard_digests
+                _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending, digests)
+                last_flush = time.monotonic()
+            if config.max_tables is not None and report.tables >= config.max_tables:
+                break
+    finally:
+        bar.close()
 
     atomic_write_text(out / MANIFEST_NAME, "".join(lines))
     _write_state(out, settings, versions, [r.id for r in records], {}, [], shard_digests)
@@ -186,7 +189,8 @@ def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, h
         return
     # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(source, config, holdout, earlier_shards), maxtasksperchild=200) as pool:
+    with context.Pool(workers, initializer=_init_pool_worker, initargs=(source, config, holdout, earlier_shards),
+                      maxtasksperchild=200) as pool:
         yield from _in_listing_order(refs, unchanged, pool.imap(_process, todo, chunksize=1))
 
 
@@ -288,6 +292,13 @@ _WORKER: dict = {}
 def _init_worker(source: TableSource, config: CorpusConfig, holdout: HoldoutIndex | None,
                  earlier_shards: dict[str, dict] | None = None) -> None:
     _WORKER.update(source=source, config=config, holdout=holdout, out=Path(config.out_dir), shards=earlier_shards or {})
+
+
+def _init_pool_worker(*args) -> None:
+    # Ctrl-C reaches every process of the terminal's group; the parent alone handles it (and ends the pool),
+    # so workers do not each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*args)
 
 
 def _process(ref: TableRef) -> TableOutcome:
