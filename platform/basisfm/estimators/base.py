@@ -58,6 +58,13 @@ from basisfm.estimators.finetune import (
     target_bits_and_error_loss,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
+from basisfm.estimators.validation import (
+    check_class_labels,
+    check_regression_target,
+    prepare_target,
+    read_estimator_state,
+    validate_params,
+)
 
 FORMAT_VERSION = 1
 ESTIMATOR_FILE = "estimator.json"
@@ -121,6 +128,12 @@ class _BasisEstimator(BaseEstimator):
         self.random_state = random_state
         self.progress = progress
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing cells are read as missing (the model has a token for them)
+        tags.input_tags.string = True  # categorical and text columns are embedded by their text
+        return tags
+
     # ------------------------------------------------------------------ configuration
 
     def _settings(self) -> FineTuneSettings:
@@ -183,13 +196,14 @@ class _BasisEstimator(BaseEstimator):
         return str(name) if name is not None and str(name) != "" else "target"
 
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
+        validate_params(self)
         settings = self._settings()
         table = "user-table"
         frame = as_frame(X, table)
         target_name = self._target_name_for(y)
         target = self._check_target(y, len(frame), target_name, table)
         if len(frame) < 2:
-            raise TableError(f"fit needs at least 2 rows, got {len(frame)}", table=table)
+            raise TableError(f"fit needs at least 2 rows, got {len(frame)} sample(s)", table=table)
         preprocessor = TablePreprocessor(table_id=table).fit(frame, target_name, self._target_kind(), target)
         features = preprocessor.features(frame)
         self.preprocessor_ = preprocessor
@@ -294,15 +308,7 @@ class _BasisEstimator(BaseEstimator):
         from basisfm.model.checkpoint import load_pretrained
 
         directory = Path(directory)
-        path = directory / ESTIMATOR_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{str(directory)!r} holds no {ESTIMATOR_FILE}; save a fitted estimator there with .save(dir)")
-        state = json.loads(path.read_text())
-        if state.get("estimator") != cls.__name__:
-            raise CheckpointError(f"{str(directory)!r} holds a saved {state.get('estimator')}, not a {cls.__name__}; "
-                                  f"load it with {state.get('estimator')}.load")
-        if state.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{str(path)!r} has format version {state.get('format_version')}, this basisfm reads {FORMAT_VERSION}")
+        state = read_estimator_state(directory, cls)  # every key checked: CheckpointError naming file and key
         estimator = cls(**state["params"])
         estimator.preprocessor_ = TablePreprocessor.from_state(state["preprocessor"])
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
@@ -331,6 +337,7 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
             row = int(np.flatnonzero(bad)[0])
             raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows are not finite "
                              "numbers); drop those rows or impute the target before fit", table=table, column=name)
+        check_regression_target(numbers, table, name)
         return numbers
 
     def _fit_target_encoding(self, target: pd.Series) -> None:
@@ -392,7 +399,7 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         return ColumnKind.CATEGORICAL
 
     def _check_target(self, y, n_rows, name, table) -> pd.Series:
-        series = _target_series(y, n_rows, name, table)
+        series = check_class_labels(_target_series(y, n_rows, name, table), table, name)
         bad = series.map(lambda v: v is None or (isinstance(v, float) and not math.isfinite(v))).to_numpy(dtype=bool)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
@@ -444,7 +451,8 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         return total / np.maximum(count, 1)[:, None]
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
     def _fitted_state(self) -> dict[str, Any]:
         return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}
@@ -458,6 +466,7 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
 
 
 def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:
+    y = prepare_target(y, table)
     if isinstance(y, pd.DataFrame):
         if y.shape[1] != 1:
             raise InputTypeError(f"table {table!r}: y must be one column, got a DataFrame with columns {list(y.columns)}")
