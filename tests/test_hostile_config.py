@@ -150,3 +150,28 @@ def test_ctrl_c_reaching_ingest_worker_processes_prints_no_worker_tracebacks():
         assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
     finally:
         signal.signal(signal.SIGINT, before)
+
+
+def test_ctrl_c_with_ingest_worker_processes_prints_one_line_and_no_worker_traceback(tmp_path):
+    import signal
+    import time
+
+    out = tmp_path / "corpus"
+    env = {**os.environ, "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jobs.ingest", "--out", str(out), "--set", "corpus.packages=[datasets, MASS]",
+         "--set", "corpus.workers=2", "--set", "corpus.exclude_suites=[]"],
+        cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and not list((out / "shards").glob("*.parquet")):
+            time.sleep(0.2)  # wait until the worker processes are ingesting
+        assert process.poll() is None, "the ingest ended before it could be interrupted"
+        os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert stderr.strip().splitlines()[-1] == "interrupted; rerun to resume (tables already ingested are kept)"

@@ -196,7 +196,7 @@ def check_regression_target(target: pd.Series, table: str, column: str) -> None:
     values = target.to_numpy(dtype=np.float64)
     peak = float(np.max(np.abs(values))) if len(values) else 0.0
     with np.errstate(over="ignore", invalid="ignore"):
-        total = float(np.sum(np.square(values / 2.0)))  # /2: room for errors up to twice the largest value
+        total = float(np.sum(np.square(values * 2.0)))  # x2: room for errors up to twice the largest value
     if not math.isfinite(total):
         exponent = max(0, int(math.floor(math.log10(peak))) - 3)
         raise TableError(f"target values reach {peak:.3g}: squared, they overflow float64 (the target's spread and "
