@@ -18,7 +18,7 @@ CONFIGS = REPO / "jobs" / "configs"
 
 
 @pytest.mark.parametrize("key", ["train.run_name", "tune.name"])
-@pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "/abs", "", " ", "x\x00y", "-rf", "a" * 129, "~root", "c:\\x"])
+@pytest.mark.parametrize("name", ["../../x", "..", ".", "a/b", "/abs", "", " ", "x\x00y", "-rf", "a" * 201, "~root", "c:\\x"])
 def test_names_that_become_directories_are_plain(key, name):
     section, field = key.split(".")
     with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
@@ -28,6 +28,9 @@ def test_names_that_become_directories_are_plain(key, name):
 def test_ordinary_names_still_load():
     config = load_config(None, ["train.run_name=basisfm-tiny_v2.1", "tune.name=search-e2e"])
     assert config.train.run_name == "basisfm-tiny_v2.1" and config.tune.name == "search-e2e"
+    assert from_dict({"tune": {"name": "t" * 128}, "train": {"run_name": "t" * 128 + "-trial-4f1c2_00000"}})
+    with pytest.raises(ConfigError, match="tune.name"):
+        from_dict({"tune": {"name": "t" * 129}})
 
 
 @pytest.mark.parametrize(

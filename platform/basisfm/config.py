@@ -202,8 +202,8 @@ class TrainConfig:
     keep_checkpoints: int = 2  # sharded checkpoints kept on storage; older ones are deleted
 
     def validate(self, key: str) -> None:
-        _require(is_plain_name(self.run_name), f"{key}.run_name", f"{_PLAIN_NAME_RULE} (it names a directory under "
-                 f"train.storage_path), got {self.run_name!r}")
+        _require(is_plain_name(self.run_name), f"{key}.run_name", f"{_PLAIN_NAME_RULE}, at most 200 characters (it names "
+                 f"a directory under train.storage_path), got {self.run_name!r}")
         _require(1 <= self.num_workers <= MAX_PROCESSES, f"{key}.num_workers",
                  f"must be in [1, {MAX_PROCESSES}] (one rank per GPU or CPU worker), got {self.num_workers:,}")
         _require(self.steps >= 1, f"{key}.steps", "must be at least 1")
@@ -266,8 +266,9 @@ class TuneConfig:
         _require(self.grace_period >= 1, f"{key}.grace_period", "must be at least 1")
         _require(self.reduction_factor >= 2, f"{key}.reduction_factor", "must be at least 2")
         _require(self.trial_max_failures >= 0, f"{key}.trial_max_failures", "must be 0 or more")
-        _require(is_plain_name(self.name), f"{key}.name", f"{_PLAIN_NAME_RULE} (it names a directory under "
-                 f"train.storage_path), got {self.name!r}")
+        # At most 128: trials run as train.run_name "<tune.name>-trial-<trial id>".
+        _require(is_plain_name(self.name, max_length=128), f"{key}.name", f"{_PLAIN_NAME_RULE}, at most 128 characters "
+                 f"(it names a directory under train.storage_path), got {self.name!r}")
 
 
 @dataclass
@@ -302,13 +303,14 @@ MAX_TABLE_COLUMNS = 100_000
 MAX_PROCESSES = 1_024  # Ray Train workers, ingest processes, collating actors, CPUs per worker
 MAX_LEARNING_RATE = 10.0  # lr and weight decay: beyond this the first step destroys any model
 
-_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-_PLAIN_NAME_RULE = "must be a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit, at most 128 characters"
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN_NAME_RULE = "must be a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit"
 
 
-def is_plain_name(name: str) -> bool:
-    """A name that is one path component everywhere: no separators, no `..`, nothing a shell or URI would read."""
-    return isinstance(name, str) and _PLAIN_NAME.fullmatch(name) is not None
+def is_plain_name(name: str, max_length: int = 200) -> bool:
+    """A name that is one path component everywhere: no separators, no `..`, nothing a shell or URI would
+    read, and short enough for a file name (255 bytes) with a suffix."""
+    return isinstance(name, str) and len(name) <= max_length and _PLAIN_NAME.fullmatch(name) is not None
 
 
 def _require(ok: bool, key: str, message: str) -> None:
