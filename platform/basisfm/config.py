@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -51,11 +53,14 @@ class CorpusConfig:
     seed: int = 0  # row sampling of tables above max_rows_per_table
 
     def validate(self, key: str) -> None:
-        _require(self.workers >= 0, f"{key}.workers", "must be 0 (automatic) or a positive number of processes")
+        _require(0 <= self.workers <= MAX_PROCESSES, f"{key}.workers",
+                 f"must be 0 (automatic) or a number of processes up to {MAX_PROCESSES}, got {self.workers}")
         _require(self.max_tables is None or self.max_tables >= 1, f"{key}.max_tables", "must be at least 1 (or null for all)")
         _require(self.max_text_chars >= 1, f"{key}.max_text_chars", "must be at least 1")
         _require(self.max_rows_per_table >= 2, f"{key}.max_rows_per_table", "must be at least 2")
         _require(self.max_columns >= 2, f"{key}.max_columns", "must be at least 2")
+        _require(self.max_rows_per_table <= MAX_TABLE_ROWS, f"{key}.max_rows_per_table", f"must be at most {MAX_TABLE_ROWS:,}")
+        _require(self.max_columns <= MAX_TABLE_COLUMNS, f"{key}.max_columns", f"must be at most {MAX_TABLE_COLUMNS:,}")
         _require(0.0 < self.near_duplicate_threshold <= 1.0, f"{key}.near_duplicate_threshold", "must be in (0, 1]")
 
 
@@ -79,12 +84,14 @@ class DataConfig:
     tables_per_task: int = 8  # tables a collating actor takes per Ray task: fewer dispatches, same order
 
     def validate(self, key: str) -> None:
-        _require(self.token_budget >= 16, f"{key}.token_budget", "must be at least 16")
-        _require(self.max_columns >= 2, f"{key}.max_columns", "must be at least 2")
+        _require(16 <= self.token_budget <= MAX_TOKEN_BUDGET, f"{key}.token_budget",
+                 f"must be in [16, {MAX_TOKEN_BUDGET:,}] cells per batch, got {self.token_budget:,}")
+        _require(2 <= self.max_columns <= MAX_TABLE_COLUMNS, f"{key}.max_columns", f"must be in [2, {MAX_TABLE_COLUMNS:,}]")
         _require(1 <= self.min_rows <= self.max_rows, f"{key}.min_rows", "must be in [1, data.max_rows]")
+        _require(self.max_rows <= MAX_TOKEN_BUDGET, f"{key}.max_rows", f"must be at most {MAX_TOKEN_BUDGET:,}")
         _require(self.token_budget >= 2 * self.min_rows, f"{key}.token_budget", "must fit 2 columns of data.min_rows rows")
         _require(0.0 < self.mask_rate < 1.0, f"{key}.mask_rate", "must be in (0, 1)")
-        _require(self.embed_actors >= 1, f"{key}.embed_actors", "must be at least 1")
+        _require(1 <= self.embed_actors <= MAX_PROCESSES, f"{key}.embed_actors", f"must be in [1, {MAX_PROCESSES}]")
         _require(self.validation_tables >= 0, f"{key}.validation_tables", "must be at least 0")
         _require(self.epochs >= 1, f"{key}.epochs", "must be at least 1")
         _require(self.text_top_k is None or self.text_top_k >= MIN_TEXT_TOP_K, f"{key}.text_top_k",
@@ -128,9 +135,18 @@ class ModelConfig:
         _require(self.cell_layers >= 0, f"{key}.cell_layers", "must be at least 0")
         _require(self.n_bins >= 2, f"{key}.n_bins", "must be at least 2")
         _require(self.z_max > 0, f"{key}.z_max", "must be positive")
-        _require(self.missing_buckets >= 1, f"{key}.missing_buckets", "must be at least 1")
+        _require(1 <= self.missing_buckets <= 1 << 20, f"{key}.missing_buckets", "must be in [1, 1048576]")
+        _require(self.n_bins <= 1 << 16, f"{key}.n_bins", "must be at most 65536")
+        _require(math.isfinite(self.z_max), f"{key}.z_max", "must be finite")
+        # Upper bounds: a typo like d_model=1e9 must fail here, not as an allocation of terabytes.
+        _require(1 <= self.n_heads <= MAX_MODEL_WIDTH, f"{key}.n_heads", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.n_heads}")
+        _require(1 <= self.d_model <= MAX_MODEL_WIDTH, f"{key}.d_model", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.d_model:,}")
+        _require(1 <= self.text_dim <= MAX_MODEL_WIDTH, f"{key}.text_dim", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.text_dim:,}")
         _require(self.d_model % self.n_heads == 0, f"{key}.d_model", f"must be divisible by n_heads={self.n_heads}")
-        _require(self.n_layers >= 1 and self.n_basis >= 1, f"{key}.n_layers", "n_layers and n_basis must be >= 1")
+        _require(1 <= self.n_layers <= MAX_MODEL_DEPTH, f"{key}.n_layers", f"must be in [1, {MAX_MODEL_DEPTH}], got {self.n_layers:,}")
+        _require(1 <= self.n_basis <= MAX_MODEL_WIDTH, f"{key}.n_basis", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.n_basis:,}")
+        _require(self.cell_layers <= MAX_MODEL_DEPTH, f"{key}.cell_layers", f"must be at most {MAX_MODEL_DEPTH}")
+        _require(self.text_top_k >= 1, f"{key}.text_top_k", "must be at least 1")
         _require(1 <= self.smr_high_bits <= 64, f"{key}.smr_high_bits", "must be in [1, 64]")
         _require(0 <= self.smr_low_bits <= 64, f"{key}.smr_low_bits", "must be in [0, 64]")
         _require(2 <= self.smr_bit_budget <= 128, f"{key}.smr_bit_budget", "must be in [2, 128]")
@@ -153,7 +169,7 @@ class LossConfig:
     task_buckets: int = 1
 
     def validate(self, key: str) -> None:
-        _require(self.task_buckets >= 1, f"{key}.task_buckets", "must be at least 1")
+        _require(1 <= self.task_buckets <= 1 << 16, f"{key}.task_buckets", "must be in [1, 65536]")
         _require(self.eps > 0, f"{key}.eps", "must be positive")
         _require(self.categorical_weight >= 0, f"{key}.categorical_weight", "must be non-negative")
         _require(0.0 <= self.gamma <= 0.5, f"{key}.gamma", "must be in [0, 0.5]")
@@ -187,15 +203,20 @@ class TrainConfig:
     keep_checkpoints: int = 2  # sharded checkpoints kept on storage; older ones are deleted
 
     def validate(self, key: str) -> None:
-        _require(self.num_workers >= 1, f"{key}.num_workers", "must be at least 1")
+        _require(is_plain_name(self.run_name), f"{key}.run_name", f"{_PLAIN_NAME_RULE}, at most 200 characters (it names "
+                 f"a directory under train.storage_path), got {self.run_name!r}")
+        _require(1 <= self.num_workers <= MAX_PROCESSES, f"{key}.num_workers",
+                 f"must be in [1, {MAX_PROCESSES}] (one rank per GPU or CPU worker), got {self.num_workers:,}")
         _require(self.steps >= 1, f"{key}.steps", "must be at least 1")
-        _require(self.lr > 0, f"{key}.lr", "must be positive")
+        _require(0 < self.lr <= MAX_LEARNING_RATE, f"{key}.lr", f"must be in (0, {MAX_LEARNING_RATE}], got {self.lr!r}")
+        _require(0 <= self.weight_decay <= MAX_LEARNING_RATE, f"{key}.weight_decay",
+                 f"must be in [0, {MAX_LEARNING_RATE}], got {self.weight_decay!r}")
         _require(0 <= self.warmup_steps <= self.steps, f"{key}.warmup_steps", "must be in [0, train.steps]")
         _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be at least 1")
         _require(self.offload_optimizer is False or self.use_gpu, f"{key}.offload_optimizer", "needs train.use_gpu")
         _require(self.validate_every >= 1, f"{key}.validate_every", "must be at least 1")
-        _require(self.micro_batch_tables >= 1, f"{key}.micro_batch_tables", "must be at least 1")
-        _require(self.cpus_per_worker >= 1, f"{key}.cpus_per_worker", "must be at least 1")
+        _require(1 <= self.micro_batch_tables <= 1 << 16, f"{key}.micro_batch_tables", "must be in [1, 65536]")
+        _require(1 <= self.cpus_per_worker <= MAX_PROCESSES, f"{key}.cpus_per_worker", f"must be in [1, {MAX_PROCESSES}]")
         _require(self.max_failures >= 0, f"{key}.max_failures", "must be at least 0")
         _require(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 turns clipping off)")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio", "must be in [0, 1]")
@@ -246,7 +267,9 @@ class TuneConfig:
         _require(self.grace_period >= 1, f"{key}.grace_period", "must be at least 1")
         _require(self.reduction_factor >= 2, f"{key}.reduction_factor", "must be at least 2")
         _require(self.trial_max_failures >= 0, f"{key}.trial_max_failures", "must be 0 or more")
-        _require(bool(self.name) and "/" not in self.name, f"{key}.name", "must be a non-empty name without '/'")
+        # At most 128: trials run as train.run_name "<tune.name>-trial-<trial id>".
+        _require(is_plain_name(self.name, max_length=128), f"{key}.name", f"{_PLAIN_NAME_RULE}, at most 128 characters "
+                 f"(it names a directory under train.storage_path), got {self.name!r}")
 
 
 @dataclass
@@ -270,6 +293,27 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
 }
 
 
+# Upper bounds on sizes. Far above anything this platform runs (base preset: d_model 512, 12 layers; base.yaml:
+# token_budget 16384, 4 workers), they exist so that a typo fails at load with the key named instead of as
+# an allocation of terabytes or a Ray job waiting forever for 100000 workers.
+MAX_MODEL_WIDTH = 16_384  # d_model, n_heads, n_basis, text_dim
+MAX_MODEL_DEPTH = 256  # n_layers, cell_layers
+MAX_TOKEN_BUDGET = 1 << 24  # cells (rows x columns) in one batch
+MAX_TABLE_ROWS = 100_000_000
+MAX_TABLE_COLUMNS = 100_000
+MAX_PROCESSES = 1_024  # Ray Train workers, ingest processes, collating actors, CPUs per worker
+MAX_LEARNING_RATE = 10.0  # lr and weight decay: beyond this the first step destroys any model
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN_NAME_RULE = "must be a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def is_plain_name(name: str, max_length: int = 200) -> bool:
+    """A name that is one path component everywhere: no separators, no `..`, nothing a shell or URI would
+    read, and short enough for a file name (255 bytes) with a suffix."""
+    return isinstance(name, str) and len(name) <= max_length and _PLAIN_NAME.fullmatch(name) is not None
+
+
 def _require(ok: bool, key: str, message: str) -> None:
     if not ok:
         raise ConfigError(f"config key {key!r} {message}")
@@ -282,10 +326,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML run config (or the defaults when `path` is None) and apply `a.b=value` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = read_yaml_file(path, "config file") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at top level, got {type(loaded).__name__}")
         raw = loaded
@@ -293,8 +334,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, key.strip(), parse_yaml(value, f"override {item!r}") if value.strip() else None)
     return from_dict(raw)
+
+
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """The plain data in a UTF-8 YAML file, or `ConfigError` in one line naming the file: missing or
+    unreadable, not UTF-8, a syntax error (with line and column), or a tag such as `!!python/object`
+    (never constructed: `yaml.safe_load` only builds plain data)."""
+    path = Path(path)
+    where = f"{what} {str(path)!r}"
+    if not path.is_file():
+        raise ConfigError(f"{where} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    return parse_yaml(text, where)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load`, with its errors as one-line `ConfigError`s that say `where` the text came from."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            problem += " (tags such as !!python/object are never constructed: a config holds plain data only)"
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:
@@ -413,14 +487,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            number = float(value) if abs(value) < 1e308 else math.inf  # float(10**400) would raise OverflowError
+        elif isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -51,7 +51,7 @@ from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
 from basisfm.seeds import derive_seed
-from basisfm.errors import CheckpointError, ConfigError, InputTypeError, TableError
+from basisfm.errors import ConfigError, InputTypeError, TableError
 from basisfm.estimators.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import (
     FineTuneHistory,
@@ -63,6 +63,13 @@ from basisfm.estimators.finetune import (
     resolve_device,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
+from basisfm.estimators.validation import (
+    check_class_labels,
+    check_regression_target,
+    prepare_target,
+    read_estimator_state,
+    validate_params,
+)
 
 FORMAT_VERSION = 2
 ESTIMATOR_FILE = "estimator.json"
@@ -127,6 +134,12 @@ class _BasisEstimator(BaseEstimator):
         self.time_budget_s = time_budget_s
         self.random_state = random_state
         self.progress = progress
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing cells are read as missing (the model has a token for them)
+        tags.input_tags.string = True  # categorical and text columns are embedded by their text
+        return tags
 
     # ------------------------------------------------------------------ configuration
 
@@ -201,13 +214,14 @@ class _BasisEstimator(BaseEstimator):
 
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
         """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. fine-tune each member."""
+        validate_params(self)
         self._check_params()
         table = "user-table"
         frame = as_frame(X, table)
         target_name = self._target_name_for(y)
         target = self._check_target(y, len(frame), target_name, table)
         if len(frame) < 2:
-            raise TableError(f"fit needs at least 2 rows, got {len(frame)}", table=table)
+            raise TableError(f"fit needs at least 2 rows, got {len(frame)} sample(s)", table=table)
 
         preprocessor = TablePreprocessor(table_id=table).fit(frame, target_name, self._target_kind(), target)
         features = preprocessor.features(frame)
@@ -367,15 +381,7 @@ class _BasisEstimator(BaseEstimator):
         from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
         directory = Path(directory)
-        path = directory / ESTIMATOR_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{str(directory)!r} holds no {ESTIMATOR_FILE}; save a fitted estimator there with .save(dir)")
-        state = json.loads(path.read_text())
-        if state.get("estimator") != cls.__name__:
-            raise CheckpointError(f"{str(directory)!r} holds a saved {state.get('estimator')}, not a {cls.__name__}; "
-                                  f"load it with {state.get('estimator')}.load")
-        if state.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{str(path)!r} has format version {state.get('format_version')}, this basisfm reads {FORMAT_VERSION}")
+        state = read_estimator_state(directory, cls)  # every key checked: CheckpointError naming file and key
         estimator = cls(**state["params"])
         estimator.preprocessor_ = TablePreprocessor.from_state(state["preprocessor"])
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
@@ -383,9 +389,6 @@ class _BasisEstimator(BaseEstimator):
         estimator.checkpoint_source_ = state["checkpoint_source"]
         estimator.histories_ = [FineTuneHistory(**h) for h in state["histories"]]
         estimator._load_fitted_state(state["fitted"])
-        for name in state["members"]:
-            if not isinstance(name, str) or Path(name).name != name or not (directory / name).is_dir():
-                raise CheckpointError(f"{str(path)!r}: key 'members' lists {name!r}, which is not a model directory beside it")
         device = resolve_device(estimator.device)
         estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
@@ -398,6 +401,8 @@ class _BasisEstimator(BaseEstimator):
 class BasisRegressor(RegressorMixin, _BasisEstimator):
     """Regression with the Basis Transformer (see the module docstring for parameters and treatments)."""
 
+    _task = "regression"
+
     def _target_kind(self) -> ColumnKind:
         return ColumnKind.NUMERIC
 
@@ -409,17 +414,13 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
             row = int(np.flatnonzero(bad)[0])
             raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows are not finite "
                              "numbers); drop those rows or impute the target before fit", table=table, column=name)
+        check_regression_target(numbers, table, name)
         return numbers
 
     def _fit_target_encoding(self, target: pd.Series) -> None:
         if self.regression_loss not in REGRESSION_LOSSES:
             raise ConfigError(f"regression_loss {self.regression_loss!r} is not one of {list(REGRESSION_LOSSES)}")
-        with np.errstate(over="ignore", invalid="ignore"):
-            scale = float(target.std(ddof=0))
-        if not math.isfinite(scale):
-            raise TableError(f"the target's spread overflows float64 (values up to {float(target.abs().max()):.3g}); "
-                             "rescale the target (e.g. divide it by a power of ten) before fit",
-                             table="user-table", column=str(target.name))
+        scale = float(target.std(ddof=0))  # finite: check_regression_target refused overflowing targets
         self.target_scale_ = scale or 1.0
         self.target_mean_ = float(target.mean())
 
@@ -510,11 +511,13 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
     """Classification with the Basis Transformer: class labels are embedded by their text, so their
     names matter (e.g. "approved"/"rejected" say more than 0/1)."""
 
+    _task = "classification"
+
     def _target_kind(self) -> ColumnKind:
         return ColumnKind.CATEGORICAL
 
     def _check_target(self, y, n_rows, name, table) -> pd.Series:
-        series = _target_series(y, n_rows, name, table)
+        series = check_class_labels(_target_series(y, n_rows, name, table), table, name)
         bad = series.map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v))).to_numpy(dtype=bool)
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
@@ -523,11 +526,6 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         return series
 
     def _fit_target_encoding(self, target: pd.Series) -> None:
-        kinds = sorted({type(v).__name__ for v in target.to_numpy()})
-        numeric_kinds = {"int", "float", "bool", "int64", "int32", "float64", "float32", "bool_"}
-        if len(kinds) > 1 and not set(kinds) <= numeric_kinds:
-            raise TableError(f"class labels mix types {kinds} (e.g. 1 and '1'); give every label one type",
-                             table="user-table", column=str(target.name))
         self.classes_ = np.unique(target.to_numpy())
         self._class_text = [str(c) for c in self.classes_]
         if len(set(self._class_text)) != len(self._class_text):
@@ -570,7 +568,8 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         return self._average_over_members(X, per_batch)
 
     def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
+        probabilities = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
+        return self.classes_[np.argmax(probabilities, axis=1)]
 
     def _fitted_state(self) -> dict[str, Any]:
         return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}
@@ -601,6 +600,7 @@ def _bit_quantiles(codec, out, levels: list[float], seed: int, samples: int = 51
 
 
 def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:
+    y = prepare_target(y, table)
     if isinstance(y, pd.DataFrame):
         if y.shape[1] != 1:
             raise InputTypeError(f"table {table!r}: y must be one column, got a DataFrame with columns {list(y.columns)}")

@@ -3,6 +3,9 @@ and a format version). Never a pickle.
 
 Loading validates everything before building anything: a missing file, unreadable JSON, an unknown or
 invalid config key, or weights that do not fit the config raise CheckpointError naming the file and key.
+The shapes config.json implies are computed on PyTorch's meta device (no memory) and compared with the
+shapes the safetensors header declares before any tensor is read or any model allocated, so an absurd
+config.json is refused in milliseconds. Weights holding NaN or infinity are refused, naming the tensor.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from basisfm.config import DataConfig, ModelConfig
@@ -133,24 +136,38 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {str(directory)!r} has no {WEIGHTS_NAME}")
-    try:
-        state = load_file(str(weights), device="cpu")
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); the file is damaged, re-export the checkpoint") from exc
-
-    model = BasisTransformer(config)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
+    declared = _declared_shapes(weights)
+    with torch.device("meta"):  # shapes only: a config.json with d_model 16384 and 256 layers costs nothing here
+        expected = {name: tuple(t.shape) for name, t in BasisTransformer(config).state_dict().items()}
+    missing = sorted(set(expected) - set(declared))
+    unexpected = sorted(set(declared) - set(expected))
     if missing or unexpected:
         raise CheckpointError(
             f"{weights} does not match {CONFIG_NAME}: missing tensor(s) {missing[:5]}{'...' if len(missing) > 5 else ''}, "
             f"unexpected tensor(s) {unexpected[:5]}{'...' if len(unexpected) > 5 else ''}"
         )
-    for name, tensor in expected.items():
-        if tuple(state[name].shape) != tuple(tensor.shape):
-            raise CheckpointError(
-                f"{weights}: tensor {name!r} has shape {tuple(state[name].shape)}, {CONFIG_NAME} implies {tuple(tensor.shape)}"
-            )
+    for name, shape in expected.items():
+        if declared[name] != shape:
+            raise CheckpointError(f"{weights}: tensor {name!r} has shape {declared[name]}, {CONFIG_NAME} implies {shape}")
+    try:
+        state = load_file(str(weights), device="cpu")
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); the file is damaged, re-export the checkpoint") from exc
+    for name, tensor in state.items():
+        if tensor.is_floating_point():
+            bad = int((~torch.isfinite(tensor)).sum())
+            if bad:
+                raise CheckpointError(f"{weights}: tensor {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
+                                      "the weights are damaged or training diverged: use an earlier checkpoint")
+    model = BasisTransformer(config)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+def _declared_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
+    """{tensor name: shape} from the safetensors header alone (no tensor is read)."""
+    try:
+        with safe_open(str(weights), framework="pt") as handle:
+            return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); the file is damaged, re-export the checkpoint") from exc
