@@ -146,7 +146,6 @@ class ModelConfig:
         _require(1 <= self.n_layers <= MAX_MODEL_DEPTH, f"{key}.n_layers", f"must be in [1, {MAX_MODEL_DEPTH}], got {self.n_layers:,}")
         _require(1 <= self.n_basis <= MAX_MODEL_WIDTH, f"{key}.n_basis", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.n_basis:,}")
         _require(self.cell_layers <= MAX_MODEL_DEPTH, f"{key}.cell_layers", f"must be at most {MAX_MODEL_DEPTH}")
-        _require(self.text_top_k >= 1, f"{key}.text_top_k", "must be at least 1")
         _require(1 <= self.smr_high_bits <= 64, f"{key}.smr_high_bits", "must be in [1, 64]")
         _require(0 <= self.smr_low_bits <= 64, f"{key}.smr_low_bits", "must be in [0, 64]")
         _require(2 <= self.smr_bit_budget <= 128, f"{key}.smr_bit_budget", "must be in [2, 128]")
