@@ -244,10 +244,11 @@ class PriorConfig:
         _require(-1.0 <= self.min_learnability < 1.0, f"{key}.min_learnability", "must be in [-1, 1)")
         _require(self.tasks_per_chunk >= 1, f"{key}.tasks_per_chunk", "must be at least 1")
         _require(self.curriculum_steps >= 1, f"{key}.curriculum_steps", "must be at least 1")
-        _require(self.min_rows <= self.curriculum_start_rows <= self.max_rows, f"{key}.curriculum_start_rows",
-                 f"must be in [{key}.min_rows, {key}.max_rows]")
-        _require(self.min_features <= self.curriculum_start_features <= self.max_features, f"{key}.curriculum_start_features",
-                 f"must be in [{key}.min_features, {key}.max_features]")
+        if self.curriculum != "none":  # unused otherwise: resizing the prior should not require touching them
+            _require(self.min_rows <= self.curriculum_start_rows <= self.max_rows, f"{key}.curriculum_start_rows",
+                     f"must be in [{key}.min_rows, {key}.max_rows] when {key}.curriculum is {self.curriculum!r}")
+            _require(self.min_features <= self.curriculum_start_features <= self.max_features, f"{key}.curriculum_start_features",
+                     f"must be in [{key}.min_features, {key}.max_features] when {key}.curriculum is {self.curriculum!r}")
 
 
 @dataclass
