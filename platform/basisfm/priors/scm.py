@@ -124,8 +124,10 @@ def tree_scm_nodes(draws: Draws, config: PriorConfig, n_tasks: int, n_rows: int,
     """
     b, n = n_tasks, n_rows
     depth = int(draws.rng.integers(1, 3))
-    n_causes = int(draws.rng.integers(1, max(2, n_columns) + 1))
-    width = int(draws.rng.integers(config.min_width, config.max_width + 1))
+    # Fewer causes and narrower layers than the MLP's: a tree node reads only a few parents, so in a wide
+    # graph most columns would be unrelated to the target (measured: over half the tasks unlearnable).
+    n_causes = int(draws.rng.integers(1, max(2, n_columns // 2) + 1))
+    width = int(draws.rng.integers(config.min_width, max(config.min_width, min(config.max_width, n_columns)) + 1))
     width = max(width, math.ceil((n_columns + 1 - n_causes) / depth), 2)
     n_trees = int(draws.rng.integers(1, config.max_trees + 1))
     tree_depth = int(draws.rng.integers(1, config.max_tree_depth + 1))
