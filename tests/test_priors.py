@@ -188,3 +188,18 @@ def test_prior_config_is_validated_and_loaded_like_the_others():
     with pytest.raises(ConfigError, match="token_budget"):
         from_dict(too_big)
     from_dict({**too_big, "data": {**too_big["data"], "prior_fraction": 0.0}})
+
+
+def test_quantising_cuts_each_chosen_column_into_at_most_its_levels_in_value_order():
+    from basisfm.priors.columns import _quantise
+
+    x = torch.randn(3, 500, 4, generator=torch.Generator().manual_seed(0))
+    levels = torch.tensor([[2, 5, 12, 3]] * 3)
+    columns = torch.tensor([[0, 0], [0, 1], [1, 2], [2, 3]])
+    codes = _quantise(Draws.from_seed(0), x, levels, columns, max_levels=12)
+    for task, col in columns.tolist():
+        c, v = codes[task, :, col], x[task, :, col]
+        assert 2 <= c.unique().numel() <= int(levels[task, col]) and c.min() == 0
+        order = torch.argsort(v)
+        assert (c[order].diff() >= 0).all()  # codes rise with the value (relabelling happens afterwards)
+    assert (codes[1, :, :2] == 0).all() and (codes[0, :, 2:] == 0).all()  # untouched columns stay 0

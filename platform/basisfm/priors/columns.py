@@ -51,14 +51,22 @@ class TaskChunk:
         return order[:, : self.n_targets]
 
 
-def _quantise(draws: Draws, x: torch.Tensor, levels: torch.Tensor, max_levels: int) -> torch.Tensor:
-    """[B, N, C] -> [B, N, C] long codes in [0, levels): cut at `levels - 1` random quantiles in [5%, 95%]."""
+def _quantise(draws: Draws, x: torch.Tensor, levels: torch.Tensor, columns: torch.Tensor, max_levels: int) -> torch.Tensor:
+    """[B, N, C] -> [B, N, C] long codes in [0, levels) for the (task, column) pairs in `columns` [K, 2]
+    (0 elsewhere): cut at `levels - 1` random quantiles in [5%, 95%] of the column's own values."""
     b, n, c = x.shape
-    ranked, _ = torch.sort(x, dim=1)  # [B, N, C]
-    q = draws.uniform(b, max_levels - 1, c) * 0.9 + 0.05  # [B, L-1, C]
-    cut = ranked.gather(1, (q * (n - 1)).round().long())  # [B, L-1, C]
-    used = torch.arange(max_levels - 1, device=x.device).view(1, -1, 1) < (levels - 1).unsqueeze(1)  # [B, L-1, C]
-    return ((x.unsqueeze(2) > cut.unsqueeze(1)) & used.unsqueeze(1)).sum(2)  # [B, N, C]
+    codes = torch.zeros(b, c, n, dtype=torch.long, device=x.device)
+    if len(columns) == 0:
+        return codes.transpose(1, 2)
+    task, col = columns[:, 0], columns[:, 1]
+    picked = x.transpose(1, 2)[task, col]  # [K, N]: only the columns being quantised
+    ranked, _ = torch.sort(picked, dim=1)
+    q = draws.uniform(len(columns), max_levels - 1) * 0.9 + 0.05  # [K, L-1]
+    cuts = ranked.gather(1, (q * (n - 1)).round().long())
+    unused = torch.arange(max_levels - 1, device=x.device).unsqueeze(0) >= (levels[task, col] - 1).unsqueeze(1)
+    cuts, _ = torch.sort(cuts.masked_fill(unused, float("inf")), dim=1)
+    codes[task, col] = torch.searchsorted(cuts, picked.contiguous())  # cuts strictly below each value
+    return codes.transpose(1, 2)
 
 
 def _shape_numeric(draws: Draws, config: PriorConfig, z: torch.Tensor) -> torch.Tensor:
@@ -119,7 +127,8 @@ def build_columns(
     levels_np = np.where(is_target_np, rng.integers(2, config.max_classes + 1, (b, c)), rng.integers(2, config.max_categories + 1, (b, c)))
     boolean = categorical & ~is_target_np & (levels_np == 2) & (rng.random((b, c)) < config.boolean_fraction)
     max_levels = max(config.max_classes, config.max_categories)
-    codes = _quantise(draws, z, draws.tensor(levels_np, torch.long), max_levels)  # [B, N, C]
+    columns = draws.tensor(np.argwhere(categorical), torch.long).view(-1, 2)  # [K, 2] (task, column) pairs
+    codes = _quantise(draws, z, draws.tensor(levels_np, torch.long), columns, max_levels)  # [B, N, C]
     # Relabel: a random permutation of label ids per column, so a label's id says nothing about its order.
     permutation = torch.argsort(draws.uniform(b, max_levels, c), dim=1)  # [B, L, C]
     labels = permutation.gather(1, codes)  # [B, N, C]

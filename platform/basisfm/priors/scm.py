@@ -140,8 +140,9 @@ def tree_scm_nodes(draws: Draws, config: PriorConfig, n_tasks: int, n_rows: int,
         row = draws.integers(n, b, splits)  # [B, S]: whose value is the threshold
         threshold = h.reshape(b, n * fan_in).gather(1, row * fan_in + parent)  # [B, S]
         chosen = h.gather(2, parent.unsqueeze(1).expand(b, n, splits))  # [B, N, S]
-        bits = (chosen > threshold.unsqueeze(1)).view(b, n, width * n_trees, tree_depth).long()
-        leaf = (bits << torch.arange(tree_depth, device=draws.device)).sum(-1)  # [B, N, H x E]
+        bits = (chosen > threshold.unsqueeze(1)).to(h.dtype).view(b, n, width * n_trees, tree_depth)
+        powers = 2.0 ** torch.arange(tree_depth, device=draws.device, dtype=h.dtype)
+        leaf = (bits @ powers).long()  # [B, N, H x E]: the leaf each row lands in (a matmul beats a bool sum)
         leaves = draws.normal(b, 1, width * n_trees, 2**tree_depth)  # [B, 1, H x E, 2^D]
         out = leaves.expand(b, n, -1, -1).gather(3, leaf.unsqueeze(-1)).squeeze(-1)  # [B, N, H x E]
         h = out.view(b, n, width, n_trees).sum(-1) / math.sqrt(n_trees)
