@@ -111,3 +111,22 @@ def test_episode_frame_shows_category_labels_and_missing_cells():
     shown = frame.iloc[:, j]
     assert shown.dropna().str.fullmatch(r"c\d{4}").all()
     assert int(frame.drop(columns="split").isna().sum().sum()) == int(episode.missing.sum())
+
+
+def test_prior_episodes_go_through_the_pretraining_objective():
+    from basisfm.losses import build_objective
+    from basisfm.model import build_model
+    from basisfm.priors import PriorSampler
+
+    config = load_config(None, SMALL + ["priors.multi_target_fraction=0.5", "priors.missing_task_fraction=0.7",
+                                       "priors.classification_fraction=0.5"])
+    torch.manual_seed(0)
+    objective = build_objective(build_model(config.model), config.model, config.loss)
+    seen = set()
+    for episode in PriorSampler(config.priors, seed=3).sample(8):
+        result = objective(episode)
+        assert torch.isfinite(result.loss)
+        result.loss.backward()
+        seen |= {k for k in result.metrics if k in ("numeric_bit_loss", "categorical_loss")}
+    assert seen == {"numeric_bit_loss", "categorical_loss"}
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.parameters())

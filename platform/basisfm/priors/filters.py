@@ -86,8 +86,9 @@ def learnability(chunk: TaskChunk) -> torch.Tensor:
     xq1 = x1.gather(1, queries.unsqueeze(2).expand(-1, -1, x1.shape[2]))
 
     skills = []
+    positions = chunk.target_positions()  # [B, T]
     for j in range(chunk.n_targets):
-        col = chunk.target_positions()[:, j]  # [B]
+        col = positions[:, j]  # [B]
         classification = chunk.kinds.gather(1, col.unsqueeze(1)).squeeze(1) == int(ColumnKind.CATEGORICAL)  # [B]
         values = chunk.values.gather(2, col.view(b, 1, 1).expand(b, n, 1)).squeeze(2)  # [B, N]
         labels = chunk.labels.gather(2, col.view(b, 1, 1).expand(b, n, 1)).squeeze(2).clamp_min(0)  # [B, N]
