@@ -213,8 +213,9 @@ class PriorConfig:
     curriculum_steps: int = 1000  # ... reaching max_rows / max_features at this training step
     curriculum_start_rows: int = 64
     curriculum_start_features: int = 4
-    # `cpu`: drawn and computed on CPU, identical on every machine (same torch version), then moved to the
-    # worker's device; `worker`: generated on the worker's device (fast on a GPU; reproducible per device type).
+    # `cpu`: drawn and computed on CPU (the same tasks on every machine, values to float rounding across CPU
+    # instruction sets), then moved to the worker's device; `worker`: generated on the worker's device (fast on
+    # a GPU; reproducible per device type). docs/priors.md has the details.
     device: PriorDevice = "cpu"
     seed: int = 0
 

@@ -11,11 +11,12 @@ MCAR and MNAR missing cells, regression or classification targets, one or severa
 `TableBatch` episodes (`episodes`) whose names and category labels come from fixed random banks (`banks`),
 so nothing here runs the sentence encoder.
 
-Reproducibility: a chunk is a function of its seed. With `priors.device: cpu` (the default) every draw and
-every operation runs on CPU, so the same seed gives bit-identical tasks on any machine with the same torch
-version (episodes are moved to the worker's device afterwards). With `priors.device: worker` tasks are made
-on the worker's device with a generator on that device: reproducible run to run on the same kind of device,
-but a GPU's random stream differs from the CPU's, so the tasks differ between device types.
+Reproducibility: a chunk is a function of its seed. With `priors.device: cpu` (the default) every draw comes
+from numpy's and torch's CPU generators (the same numbers on every machine) and every operation runs on CPU:
+the task structure is identical everywhere, the cell values bit-identical on the same instruction set and
+torch build and equal to float rounding across instruction sets (docs/priors.md says what that can flip).
+With `priors.device: worker` tasks are made on the worker's device with a generator on that device:
+reproducible run to run on the same kind of device, but a GPU's random stream differs from the CPU's.
 """
 
 from basisfm.priors.columns import TaskChunk
