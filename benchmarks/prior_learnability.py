@@ -113,8 +113,10 @@ def summarise(scores: list[TaskScore]) -> list[dict]:
                 continue
             for model in group[0].scores:
                 values = np.asarray([s.scores[model] for s in group])
+                # One wild extrapolation (R² of -1000 on a heavy-tailed query row) would swamp a plain mean.
+                clipped = np.clip(values, -1.0, None) if kind == "regression" else values
                 rows.append({"kind": kind, "generator": generator, "model": model, "tasks": len(group),
-                             "median": float(np.median(values)), "mean": float(values.mean()),
+                             "median": float(np.median(values)), "mean": float(clipped.mean()),
                              "p10": float(np.quantile(values, 0.1)), "p90": float(np.quantile(values, 0.9))})
     return rows
 
@@ -126,7 +128,8 @@ def render_markdown(summary: list[dict], scores: list[TaskScore], context: dict[
         "# Prior learnability: ridge and RandomForest on held-out prior tasks",
         "",
         "Each task's first target, fitted on its support rows and scored on its query rows: R² for regression, "
-        "accuracy for classification (`majority`: always predicting the support rows' most frequent class). Tasks are "
+        "accuracy for classification (`majority`: always predicting the support rows' most frequent class); regression "
+        "means clip each task's R² at -1. Tasks are "
         "those the prior accepted (its own screen rejects constant and unlearnable targets; counts below).",
         "",
         "| target | generator | model | tasks | median | mean | p10 | p90 |",
@@ -182,6 +185,7 @@ def main(argv: list[str] | None = None) -> list[TaskScore]:
     parser.add_argument("--tasks", type=int, default=200, help="held-out prior tasks (default 200)")
     parser.add_argument("--checkpoint", metavar="DIR", help="also score an in-context model (strategy='inference')")
     parser.add_argument("--seed", type=int, default=HELD_OUT_SEED, help="prior seed of the held-out tasks")
+    parser.add_argument("--out", default=str(RESULTS_DIR), metavar="DIR", help="where the .md and .png go")
     parser.add_argument("--no-mlflow", action="store_true", help="do not log the run to MLflow")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
@@ -211,10 +215,11 @@ def main(argv: list[str] | None = None) -> list[TaskScore]:
         "command": "python -m benchmarks.prior_learnability" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else ""),
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    md = RESULTS_DIR / f"{NAME}.md"
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    md = out / f"{NAME}.md"
     md.write_text(render_markdown(summary, scores, context))
-    png = render_png(scores, RESULTS_DIR / f"{NAME}.png")
+    png = render_png(scores, out / f"{NAME}.png")
     print(md.read_text())
     if not args.no_mlflow:
         from benchmarks.ingest_throughput import log_to_mlflow
