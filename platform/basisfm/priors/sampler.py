@@ -46,8 +46,8 @@ def generate_chunk(
         raise ConfigError(f"prior generator {shape.generator!r} is not one of {list(SCM_GENERATORS)}")
     draws = Draws.from_seed(seed, device)
     n_columns = shape.n_features + shape.n_targets
-    nodes, last_layer = SCM_GENERATORS[shape.generator](draws, config, n_tasks, shape.n_rows, n_columns)
-    features, targets = select_nodes(draws, nodes, last_layer, shape.n_features, shape.n_targets)
+    nodes, layer = SCM_GENERATORS[shape.generator](draws, config, n_tasks, shape.n_rows, n_columns)
+    features, targets = select_nodes(draws, nodes, layer, shape.n_features, shape.n_targets)
     return build_columns(draws, config, shape.generator, features, targets)
 
 

@@ -84,8 +84,13 @@ def _noise_std(draws: Draws, config: PriorConfig, n_tasks: int) -> torch.Tensor:
     return draws.tensor(np.exp(draws.rng.uniform(high - math.log(30.0), high, (n_tasks, 1, 1))))
 
 
+def _layer_of_nodes(layers: list[torch.Tensor]) -> torch.Tensor:
+    """[K] long: which layer each node of `torch.cat(layers, dim=2)` comes from (0 = the causes)."""
+    return torch.cat([torch.full((layer.shape[2],), i, dtype=torch.long) for i, layer in enumerate(layers)])
+
+
 def mlp_scm_nodes(draws: Draws, config: PriorConfig, n_tasks: int, n_rows: int, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Nodes of `n_tasks` random MLP SCMs: ([B, N, K] node values, [K] bool marking the last layer's nodes).
+    """Nodes of `n_tasks` random MLP SCMs: ([B, N, K] node values, [K] long layer of each node, 0 = causes).
 
     Per chunk: depth L and width H (raised until L x H + causes >= n_columns + 1). Per task and layer: a
     sparse Gaussian weight matrix (edge density drawn per task), a bias, Gaussian noise and an activation.
@@ -110,9 +115,7 @@ def mlp_scm_nodes(draws: Draws, config: PriorConfig, n_tasks: int, n_rows: int, 
         h = standardise_rows(_activate(draws, h))
         nodes.append(h)
     values = torch.cat(nodes, dim=2)  # [B, N, K], K = M + L x H
-    last = torch.zeros(values.shape[2], dtype=torch.bool)
-    last[-width:] = True
-    return values, last
+    return values, _layer_of_nodes(nodes)
 
 
 def tree_scm_nodes(draws: Draws, config: PriorConfig, n_tasks: int, n_rows: int, n_columns: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -148,30 +151,35 @@ def tree_scm_nodes(draws: Draws, config: PriorConfig, n_tasks: int, n_rows: int,
         h = out.view(b, n, width, n_trees).sum(-1) / math.sqrt(n_trees)
         h = standardise_rows(h + _noise_std(draws, config, b) * draws.normal(b, n, width))
         nodes.append(h)
-    values = torch.cat(nodes, dim=2)
-    last = torch.zeros(values.shape[2], dtype=torch.bool)
-    last[-width:] = True
-    return values, last
+    return torch.cat(nodes, dim=2), _layer_of_nodes(nodes)
 
 
 SCM_GENERATORS = {"mlp": mlp_scm_nodes, "tree": tree_scm_nodes}
 
 
-def select_nodes(draws: Draws, nodes: torch.Tensor, last_layer: torch.Tensor, n_features: int, n_targets: int) -> tuple[torch.Tensor, torch.Tensor]:
+def select_nodes(draws: Draws, nodes: torch.Tensor, layer: torch.Tensor, n_features: int, n_targets: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Read each task's columns from distinct random nodes: ([B, N, F] features, [B, N, T] targets).
 
-    Half of the tasks (drawn per task) take their targets from the last layer (effects of everything
-    before); the others from any node, so features may be effects of the target as well as causes.
+    Targets: half of the tasks (drawn per task) take them from the last layer (effects of everything
+    before), the others from any node, so features may be effects of a target as well as causes.
+    Features: half of the tasks draw them uniformly from the other nodes; the others prefer nodes in
+    layers near the first target's (its parents, children and siblings are likelier among them), as
+    TabICL's "in clique" option does for contiguous blocks of nodes.
     """
     b, _, k = nodes.shape
     if n_features + n_targets > k:
         raise ValueError(f"a graph of {k} nodes cannot supply {n_features} features and {n_targets} targets")
-    scores = draws.uniform(b, k)  # [B, K]
-    effect_task = draws.tensor(draws.rng.random(b) < 0.5).bool()  # [B]
+    layer = layer.to(draws.device)
+    last = (layer == layer.max()).unsqueeze(0)  # [1, K]
+    effect_task = draws.tensor(draws.rng.random(b) < 0.5).bool().unsqueeze(1)  # [B, 1]
     # Last-layer nodes sort first for effect tasks (scores < 0), so the first T picks are effects.
-    scores = scores - 2.0 * (effect_task.unsqueeze(1) & last_layer.to(draws.device).unsqueeze(0)).float()
-    order = torch.argsort(scores, dim=1)
-    target_idx, feature_idx = order[:, :n_targets], order[:, n_targets : n_targets + n_features]
+    target_scores = draws.uniform(b, k) - 2.0 * (effect_task & last).float()
+    target_idx = torch.argsort(target_scores, dim=1)[:, :n_targets]  # [B, T]
+    nearby = draws.tensor(draws.rng.random((b, 1)) < 0.5)  # [B, 1]: 1.0 for tasks that prefer nearby layers
+    distance = (layer.unsqueeze(0) - layer[target_idx[:, :1]]).abs().float()  # [B, K]
+    feature_scores = draws.uniform(b, k) + nearby * distance
+    feature_scores = feature_scores.scatter(1, target_idx, float("inf"))  # a target is never a feature
+    feature_idx = torch.argsort(feature_scores, dim=1)[:, :n_features]  # [B, F]
     n = nodes.shape[1]
     targets = nodes.gather(2, target_idx.unsqueeze(1).expand(b, n, n_targets))
     features = nodes.gather(2, feature_idx.unsqueeze(1).expand(b, n, n_features))
