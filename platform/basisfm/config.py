@@ -163,7 +163,6 @@ class LossConfig:
         _require(0.0 <= self.grad_norm_ema < 1.0, f"{key}.grad_norm_ema", "must be in [0, 1)")
 
 
-PriorGenerator = Literal["mlp", "tree"]
 PriorCurriculum = Literal["none", "linear"]
 PriorDevice = Literal["cpu", "worker"]
 
