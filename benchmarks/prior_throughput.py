@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
         pool.shutdown()
     device_name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     context = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device_name}, torch {torch.__version__}, {args.threads} thread(s)",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device_name}, torch {torch.__version__}, {args.threads} core(s) used",
         "load average (1 min) at start / end": f"{load_start:.1f} / {os.getloadavg()[0]:.1f} (above the core count: other "
                                                 "jobs shared these CPUs, so these are lower bounds)",
         "parallelism": (f"{args.threads} single-threaded worker processes, rates summed" if pool is not None
