@@ -82,8 +82,12 @@ class DataConfig:
     text_top_k: int | None = 32  # text cells longer than this many words are pruned before embedding
     cpus_per_actor: float = 1.0  # CPUs each collating actor reserves (lower it when train workers take all CPUs)
     tables_per_task: int = 8  # tables a collating actor takes per Ray task: fewer dispatches, same order
+    # Share of training batches on each worker that are synthetic prior episodes (`priors` section) instead of
+    # real tables: 0 = real only, 1 = prior only. See `basisfm.priors.mixing`.
+    prior_fraction: float = 0.0
 
     def validate(self, key: str) -> None:
+        _require(0.0 <= self.prior_fraction <= 1.0, f"{key}.prior_fraction", "must be in [0, 1]")
         _require(16 <= self.token_budget <= MAX_TOKEN_BUDGET, f"{key}.token_budget",
                  f"must be in [16, {MAX_TOKEN_BUDGET:,}] cells per batch, got {self.token_budget:,}")
         _require(2 <= self.max_columns <= MAX_TABLE_COLUMNS, f"{key}.max_columns", f"must be in [2, {MAX_TABLE_COLUMNS:,}]")
@@ -175,6 +179,94 @@ class LossConfig:
         _require(0.0 <= self.grad_norm_ema < 1.0, f"{key}.grad_norm_ema", "must be in [0, 1)")
 
 
+PriorCurriculum = Literal["none", "linear"]
+PriorDevice = Literal["cpu", "worker"]
+
+
+@dataclass
+class PriorConfig:
+    """Synthetic tasks (`basisfm.priors`): which generators, how big, how messy, and how sizes grow over training.
+
+    Shares (`*_fraction`) are probabilities per task or per column; `max_*` bound what one task draws.
+    """
+
+    mlp_weight: float = 0.7  # relative share of tasks from random MLP structural causal models
+    tree_weight: float = 0.3  # ... and from random tree-ensemble ones
+    min_rows: int = 32
+    max_rows: int = 256
+    min_features: int = 2
+    max_features: int = 16
+    min_support_fraction: float = 0.3  # share of an episode's rows that are labelled context (support)
+    max_support_fraction: float = 0.8
+    classification_fraction: float = 0.3  # targets made categorical (classes by quantising)
+    max_classes: int = 10
+    multi_target_fraction: float = 0.1  # tasks with 2..max_targets targets
+    max_targets: int = 3
+    max_categorical_fraction: float = 0.5  # a task draws its share of categorical features in [0, this]
+    max_categories: int = 12
+    boolean_fraction: float = 0.5  # two-level categorical features stored as booleans
+    skewed_fraction: float = 0.3  # numeric columns made skewed or heavy-tailed
+    integer_fraction: float = 0.15  # numeric columns rounded to integers (counts, years)
+    missing_task_fraction: float = 0.3  # tasks with missing feature cells
+    max_missing_rate: float = 0.3  # such a task's missing rate is drawn in (0, this]
+    mnar_fraction: float = 0.5  # missing tasks whose cells go missing depending on their own value
+    min_layers: int = 2  # MLP SCM depth range
+    max_layers: int = 6
+    min_width: int = 8  # hidden nodes per layer (raised when a task needs more nodes to read columns from)
+    max_width: int = 48
+    min_edge_density: float = 0.2  # share of kept edges per layer, drawn per task in [min, 1]
+    max_noise_std: float = 0.3  # per-layer noise std, log-uniform in [max/30, max], relative to unit-variance nodes
+    max_tree_depth: int = 5
+    max_trees: int = 6  # trees per node of the tree SCM
+    named_fraction: float = 0.5  # tasks whose columns get meaningless random name vectors (others: empty names)
+    name_bank_size: int = 1024  # fixed seeded banks of unit vectors: column names ...
+    category_bank_size: int = 4096  # ... and category labels (so generation never runs the sentence encoder)
+    bank_seed: int = 0
+    min_learnability: float = 0.05  # held-out ridge / kNN skill (R2, or accuracy over the majority class) below this rejects a task
+    tasks_per_chunk: int = 16  # tasks generated together in one batched call (same rows and columns)
+    curriculum: PriorCurriculum = "none"  # `linear`: the row and feature caps grow from the start values to the max
+    curriculum_steps: int = 1000  # ... reaching max_rows / max_features at this training step
+    curriculum_start_rows: int = 64
+    curriculum_start_features: int = 4
+    # `cpu`: drawn and computed on CPU (the same tasks on every machine, values to float rounding across CPU
+    # instruction sets), then moved to the worker's device; `worker`: generated on the worker's device (fast on
+    # a GPU; reproducible per device type). docs/priors.md has the details.
+    device: PriorDevice = "cpu"
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        for name in ("classification_fraction", "multi_target_fraction", "max_categorical_fraction", "boolean_fraction",
+                     "skewed_fraction", "integer_fraction", "missing_task_fraction", "mnar_fraction", "named_fraction"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{key}.{name}", "must be in [0, 1]")
+        _require(self.mlp_weight >= 0 and self.tree_weight >= 0, f"{key}.mlp_weight", "mlp_weight and tree_weight must be >= 0")
+        _require(self.mlp_weight + self.tree_weight > 0, f"{key}.mlp_weight", "mlp_weight + tree_weight must be positive")
+        _require(4 <= self.min_rows <= self.max_rows, f"{key}.min_rows", f"must be in [4, {key}.max_rows]")
+        _require(1 <= self.min_features <= self.max_features, f"{key}.min_features", f"must be in [1, {key}.max_features]")
+        _require(0.0 < self.min_support_fraction <= self.max_support_fraction < 1.0, f"{key}.min_support_fraction",
+                 f"must satisfy 0 < min_support_fraction <= {key}.max_support_fraction < 1")
+        _require(self.max_classes >= 2, f"{key}.max_classes", "must be at least 2")
+        _require(self.max_targets >= 1, f"{key}.max_targets", "must be at least 1")
+        _require(self.max_categories >= 2, f"{key}.max_categories", "must be at least 2")
+        _require(0.0 <= self.max_missing_rate < 1.0, f"{key}.max_missing_rate", "must be in [0, 1)")
+        _require(1 <= self.min_layers <= self.max_layers, f"{key}.min_layers", f"must be in [1, {key}.max_layers]")
+        _require(1 <= self.min_width <= self.max_width, f"{key}.min_width", f"must be in [1, {key}.max_width]")
+        _require(0.0 < self.min_edge_density <= 1.0, f"{key}.min_edge_density", "must be in (0, 1]")
+        _require(self.max_noise_std >= 0, f"{key}.max_noise_std", "must be >= 0")
+        _require(1 <= self.max_tree_depth <= 10, f"{key}.max_tree_depth", "must be in [1, 10]")
+        _require(self.max_trees >= 1, f"{key}.max_trees", "must be at least 1")
+        _require(self.name_bank_size >= 1, f"{key}.name_bank_size", "must be at least 1")
+        _require(self.category_bank_size >= max(self.max_categories, self.max_classes), f"{key}.category_bank_size",
+                 "must hold at least max_categories and max_classes labels")
+        _require(-1.0 <= self.min_learnability < 1.0, f"{key}.min_learnability", "must be in [-1, 1)")
+        _require(self.tasks_per_chunk >= 1, f"{key}.tasks_per_chunk", "must be at least 1")
+        _require(self.curriculum_steps >= 1, f"{key}.curriculum_steps", "must be at least 1")
+        if self.curriculum != "none":  # unused otherwise: resizing the prior should not require touching them
+            _require(self.min_rows <= self.curriculum_start_rows <= self.max_rows, f"{key}.curriculum_start_rows",
+                     f"must be in [{key}.min_rows, {key}.max_rows] when {key}.curriculum is {self.curriculum!r}")
+            _require(self.min_features <= self.curriculum_start_features <= self.max_features, f"{key}.curriculum_start_features",
+                     f"must be in [{key}.min_features, {key}.max_features] when {key}.curriculum is {self.curriculum!r}")
+
+
 @dataclass
 class TrainConfig:
     """Ray Train + DeepSpeed: workers, ZeRO stage, schedule, checkpoints and faults."""
@@ -247,7 +339,7 @@ class TrackingConfig:
 class TuneConfig:
     """Ray Tune: which search space, how many trials, how they are scheduled."""
 
-    space: Literal["loss_weighting", "sparsity", "architecture"] = "loss_weighting"
+    space: Literal["loss_weighting", "sparsity", "architecture", "priors"] = "loss_weighting"
     num_samples: int = 4
     max_concurrent_trials: int | None = None  # None: derived from the resources available
     metric: str = "val_loss"
@@ -282,6 +374,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    priors: PriorConfig = field(default_factory=PriorConfig)
+
+    def validate(self, key: str) -> None:
+        if self.data.prior_fraction > 0:
+            # A prior episode has at least min_rows rows of min_features + 1 columns; it must fit a batch's budget.
+            smallest = self.priors.min_rows * (self.priors.min_features + 1)
+            _require(smallest <= self.data.token_budget, "priors.min_rows",
+                     f"x (priors.min_features + 1) = {smallest} cells must fit data.token_budget={self.data.token_budget}")
 
 
 # Size presets: the model's shape keys each preset fixes. `custom` keeps what the config says.

@@ -72,10 +72,33 @@ def architecture_space(config: RunConfig) -> SearchSpace:
     }
 
 
+def priors_space(config: RunConfig) -> SearchSpace:
+    """How much of training is synthetic (`data.prior_fraction`, 0 = real only) and what the prior makes:
+    the MLP / tree mix, targets, categorical and missing columns, graph depth and noise, names, curriculum.
+
+    `priors.mlp_weight` stays above 0, so the two generator weights never sum to 0; depth choices stay at
+    or above the configured `priors.min_layers`.
+    """
+    priors = config.priors
+    depths = sorted({max(priors.min_layers, priors.max_layers // 2), priors.max_layers, priors.max_layers * 2})
+    return {
+        "data.prior_fraction": tune.uniform(0.0, 1.0),
+        "priors.mlp_weight": tune.uniform(0.1, 1.0),
+        "priors.tree_weight": tune.uniform(0.0, 1.0),
+        "priors.classification_fraction": tune.uniform(0.0, 0.6),
+        "priors.max_categorical_fraction": tune.uniform(0.0, 0.8),
+        "priors.missing_task_fraction": tune.uniform(0.0, 0.6),
+        "priors.max_layers": tune.choice(depths),
+        "priors.max_noise_std": tune.loguniform(0.01, 1.0),
+        "priors.curriculum": tune.choice(["none", "linear"]),
+    }
+
+
 SEARCH_SPACES: dict[str, Callable[[RunConfig], SearchSpace]] = {
     "loss_weighting": loss_weighting_space,
     "sparsity": sparsity_space,
     "architecture": architecture_space,
+    "priors": priors_space,
 }
 
 
