@@ -16,7 +16,7 @@ from safetensors.torch import load_file, save_file
 
 from basisfm.config import ModelConfig
 from basisfm.errors import CheckpointError, ConfigError
-from basisfm.model.basis_transformer import BasisTransformer
+from basisfm.model.table_model import ADDED_FRESH_PARAMETERS, ADDED_ZERO_PARAMETERS, TableModel
 from basisfm.model.summary import count_parameters
 
 WEIGHTS_NAME = "model.safetensors"
@@ -25,7 +25,7 @@ FORMAT = "basisfm.basis_transformer"
 FORMAT_VERSION = 1
 
 
-def save_pretrained(model: BasisTransformer, directory: str | Path) -> Path:
+def save_pretrained(model: TableModel, directory: str | Path) -> Path:
     """Write the model's weights and config into `directory` (created if needed); returns the directory."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def read_model_config(directory: str | Path) -> ModelConfig:
     return config
 
 
-def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> BasisTransformer:
+def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> TableModel:
     """The model saved by `save_pretrained`, in eval mode on `device`."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -86,8 +86,11 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); the file is damaged, re-export the checkpoint") from exc
 
-    model = BasisTransformer(config)
+    from basisfm.model import build_model
+
+    model = build_model(config)
     expected = model.state_dict()
+    state = upgrade_state(state, expected)
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     if missing or unexpected:
@@ -102,3 +105,32 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
             )
     model.load_state_dict(state, strict=True)
     return model.to(device).eval()
+
+
+# Head parameters moved into `heads` (model.heads, shared by every architecture) after the first checkpoints.
+_RENAMED_PREFIXES = {"bit_head.": "heads.bit_head.", "bit_prior.": "heads.bit_prior.", "category_head.": "heads.category_head."}
+
+
+def upgrade_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict written before the shared heads and the scale features, in today's names.
+
+    Renames the head tensors; parameters added since (`table_model.ADDED_*`) get zeros for the output
+    layers of the new paths and fresh values elsewhere, so the old model predicts exactly as it did.
+    A current state dict passes through unchanged.
+    """
+    upgraded = {}
+    for name, tensor in state.items():
+        for old, new in _RENAMED_PREFIXES.items():
+            if name.startswith(old) and name not in expected:
+                name = new + name[len(old):]
+                break
+        upgraded[name] = tensor
+    if any(name in upgraded for name in ADDED_FRESH_PARAMETERS + ADDED_ZERO_PARAMETERS):
+        return upgraded
+    for name in ADDED_ZERO_PARAMETERS:
+        if name in expected:
+            upgraded[name] = torch.zeros_like(expected[name])
+    for name in ADDED_FRESH_PARAMETERS:
+        if name in expected:
+            upgraded[name] = expected[name].detach().clone()
+    return upgraded
