@@ -76,8 +76,19 @@ class DataConfig:
     text_top_k: int | None = 32  # text cells longer than this many words are pruned before embedding
     cpus_per_actor: float = 1.0  # CPUs each collating actor reserves (lower it when train workers take all CPUs)
     tables_per_task: int = 8  # tables a collating actor takes per Ray task: fewer dispatches, same order
+    # What a batch asks: `masked_cells` hides random cells of every row (the per-row `basis` model's
+    # pretraining); `episodes` (data.episodes) draws target column(s) per table and splits rows into
+    # labelled support rows and query rows (in-context models: basis_icl, tab2d).
+    task: Literal["masked_cells", "episodes"] = "masked_cells"
+    episodes_per_table: int = 4  # episodes drawn from each table per epoch
+    query_fraction: float = 0.25  # share of an episode's rows that are queries (at least one)
+    max_episode_targets: int = 1  # target columns per episode: 1..this many, drawn per episode
+    retrieval: bool = False  # episode rows = an anchor row's nearest rows (TabDPT-style), not a random draw
 
     def validate(self, key: str) -> None:
+        _require(self.episodes_per_table >= 1, f"{key}.episodes_per_table", "must be at least 1")
+        _require(0.0 < self.query_fraction < 1.0, f"{key}.query_fraction", "must be in (0, 1)")
+        _require(self.max_episode_targets >= 1, f"{key}.max_episode_targets", "must be at least 1")
         _require(self.token_budget >= 16, f"{key}.token_budget", "must be at least 16")
         _require(self.max_columns >= 2, f"{key}.max_columns", "must be at least 2")
         _require(1 <= self.min_rows <= self.max_rows, f"{key}.min_rows", "must be in [1, data.max_rows]")
