@@ -236,6 +236,14 @@ class PretrainingObjective(nn.Module):
             loss = regression.sum() * 0.0 + out.basis.sum() * 0.0 + out.hidden.sum() * 0.0
 
         metrics = self.metrics(loss, numeric_loss, category_loss, out, categorical, true_ids, y, y_hat, weights, active)
+        if len(y):
+            # In the units the binned head predicts (z on the batch's scale: episodes take it from their support
+            # rows): the model's squared error, and that of the column mean the batch carries, the best
+            # predictor that reads only the context's targets. The model uses the features when the first
+            # falls below the second.
+            mean, std = batch.column_mean[cols[numeric]].double(), batch.column_std[cols[numeric]].double().clamp_min(1e-300)
+            metrics["numeric_z_mse"] = float((((y_hat - y) / std) ** 2).mean())
+            metrics["numeric_mean_z_mse"] = float((((y - mean) / std) ** 2).mean())
         return LossResult(
             loss=loss,
             metrics=metrics,

@@ -29,9 +29,12 @@ from basisfm.model.table_model import QueryStates
 
 
 def support_attention(support: torch.Tensor) -> torch.Tensor:
-    """[R, R] bool: row i may read row j when j is a support row or j is i (queries never read each other)."""
+    """[R, R] bool: row i may read row j when j is a support row (queries never read each other, nor
+    themselves: a query's own token would outweigh the context it should read). A batch without support
+    rows (masked cells) lets each row read itself alone."""
     r = support.shape[0]
-    return support.unsqueeze(0) | torch.eye(r, dtype=torch.bool, device=support.device)
+    alone = torch.eye(r, dtype=torch.bool, device=support.device) & ~support.any()
+    return support.unsqueeze(0).expand(r, r) | alone
 
 
 class BasisICL(BasisTransformer):
