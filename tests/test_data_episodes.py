@@ -99,6 +99,11 @@ def test_pipeline_collates_episodes_and_the_objective_trains_on_them(cars, singl
     config = DataConfig(task="episodes", token_budget=512, max_columns=10, episodes_per_table=2)
     batches = [TableBatch.from_arrays(a) for a in collate_arrays(table, record, config, HashEmbedder(), seed=0)]
     assert len(batches) == 2 and all(b.n_support > 0 for b in batches)
+    from basisfm.data.wire import decode_batch, encode_arrays
+
+    arrays = collate_arrays(table, record, config, HashEmbedder(), seed=0)[0]
+    wired = decode_batch(encode_arrays(arrays))  # what Ray Data carries to the training workers
+    assert torch.equal(wired.support, batches[0].support) and torch.equal(wired.column_mean, batches[0].column_mean)
     masked = collate_arrays(table, record, dataclasses.replace(config, task="masked_cells"), HashEmbedder(), seed=0)
     assert all(not a["support"].any() for a in masked)
     torch.manual_seed(0)
