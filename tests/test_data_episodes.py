@@ -122,3 +122,15 @@ def test_episode_keys_are_validated():
         from_dict({"data": {"task": "episode"}})
     with pytest.raises(ConfigError, match="data.query_fraction"):
         from_dict({"data": {"query_fraction": 1.0}})
+
+
+def test_tables_that_cannot_make_an_episode_give_none():
+    config = DataConfig(task="episodes", max_episode_targets=3)
+    one_column = _table(pd.DataFrame({"y": np.arange(20.0)}), "one")
+    assert table_to_episodes(*one_column, config, HashEmbedder(), seed=0) == []
+    one_labelled_row = _table(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [2.0, None, None]}), "tiny", candidate_targets=["y"])
+    assert table_to_episodes(*one_labelled_row, config, HashEmbedder(), seed=0) == []
+    x = np.random.default_rng(0).normal(size=20)
+    two = _table(pd.DataFrame({"x": x, "y": x**2}), "two")
+    episodes = table_to_episodes(*two, config, HashEmbedder(), seed=0)  # 3 targets asked, 1 allowed: x or y stays a feature
+    assert episodes and all(int(e.target_mask.any(0).sum()) == 1 for e in episodes)

@@ -101,7 +101,10 @@ def episodes_from_prepared(
     if len(target_positions) == 0:
         return []
     cap = column_cap(data_config)
-    most = min(data_config.max_episode_targets, len(target_positions))
+    # At least one feature column stays an input: a one-column table makes no episode.
+    most = min(data_config.max_episode_targets, len(target_positions), n_cols - 1)
+    if most < 1:
+        return []
     if most >= cap:
         raise TableError(f"{most} target columns per episode leave no room for features within {cap} columns per batch; "
                          "lower data.max_episode_targets or raise data.max_columns / data.token_budget", table=record.id)
