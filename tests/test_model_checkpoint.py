@@ -69,11 +69,11 @@ def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
     _, directory = _saved(tmp_path)
     weights = directory / WEIGHTS_NAME
     state = load_file(str(weights))
-    state["bit_head.weight"] = torch.zeros(3, 3)
+    state["heads.bit_head.weight"] = torch.zeros(3, 3)
     save_file(state, str(weights))
-    with pytest.raises(CheckpointError, match="bit_head.weight"):
+    with pytest.raises(CheckpointError, match="heads.bit_head.weight"):
         load_pretrained(directory)
-    del state["bit_head.weight"]
+    del state["heads.bit_head.weight"]
     save_file(state, str(weights))
     with pytest.raises(CheckpointError, match="missing tensor.*bit_head.weight"):
         load_pretrained(directory)
@@ -131,3 +131,19 @@ def test_the_checkpoint_inside_a_downloaded_model_is_found_once_or_named(tmp_pat
     (tmp_path / "empty").mkdir()
     with pytest.raises(CheckpointError, match=f"has no {WEIGHTS_NAME}"):
         find_checkpoint_dir(tmp_path / "empty", origin="x")
+
+
+def test_a_checkpoint_from_before_the_shared_heads_loads_and_predicts_as_it_did(tmp_path):
+    """Version-1 checkpoints name the heads `bit_head.*` and lack the scale paths: they load under today's
+    names, with the new paths' output layers at zero, so predictions are unchanged."""
+    model, directory = _saved(tmp_path)
+    with torch.no_grad():  # what an old model computes: the new paths add nothing
+        model.column_scale.weight.zero_()
+        model.standardized[2].weight.zero_()
+        model.standardized[2].bias.zero_()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("column_scale.", "standardized."))}
+    state = {(k[len("heads."):] if k.startswith("heads.") else k): v.contiguous() for k, v in state.items()}
+    save_file(state, str(directory / WEIGHTS_NAME))
+    loaded = load_pretrained(directory)
+    batch = synthetic_batch()
+    assert torch.equal(model.eval().predict_numeric(batch).nan_to_num(-1), loaded.predict_numeric(batch).nan_to_num(-1))

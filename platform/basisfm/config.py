@@ -85,12 +85,23 @@ class DataConfig:
     # Share of training batches on each worker that are synthetic prior episodes (`priors` section) instead of
     # real tables: 0 = real only, 1 = prior only. See `basisfm.priors.mixing`.
     prior_fraction: float = 0.0
+    # What a batch asks: `masked_cells` hides random cells of every row (the per-row `basis` model's
+    # pretraining); `episodes` (data.episodes) draws target column(s) per table and splits rows into
+    # labelled support rows and query rows (in-context models: basis_icl, tab2d).
+    task: Literal["masked_cells", "episodes"] = "masked_cells"
+    episodes_per_table: int = 4  # episodes drawn from each table per epoch
+    query_fraction: float = 0.25  # share of an episode's rows that are queries (at least one)
+    max_episode_targets: int = 1  # target columns per episode: 1..this many, drawn per episode
+    retrieval: bool = False  # episode rows = an anchor row's nearest rows (TabDPT-style), not a random draw
 
     def validate(self, key: str) -> None:
         _require(0.0 <= self.prior_fraction <= 1.0, f"{key}.prior_fraction", "must be in [0, 1]")
         _require(16 <= self.token_budget <= MAX_TOKEN_BUDGET, f"{key}.token_budget",
                  f"must be in [16, {MAX_TOKEN_BUDGET:,}] cells per batch, got {self.token_budget:,}")
         _require(2 <= self.max_columns <= MAX_TABLE_COLUMNS, f"{key}.max_columns", f"must be in [2, {MAX_TABLE_COLUMNS:,}]")
+        _require(self.episodes_per_table >= 1, f"{key}.episodes_per_table", "must be at least 1")
+        _require(0.0 < self.query_fraction < 1.0, f"{key}.query_fraction", "must be in (0, 1)")
+        _require(self.max_episode_targets >= 1, f"{key}.max_episode_targets", "must be at least 1")
         _require(1 <= self.min_rows <= self.max_rows, f"{key}.min_rows", "must be in [1, data.max_rows]")
         _require(self.max_rows <= MAX_TOKEN_BUDGET, f"{key}.max_rows", f"must be at most {MAX_TOKEN_BUDGET:,}")
         _require(self.token_budget >= 2 * self.min_rows, f"{key}.token_budget", "must fit 2 columns of data.min_rows rows")

@@ -20,7 +20,7 @@ from safetensors.torch import load_file, save_file
 
 from basisfm.config import DataConfig, ModelConfig
 from basisfm.errors import CheckpointError, ConfigError
-from basisfm.model.basis_transformer import BasisTransformer
+from basisfm.model.table_model import ADDED_FRESH_PARAMETERS, ADDED_ZERO_PARAMETERS, TableModel
 from basisfm.model.summary import count_parameters
 
 WEIGHTS_NAME = "model.safetensors"
@@ -32,7 +32,7 @@ FORMAT_VERSION = 1
 RETIRED_MODEL_KEYS = frozenset({"text_top_k"})
 
 
-def save_pretrained(model: BasisTransformer, directory: str | Path, *,
+def save_pretrained(model: TableModel, directory: str | Path, *,
                     text_top_k: int | None = DataConfig.text_top_k) -> Path:
     """Write the model's weights and config into `directory` (created if needed); returns the directory.
 
@@ -127,7 +127,7 @@ def _read_config_json(directory: str | Path) -> tuple[Path, dict]:
     return path, raw
 
 
-def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> BasisTransformer:
+def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -> TableModel:
     """The model saved by `save_pretrained`, in eval mode on `device`."""
     directory = Path(directory)
     if not directory.is_dir():
@@ -136,9 +136,14 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
     weights = directory / WEIGHTS_NAME
     if not weights.is_file():
         raise CheckpointError(f"checkpoint {str(directory)!r} has no {WEIGHTS_NAME}")
-    declared = _declared_shapes(weights)
+    from basisfm.model import build_model
+
+    declared = _upgrade_names(_declared_shapes(weights))
     with torch.device("meta"):  # shapes only: a config.json with d_model 16384 and 256 layers costs nothing here
-        expected = {name: tuple(t.shape) for name, t in BasisTransformer(config).state_dict().items()}
+        expected = {name: tuple(t.shape) for name, t in build_model(config).state_dict().items()}
+    if not any(name in declared for name in ADDED_FRESH_PARAMETERS + ADDED_ZERO_PARAMETERS):
+        # written before the scale paths existed: `upgrade_state` fills them in below
+        declared.update({name: expected[name] for name in ADDED_FRESH_PARAMETERS + ADDED_ZERO_PARAMETERS if name in expected})
     missing = sorted(set(expected) - set(declared))
     unexpected = sorted(set(declared) - set(expected))
     if missing or unexpected:
@@ -159,8 +164,8 @@ def load_pretrained(directory: str | Path, device: str | torch.device = "cpu") -
             if bad:
                 raise CheckpointError(f"{weights}: tensor {name!r} holds {bad} NaN or infinite value(s) of {tensor.numel()}; "
                                       "the weights are damaged or training diverged: use an earlier checkpoint")
-    model = BasisTransformer(config)
-    model.load_state_dict(state, strict=True)
+    model = build_model(config)
+    model.load_state_dict(upgrade_state(state, model.state_dict()), strict=True)
     return model.to(device).eval()
 
 
@@ -171,3 +176,38 @@ def _declared_shapes(weights: Path) -> dict[str, tuple[int, ...]]:
             return {name: tuple(handle.get_slice(name).get_shape()) for name in handle.keys()}
     except (SafetensorError, OSError) as exc:
         raise CheckpointError(f"{weights}: unreadable safetensors file ({exc}); the file is damaged, re-export the checkpoint") from exc
+
+
+# Head parameters moved into `heads` (model.heads, shared by every architecture) after the first checkpoints.
+_RENAMED_PREFIXES = {"bit_head.": "heads.bit_head.", "bit_prior.": "heads.bit_prior.", "category_head.": "heads.category_head."}
+
+
+def upgrade_state(state: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A state dict written before the shared heads and the scale features, in today's names.
+
+    Renames the head tensors; parameters added since (`table_model.ADDED_*`) get zeros for the output
+    layers of the new paths and fresh values elsewhere, so the old model predicts exactly as it did.
+    A current state dict passes through unchanged.
+    """
+    upgraded = _upgrade_names(state)
+    if any(name in upgraded for name in ADDED_FRESH_PARAMETERS + ADDED_ZERO_PARAMETERS):
+        return upgraded
+    for name in ADDED_ZERO_PARAMETERS:
+        if name in expected:
+            upgraded[name] = torch.zeros_like(expected[name])
+    for name in ADDED_FRESH_PARAMETERS:
+        if name in expected:
+            upgraded[name] = expected[name].detach().clone()
+    return upgraded
+
+
+def _upgrade_names(named: dict) -> dict:
+    """The same mapping with head names from before the shared heads renamed to today's."""
+    upgraded = {}
+    for name, value in named.items():
+        for old, new in _RENAMED_PREFIXES.items():
+            if name.startswith(old):
+                name = new + name[len(old):]
+                break
+        upgraded[name] = value
+    return upgraded
