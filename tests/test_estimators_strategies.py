@@ -51,7 +51,7 @@ def test_budget_counts_steps_across_passes_and_validates_every_n_steps():
     settings = FineTuneSettings(max_steps=40, validate_every=10, patience=100, learning_rate=0.3,
                                 warmup_steps=5, progress=False)
     loss = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()  # noqa: E731
-    validate = lambda m: float(((m(x) - y) ** 2).mean())  # noqa: E731
+    validate = lambda m: float(((m(x) - y) ** 2).mean().detach())  # noqa: E731
     start = validate(model)
     passes = []
 
@@ -235,3 +235,29 @@ def test_estimators_prune_text_as_the_checkpoints_pretraining_did(cache_dir, tmp
     restored = BasisRegressor.load(tmp_path / "saved")
     assert restored.text_top_k_ == 8
     np.testing.assert_allclose(restored.predict(x), predictions)
+
+
+@pytest.mark.parametrize("architecture", ["basis_icl", "tab2d"])
+def test_inference_with_an_in_context_checkpoint_reads_the_training_rows(cache_dir, tmp_path, architecture):
+    torch.manual_seed(0)
+    config = ModelConfig(architecture=architecture, regression_head="binned")
+    save_pretrained(build_model(config), tmp_path / "icl")
+    x, y = _houses(40, 12)
+    model = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="inference", n_estimators=2,
+                           embedding_cache_dir=cache_dir, progress=False).fit(x, y)
+    assert model.context_.num_rows == 40 and model.history_.steps == 0
+    test, _ = _houses(6, 13)
+    mean = model.predict(test)
+    q = model.predict(test, output="quantiles", quantiles=[0.1, 0.9])
+    assert mean.shape == (6,) and np.isfinite(mean).all() and (q[:, 0] <= q[:, 1]).all()
+    # the context is what it reads: other training rows, other predictions
+    other = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="inference", n_estimators=2,
+                           embedding_cache_dir=cache_dir, progress=False).fit(x, y * 3 + 1000)
+    assert not np.allclose(other.predict(test), mean)
+    model.save(tmp_path / "saved")
+    assert (tmp_path / "saved" / "context.parquet").is_file()
+    np.testing.assert_allclose(BasisRegressor.load(tmp_path / "saved").predict(test), mean)
+    labels = np.where(x.area == "north", "yes", "no")
+    clf = BasisClassifier(checkpoint=str(tmp_path / "icl"), strategy="inference", embedding_cache_dir=cache_dir,
+                          progress=False).fit(x, labels)
+    np.testing.assert_allclose(clf.predict_proba(test).sum(axis=1), 1.0)

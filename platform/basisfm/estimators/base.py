@@ -73,6 +73,7 @@ from basisfm.estimators.validation import (
 
 FORMAT_VERSION = 2
 ESTIMATOR_FILE = "estimator.json"
+CONTEXT_FILE = "context.parquet"  # strategy='inference' with an in-context model: the training rows it reads
 MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
 MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Boston's 40 did)
 MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
@@ -80,6 +81,7 @@ MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on t
 CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
 REGRESSION_LOSSES = ("bits+mse", "bits")
 OUTPUTS = ("mean", "quantiles")
+PAPER_GAMMA = 0.1  # the paper's reweighting floor (eq. 3-4) for the SMR-bit loss, as pretraining's loss.gamma
 
 
 class _BasisEstimator(BaseEstimator):
@@ -101,6 +103,9 @@ class _BasisEstimator(BaseEstimator):
         lora_dropout: float = 0.05,
         lora_target_modules: list[str] | None = None,
         regression_loss: str = "bits+mse",
+        regression_head: str = "smr_bits",
+        max_context: int = 512,
+        retrieval: bool = False,
         token_budget: int = 4096,
         max_columns: int = 32,
         device: str = "auto",
@@ -126,6 +131,9 @@ class _BasisEstimator(BaseEstimator):
         self.lora_dropout = lora_dropout
         self.lora_target_modules = lora_target_modules
         self.regression_loss = regression_loss
+        self.regression_head = regression_head
+        self.max_context = max_context
+        self.retrieval = retrieval
         self.token_budget = token_budget
         self.max_columns = max_columns
         self.device = device
@@ -196,7 +204,7 @@ class _BasisEstimator(BaseEstimator):
         self.text_top_k_ = DataConfig.text_top_k  # as pretraining would prune it
         if self.preset not in ("tiny", "small", "base"):
             raise ConfigError(f"preset {self.preset!r} is not one of ['tiny', 'small', 'base']")
-        config = ModelConfig(preset=self.preset)
+        config = ModelConfig(preset=self.preset, regression_head=self.regression_head)
         apply_model_preset(config)
         torch.manual_seed(int(self.random_state))
         if self.strategy == "inference":
@@ -236,6 +244,15 @@ class _BasisEstimator(BaseEstimator):
         if self._is_degenerate(target):
             self.members_ = [start.eval()]
             self.histories_ = [FineTuneHistory(stopped_because="constant target: nothing to learn")]
+            return self
+
+        self.context_ = None
+        if self.strategy == "inference":
+            # No gradient step. An in-context model keeps the training rows: they are its context at predict.
+            self.members_ = [start.to(resolve_device(self.device)).eval()]
+            self.histories_ = [FineTuneHistory(stopped_because="strategy='inference': no gradient step")]
+            if _reads_context(start):
+                self.context_ = preprocessor.to_arrow(features, target)
             return self
 
         self.members_, self.histories_ = [], []
@@ -333,6 +350,17 @@ class _BasisEstimator(BaseEstimator):
             raise RuntimeError("some rows were not predicted: basisfm.data.collate lost rows of the prediction table")
         return total / count.reshape(-1, *([1] * (total.ndim - 1)))
 
+    def _in_context_inputs(self, X: Any):
+        """(model, record, context table, query table, embedder, settings) for `estimators.in_context`."""
+        from basisfm.estimators.in_context import InContextSettings
+
+        settings = InContextSettings(max_context=int(self.max_context), n_estimators=int(self.n_estimators),
+                                     retrieval=bool(self.retrieval), max_columns=int(self.max_columns),
+                                     seed=int(self.random_state))
+        settings.validate()
+        query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
+        return self.model_, self.preprocessor_.record(), self.context_, query, self._embedder(), settings
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "members_"):
             from sklearn.exceptions import NotFittedError
@@ -363,6 +391,10 @@ class _BasisEstimator(BaseEstimator):
         names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
         for name, model in zip(names, self.members_):
             save_pretrained(model, directory / name, text_top_k=self.text_top_k_)
+        if self.context_ is not None:  # an in-context model's training rows: Parquet, never a pickle
+            import pyarrow.parquet as pq
+
+            pq.write_table(self.context_, directory / CONTEXT_FILE)
         state = {
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
@@ -370,6 +402,7 @@ class _BasisEstimator(BaseEstimator):
             "preprocessor": self.preprocessor_.state(),
             "checkpoint_source": self.checkpoint_source_,
             "members": names,
+            "context": CONTEXT_FILE if self.context_ is not None else None,
             "histories": [asdict(h) for h in self.histories_],
             "fitted": self._fitted_state(),
         }
@@ -392,6 +425,11 @@ class _BasisEstimator(BaseEstimator):
         device = resolve_device(estimator.device)
         estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
+        estimator.context_ = None
+        if state.get("context") is not None:
+            import pyarrow.parquet as pq
+
+            estimator.context_ = pq.read_table(directory / CONTEXT_FILE)
         return estimator
 
     # Each subclass supplies: _target_kind, _check_target, _fit_target_encoding, _is_degenerate, _loss,
@@ -441,42 +479,41 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
         return False
 
     def _loss(self, model, batch: TableBatch) -> torch.Tensor:
-        from basisfm.losses.smr_loss import adaptive_weight, smr_bit_loss
+        """The pretraining objective's regression loss (`losses.regression_loss`), from this step's one forward.
 
-        out = model(batch)  # the one forward of this step
-        codec = base_model(model).codec
-        keep = out.is_numeric
-        truth = batch.values[out.target_rows[keep], out.target_columns[keep]].to(torch.float64)
-        top, low = out.window_top[keep], out.window_low[keep]
-        logits = out.bit_logits[keep]
-        bits, _ = codec.encode(truth, top, low)
-        expected = codec.expected_value(torch.sigmoid(logits.double()), top, low)
-        bit_loss = smr_bit_loss(logits, bits) * adaptive_weight(truth, expected.detach(), 0.1).to(logits.dtype)
-        loss = bit_loss.mean()
-        if self.regression_loss == "bits+mse":
-            # Bit cross-entropy alone treats the lowest bit like the sign bit; the squared error of the
-            # expected value (in target standard deviations) is what R² scores and weights the high bits.
+        Under the SMR-bit head, "bits+mse" adds the squared error of the expected value in target standard
+        deviations: bit cross-entropy alone treats the lowest bit like the sign bit, and the squared error is
+        what R² scores. The binned head needs no such term: its loss is already on the standardised value.
+        """
+        from basisfm.losses import numeric_targets, regression_loss
+
+        out = model(batch)
+        loss = regression_loss(model, out, batch, gamma=PAPER_GAMMA).mean()
+        if self.regression_loss == "bits+mse" and out.bit_logits is not None:
+            keep = numeric_targets(out, batch)
+            codec = base_model(model).codec
+            expected = codec.expected_value(torch.sigmoid(out.bit_logits[keep].double()), out.window_top[keep], out.window_low[keep])
+            truth = batch.values[out.target_rows[keep], out.target_columns[keep]].double()
             loss = loss + (((expected - truth) / self.target_scale_) ** 2).mean().to(loss.dtype)
         return loss
 
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
+        from basisfm.losses import decode_numeric
+
         errors = []
         with torch.no_grad():
             for batch in batches:
                 out = model(batch)
-                predicted = self._expected(model, out)
+                predicted, _ = decode_numeric(model, out, batch)
                 truth = batch.values[out.target_rows, out.target_columns]
                 errors.append(((predicted - truth) ** 2).cpu().numpy())
         return float(np.mean(np.concatenate(errors))) if errors else math.inf
 
-    @staticmethod
-    def _expected(model, out) -> torch.Tensor:
-        """[N] float64: the expected value under the predicted bits at each target cell."""
-        return base_model(model).codec.expected_value(torch.sigmoid(out.bit_logits.double()), out.window_top, out.window_low)
-
     def predict(self, X: Any, output: str = "mean", quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> np.ndarray:
-        """Predicted target values: float64 [n_rows] (`output="mean"`, the expectation of the predicted
+        """Predicted target values: float64 [n_rows] (`output="mean"`, the mean of the predicted
         distribution) or [n_rows, len(quantiles)] (`output="quantiles"`, each member's quantiles averaged)."""
+        from basisfm.losses import decode_numeric
+
         if output not in OUTPUTS:
             raise ConfigError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
         levels = _quantile_levels(quantiles) if output == "quantiles" else None
@@ -486,12 +523,17 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
             shape = (n_rows,) if levels is None else (n_rows, len(levels))
             return np.full(shape, self.constant_, dtype=np.float64)
 
+        if self.context_ is not None:
+            from basisfm.estimators.in_context import predict_numeric_in_context
+
+            model, record, context, query, embedder, settings = self._in_context_inputs(X)
+            point, q = predict_numeric_in_context(model, record, context, query, embedder, settings, quantiles=levels)
+            return point[:, 0] if levels is None else q[:, 0, :]
+
         def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
             out = model(batch)
-            if levels is None:
-                values = self._expected(model, out)
-            else:
-                values = _bit_quantiles(base_model(model).codec, out, levels, seed=int(self.random_state))
+            point, q = decode_numeric(model, out, batch, levels)
+            values = point if levels is None else q
             result = torch.zeros((batch.n_rows, *values.shape[1:]), dtype=torch.float64, device=values.device)
             result[out.target_rows] = values
             return result.cpu().numpy()
@@ -559,6 +601,11 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members."""
         self._check_fitted()
+        if self.context_ is not None:
+            from basisfm.estimators.in_context import predict_label_scores_in_context
+
+            model, record, context, query, embedder, settings = self._in_context_inputs(X)
+            return predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings)
         labels = self._label_embeddings()
 
         def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
@@ -579,21 +626,16 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         self._class_text = [str(c) for c in self.classes_]
 
 
+def _reads_context(model) -> bool:
+    """Whether the model predicts from a table's labelled rows (in-context architectures)."""
+    return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
+
+
 def _quantile_levels(quantiles: Sequence[float]) -> list[float]:
     levels = [float(q) for q in np.atleast_1d(np.asarray(quantiles, dtype=np.float64))]
     if not levels or not all(0.0 < q < 1.0 for q in levels):
         raise ConfigError(f"quantiles must lie strictly between 0 and 1, got {list(quantiles)}")
     return levels
-
-
-def _bit_quantiles(codec, out, levels: list[float], seed: int, samples: int = 512) -> torch.Tensor:
-    """[N, Q] quantiles of the value the SMR bits decode to, by sampling the (independent) bits."""
-    probabilities = torch.sigmoid(out.bit_logits.double())
-    generator = torch.Generator(device=probabilities.device).manual_seed(seed)
-    draws = torch.bernoulli(probabilities.unsqueeze(0).expand(samples, -1, -1), generator=generator)
-    values = codec.expected_value(draws, out.window_top.expand(samples, -1), out.window_low.expand(samples, -1))
-    q = torch.tensor(levels, dtype=torch.float64, device=values.device)
-    return torch.quantile(values, q, dim=0).T
 
 
 # ---------------------------------------------------------------------------- helpers

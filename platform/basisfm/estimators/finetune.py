@@ -29,7 +29,7 @@ from basisfm.train.deepspeed_config import warmup_cosine_factor
 
 STRATEGIES = ("inference", "base-ft", "peft")
 # The model's linear projections LoRA adapts by default: cell/row attention, basis compression and the heads.
-DEFAULT_LORA_TARGETS = ("query", "key_value", "out", "bit_head", "category_head")
+DEFAULT_LORA_TARGETS = ("query", "key_value", "out", "bit_head", "value_head", "category_head")
 # Step budget sized to the table (`default_steps`): about EPOCHS passes over the training rows, within
 # [MIN_STEPS, MAX_STEPS]. Measured on the public suite (benchmarks/results/finetune_budget.md): 150 steps
 # left small tables near the mean, 400 with early stopping reached the per-table optimum on Boston,
@@ -110,8 +110,9 @@ def resolve_device(device: str) -> torch.device:
 
 def base_model(model: nn.Module) -> nn.Module:
     """The model inside a peft wrapper (or the model itself)."""
-    get_base = getattr(model, "get_base_model", None)
-    return get_base() if get_base is not None else model
+    from basisfm.losses.objective import unwrap_model
+
+    return unwrap_model(model)
 
 
 # ---------------------------------------------------------------------------- LoRA
@@ -123,6 +124,7 @@ def apply_lora(model: nn.Module, settings: FineTuneSettings) -> nn.Module:
 
     targets = list(settings.lora_target_modules or DEFAULT_LORA_TARGETS)
     linear_names = {name.rsplit(".", 1)[-1] for name, m in model.named_modules() if isinstance(m, nn.Linear)}
+    # The defaults name every head kind's projection; a model has only its own (bits or bins).
     targets = [t for t in targets if t in linear_names] if settings.lora_target_modules is None else targets
     unknown = [t for t in targets if t not in linear_names]
     if unknown:

@@ -25,12 +25,14 @@ MAX_SEED = 2**32 - 1  # numpy's and torch's seeding both take [0, 2**32)
 MAX_LEARNING_RATE = 10.0  # beyond this the first step destroys any model (as `train.lr` in basisfm.config)
 MAX_STEPS = 10**9  # far beyond any budget; large enough never to matter, small enough to stay an int64
 PRESETS = ("tiny", "small", "base")
+REGRESSION_HEADS = ("smr_bits", "binned")
 
 # ---------------------------------------------------------------------------- parameters
 
 # name -> (smallest, largest) for integer parameters
 _INTEGER_PARAMS = {
     "n_estimators": (1, 1_024),
+    "max_context": (1, 10**7),
     "max_steps": (1, MAX_STEPS),
     "patience": (1, MAX_STEPS),
     "validate_every": (1, MAX_STEPS),
@@ -74,6 +76,9 @@ def validate_params(estimator: Any) -> None:
     _check_choice("preset", params.get("preset"), PRESETS)
     if getattr(estimator, "_task", None) == "regression":
         _check_choice("regression_loss", params.get("regression_loss"), REGRESSION_LOSSES)
+    _check_choice("regression_head", params.get("regression_head", "smr_bits"), REGRESSION_HEADS)
+    if not isinstance(params.get("retrieval", False), (bool, np.bool_)):
+        raise _refused(InputTypeError, "retrieval", f"must be True or False, got {params.get('retrieval')!r}")
     device = params.get("device", "auto")
     if not isinstance(device, str):
         raise _refused(InputTypeError, "device", f"must be 'auto', 'cpu' or a CUDA device name, got {device!r}")
@@ -286,6 +291,9 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
         if not isinstance(history, dict):
             raise reader.fail(f"histories[{i}]", f"must be a mapping, got {_short(history)}")
         _check_history(reader, history, f"histories[{i}]")
+    context = reader.get(state, "context", "", str, optional=True)
+    if context is not None and (context != "context.parquet" or not (directory / context).is_file()):
+        raise reader.fail("context", f"must be null or 'context.parquet' beside {ESTIMATOR_FILE}, got {_short(context)}")
     members = reader.get(state, "members", "", list)
     if not members or len(members) != len(histories):
         raise reader.fail("members", f"must name one model directory per history ({len(histories)}), got {_short(members)}")

@@ -38,7 +38,7 @@ if TYPE_CHECKING:  # the model package imports this module's decoders lazily; no
 # --------------------------------------------------------------------------- regression: loss and read-out
 
 
-def _unwrap(model: nn.Module) -> nn.Module:
+def unwrap_model(model: nn.Module) -> nn.Module:
     """The TableModel inside a peft / DeepSpeed wrapper (or the model itself)."""
     for attribute in ("get_base_model", "module"):
         inner = getattr(model, attribute, None)
@@ -68,7 +68,7 @@ def regression_loss(model: nn.Module, out: "ModelOutput", batch: TableBatch, gam
     errors count more. `binned`: HL-Gauss cross-entropy against z = (y - column_mean) / column_std (the
     batch's scale: support / training rows'); `gamma` does not apply (its errors are already relative).
     """
-    base = _unwrap(model)
+    base = unwrap_model(model)
     keep = numeric_targets(out, batch)
     truth, mean, std = (t[keep] for t in _truth_and_scale(out, batch))
     if out.value_logits is not None:
@@ -96,7 +96,7 @@ def decode_numeric(
     in (0, 1)) come from the bins' piecewise-uniform CDF, or exactly from the bits (`bit_quantiles`).
     Non-numeric target cells are NaN.
     """
-    base = _unwrap(model)
+    base = unwrap_model(model)
     _, mean, std = _truth_and_scale(out, batch)
     q = None
     if out.value_logits is not None:
@@ -119,7 +119,7 @@ def decode_numeric(
 @torch.no_grad()
 def threshold_decode(model: nn.Module, out: "ModelOutput") -> torch.Tensor:
     """[N] float64: the paper's decoding, each SMR bit rounded at 0.5 (smr_bits only)."""
-    base = _unwrap(model)
+    base = unwrap_model(model)
     return base.codec.decode(torch.sigmoid(out.bit_logits.detach().double()), out.window_top, out.window_low)
 
 
