@@ -11,7 +11,7 @@ import torch
 
 from basisfm.config import CorpusConfig, DataConfig, LossConfig, ModelConfig, from_dict
 from basisfm.corpus.manifest import ColumnKind, TableRecord
-from basisfm.corpus.normalize import normalise_frame
+from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import read_rdataset
 from basisfm.data.collate import column_moments
 from basisfm.data.episodes import table_to_episodes
@@ -22,7 +22,8 @@ from test_model_support import HashEmbedder, single_thread  # noqa: F401 (fixtur
 
 
 def _table(frame: pd.DataFrame, table_id: str, candidate_targets=()):
-    table, columns, _ = normalise_frame(frame, table_id, CorpusConfig())
+    normalised = normalise_table(frame, table_id, CorpusConfig())
+    table, columns = normalised.table, normalised.records
     record = TableRecord(id=table_id, source="test", locator=table_id, fingerprint="test", shard="test",
                          n_rows=table.num_rows, columns=columns, candidate_targets=list(candidate_targets))
     return table, record

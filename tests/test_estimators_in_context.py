@@ -10,7 +10,7 @@ import torch
 
 from basisfm.config import CorpusConfig, ModelConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord
-from basisfm.corpus.normalize import normalise_frame
+from basisfm.corpus.normalize import normalise_table
 from basisfm.errors import ConfigError, TableError
 from basisfm.estimators.in_context import (
     InContextSettings,
@@ -82,7 +82,8 @@ def test_several_numeric_targets_at_once():
     model = build_model(ModelConfig(architecture="basis_icl", regression_head="binned"))
     rng = np.random.default_rng(0)
     frame = pd.DataFrame({"x": rng.normal(size=40), "y1": rng.normal(size=40) * 10, "y2": rng.normal(size=40) + 100})
-    table, columns, _ = normalise_frame(frame, "multi", CorpusConfig())
+    normalised = normalise_table(frame, "multi", CorpusConfig())
+    table, columns = normalised.table, normalised.records
     record = TableRecord(id="multi", source="test", locator="multi", fingerprint="", shard="", n_rows=40, columns=columns,
                          candidate_targets=["y1", "y2"])
     query = table.slice(30).set_column(1, "y1", pa.nulls(10, pa.float64())).set_column(2, "y2", pa.nulls(10, pa.float64()))

@@ -1,4 +1,4 @@
-"""`BasisRegressor` and `BasisClassifier`: scikit-learn estimators over a (pre)trained Basis Transformer.
+"""What `BasisRegressor` and `BasisClassifier` share: parameters, fit, members, prediction batches, save / load.
 
     from basisfm.estimators import BasisRegressor
     model = BasisRegressor(checkpoint="models:/basisfm@champion", strategy="base-ft").fit(X_train, y_train)
@@ -36,36 +36,33 @@ directory of {model.safetensors, config.json} per member; `load(dir)` restores i
 from __future__ import annotations
 
 import json
-import math
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator
 
 from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
-from basisfm.seeds import derive_seed
 from basisfm.errors import ConfigError, InputTypeError, TableError
 from basisfm.estimators.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import (
     FineTuneHistory,
     FineTuneSettings,
-    base_model,
     copy_model,
     default_steps,
     fine_tune,
     resolve_device,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
+from basisfm.seeds import derive_seed
 from basisfm.estimators.validation import (
-    check_class_labels,
-    check_regression_target,
     prepare_target,
     read_estimator_state,
     validate_params,
@@ -79,12 +76,11 @@ MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Bo
 MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
 MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
 CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
-REGRESSION_LOSSES = ("bits+mse", "bits")
-OUTPUTS = ("mean", "quantiles")
-PAPER_GAMMA = 0.1  # the paper's reweighting floor (eq. 3-4) for the SMR-bit loss, as pretraining's loss.gamma
+REGRESSION_LOSSES = ("bits+mse", "bits")  # BasisRegressor(regression_loss=...)
 
 
-class _BasisEstimator(BaseEstimator):
+class _BasisEstimator(BaseEstimator, ABC):
+    # Fine-tuning defaults have one source, `FineTuneSettings`; the step budget's is `finetune.default_steps`.
     def __init__(
         self,
         checkpoint: str | None = None,
@@ -93,14 +89,14 @@ class _BasisEstimator(BaseEstimator):
         target_name: str | None = None,
         n_estimators: int = 1,
         max_steps: int | None = None,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 0.01,
-        patience: int = 4,
+        learning_rate: float = FineTuneSettings.learning_rate,
+        weight_decay: float = FineTuneSettings.weight_decay,
+        patience: int = FineTuneSettings.patience,
         validate_every: int | None = None,
         validation_fraction: float = 0.2,
-        lora_r: int = 8,
-        lora_alpha: int = 16,
-        lora_dropout: float = 0.05,
+        lora_r: int = FineTuneSettings.lora_r,
+        lora_alpha: int = FineTuneSettings.lora_alpha,
+        lora_dropout: float = FineTuneSettings.lora_dropout,
         lora_target_modules: list[str] | None = None,
         regression_loss: str = "bits+mse",
         regression_head: str = "smr_bits",
@@ -432,213 +428,44 @@ class _BasisEstimator(BaseEstimator):
             estimator.context_ = pq.read_table(directory / CONTEXT_FILE)
         return estimator
 
-    # Each subclass supplies: _target_kind, _check_target, _fit_target_encoding, _is_degenerate, _loss,
-    # _validation_loss, _fitted_state and _load_fitted_state (target typing, objective, saved state).
+    # ------------------------------------------------------------------ what each task supplies
 
-
-class BasisRegressor(RegressorMixin, _BasisEstimator):
-    """Regression with the Basis Transformer (see the module docstring for parameters and treatments)."""
-
-    _task = "regression"
-
+    @abstractmethod
     def _target_kind(self) -> ColumnKind:
-        return ColumnKind.NUMERIC
+        """The target's column kind in the fitted table (numeric or categorical)."""
 
-    def _check_target(self, y, n_rows, name, table) -> pd.Series:
-        series = _target_series(y, n_rows, name, table)
-        numbers = pd.to_numeric(series.map(lambda v: np.nan if v is None else v), errors="coerce").astype(np.float64)
-        bad = ~np.isfinite(numbers.to_numpy())
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows are not finite "
-                             "numbers); drop those rows or impute the target before fit", table=table, column=name)
-        check_regression_target(numbers, table, name)
-        return numbers
+    @abstractmethod
+    def _check_target(self, y: Any, n_rows: int, name: str, table: str) -> pd.Series:
+        """`y` as a Series of valid targets, or an error naming the first bad row."""
 
+    @abstractmethod
     def _fit_target_encoding(self, target: pd.Series) -> None:
-        if self.regression_loss not in REGRESSION_LOSSES:
-            raise ConfigError(f"regression_loss {self.regression_loss!r} is not one of {list(REGRESSION_LOSSES)}")
-        scale = float(target.std(ddof=0))  # finite: check_regression_target refused overflowing targets
-        self.target_scale_ = scale or 1.0
-        self.target_mean_ = float(target.mean())
+        """Fit what the task needs of the target (its scale, its classes)."""
 
-    def _with_target_scale(self, batch: TableBatch) -> TableBatch:
-        """The target standardised with the training rows' mean and spread, at fit and at predict alike
-        (collation would use each split's own statistics, and a prediction table has no target values)."""
-        col = batch.column_names.index(self.preprocessor_.target.name)
-        mean, std = batch.column_mean.clone(), batch.column_std.clone()
-        mean[col], std[col] = self.target_mean_, self.target_scale_
-        return replace(batch, column_mean=mean, column_std=std)
-
+    @abstractmethod
     def _is_degenerate(self, target: pd.Series) -> bool:
-        if target.nunique() == 1:
-            self.constant_ = float(target.iloc[0])
-            warnings.warn(f"target {target.name!r} is constant ({self.constant_!r}): predicting that value; "
-                          "nothing else can be learned", UserWarning, stacklevel=3)
-            return True
-        return False
+        """True when there is nothing to learn (the model is then not trained)."""
 
+    @abstractmethod
     def _loss(self, model, batch: TableBatch) -> torch.Tensor:
-        """The pretraining objective's regression loss (`losses.regression_loss`), from this step's one forward.
+        """The training loss of one batch, from one forward."""
 
-        Under the SMR-bit head, "bits+mse" adds the squared error of the expected value in target standard
-        deviations: bit cross-entropy alone treats the lowest bit like the sign bit, and the squared error is
-        what R² scores. The binned head needs no such term: its loss is already on the standardised value.
-        """
-        from basisfm.losses import numeric_targets, regression_loss
-
-        out = model(batch)
-        loss = regression_loss(model, out, batch, gamma=PAPER_GAMMA).mean()
-        if self.regression_loss == "bits+mse" and out.bit_logits is not None:
-            keep = numeric_targets(out, batch)
-            codec = base_model(model).codec
-            expected = codec.expected_value(torch.sigmoid(out.bit_logits[keep].double()), out.window_top[keep], out.window_low[keep])
-            truth = batch.values[out.target_rows[keep], out.target_columns[keep]].double()
-            loss = loss + (((expected - truth) / self.target_scale_) ** 2).mean().to(loss.dtype)
-        return loss
-
+    @abstractmethod
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
-        from basisfm.losses import decode_numeric
+        """Lower-is-better score on the held-out batches."""
 
-        errors = []
-        with torch.no_grad():
-            for batch in batches:
-                out = model(batch)
-                predicted, _ = decode_numeric(model, out, batch)
-                truth = batch.values[out.target_rows, out.target_columns]
-                errors.append(((predicted - truth) ** 2).cpu().numpy())
-        return float(np.mean(np.concatenate(errors))) if errors else math.inf
-
-    def predict(self, X: Any, output: str = "mean", quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> np.ndarray:
-        """Predicted target values: float64 [n_rows] (`output="mean"`, the mean of the predicted
-        distribution) or [n_rows, len(quantiles)] (`output="quantiles"`, each member's quantiles averaged)."""
-        from basisfm.losses import decode_numeric
-
-        if output not in OUTPUTS:
-            raise ConfigError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
-        levels = _quantile_levels(quantiles) if output == "quantiles" else None
-        self._check_fitted()
-        if self.constant_ is not None:
-            n_rows = len(self.preprocessor_.features(X))
-            shape = (n_rows,) if levels is None else (n_rows, len(levels))
-            return np.full(shape, self.constant_, dtype=np.float64)
-
-        if self.context_ is not None:
-            from basisfm.estimators.in_context import predict_numeric_in_context
-
-            model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            point, q = predict_numeric_in_context(model, record, context, query, embedder, settings, quantiles=levels)
-            return point[:, 0] if levels is None else q[:, 0, :]
-
-        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
-            out = model(batch)
-            point, q = decode_numeric(model, out, batch, levels)
-            values = point if levels is None else q
-            result = torch.zeros((batch.n_rows, *values.shape[1:]), dtype=torch.float64, device=values.device)
-            result[out.target_rows] = values
-            return result.cpu().numpy()
-
-        return self._average_over_members(X, per_batch)
-
+    @abstractmethod
     def _fitted_state(self) -> dict[str, Any]:
-        return {"constant": self.constant_, "target_scale": self.target_scale_, "target_mean": self.target_mean_}
+        """The task's fitted state for estimator.json."""
 
+    @abstractmethod
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
-        self.constant_ = state["constant"]
-        self.target_scale_ = state["target_scale"]
-        self.target_mean_ = state["target_mean"]
-
-
-class BasisClassifier(ClassifierMixin, _BasisEstimator):
-    """Classification with the Basis Transformer: class labels are embedded by their text, so their
-    names matter (e.g. "approved"/"rejected" say more than 0/1)."""
-
-    _task = "classification"
-
-    def _target_kind(self) -> ColumnKind:
-        return ColumnKind.CATEGORICAL
-
-    def _check_target(self, y, n_rows, name, table) -> pd.Series:
-        series = check_class_labels(_target_series(y, n_rows, name, table), table, name)
-        bad = series.map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v))).to_numpy(dtype=bool)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows have no class); "
-                             "drop those rows before fit", table=table, column=name)
-        return series
-
-    def _fit_target_encoding(self, target: pd.Series) -> None:
-        self.classes_ = np.unique(target.to_numpy())
-        self._class_text = [str(c) for c in self.classes_]
-        if len(set(self._class_text)) != len(self._class_text):
-            raise TableError(f"classes {list(self.classes_)} are not distinct as text; they are embedded by their text",
-                             table="user-table", column=str(target.name))
-
-    def _is_degenerate(self, target: pd.Series) -> bool:
-        if len(self.classes_) < 2:
-            raise TableError(f"the target has a single class {self.classes_[0]!r}; a classifier needs two or more",
-                             table="user-table", column=str(target.name))
-        return False
-
-    def _label_embeddings(self) -> torch.Tensor:
-        return torch.from_numpy(self._embedder().embed(self._class_text))
-
-    def _label_ids(self, batch: TableBatch, col: int) -> torch.Tensor:
-        index = {text: i for i, text in enumerate(self._class_text)}
-        ids = batch.string_ids[:, col]
-        return torch.tensor([index[batch.vocab[i]] for i in ids.tolist()], dtype=torch.long, device=ids.device)
-
-    def _loss(self, model, batch: TableBatch) -> torch.Tensor:
-        col = batch.column_names.index(self.preprocessor_.target.name)
-        logits = base_model(model).category_logits(batch, col, self._label_embeddings())
-        return torch.nn.functional.cross_entropy(logits, self._label_ids(batch, col))
-
-    def _validation_loss(self, model, batches: list[TableBatch]) -> float:
-        with torch.no_grad():
-            losses = [float(self._loss(model, b)) * b.n_rows for b in batches]
-        return sum(losses) / max(sum(b.n_rows for b in batches), 1)
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members."""
-        self._check_fitted()
-        if self.context_ is not None:
-            from basisfm.estimators.in_context import predict_label_scores_in_context
-
-            model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            return predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings)
-        labels = self._label_embeddings()
-
-        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
-            scores = model.predict_category_scores(batch, col, labels.to(batch.values.device))
-            return torch.softmax(scores.double(), dim=-1).cpu().numpy()
-
-        return self._average_over_members(X, per_batch)
-
-    def predict(self, X: Any) -> np.ndarray:
-        probabilities = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
-        return self.classes_[np.argmax(probabilities, axis=1)]
-
-    def _fitted_state(self) -> dict[str, Any]:
-        return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}
-
-    def _load_fitted_state(self, state: dict[str, Any]) -> None:
-        self.classes_ = np.asarray(state["classes"])
-        self._class_text = [str(c) for c in self.classes_]
+        """Restore `_fitted_state`."""
 
 
 def _reads_context(model) -> bool:
     """Whether the model predicts from a table's labelled rows (in-context architectures)."""
     return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
-
-
-def _quantile_levels(quantiles: Sequence[float]) -> list[float]:
-    levels = [float(q) for q in np.atleast_1d(np.asarray(quantiles, dtype=np.float64))]
-    if not levels or not all(0.0 < q < 1.0 for q in levels):
-        raise ConfigError(f"quantiles must lie strictly between 0 and 1, got {list(quantiles)}")
-    return levels
-
-
-# ---------------------------------------------------------------------------- helpers
 
 
 def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:

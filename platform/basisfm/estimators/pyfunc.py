@@ -32,7 +32,7 @@ class BasisPyfuncModel(mlflow.pyfunc.PythonModel):
 def fill_missing_numeric(frame: pd.DataFrame, checkpoint_dir: str) -> pd.DataFrame:
     """`frame` with the missing cells of each numeric column predicted from the other columns."""
     from basisfm.errors import TableError
-    from basisfm.estimators.base import BasisRegressor
+    from basisfm.estimators.regressor import BasisRegressor
 
     out = frame.copy()
     for column in frame.columns:
