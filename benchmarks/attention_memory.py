@@ -23,7 +23,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from benchmarks._report import markdown_page, publish, pyplot, save_figure
+
 NAME = "attention_memory"
 VARIANTS = ["dense", "block_sparse", "sampled", "dense_math_kernel"]
 
@@ -121,17 +122,11 @@ def render_markdown(points: list[Point], columns: list[int], context: dict[str, 
         cells = [f"{by[(v, c)].peak_mb:.1f} MB ({by[(v, c)].step_seconds:.3f} s)" if (v, c) in by else "-" for v in variants]
         lines.append(f"| {c} | " + " | ".join(cells) + " |")
     lines += ["", "Peak = the step's high-water resident memory above the process's resident memory before it.", ""]
-    lines += [f"- {k}: {v}" for k, v in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines, context)
 
 
 def render_png(points: list[Point], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (left, right) = pyplot().subplots(1, 2, figsize=(10, 4))
     for variant in VARIANTS:
         mine = sorted((p for p in points if p.variant == variant), key=lambda p: p.columns)
         if mine:
@@ -144,10 +139,7 @@ def render_png(points: list[Point], path: Path) -> Path:
         axis.grid(alpha=0.3)
     left.legend()
     fig.suptitle(f"Cell-level attention variants, {points[0].rows} rows, tiny model, CPU")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[Point]:
@@ -177,22 +169,13 @@ def main(argv: list[str] | None = None) -> list[Point]:
         "load average (1 min) at start / end": f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f} (other jobs sharing the CPUs make step times noisy)",
         "command": "python -m benchmarks.attention_memory " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(points, sorted(set(args.columns)), context)
-    md_path = RESULTS_DIR / f"{NAME}.md"
-    md_path.write_text(markdown)
-    png_path = render_png(points, RESULTS_DIR / f"{NAME}.png")
-    print(markdown)
-
-    from benchmarks.ingest_throughput import log_to_mlflow
-
     metrics = {f"peak_mb.{p.variant}.{p.columns}": p.peak_mb for p in points}
     metrics.update({f"step_seconds.{p.variant}.{p.columns}": p.step_seconds for p in points})
-    where = log_to_mlflow({"rows": args.rows, "columns": args.columns}, metrics, [md_path, png_path], run_name=NAME)
+    publish(NAME, render_markdown(points, sorted(set(args.columns)), context), lambda path: render_png(points, path),
+            params={"rows": args.rows, "columns": args.columns}, metrics=metrics)
     widest = max(args.columns)
     summary = {p.variant: p.peak_mb for p in points if p.columns == widest}
     print(f"summary: at {widest} columns peak MB " + ", ".join(f"{k} {v:.1f}" for k, v in summary.items()))
-    print(f"wrote {md_path} and {png_path}" + (f"; logged to {where}" if where else ""))
     return points
 
 

@@ -19,10 +19,11 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from basisfm.config import CorpusConfig, DataConfig, TrackingConfig
+from basisfm.config import CorpusConfig, DataConfig
 from basisfm.corpus.manifest import read_manifest
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from benchmarks._report import markdown_page, publish, pyplot, save_figure
+
 NAME = "ingest_throughput"
 SUITE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "suites" / "public_suite.yaml"
 
@@ -145,18 +146,12 @@ def render_markdown(results: list[Measurement], context: dict[str, str]) -> str:
             f"{r.steady_cells_per_second / plain.steady_cells_per_second:.2f}x |"
         )
     lines += ["", "Goals: Ray >= 0.80x the plain loop on 1 CPU and >= 1.60x on 2 CPUs (end to end).", ""]
-    lines += [f"- {key}: {value}" for key, value in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines, context)
 
 
 def render_png(results: list[Measurement], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     labels = [f"{r.mode}\n{r.cpus} CPU" for r in results]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     x = range(len(results))
     ax.bar([i - 0.2 for i in x], [r.cells_per_second / 1e3 for r in results], width=0.4, label="end to end")
     ax.bar([i + 0.2 for i in x], [r.steady_cells_per_second / 1e3 for r in results], width=0.4, label="steady (after first batch)")
@@ -165,33 +160,7 @@ def render_png(results: list[Measurement], path: Path) -> Path:
     ax.set_title("Ingest throughput to collated TableBatches (warm embedding cache)")
     ax.grid(True, axis="y", alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def log_to_mlflow(params: dict, metrics: dict[str, float], files: list[Path], run_name: str) -> str | None:
-    """Log one benchmark run to the embedded MLflow store (or $MLFLOW_TRACKING_URI); a tracking failure only warns."""
-    from basisfm.tracking.mlflow_logger import ensure_experiment, local_artifact_root, make_client, resolve_tracking_uri
-
-    tracking = TrackingConfig()
-    try:
-        uri = resolve_tracking_uri(tracking)
-        client = make_client(uri)
-        experiment_id = ensure_experiment(client, "benchmarks", local_artifact_root(tracking))
-        run = client.create_run(experiment_id, run_name=run_name)
-        for key, value in params.items():
-            client.log_param(run.info.run_id, key, str(value))
-        for key, value in metrics.items():
-            client.log_metric(run.info.run_id, key, float(value))
-        for path in files:
-            client.log_artifact(run.info.run_id, str(path))
-        client.set_terminated(run.info.run_id)
-        return f"{uri} (experiment 'benchmarks', run {run.info.run_id})"
-    except Exception as exc:  # the numbers are already on disk; tracking is a convenience here
-        print(f"warning: could not log to MLflow: {exc}", file=sys.stderr)
-        return None
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[Measurement]:
@@ -241,13 +210,6 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
         "the consuming driver (decoding) runs outside that count",
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    markdown = render_markdown(results, context)
-    print(markdown)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    md_path = RESULTS_DIR / f"{NAME}.md"
-    md_path.write_text(markdown)
-    png_path = render_png(results, RESULTS_DIR / f"{NAME}.png")
-
     plain = results[0]
     metrics = {}
     for r in results:
@@ -258,8 +220,7 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
         if r is not plain:
             metrics[f"{tag}_vs_plain"] = r.cells_per_second / plain.cells_per_second
     params = {"tables": len(records), "cells": plain.cells, "repeats": args.repeats, **{f"data.{k}": v for k, v in dataclasses.asdict(data_config).items()}}
-    where = log_to_mlflow(params, metrics, [md_path, png_path], NAME)
-    print(f"wrote {md_path} and {png_path}" + (f"; logged to MLflow at {where}" if where else ""))
+    publish(NAME, render_markdown(results, context), lambda path: render_png(results, path), params=params, metrics=metrics)
     return results
 
 

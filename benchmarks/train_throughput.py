@@ -25,11 +25,12 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from basisfm.config import CorpusConfig, RunConfig, TrackingConfig, load_config, with_overrides
+from basisfm.config import CorpusConfig, RunConfig, load_config, with_overrides
 from basisfm.corpus.manifest import read_manifest
 
+from benchmarks._report import publish, pyplot, save_figure
+
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = Path(__file__).parent / "results"
 NAME = "train_throughput"
 SUITE = ROOT / "jobs" / "configs" / "suites" / "public_suite.yaml"
 
@@ -175,12 +176,7 @@ def render_markdown(results: list[Measurement], bare: float, overhead: float, sc
 
 
 def render_png(results: list[Measurement], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = pyplot().subplots(figsize=(8, 4))
     names = [m.name.replace(", ", "\n") for m in results]
     values = [m.cells_per_s for m in results]
     bars = ax.bar(names, values, color=["#777777" if m.zero_stage is None else "#1f77b4" for m in results])
@@ -188,25 +184,7 @@ def render_png(results: list[Measurement], path: Path) -> Path:
         ax.annotate(f"{value:,.0f}", (bar.get_x() + bar.get_width() / 2, value), ha="center", va="bottom", fontsize=8)
     ax.set_ylabel("median cells / s")
     ax.set_title("Training throughput on CPU: bare loop vs Ray Train + DeepSpeed")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def log_to_mlflow(params: dict, metrics: dict[str, float], files: list[Path]) -> str | None:
-    """Log the benchmark to the embedded MLflow store (or $MLFLOW_TRACKING_URI); a tracking failure only warns."""
-    from basisfm.tracking import TrackingLogger
-
-    logger = TrackingLogger.start(TrackingConfig(experiment="benchmarks"), NAME, run_key=f"{NAME}/{time.time_ns()}")
-    if not logger.active:
-        return None
-    logger.log_params(params)
-    logger.buffer_metrics(metrics, step=0)
-    for path in files:
-        logger.log_artifact(path)
-    logger.end()
-    return f"{logger.tracking_uri} (experiment 'benchmarks', run {logger.run_id})"
+    return save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> list[Measurement]:
@@ -254,17 +232,11 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
     context = {"cores": os.cpu_count(), "load average before/after": f"{load_before:.1f}/{os.getloadavg()[0]:.1f}",
                "steps": args.steps, "warm-up": args.warmup, "tables": len(read_manifest(corpus_dir)),
                "model": config.model.preset, "token budget": config.data.token_budget}
-    markdown = render_markdown(results, bare_cells_per_s, overhead, scaling, context)
-    print(markdown)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    md_path = RESULTS_DIR / f"{NAME}.md"
-    md_path.write_text(markdown)
-    png_path = render_png(results, RESULTS_DIR / f"{NAME}.png")
     metrics = {f"cells_per_s_{m.name.replace(', ', '_').replace(' ', '_')}": m.cells_per_s for m in results}
     metrics.update(overhead_ratio=overhead, scaling_efficiency_zero0=scaling[0], scaling_efficiency_zero2=scaling[2])
-    where = log_to_mlflow({"steps": args.steps, "warmup": args.warmup, "tables": context["tables"]}, metrics,
-                          [md_path, png_path])
-    print(f"wrote {md_path} and {png_path}" + (f"; logged to MLflow at {where}" if where else ""))
+    publish(NAME, render_markdown(results, bare_cells_per_s, overhead, scaling, context),
+            lambda path: render_png(results, path),
+            params={"steps": args.steps, "warmup": args.warmup, "tables": context["tables"]}, metrics=metrics)
     return results
 
 

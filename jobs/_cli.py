@@ -33,11 +33,31 @@ def flag_overrides(args: argparse.Namespace, keys: dict[str, str]) -> list[str]:
     return [f"{key}={json.dumps(getattr(args, flag))}" for flag, key in keys.items() if getattr(args, flag) is not None]
 
 
-def run_main(main) -> None:
-    """Run a job's main(); a user error prints one clear line and exits 2 instead of a traceback."""
+INTERRUPTED_EXIT = 130  # the shell's code for a process ended by Ctrl-C (128 + SIGINT)
+
+
+def run_main(main, interrupted: str = "interrupted") -> None:
+    """Run a job's main(); a user error prints one clear line and exits 2 instead of a traceback.
+
+    User errors are basisfm's own (`BasisError`) and the file system's (a path that does not exist or
+    cannot be written, with the path named). Ctrl-C prints `interrupted` (a job that resumes says so) and
+    exits 130. Anything else is a bug and keeps its traceback.
+    """
     try:
         code = main()
     except BasisError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {_one_line(str(exc))}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print(f"\n{interrupted}", file=sys.stderr)
+        sys.exit(INTERRUPTED_EXIT)
+    except OSError as exc:
+        if exc.filename is None:
+            raise
+        print(f"error: {exc.strerror or type(exc).__name__}: {exc.filename}", file=sys.stderr)
         sys.exit(2)
     sys.exit(code or 0)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())

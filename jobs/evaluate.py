@@ -25,7 +25,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "omitted: a freshly initialised model of --preset (from scratch)")
     p.add_argument("--preset", default="tiny", help="model preset used when no checkpoint is given")
     p.add_argument("--basis-param", dest="basis_params", action="append", default=[], metavar="KEY=JSON",
-                   help="estimator parameter for every Basis model, e.g. --basis-param max_epochs=5 (repeatable)")
+                   help="estimator parameter for every Basis model, e.g. --basis-param max_steps=200 (repeatable)")
     p.add_argument("--out", default="runs/eval", help="directory for leaderboard.md, leaderboard.png and scores.json")
     p.add_argument("--tracking-uri", default=None, help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI or sqlite under runs/)")
     p.add_argument("--experiment", default="basisfm-eval", help="MLflow experiment name")
@@ -40,7 +40,7 @@ def parse_basis_params(items: list[str], preset: str) -> dict:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--basis-param {item!r} must look like key=value, e.g. max_epochs=5")
+            raise ConfigError(f"--basis-param {item!r} must look like key=value, e.g. max_steps=200")
         try:
             params[key] = json.loads(value)
         except json.JSONDecodeError:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from jobs._cli import config_from, flag_overrides, parser, run_main
 
+# Shards and the manifest are written atomically as tables finish, so an interrupted ingest resumes.
+INTERRUPTED = "interrupted; rerun to resume (tables already ingested are kept)"
+
 
 def main() -> int:
     p = parser("Ingest tables into a normalised corpus: Parquet shards, manifest.jsonl and ingest_report.json.")
@@ -25,4 +28,4 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    run_main(main)
+    run_main(main, interrupted=INTERRUPTED)

@@ -25,7 +25,8 @@ def main() -> int:
 
     from basisfm.train import pretrain
 
-    result = pretrain(config)  # prints its own summary: metrics, checkpoint, MLflow run, version, UI command
+    result = pretrain(config)
+    print(result.summary())  # metrics, checkpoint, MLflow run, registered version, UI command
     return 0 if result.checkpoint_dir.is_dir() else 1
 
 

@@ -27,7 +27,8 @@ def main() -> int:
 
     from basisfm.tune import run_search
 
-    result = run_search(config)  # prints the trials summary, the best settings and where everything went
+    result = run_search(config)
+    print(result.summary(config.tune.metric, config.tune.mode))  # trials, the best settings, where everything went
     if result.registered_version is not None:
         print(f"next: python -m jobs.promote --config {args.config} --version {result.registered_version}")
     return 0 if result.best is not None else 1

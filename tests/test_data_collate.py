@@ -267,3 +267,27 @@ def test_every_tiny_corpus_table_collates_within_budget_and_keeps_its_values(tin
             truth = np.sort(np.nan_to_num(shard.column(name).to_numpy(zero_copy_only=False).astype(float), nan=0.0))
             got = np.sort(np.concatenate([b.values[:, b.column_names.index(name)].numpy() for b in batches if name in b.column_names]))
             assert np.array_equal(truth, got), (record.id, name)
+
+
+def test_row_index_and_column_moments_trace_back_to_the_source_table():
+    # cell (r, j) holds r * 1000 + j: every batch row's values must be its row_index's row of the source.
+    table, record = make_table(n_rows=150, n_numeric=30)
+    batches = table_to_batches(table, record, config(), PrefixEmbedder(), seed=5)
+    names = [c.name for c in record.columns]
+    covered = np.zeros(150, dtype=int)
+    for b in batches:
+        rows = b.row_index.numpy()
+        assert not b.support.any()  # a plain batch has no support rows
+        for j, name in enumerate(b.column_names):
+            if name.startswith("x"):
+                np.testing.assert_array_equal(b.values[:, j].numpy(), rows * 1000.0 + names.index(name))
+                expected = np.arange(150) * 1000.0
+                assert b.column_mean[j].item() == pytest.approx(expected.mean() + names.index(name))
+                assert b.column_std[j].item() == pytest.approx(expected.std())
+            else:  # string columns keep the neutral scale
+                assert b.column_mean[j].item() == 0.0 and b.column_std[j].item() == 1.0
+        if "x0" in b.column_names:
+            covered[rows] += 1
+    assert (covered == 1).all()  # x0's subset holds every row exactly once
+    decoded = decode_batch(encode_batch(batches[0]))  # the wire format carries both
+    assert torch.equal(decoded.row_index, batches[0].row_index) and torch.equal(decoded.column_std, batches[0].column_std)

@@ -144,3 +144,13 @@ def test_name_buckets_are_stable_across_processes():
     assert stable_name_bucket("income", 256) == 208
     with pytest.raises(ValueError, match="unknown missing-value strategy"):
         build_missing_strategy("impute", d_model=8)
+
+
+def test_baselines_depend_on_the_interface_only_not_on_the_smr_encoders():
+    # numeric builds every encoder by name and imports the baselines; the reverse import made a cycle.
+    import subprocess
+    import sys
+
+    code = "import sys, basisfm.encoding.baselines; print('basisfm.encoding.numeric' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

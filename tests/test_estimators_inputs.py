@@ -105,8 +105,9 @@ def test_duplicate_column_names_are_named(cache_dir):
 
 
 def test_wrong_x_types(cache_dir):
-    with pytest.raises(InputTypeError, match="DataFrame or a 2-d numpy array, got list"):
-        _regressor(cache_dir).fit([[1, 2], [3, 4]], [1.0, 2.0])
+    # Lists of rows are array-likes, as in scikit-learn (issue 15: check_estimator); strings and 1-d are not.
+    with pytest.raises(InputTypeError, match="DataFrame, a 2-d numpy array or a list of rows, got str"):
+        _regressor(cache_dir).fit("x.csv", [1.0, 2.0])
     with pytest.raises(InputTypeError, match="2-dimensional"):
         _regressor(cache_dir).fit(np.arange(5.0), np.arange(5.0))
 
@@ -209,7 +210,7 @@ def test_predict_before_fit_and_bad_settings(cache_dir, tmp_path):
     x, y = _frame()
     with pytest.raises(NotFittedError):
         _regressor(cache_dir).predict(x)
-    with pytest.raises(ConfigError, match="strategy 'lora'"):
+    with pytest.raises(ConfigError, match="parameter 'strategy'.*'lora'"):
         BasisRegressor(strategy="lora").fit(x, y)
     with pytest.raises(ConfigError, match="validation_fraction"):
         BasisRegressor(validation_fraction=1.5).fit(x, y)

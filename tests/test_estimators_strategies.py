@@ -34,32 +34,51 @@ def cache_dir(tmp_path_factory):
 
 
 def _fast(cache_dir, **kw) -> dict:
-    return dict(embedding_cache_dir=cache_dir, progress=False, max_epochs=4, max_steps=12, token_budget=256,
+    return dict(embedding_cache_dir=cache_dir, progress=False, max_steps=12, token_budget=256,
                 learning_rate=3e-3, patience=2, validate_every=3, **kw)
 
 
-def test_budget_counts_steps_across_epochs_and_validates_every_n_steps():
-    # 2 batches an epoch: checking once per epoch capped small tables at 2 x max_epochs steps.
-    from basisfm.estimators.finetune import FineTuneSettings, _lr_factor, fine_tune
+def test_budget_counts_steps_across_passes_and_validates_every_n_steps():
+    # 2 batches a pass: no pass count may cut the step budget short (max_epochs=10 once ended small tables at 20 steps).
+    from basisfm.estimators.finetune import FineTuneSettings, fine_tune
+    from basisfm.train.deepspeed_config import warmup_cosine_factor
 
     torch.manual_seed(0)
     model = torch.nn.Linear(1, 1)
     x = torch.linspace(-1, 1, 16).unsqueeze(1)
     y = 3 * x + 1
     halves = [(x[:8], y[:8]), (x[8:], y[8:])]
-    settings = FineTuneSettings(max_epochs=100, max_steps=40, validate_every=10, patience=100, learning_rate=0.3,
+    settings = FineTuneSettings(max_steps=40, validate_every=10, patience=100, learning_rate=0.3,
                                 warmup_steps=5, progress=False)
     loss = lambda m, b: ((m(b[0]) - b[1]) ** 2).mean()  # noqa: E731
-    validate = lambda m: float(((m(x) - y) ** 2).mean())  # noqa: E731
+    validate = lambda m: float(((m(x) - y) ** 2).mean().detach())  # noqa: E731
     start = validate(model)
-    trained, history = fine_tune(model, lambda epoch: halves, validate, loss, settings)
+    passes = []
+
+    class Pair(tuple):  # fine_tune moves each batch to the device with .to()
+        def to(self, device):
+            return self
+
+    def batches(epoch):
+        passes.append(epoch)
+        return [Pair(h) for h in halves]
+
+    trained, history = fine_tune(model, batches, validate, loss, settings)
     assert history.steps == 40 and history.stopped_because == "max_steps"
-    assert [e["step"] for e in history.epochs] == [0, 10, 20, 30, 40]
-    assert [e["epoch"] for e in history.epochs[1:]] == [5, 10, 15, 20]
+    assert [c["step"] for c in history.checks] == [0, 10, 20, 30, 40]
+    assert passes == list(range(1, 21))
     assert validate(trained) < start / 10
-    factors = [_lr_factor(s, settings) for s in range(41)]
+    factors = [warmup_cosine_factor(s, 5, 40, 0.1) for s in range(41)]
     assert factors[0] == pytest.approx(0.2) and factors[4] == pytest.approx(1.0)
     assert factors[40] == pytest.approx(0.1) and all(a >= b for a, b in zip(factors[4:], factors[5:]))
+
+
+def test_default_budget_is_sized_to_the_table():
+    from basisfm.estimators.finetune import MAX_STEPS, MIN_STEPS, default_steps
+
+    assert default_steps(300, 256) == MIN_STEPS  # a small table still gets many passes
+    assert default_steps(8_000, 256) == MAX_STEPS  # a large one is capped for fit time
+    assert MIN_STEPS <= default_steps(2_000, 256) <= MAX_STEPS
 
 
 @pytest.fixture(scope="module")
@@ -70,8 +89,8 @@ def base_ft(cache_dir):
 
 def test_base_ft_improves_validation_error_and_is_reproducible(base_ft, cache_dir):
     history = base_ft.history_
-    assert history.steps > 0 and history.best_epoch >= 1
-    assert min(e["val_score"] for e in history.epochs[1:]) < history.epochs[0]["val_score"]
+    assert history.steps > 0 and history.best_step >= 1
+    assert min(c["val_score"] for c in history.checks[1:]) < history.checks[0]["val_score"]
     x, y = _houses(120, 0)
     again = BasisRegressor(strategy="base-ft", **_fast(cache_dir)).fit(x, y)
     test, _ = _houses(10, 1)
@@ -122,8 +141,8 @@ def test_classifier_fine_tunes_and_round_trips(cache_dir, tmp_path):
     assert set(model.predict(x.head(8))) <= {"approved", "rejected"}
     # From scratch a few steps barely move the log loss; what must hold is that the best check's weights are kept.
     history = model.history_
-    best = [e["val_score"] for e in history.epochs if e["step"] == history.best_step]
-    assert history.steps > 0 and best == [min(e["val_score"] for e in history.epochs)]
+    best = [c["val_score"] for c in history.checks if c["step"] == history.best_step]
+    assert history.steps > 0 and best == [min(c["val_score"] for c in history.checks)]
     model.save(tmp_path / "clf")
     np.testing.assert_allclose(BasisClassifier.load(tmp_path / "clf").predict_proba(x.head(8)), proba)
 
@@ -139,3 +158,106 @@ def test_inference_from_a_checkpoint_directory_uses_its_weights(cache_dir, tmp_p
         scratch = BasisRegressor(strategy="inference", embedding_cache_dir=cache_dir, random_state=7).fit(x, y)
     assert scratch.checkpoint_source_.startswith("from scratch")
     assert not np.array_equal(from_dir.predict(x.head(5)), scratch.predict(x.head(5)))
+
+
+def test_ensemble_members_differ_and_predictions_are_their_mean(cache_dir, tmp_path):
+    import copy
+
+    x, y = _houses(90, 6)
+    model = BasisRegressor(strategy="base-ft", n_estimators=2, **_fast(cache_dir)).fit(x, y)
+    assert len(model.members_) == 2 and len(model.histories_) == 2
+    first, second = (dict(m.state_dict()) for m in model.members_)
+    assert any(not torch.equal(first[k], second[k]) for k in first), "members must differ (seed, split, columns)"
+    test, _ = _houses(7, 7)
+    alone = []
+    for member in model.members_:
+        single = copy.copy(model)
+        single.members_ = [member]
+        alone.append(single.predict(test))
+    mean = model.predict(test)
+    np.testing.assert_allclose(mean, np.mean(alone, axis=0), rtol=1e-6)  # float32 kernels differ in the last bits
+    model.save(tmp_path / "ens")
+    assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == ["estimator.json", "model", "model-1"]
+    np.testing.assert_array_equal(BasisRegressor.load(tmp_path / "ens").predict(test), mean)
+
+
+def test_quantile_output_is_ordered_and_brackets_the_mean(base_ft):
+    test, _ = _houses(12, 8)
+    q = base_ft.predict(test, output="quantiles", quantiles=[0.05, 0.5, 0.95])
+    assert q.shape == (12, 3) and np.isfinite(q).all()
+    assert (q[:, 0] <= q[:, 1]).all() and (q[:, 1] <= q[:, 2]).all()
+    assert (q[:, 2] - q[:, 0]).mean() > 0  # a real spread, not a point mass
+    with pytest.raises(ConfigError, match="strictly between 0 and 1"):
+        base_ft.predict(test, output="quantiles", quantiles=[0.5, 1.0])
+    with pytest.raises(ConfigError, match="output must be one of"):
+        base_ft.predict(test, output="median")
+
+
+def test_predictions_map_back_to_rows_by_index(base_ft):
+    # 300 rows are cut into shuffled 64-row chunks; the per-row model does not look across rows, so
+    # predicting the rows in reverse must give the reversed predictions: batch.row_index puts each back.
+    test, _ = _houses(300, 11)
+    forward = base_ft.predict(test)
+    backward = base_ft.predict(test.iloc[::-1].reset_index(drop=True))
+    np.testing.assert_allclose(forward, backward[::-1], rtol=1e-9)
+    assert len(np.unique(forward)) > 250
+
+
+def test_device_is_validated(cache_dir):
+    x, y = _houses(20, 10)
+    if not torch.cuda.is_available():
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            BasisRegressor(device="cuda", **_fast(cache_dir)).fit(x, y)
+    with pytest.raises(ConfigError, match="not a torch device"):
+        BasisRegressor(device="gpu0", **_fast(cache_dir)).fit(x, y)
+
+
+def test_estimators_prune_text_as_the_checkpoints_pretraining_did(cache_dir, tmp_path):
+    # Pretraining pruned long text to data.text_top_k words; an estimator that embedded it whole would feed
+    # the model text it never saw (train/serve skew). The checkpoint's config.json says how it was pruned.
+    torch.manual_seed(0)
+    model = build_model(ModelConfig())
+    save_pretrained(model, tmp_path / "pruned", text_top_k=8)
+    save_pretrained(model, tmp_path / "whole", text_top_k=None)
+    rng = np.random.default_rng(0)
+    words = [f"w{i}" for i in range(40)]
+    x = pd.DataFrame({"size_m2": rng.uniform(20, 200, 12),
+                      "notes": [" ".join(rng.choice(words, 20, replace=False)) for _ in range(12)]})
+    y = pd.Series(rng.normal(size=12), name="price")
+    pruned = BasisRegressor(checkpoint=str(tmp_path / "pruned"), strategy="inference", embedding_cache_dir=cache_dir).fit(x, y)
+    whole = BasisRegressor(checkpoint=str(tmp_path / "whole"), strategy="inference", embedding_cache_dir=cache_dir).fit(x, y)
+    assert pruned._embedder().text_top_k == 8 and whole._embedder().text_top_k is None
+    before = pruned._embedder().stats.pruned
+    predictions = pruned.predict(x)
+    assert pruned._embedder().stats.pruned > before  # the 20-word notes were pruned to 8 words
+    assert not np.allclose(predictions, whole.predict(x))
+    pruned.save(tmp_path / "saved")
+    restored = BasisRegressor.load(tmp_path / "saved")
+    assert restored.text_top_k_ == 8
+    np.testing.assert_allclose(restored.predict(x), predictions)
+
+
+@pytest.mark.parametrize("architecture", ["basis_icl", "tab2d"])
+def test_inference_with_an_in_context_checkpoint_reads_the_training_rows(cache_dir, tmp_path, architecture):
+    torch.manual_seed(0)
+    config = ModelConfig(architecture=architecture, regression_head="binned")
+    save_pretrained(build_model(config), tmp_path / "icl")
+    x, y = _houses(40, 12)
+    model = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="inference", n_estimators=2,
+                           embedding_cache_dir=cache_dir, progress=False).fit(x, y)
+    assert model.context_.num_rows == 40 and model.history_.steps == 0
+    test, _ = _houses(6, 13)
+    mean = model.predict(test)
+    q = model.predict(test, output="quantiles", quantiles=[0.1, 0.9])
+    assert mean.shape == (6,) and np.isfinite(mean).all() and (q[:, 0] <= q[:, 1]).all()
+    # the context is what it reads: other training rows, other predictions
+    other = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="inference", n_estimators=2,
+                           embedding_cache_dir=cache_dir, progress=False).fit(x, y * 3 + 1000)
+    assert not np.allclose(other.predict(test), mean)
+    model.save(tmp_path / "saved")
+    assert (tmp_path / "saved" / "context.parquet").is_file()
+    np.testing.assert_allclose(BasisRegressor.load(tmp_path / "saved").predict(test), mean)
+    labels = np.where(x.area == "north", "yes", "no")
+    clf = BasisClassifier(checkpoint=str(tmp_path / "icl"), strategy="inference", embedding_cache_dir=cache_dir,
+                          progress=False).fit(x, labels)
+    np.testing.assert_allclose(clf.predict_proba(test).sum(axis=1), 1.0)

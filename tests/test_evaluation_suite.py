@@ -177,7 +177,7 @@ def test_basis_strategies_run_in_the_suite_from_the_registered_champion(mini_sui
     result = run_suite(
         mini_suite, models=[*basis, "lightgbm"], tasks=["houses.csv"], splits=[0], out_dir=tmp_path / "out",
         checkpoint="models:/basisfm-test@champion", tracking_uri=mlflow_uri, experiment="eval-test", progress=False,
-        basis_params={"max_steps": 6, "max_epochs": 2, "token_budget": 256,
+        basis_params={"max_steps": 6, "token_budget": 256,
                       "embedding_cache_dir": str(tmp_path / "embeddings")},
     )
     records = {r.model: r for r in result.leaderboard.records}

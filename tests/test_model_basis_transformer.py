@@ -167,9 +167,9 @@ def test_readouts_agree_on_confident_bits_and_reject_unknown_names():
     model = build_model(ModelConfig()).eval()
     batch = synthetic_batch()
     with torch.no_grad():
-        model.bit_head.weight.zero_()
+        model.heads.bit_head.weight.zero_()
         # confident bits: sign 0, then the pattern 1, 0, 1, 0, ... from the window's top
-        model.bit_head.bias.copy_(torch.tensor([-30.0] + [30.0 if j % 2 == 0 else -30.0 for j in range(model.codec.width)]))
+        model.heads.bit_head.bias.copy_(torch.tensor([-30.0] + [30.0 if j % 2 == 0 else -30.0 for j in range(model.codec.width)]))
     expected = model.predict_numeric(batch)
     threshold = model.predict_numeric(batch, readout="threshold")
     assert torch.equal(expected.isnan(), threshold.isnan())

@@ -69,14 +69,81 @@ def test_weights_that_do_not_fit_the_config_are_named(tmp_path):
     _, directory = _saved(tmp_path)
     weights = directory / WEIGHTS_NAME
     state = load_file(str(weights))
-    state["bit_head.weight"] = torch.zeros(3, 3)
+    state["heads.bit_head.weight"] = torch.zeros(3, 3)
     save_file(state, str(weights))
-    with pytest.raises(CheckpointError, match="bit_head.weight"):
+    with pytest.raises(CheckpointError, match="heads.bit_head.weight"):
         load_pretrained(directory)
-    del state["bit_head.weight"]
+    del state["heads.bit_head.weight"]
     save_file(state, str(weights))
     with pytest.raises(CheckpointError, match="missing tensor.*bit_head.weight"):
         load_pretrained(directory)
     weights.write_bytes(b"garbage")
     with pytest.raises(CheckpointError, match="unreadable"):
         load_pretrained(directory)
+
+
+def test_a_checkpoint_written_with_the_retired_model_text_top_k_still_loads(tmp_path):
+    # Every checkpoint before data.text_top_k became the only knob stored model_config.text_top_k.
+    model, directory = _saved(tmp_path)
+    path = directory / CONFIG_NAME
+    stored = json.loads(path.read_text())
+    path.write_text(json.dumps({**stored, "model_config": {**stored["model_config"], "text_top_k": 32}}))
+    loaded = load_pretrained(directory)
+    assert loaded.config == model.config
+
+
+def test_the_checkpoint_records_how_its_text_was_pruned(tmp_path):
+    from basisfm.config import DataConfig
+    from basisfm.model.checkpoint import read_text_top_k
+
+    model, directory = _saved(tmp_path)
+    assert read_text_top_k(directory) == DataConfig.text_top_k
+    save_pretrained(model, directory, text_top_k=None)
+    assert read_text_top_k(directory) is None
+    path = directory / CONFIG_NAME
+    stored = json.loads(path.read_text())
+    del stored["data"]  # written before config.json recorded it: pretraining used the default
+    path.write_text(json.dumps(stored))
+    assert read_text_top_k(directory) == DataConfig.text_top_k
+    path.write_text(json.dumps({**stored, "data": {"text_top_k": 2}}))
+    with pytest.raises(CheckpointError, match="text_top_k"):
+        read_text_top_k(directory)
+    path.write_text(json.dumps({**stored, "data": {"text_top_k": "many"}}))
+    with pytest.raises(CheckpointError, match="text_top_k"):
+        read_text_top_k(directory)
+
+
+def test_the_checkpoint_inside_a_downloaded_model_is_found_once_or_named(tmp_path):
+    from basisfm.model.checkpoint import find_checkpoint_dir
+
+    model, directory = _saved(tmp_path)
+    assert find_checkpoint_dir(directory, origin="here") == directory
+    nested = tmp_path / "download" / "artifacts" / "checkpoint"
+    save_pretrained(model, nested)
+    assert find_checkpoint_dir(tmp_path / "download", origin="models:/m/1") == nested
+    save_pretrained(model, tmp_path / "download" / "other")
+    with pytest.raises(CheckpointError, match="holds 2 checkpoint directories"):
+        find_checkpoint_dir(tmp_path / "download", origin="models:/m/1")
+    (nested / CONFIG_NAME).unlink()
+    (tmp_path / "download" / "other" / CONFIG_NAME).unlink()
+    with pytest.raises(CheckpointError, match=f"models:/m/1.*has no {CONFIG_NAME}"):
+        find_checkpoint_dir(tmp_path / "download", origin="models:/m/1")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=f"has no {WEIGHTS_NAME}"):
+        find_checkpoint_dir(tmp_path / "empty", origin="x")
+
+
+def test_a_checkpoint_from_before_the_shared_heads_loads_and_predicts_as_it_did(tmp_path):
+    """Version-1 checkpoints name the heads `bit_head.*` and lack the scale paths: they load under today's
+    names, with the new paths' output layers at zero, so predictions are unchanged."""
+    model, directory = _saved(tmp_path)
+    with torch.no_grad():  # what an old model computes: the new paths add nothing
+        model.column_scale.weight.zero_()
+        model.standardized[2].weight.zero_()
+        model.standardized[2].bias.zero_()
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(("column_scale.", "standardized."))}
+    state = {(k[len("heads."):] if k.startswith("heads.") else k): v.contiguous() for k, v in state.items()}
+    save_file(state, str(directory / WEIGHTS_NAME))
+    loaded = load_pretrained(directory)
+    batch = synthetic_batch()
+    assert torch.equal(model.eval().predict_numeric(batch).nan_to_num(-1), loaded.predict_numeric(batch).nan_to_num(-1))

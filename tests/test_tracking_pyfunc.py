@@ -1,4 +1,5 @@
-"""The registered pyfunc model: loaded back from the registry (no pickle), it fills missing numeric cells."""
+"""The registered pyfunc model: loaded back from the registry (no pickle), it fills missing numeric cells;
+models logged with the entry script of earlier releases still load; tracking never imports the estimators."""
 
 from __future__ import annotations
 
@@ -35,6 +36,47 @@ def test_registered_model_predicts_missing_numeric_cells(tmp_path, monkeypatch):
     assert filled["y"].notna().all() and np.isfinite(filled.loc[[3, 17, 29], "y"]).all()
     pd.testing.assert_frame_equal(filled.drop(index=[3, 17, 29]), frame.drop(index=[3, 17, 29]))
     assert frame["y"].isna().sum() == 3  # the input is left as it was
+    # The model's files sit next to the sqlite store, never in ./mlruns of the working directory.
+    assert any((tmp_path / "runs" / "mlartifacts").rglob("MLmodel"))
 
     with pytest.raises(TableError, match="column .y.: has 1 present values; at least 2 are needed"):
         model.predict(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [np.nan, np.nan, 1.0]}))
+
+
+def test_a_model_registered_with_the_earlier_entry_script_still_loads(tmp_path, monkeypatch):
+    # MLflow copies the entry script into the model; models registered before serving moved to
+    # basisfm.estimators import their class from basisfm.tracking.pyfunc_model.
+    import mlflow
+    import torch
+
+    from basisfm.model import build_model
+    from basisfm.model.checkpoint import save_pretrained
+    from basisfm.tracking import registry
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    torch.manual_seed(0)
+    save_pretrained(build_model(ModelConfig()), tmp_path / "ckpt")
+    earlier = tmp_path / "pyfunc_entry.py"
+    earlier.write_text("from mlflow.models import set_model\n\n"
+                       "from basisfm.tracking.pyfunc_model import BasisPyfuncModel\n\n"
+                       "set_model(BasisPyfuncModel())\n")
+    monkeypatch.setattr(registry, "serving_entry_path", lambda: earlier)
+    uri = resolve_tracking_uri(TrackingConfig(local_dir=str(tmp_path / "runs")))
+    version = log_checkpoint_model(tmp_path / "ckpt", "basisfm-earlier", tracking_uri=uri, experiment="pyfunc")
+    mlflow.set_tracking_uri(uri)
+    model = mlflow.pyfunc.load_model(f"models:/basisfm-earlier/{version}")
+    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [2.0, np.nan, 6.0, 8.0]})
+    assert np.isfinite(model.predict(frame)["y"]).all()
+
+
+def test_tracking_never_imports_the_estimators():
+    import subprocess
+    import sys
+
+    code = ("import sys, basisfm.tracking, basisfm.tracking.registry, basisfm.tracking.mlflow_logger; "
+            "print(sorted(m for m in sys.modules if m.startswith('basisfm.estimators')))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "[]"
+    from basisfm.tracking.registry import serving_entry_path
+
+    assert "from basisfm.estimators.pyfunc import BasisPyfuncModel" in serving_entry_path().read_text()

@@ -36,13 +36,15 @@ def test_target_positions_list_targets_row_major_with_their_slots_in_one_read():
 
 
 def test_string_candidates_mark_each_columns_strings_without_boolean_indexing():
-    class Batch:  # the two fields string_candidates reads
+    class Batch:  # the fields string_candidates reads
         n_columns = 3
         vocab = ["a", "b", "c", "d"]
         string_ids = torch.tensor([[0, -1, 2], [1, -1, 2], [-1, -1, 3]])
+        query_target_mask = torch.tensor([[False, False, False], [True, False, False], [False, False, False]])
 
     candidates = BasisTransformer.string_candidates(Batch())
-    expected = torch.tensor([[True, True, False, False], [False] * 4, [False, False, True, True]])
+    # Row 1's hidden "b" is not a visible choice.
+    expected = torch.tensor([[True, False, False, False], [False] * 4, [False, False, True, True]])
     assert torch.equal(candidates, expected)
 
 

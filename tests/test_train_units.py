@@ -39,7 +39,7 @@ def test_gpu_config_uses_bf16_autocast_and_a_torch_adamw_never_deepspeeds_jit_bu
 
 
 def test_warmup_then_cosine_to_the_floor():
-    factors = [warmup_cosine_factor(s, warmup_steps=4, total_steps=20, min_lr_ratio=0.1) for s in range(21)]
+    factors = [warmup_cosine_factor(s, warmup_steps=4, total_steps=20, min_ratio=0.1) for s in range(21)]
     assert factors[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
     assert factors[4] == pytest.approx(1.0) and factors[20] == pytest.approx(0.1)
     assert all(a >= b for a, b in zip(factors[4:], factors[5:]))  # monotone decay after warm-up

@@ -11,7 +11,7 @@ from ray.tune.search.sample import Categorical
 from basisfm.config import load_config, with_overrides
 from basisfm.errors import ConfigError
 from basisfm.tune.resources import check_fits, max_concurrent_trials, trial_resources
-from basisfm.tune.spaces import SEARCH_SPACES, check_space, search_space, trial_config
+from basisfm.tune.spaces import SEARCH_SPACES, _corner_values, check_space, search_space, trial_config
 from basisfm.tune.trials_table import TrialRow, plot_trials, rank_trials, trials_markdown
 
 TUNE_TINY = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "tune_tiny.yaml"
@@ -70,8 +70,74 @@ def test_architecture_space_scales_with_the_base_model(base):
 def test_sparsity_space_samples_attention_variants_and_their_knobs(base):
     space = search_space(with_overrides(base, {"tune.space": "sparsity"}))
     assert sorted(space["model.attention"].categories) == ["block_sparse", "dense", "sampled"]
-    assert isinstance(space["model.text_top_k"], Categorical)
+    assert isinstance(space["data.text_top_k"], Categorical)
+    assert min(space["data.text_top_k"].categories) >= 4  # the data layer's floor
     assert 0 < space["model.keep_ratio"].lower < space["model.keep_ratio"].upper <= 1.0
+
+
+# A long text cell (60 distinct words) the data layer prunes differently for every searched text_top_k.
+_LONG_TEXT = " ".join(f"word{i}" for i in range(60))
+
+
+def _run_fingerprint(config, batch, tmp_path) -> tuple:
+    """What a trial's config changes in the run: the model and objective built from it (their parameters,
+    and the loss and gradient of one step on a fixed batch: the weighting acts through the gradient), the
+    DeepSpeed config, and what the data layer's collating actor hands the sentence encoder. Two configs
+    with equal fingerprints train the same run."""
+    import dataclasses
+    import json
+
+    import torch
+
+    from basisfm.data.pipeline import TableBatchCollator
+    from basisfm.losses import build_objective
+    from basisfm.model import build_model
+    from basisfm.train.deepspeed_config import build_deepspeed_config
+
+    torch.manual_seed(0)
+    model = build_model(config.model)
+    objective = build_objective(model, config.model, config.loss).eval()
+    loss = objective(batch).loss
+    loss.backward()
+    gradient = sum(float(p.grad.abs().sum()) for p in model.parameters() if p.grad is not None)
+    shapes = tuple((name, tuple(p.shape)) for name, p in objective.named_parameters())
+    collator = TableBatchCollator(str(tmp_path), dataclasses.asdict(config.data))
+    return (shapes, float(loss.detach()), gradient, json.dumps(build_deepspeed_config(config.train), sort_keys=True),
+            tuple(collator.embedder.texts_to_embed([_LONG_TEXT])))
+
+
+@pytest.mark.parametrize("name", sorted(SEARCH_SPACES))
+def test_every_key_a_space_searches_changes_the_run(base, name, tmp_path):
+    """A searched key that changes nothing wastes trials and reports noise as a finding (model.text_top_k
+    was searched while nothing read it). Each key must, with the other keys at some corner of the space,
+    give a different run for every value it takes."""
+    import itertools
+
+    from test_model_support import synthetic_batch
+
+    config = with_overrides(base, {"tune.space": name})
+    space = search_space(config)
+    # 40 columns (every block size differs), 40 rows (every column a target somewhere: both tasks active)
+    batch = synthetic_batch(n_rows=40, n_numeric=39, n_categorical=1)
+    corners = {key: _corner_values(key, domain) for key, domain in space.items()}
+    seen: dict[tuple, tuple] = {}
+
+    def run_of(sample: dict) -> tuple:
+        key = tuple(sorted(sample.items()))
+        if key not in seen:
+            seen[key] = _run_fingerprint(trial_config(config, sample), batch, tmp_path)
+        return seen[key]
+
+    for key in space:
+        others = [k for k in space if k != key]
+        for combo in itertools.product(*(corners[k] for k in others)):
+            fixed = dict(zip(others, combo))
+            runs = {run_of({**fixed, key: value}) for value in corners[key]}
+            if len(runs) == len(corners[key]):
+                break
+        else:
+            pytest.fail(f"space {name!r}: no setting of the other keys makes every value of {key!r} "
+                        f"({corners[key]}) change the run")
 
 
 def test_a_space_that_can_propose_an_invalid_config_is_rejected_before_any_trial(base):

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ AttentionVariant = Literal["dense", "block_sparse", "sampled"]
 LossWeighting = Literal["none", "paper", "uncertainty", "gradient_norm", "mgda"]
 Architecture = Literal["basis", "basis_icl", "tab2d"]
 RegressionHead = Literal["smr_bits", "binned"]
+MIN_TEXT_TOP_K = 4  # `data.text_top_k`: pruning a text to fewer words leaves too little of it to embed
 
 
 @dataclass
@@ -50,11 +53,14 @@ class CorpusConfig:
     seed: int = 0  # row sampling of tables above max_rows_per_table
 
     def validate(self, key: str) -> None:
-        _require(self.workers >= 0, f"{key}.workers", "must be 0 (automatic) or a positive number of processes")
+        _require(0 <= self.workers <= MAX_PROCESSES, f"{key}.workers",
+                 f"must be 0 (automatic) or a number of processes up to {MAX_PROCESSES}, got {self.workers}")
         _require(self.max_tables is None or self.max_tables >= 1, f"{key}.max_tables", "must be at least 1 (or null for all)")
         _require(self.max_text_chars >= 1, f"{key}.max_text_chars", "must be at least 1")
         _require(self.max_rows_per_table >= 2, f"{key}.max_rows_per_table", "must be at least 2")
         _require(self.max_columns >= 2, f"{key}.max_columns", "must be at least 2")
+        _require(self.max_rows_per_table <= MAX_TABLE_ROWS, f"{key}.max_rows_per_table", f"must be at most {MAX_TABLE_ROWS:,}")
+        _require(self.max_columns <= MAX_TABLE_COLUMNS, f"{key}.max_columns", f"must be at most {MAX_TABLE_COLUMNS:,}")
         _require(0.0 < self.near_duplicate_threshold <= 1.0, f"{key}.near_duplicate_threshold", "must be in (0, 1]")
 
 
@@ -76,17 +82,35 @@ class DataConfig:
     text_top_k: int | None = 32  # text cells longer than this many words are pruned before embedding
     cpus_per_actor: float = 1.0  # CPUs each collating actor reserves (lower it when train workers take all CPUs)
     tables_per_task: int = 8  # tables a collating actor takes per Ray task: fewer dispatches, same order
+    # Share of training batches on each worker that are synthetic prior episodes (`priors` section) instead of
+    # real tables: 0 = real only, 1 = prior only. See `basisfm.priors.mixing`.
+    prior_fraction: float = 0.0
+    # What a batch asks: `masked_cells` hides random cells of every row (the per-row `basis` model's
+    # pretraining); `episodes` (data.episodes) draws target column(s) per table and splits rows into
+    # labelled support rows and query rows (in-context models: basis_icl, tab2d).
+    task: Literal["masked_cells", "episodes"] = "masked_cells"
+    episodes_per_table: int = 4  # episodes drawn from each table per epoch
+    query_fraction: float = 0.25  # share of an episode's rows that are queries (at least one)
+    max_episode_targets: int = 1  # target columns per episode: 1..this many, drawn per episode
+    retrieval: bool = False  # episode rows = an anchor row's nearest rows (TabDPT-style), not a random draw
 
     def validate(self, key: str) -> None:
-        _require(self.token_budget >= 16, f"{key}.token_budget", "must be at least 16")
-        _require(self.max_columns >= 2, f"{key}.max_columns", "must be at least 2")
+        _require(0.0 <= self.prior_fraction <= 1.0, f"{key}.prior_fraction", "must be in [0, 1]")
+        _require(16 <= self.token_budget <= MAX_TOKEN_BUDGET, f"{key}.token_budget",
+                 f"must be in [16, {MAX_TOKEN_BUDGET:,}] cells per batch, got {self.token_budget:,}")
+        _require(2 <= self.max_columns <= MAX_TABLE_COLUMNS, f"{key}.max_columns", f"must be in [2, {MAX_TABLE_COLUMNS:,}]")
+        _require(self.episodes_per_table >= 1, f"{key}.episodes_per_table", "must be at least 1")
+        _require(0.0 < self.query_fraction < 1.0, f"{key}.query_fraction", "must be in (0, 1)")
+        _require(self.max_episode_targets >= 1, f"{key}.max_episode_targets", "must be at least 1")
         _require(1 <= self.min_rows <= self.max_rows, f"{key}.min_rows", "must be in [1, data.max_rows]")
+        _require(self.max_rows <= MAX_TOKEN_BUDGET, f"{key}.max_rows", f"must be at most {MAX_TOKEN_BUDGET:,}")
         _require(self.token_budget >= 2 * self.min_rows, f"{key}.token_budget", "must fit 2 columns of data.min_rows rows")
         _require(0.0 < self.mask_rate < 1.0, f"{key}.mask_rate", "must be in (0, 1)")
-        _require(self.embed_actors >= 1, f"{key}.embed_actors", "must be at least 1")
+        _require(1 <= self.embed_actors <= MAX_PROCESSES, f"{key}.embed_actors", f"must be in [1, {MAX_PROCESSES}]")
         _require(self.validation_tables >= 0, f"{key}.validation_tables", "must be at least 0")
         _require(self.epochs >= 1, f"{key}.epochs", "must be at least 1")
-        _require(self.text_top_k is None or self.text_top_k >= 4, f"{key}.text_top_k", "must be null or at least 4")
+        _require(self.text_top_k is None or self.text_top_k >= MIN_TEXT_TOP_K, f"{key}.text_top_k",
+                 f"must be null or at least {MIN_TEXT_TOP_K}")
         _require(self.cpus_per_actor > 0, f"{key}.cpus_per_actor", "must be positive")
         _require(self.tables_per_task >= 1, f"{key}.tables_per_task", "must be at least 1")
 
@@ -119,7 +143,6 @@ class ModelConfig:
     attention: AttentionVariant = "dense"
     block_size: int = 8
     keep_ratio: float = 0.5
-    text_top_k: int = 32  # tokens kept of a long text cell
     cell_layers: int = 1  # cell-level attention blocks before basis compression (the `attention` variant)
     missing_buckets: int = 256  # `per_column` missing tokens: column names hashed into this many
 
@@ -127,9 +150,17 @@ class ModelConfig:
         _require(self.cell_layers >= 0, f"{key}.cell_layers", "must be at least 0")
         _require(self.n_bins >= 2, f"{key}.n_bins", "must be at least 2")
         _require(self.z_max > 0, f"{key}.z_max", "must be positive")
-        _require(self.missing_buckets >= 1, f"{key}.missing_buckets", "must be at least 1")
+        _require(1 <= self.missing_buckets <= 1 << 20, f"{key}.missing_buckets", "must be in [1, 1048576]")
+        _require(self.n_bins <= 1 << 16, f"{key}.n_bins", "must be at most 65536")
+        _require(math.isfinite(self.z_max), f"{key}.z_max", "must be finite")
+        # Upper bounds: a typo like d_model=1e9 must fail here, not as an allocation of terabytes.
+        _require(1 <= self.n_heads <= MAX_MODEL_WIDTH, f"{key}.n_heads", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.n_heads}")
+        _require(1 <= self.d_model <= MAX_MODEL_WIDTH, f"{key}.d_model", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.d_model:,}")
+        _require(1 <= self.text_dim <= MAX_MODEL_WIDTH, f"{key}.text_dim", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.text_dim:,}")
         _require(self.d_model % self.n_heads == 0, f"{key}.d_model", f"must be divisible by n_heads={self.n_heads}")
-        _require(self.n_layers >= 1 and self.n_basis >= 1, f"{key}.n_layers", "n_layers and n_basis must be >= 1")
+        _require(1 <= self.n_layers <= MAX_MODEL_DEPTH, f"{key}.n_layers", f"must be in [1, {MAX_MODEL_DEPTH}], got {self.n_layers:,}")
+        _require(1 <= self.n_basis <= MAX_MODEL_WIDTH, f"{key}.n_basis", f"must be in [1, {MAX_MODEL_WIDTH}], got {self.n_basis:,}")
+        _require(self.cell_layers <= MAX_MODEL_DEPTH, f"{key}.cell_layers", f"must be at most {MAX_MODEL_DEPTH}")
         _require(1 <= self.smr_high_bits <= 64, f"{key}.smr_high_bits", "must be in [1, 64]")
         _require(0 <= self.smr_low_bits <= 64, f"{key}.smr_low_bits", "must be in [0, 64]")
         _require(2 <= self.smr_bit_budget <= 128, f"{key}.smr_bit_budget", "must be in [2, 128]")
@@ -152,11 +183,99 @@ class LossConfig:
     task_buckets: int = 1
 
     def validate(self, key: str) -> None:
-        _require(self.task_buckets >= 1, f"{key}.task_buckets", "must be at least 1")
+        _require(1 <= self.task_buckets <= 1 << 16, f"{key}.task_buckets", "must be in [1, 65536]")
         _require(self.eps > 0, f"{key}.eps", "must be positive")
         _require(self.categorical_weight >= 0, f"{key}.categorical_weight", "must be non-negative")
         _require(0.0 <= self.gamma <= 0.5, f"{key}.gamma", "must be in [0, 0.5]")
         _require(0.0 <= self.grad_norm_ema < 1.0, f"{key}.grad_norm_ema", "must be in [0, 1)")
+
+
+PriorCurriculum = Literal["none", "linear"]
+PriorDevice = Literal["cpu", "worker"]
+
+
+@dataclass
+class PriorConfig:
+    """Synthetic tasks (`basisfm.priors`): which generators, how big, how messy, and how sizes grow over training.
+
+    Shares (`*_fraction`) are probabilities per task or per column; `max_*` bound what one task draws.
+    """
+
+    mlp_weight: float = 0.7  # relative share of tasks from random MLP structural causal models
+    tree_weight: float = 0.3  # ... and from random tree-ensemble ones
+    min_rows: int = 32
+    max_rows: int = 256
+    min_features: int = 2
+    max_features: int = 16
+    min_support_fraction: float = 0.3  # share of an episode's rows that are labelled context (support)
+    max_support_fraction: float = 0.8
+    classification_fraction: float = 0.3  # targets made categorical (classes by quantising)
+    max_classes: int = 10
+    multi_target_fraction: float = 0.1  # tasks with 2..max_targets targets
+    max_targets: int = 3
+    max_categorical_fraction: float = 0.5  # a task draws its share of categorical features in [0, this]
+    max_categories: int = 12
+    boolean_fraction: float = 0.5  # two-level categorical features stored as booleans
+    skewed_fraction: float = 0.3  # numeric columns made skewed or heavy-tailed
+    integer_fraction: float = 0.15  # numeric columns rounded to integers (counts, years)
+    missing_task_fraction: float = 0.3  # tasks with missing feature cells
+    max_missing_rate: float = 0.3  # such a task's missing rate is drawn in (0, this]
+    mnar_fraction: float = 0.5  # missing tasks whose cells go missing depending on their own value
+    min_layers: int = 2  # MLP SCM depth range
+    max_layers: int = 6
+    min_width: int = 8  # hidden nodes per layer (raised when a task needs more nodes to read columns from)
+    max_width: int = 48
+    min_edge_density: float = 0.2  # share of kept edges per layer, drawn per task in [min, 1]
+    max_noise_std: float = 0.3  # per-layer noise std, log-uniform in [max/30, max], relative to unit-variance nodes
+    max_tree_depth: int = 5
+    max_trees: int = 6  # trees per node of the tree SCM
+    named_fraction: float = 0.5  # tasks whose columns get meaningless random name vectors (others: empty names)
+    name_bank_size: int = 1024  # fixed seeded banks of unit vectors: column names ...
+    category_bank_size: int = 4096  # ... and category labels (so generation never runs the sentence encoder)
+    bank_seed: int = 0
+    min_learnability: float = 0.05  # held-out ridge / kNN skill (R2, or accuracy over the majority class) below this rejects a task
+    tasks_per_chunk: int = 16  # tasks generated together in one batched call (same rows and columns)
+    curriculum: PriorCurriculum = "none"  # `linear`: the row and feature caps grow from the start values to the max
+    curriculum_steps: int = 1000  # ... reaching max_rows / max_features at this training step
+    curriculum_start_rows: int = 64
+    curriculum_start_features: int = 4
+    # `cpu`: drawn and computed on CPU (the same tasks on every machine, values to float rounding across CPU
+    # instruction sets), then moved to the worker's device; `worker`: generated on the worker's device (fast on
+    # a GPU; reproducible per device type). docs/priors.md has the details.
+    device: PriorDevice = "cpu"
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        for name in ("classification_fraction", "multi_target_fraction", "max_categorical_fraction", "boolean_fraction",
+                     "skewed_fraction", "integer_fraction", "missing_task_fraction", "mnar_fraction", "named_fraction"):
+            _require(0.0 <= getattr(self, name) <= 1.0, f"{key}.{name}", "must be in [0, 1]")
+        _require(self.mlp_weight >= 0 and self.tree_weight >= 0, f"{key}.mlp_weight", "mlp_weight and tree_weight must be >= 0")
+        _require(self.mlp_weight + self.tree_weight > 0, f"{key}.mlp_weight", "mlp_weight + tree_weight must be positive")
+        _require(4 <= self.min_rows <= self.max_rows, f"{key}.min_rows", f"must be in [4, {key}.max_rows]")
+        _require(1 <= self.min_features <= self.max_features, f"{key}.min_features", f"must be in [1, {key}.max_features]")
+        _require(0.0 < self.min_support_fraction <= self.max_support_fraction < 1.0, f"{key}.min_support_fraction",
+                 f"must satisfy 0 < min_support_fraction <= {key}.max_support_fraction < 1")
+        _require(self.max_classes >= 2, f"{key}.max_classes", "must be at least 2")
+        _require(self.max_targets >= 1, f"{key}.max_targets", "must be at least 1")
+        _require(self.max_categories >= 2, f"{key}.max_categories", "must be at least 2")
+        _require(0.0 <= self.max_missing_rate < 1.0, f"{key}.max_missing_rate", "must be in [0, 1)")
+        _require(1 <= self.min_layers <= self.max_layers, f"{key}.min_layers", f"must be in [1, {key}.max_layers]")
+        _require(1 <= self.min_width <= self.max_width, f"{key}.min_width", f"must be in [1, {key}.max_width]")
+        _require(0.0 < self.min_edge_density <= 1.0, f"{key}.min_edge_density", "must be in (0, 1]")
+        _require(self.max_noise_std >= 0, f"{key}.max_noise_std", "must be >= 0")
+        _require(1 <= self.max_tree_depth <= 10, f"{key}.max_tree_depth", "must be in [1, 10]")
+        _require(self.max_trees >= 1, f"{key}.max_trees", "must be at least 1")
+        _require(self.name_bank_size >= 1, f"{key}.name_bank_size", "must be at least 1")
+        _require(self.category_bank_size >= max(self.max_categories, self.max_classes), f"{key}.category_bank_size",
+                 "must hold at least max_categories and max_classes labels")
+        _require(-1.0 <= self.min_learnability < 1.0, f"{key}.min_learnability", "must be in [-1, 1)")
+        _require(self.tasks_per_chunk >= 1, f"{key}.tasks_per_chunk", "must be at least 1")
+        _require(self.curriculum_steps >= 1, f"{key}.curriculum_steps", "must be at least 1")
+        if self.curriculum != "none":  # unused otherwise: resizing the prior should not require touching them
+            _require(self.min_rows <= self.curriculum_start_rows <= self.max_rows, f"{key}.curriculum_start_rows",
+                     f"must be in [{key}.min_rows, {key}.max_rows] when {key}.curriculum is {self.curriculum!r}")
+            _require(self.min_features <= self.curriculum_start_features <= self.max_features, f"{key}.curriculum_start_features",
+                     f"must be in [{key}.min_features, {key}.max_features] when {key}.curriculum is {self.curriculum!r}")
 
 
 @dataclass
@@ -191,15 +310,20 @@ class TrainConfig:
     compile: bool = False  # torch.compile the model's transformer blocks (not with ZeRO-3)
 
     def validate(self, key: str) -> None:
-        _require(self.num_workers >= 1, f"{key}.num_workers", "must be at least 1")
+        _require(is_plain_name(self.run_name), f"{key}.run_name", f"{_PLAIN_NAME_RULE}, at most 200 characters (it names "
+                 f"a directory under train.storage_path), got {self.run_name!r}")
+        _require(1 <= self.num_workers <= MAX_PROCESSES, f"{key}.num_workers",
+                 f"must be in [1, {MAX_PROCESSES}] (one rank per GPU or CPU worker), got {self.num_workers:,}")
         _require(self.steps >= 1, f"{key}.steps", "must be at least 1")
-        _require(self.lr > 0, f"{key}.lr", "must be positive")
+        _require(0 < self.lr <= MAX_LEARNING_RATE, f"{key}.lr", f"must be in (0, {MAX_LEARNING_RATE}], got {self.lr!r}")
+        _require(0 <= self.weight_decay <= MAX_LEARNING_RATE, f"{key}.weight_decay",
+                 f"must be in [0, {MAX_LEARNING_RATE}], got {self.weight_decay!r}")
         _require(0 <= self.warmup_steps <= self.steps, f"{key}.warmup_steps", "must be in [0, train.steps]")
         _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be at least 1")
         _require(self.offload_optimizer is False or self.use_gpu, f"{key}.offload_optimizer", "needs train.use_gpu")
         _require(self.validate_every >= 1, f"{key}.validate_every", "must be at least 1")
-        _require(self.micro_batch_tables >= 1, f"{key}.micro_batch_tables", "must be at least 1")
-        _require(self.cpus_per_worker >= 1, f"{key}.cpus_per_worker", "must be at least 1")
+        _require(1 <= self.micro_batch_tables <= 1 << 16, f"{key}.micro_batch_tables", "must be in [1, 65536]")
+        _require(1 <= self.cpus_per_worker <= MAX_PROCESSES, f"{key}.cpus_per_worker", f"must be in [1, {MAX_PROCESSES}]")
         _require(self.max_failures >= 0, f"{key}.max_failures", "must be at least 0")
         _require(self.grad_clip >= 0, f"{key}.grad_clip", "must be >= 0 (0 turns clipping off)")
         _require(0.0 <= self.min_lr_ratio <= 1.0, f"{key}.min_lr_ratio", "must be in [0, 1]")
@@ -236,7 +360,7 @@ class TrackingConfig:
 class TuneConfig:
     """Ray Tune: which search space, how many trials, how they are scheduled."""
 
-    space: Literal["loss_weighting", "sparsity", "architecture"] = "loss_weighting"
+    space: Literal["loss_weighting", "sparsity", "architecture", "priors"] = "loss_weighting"
     num_samples: int = 4
     max_concurrent_trials: int | None = None  # None: derived from the resources available
     metric: str = "val_loss"
@@ -255,7 +379,9 @@ class TuneConfig:
         _require(self.grace_period >= 1, f"{key}.grace_period", "must be at least 1")
         _require(self.reduction_factor >= 2, f"{key}.reduction_factor", "must be at least 2")
         _require(self.trial_max_failures >= 0, f"{key}.trial_max_failures", "must be 0 or more")
-        _require(bool(self.name) and "/" not in self.name, f"{key}.name", "must be a non-empty name without '/'")
+        # At most 128: trials run as train.run_name "<tune.name>-trial-<trial id>".
+        _require(is_plain_name(self.name, max_length=128), f"{key}.name", f"{_PLAIN_NAME_RULE}, at most 128 characters "
+                 f"(it names a directory under train.storage_path), got {self.name!r}")
 
 
 @dataclass
@@ -269,6 +395,14 @@ class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     tracking: TrackingConfig = field(default_factory=TrackingConfig)
     tune: TuneConfig = field(default_factory=TuneConfig)
+    priors: PriorConfig = field(default_factory=PriorConfig)
+
+    def validate(self, key: str) -> None:
+        if self.data.prior_fraction > 0:
+            # A prior episode has at least min_rows rows of min_features + 1 columns; it must fit a batch's budget.
+            smallest = self.priors.min_rows * (self.priors.min_features + 1)
+            _require(smallest <= self.data.token_budget, "priors.min_rows",
+                     f"x (priors.min_features + 1) = {smallest} cells must fit data.token_budget={self.data.token_budget}")
 
 
 # Size presets: the model's shape keys each preset fixes. `custom` keeps what the config says.
@@ -277,6 +411,27 @@ MODEL_PRESETS: dict[str, dict[str, int]] = {
     "small": {"d_model": 256, "n_layers": 6, "n_heads": 8, "n_basis": 16},
     "base": {"d_model": 512, "n_layers": 12, "n_heads": 8, "n_basis": 32},
 }
+
+
+# Upper bounds on sizes. Far above anything this platform runs (base preset: d_model 512, 12 layers; base.yaml:
+# token_budget 16384, 4 workers), they exist so that a typo fails at load with the key named instead of as
+# an allocation of terabytes or a Ray job waiting forever for 100000 workers.
+MAX_MODEL_WIDTH = 16_384  # d_model, n_heads, n_basis, text_dim
+MAX_MODEL_DEPTH = 256  # n_layers, cell_layers
+MAX_TOKEN_BUDGET = 1 << 24  # cells (rows x columns) in one batch
+MAX_TABLE_ROWS = 100_000_000
+MAX_TABLE_COLUMNS = 100_000
+MAX_PROCESSES = 1_024  # Ray Train workers, ingest processes, collating actors, CPUs per worker
+MAX_LEARNING_RATE = 10.0  # lr and weight decay: beyond this the first step destroys any model
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_PLAIN_NAME_RULE = "must be a plain name: letters, digits, '.', '_' and '-', starting with a letter or digit"
+
+
+def is_plain_name(name: str, max_length: int = 200) -> bool:
+    """A name that is one path component everywhere: no separators, no `..`, nothing a shell or URI would
+    read, and short enough for a file name (255 bytes) with a suffix."""
+    return isinstance(name, str) and len(name) <= max_length and _PLAIN_NAME.fullmatch(name) is not None
 
 
 def _require(ok: bool, key: str, message: str) -> None:
@@ -291,10 +446,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     """Read a YAML run config (or the defaults when `path` is None) and apply `a.b=value` overrides."""
     raw: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {str(path)!r} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
+        loaded = read_yaml_file(path, "config file") or {}
         if not isinstance(loaded, dict):
             raise ConfigError(f"config file {str(path)!r} must hold a mapping at top level, got {type(loaded).__name__}")
         raw = loaded
@@ -302,8 +454,41 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ConfigError(f"override {item!r} must look like section.key=value")
-        _set_dotted(raw, key.strip(), yaml.safe_load(value) if value.strip() else None)
+        _set_dotted(raw, key.strip(), parse_yaml(value, f"override {item!r}") if value.strip() else None)
     return from_dict(raw)
+
+
+def read_yaml_file(path: str | Path, what: str) -> Any:
+    """The plain data in a UTF-8 YAML file, or `ConfigError` in one line naming the file: missing or
+    unreadable, not UTF-8, a syntax error (with line and column), or a tag such as `!!python/object`
+    (never constructed: `yaml.safe_load` only builds plain data)."""
+    path = Path(path)
+    where = f"{what} {str(path)!r}"
+    if not path.is_file():
+        raise ConfigError(f"{where} does not exist")
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"{where} cannot be read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{where} is not UTF-8 text (byte {data[exc.start]:#04x} at offset {exc.start}); "
+                          "save it as UTF-8") from None
+    return parse_yaml(text, where)
+
+
+def parse_yaml(text: str, where: str) -> Any:
+    """`yaml.safe_load`, with its errors as one-line `ConfigError`s that say `where` the text came from."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        at = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = " ".join(str(getattr(exc, "problem", None) or exc).split())
+        if isinstance(exc, yaml.constructor.ConstructorError):
+            problem += " (tags such as !!python/object are never constructed: a config holds plain data only)"
+        raise ConfigError(f"{where} is not valid YAML{at}: {problem}") from None
 
 
 def from_dict(raw: dict[str, Any]) -> RunConfig:
@@ -422,14 +607,19 @@ def _coerce(tp: Any, value: Any, key: str) -> Any:
             return int(value)
         raise ConfigError(f"config key {key!r} must be an integer, got {value!r}")
     if tp is float:
+        number = None
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
-        if isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
+            number = float(value) if abs(value) < 1e308 else math.inf  # float(10**400) would raise OverflowError
+        elif isinstance(value, str):  # YAML 1.1 reads "3e-4" (no dot) as a string
             try:
-                return float(value)
+                number = float(value)
             except ValueError:
                 pass
-        raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if number is None:
+            raise ConfigError(f"config key {key!r} must be a number, got {value!r}")
+        if not math.isfinite(number):
+            raise ConfigError(f"config key {key!r} must be a finite number, got {value!r}")
+        return number
     if tp is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)

@@ -30,5 +30,13 @@ class InputTypeError(BasisError, TypeError):
     """An argument has a type basisfm cannot work with."""
 
 
+class InputShapeError(InputTypeError, ValueError):
+    """An argument has a shape basisfm cannot work with (1-d X, 2-d y, a width other than at fit).
+
+    A `ValueError` as scikit-learn raises for shapes, and an `InputTypeError` as basisfm raised before, so
+    code catching either keeps working.
+    """
+
+
 class CheckpointError(BasisError, ValueError):
     """A checkpoint directory is missing files, or its files disagree with each other."""

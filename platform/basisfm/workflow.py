@@ -38,7 +38,11 @@ class DemoSummary:
 
 
 def run_demo(config: RunConfig) -> DemoSummary:
-    """Run the three stages in order; each stage prints its own progress, this returns what a user needs next."""
+    """Run the three stages in order and return their results for the job to print.
+
+    Each stage shows its own progress; no summary is printed here: `DemoSummary.render()` is the one
+    screen that holds them, printed by `jobs.demo`.
+    """
     from basisfm.corpus.ingest import ingest
     from basisfm.errors import BasisError
     from basisfm.tracking import resolve_tracking_uri, ui_command
@@ -49,12 +53,10 @@ def run_demo(config: RunConfig) -> DemoSummary:
     report = ingest(config.corpus)
     if report.tables == 0:
         raise BasisError(f"ingest into {config.corpus.out_dir} produced no tables; see its ingest_report.json")
-    print(report.summary(), flush=True)
 
     print(f"[2/3] pretrain: {config.train.num_workers} Ray workers, ZeRO-{config.train.zero_stage}, "
           f"{config.train.steps} steps, model preset {config.model.preset!r}", flush=True)
     result = pretrain(config)
-    print(result.summary(), flush=True)
 
     print("[3/3] promote: candidate vs current champion on the validation tables", flush=True)
     tracking_uri = resolve_tracking_uri(config.tracking)

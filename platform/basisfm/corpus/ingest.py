@@ -1,11 +1,13 @@
 """The ingest: every table of a source -> normalised Parquet shard + manifest record, minus suite look-alikes.
 
-Safe to interrupt and re-run. Shards are written to a temporary name and renamed, and are named by
-table id and content fingerprint, so a shard that exists is complete and current: re-runs skip writing
-it. The manifest is rewritten atomically every few seconds as tables finish, and once more at the end.
-`ingest_state.json` remembers each ingested table's source version stamp and the settings it was
-normalised under (config, suites, and the normalisation code itself); a re-run reuses those records
-without even loading the tables, so resuming or repeating a full ingest takes seconds.
+Safe to interrupt and re-run. Shards are written to a temporary name and renamed, and are named by a
+readable prefix of the table id, the SHA-256 of the whole id and the content fingerprint, so two tables
+never share a shard. The manifest is rewritten atomically every few seconds as tables finish, and once
+more at the end. `ingest_state.json` remembers each ingested table's source version stamp, each shard's
+table id, byte size and SHA-256, and the settings it was normalised under (config, suites, and the
+normalisation code itself); a re-run reuses a record without even loading its table when the stamp and
+settings are unchanged and the shard on disk still has its recorded size and digest (a damaged or
+replaced shard is re-ingested), so resuming or repeating a full ingest takes seconds.
 Loading and normalising fan out to worker processes; results are consumed in listing order, so the
 manifest order does not depend on timing.
 """
@@ -17,6 +19,7 @@ import json
 import multiprocessing
 import os
 import re
+import signal
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -44,6 +47,7 @@ class TableOutcome:
     id: str
     record: TableRecord | None = None
     reused: bool = False  # an earlier run already wrote its shard (and, when unchanged, its record)
+    shard_digest: dict | None = None  # {"id", "size", "sha256"} of the record's shard file
     skipped_reason: str | None = None
     excluded: HoldoutMatch | None = None
 
@@ -114,46 +118,53 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     earlier_state = _read_state(out)
     # Stamps of an earlier run only count when it ran under the same settings.
     earlier_versions = earlier_state["tables"] if earlier_state["settings"] == settings else {}
-    unchanged = _unchanged_records(out, earlier_versions, versions, previous)
+    earlier_shards = earlier_state["shards"]  # a shard's digest holds whatever the settings: it is the file's
+    unchanged = _unchanged_records(out, earlier_versions, versions, previous, earlier_shards)
 
     report = IngestReport(out_dir=str(out), source=config.source, suites=[s.name for s in suites])
     records: list[TableRecord] = []
+    shard_digests: dict[str, dict] = {}  # shard -> {"id", "size", "sha256"} of this run's records
     lines: list[str] = []  # each record serialised once: rewriting the manifest stays cheap
     kinds: Counter[str] = Counter()
     last_flush = time.monotonic()
     bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
-    for outcome in _outcomes(source, refs, config, holdout, unchanged):
-        bar.update(1)
-        if outcome.record is not None:
-            record = outcome.record
-            records.append(record)
-            lines.append(record.to_json() + "\n")
-            report.tables += 1
-            report.reused += outcome.reused
-            report.rows += record.n_rows
-            report.cells += record.n_cells
-            kinds.update(c.kind for c in record.columns)
-            if record.treatments or any(c.treatment for c in record.columns):
-                notes = list(record.treatments) + [f"{c.name}: {c.treatment}" for c in record.columns if c.treatment]
-                report.treated.append({"id": record.id, "treatments": notes})
-        elif outcome.excluded is not None:
-            report.excluded.append(outcome.excluded.to_dict())
-        else:
-            report.skipped.append({"id": outcome.id, "reason": outcome.skipped_reason})
-        bar.set_postfix(ingested=report.tables, excluded=len(report.excluded), skipped=len(report.skipped), refresh=False)
-        if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
-            # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
-            done = {r.id for r in records}
-            pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
-            atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
-            _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending)
-            last_flush = time.monotonic()
-        if config.max_tables is not None and report.tables >= config.max_tables:
-            break
-    bar.close()
+    try:  # the bar is closed before anything else is printed, Ctrl-C included
+        for outcome in _outcomes(source, refs, config, holdout, unchanged, earlier_shards):
+            bar.update(1)
+            if outcome.record is not None:
+                record = outcome.record
+                shard_digests[record.shard] = outcome.shard_digest or earlier_shards[record.shard]
+                records.append(record)
+                lines.append(record.to_json() + "\n")
+                report.tables += 1
+                report.reused += outcome.reused
+                report.rows += record.n_rows
+                report.cells += record.n_cells
+                kinds.update(c.kind for c in record.columns)
+                if record.treatments or any(c.treatment for c in record.columns):
+                    notes = list(record.treatments) + [f"{c.name}: {c.treatment}" for c in record.columns if c.treatment]
+                    report.treated.append({"id": record.id, "treatments": notes})
+            elif outcome.excluded is not None:
+                report.excluded.append(outcome.excluded.to_dict())
+            else:
+                report.skipped.append({"id": outcome.id, "reason": outcome.skipped_reason})
+            bar.set_postfix(ingested=report.tables, excluded=len(report.excluded), skipped=len(report.skipped), refresh=False)
+            if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
+                # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
+                done = {r.id for r in records}
+                pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
+                atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
+                kept = (previous[i][0].shard for i in pending)
+                digests = {shard: earlier_shards[shard] for shard in kept if shard in earlier_shards} | shard_digests
+                _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending, digests)
+                last_flush = time.monotonic()
+            if config.max_tables is not None and report.tables >= config.max_tables:
+                break
+    finally:
+        bar.close()
 
     atomic_write_text(out / MANIFEST_NAME, "".join(lines))
-    _write_state(out, settings, versions, [r.id for r in records], {}, [])
+    _write_state(out, settings, versions, [r.id for r in records], {}, [], shard_digests)
     _remove_unreferenced_shards(out, records)
     by_content: dict[str, list[str]] = {}
     for record in records:
@@ -166,19 +177,20 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
 
 
 def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, holdout: HoldoutIndex | None,
-              unchanged: dict[str, TableRecord]):
+              unchanged: dict[str, TableRecord], earlier_shards: dict[str, dict]):
     """One outcome per ref, in listing order: unchanged tables straight from the earlier run, the rest
     processed here or, when there is enough work, in worker processes."""
     todo = [ref for ref in refs if ref.id not in unchanged]
     workers = _worker_count(config, len(todo))
     if workers <= 1:
-        _init_worker(source, config, holdout)
+        _init_worker(source, config, holdout, earlier_shards)
         processed = map(_process, todo)
         yield from _in_listing_order(refs, unchanged, processed)
         return
     # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_worker, initargs=(source, config, holdout), maxtasksperchild=200) as pool:
+    with context.Pool(workers, initializer=_init_pool_worker, initargs=(source, config, holdout, earlier_shards),
+                      maxtasksperchild=200) as pool:
         yield from _in_listing_order(refs, unchanged, pool.imap(_process, todo, chunksize=1))
 
 
@@ -212,28 +224,57 @@ def _read_state(out: Path) -> dict:
     try:
         state = json.loads((out / STATE_NAME).read_text())
         if isinstance(state.get("tables"), dict):
+            shards = state.get("shards")
+            state["shards"] = {k: v for k, v in shards.items() if _is_digest(v)} if isinstance(shards, dict) else {}
             return state
     except (OSError, ValueError, AttributeError):
         pass
-    return {"settings": None, "tables": {}}
+    return {"settings": None, "tables": {}, "shards": {}}
+
+
+def _is_digest(value) -> bool:
+    return (isinstance(value, dict) and isinstance(value.get("id"), str) and isinstance(value.get("sha256"), str)
+            and isinstance(value.get("size"), int))
 
 
 def _write_state(out: Path, settings: str, versions: dict[str, str | None], ids: list[str],
-                 earlier: dict[str, str], pending: list[str]) -> None:
+                 earlier: dict[str, str], pending: list[str], shards: dict[str, dict]) -> None:
     tables = {i: versions[i] for i in ids if versions.get(i) is not None}
     tables.update({i: earlier[i] for i in pending if i in earlier})  # not reached yet: keep what the last run knew
-    atomic_write_text(out / STATE_NAME, json.dumps({"settings": settings, "tables": tables}, sort_keys=True))
+    atomic_write_text(out / STATE_NAME, json.dumps({"settings": settings, "tables": tables, "shards": shards}, sort_keys=True))
 
 
 def _unchanged_records(out: Path, earlier_versions: dict[str, str], versions: dict[str, str | None],
-                       previous: dict[str, tuple[TableRecord, str]]) -> dict[str, TableRecord]:
-    """Records of the earlier run whose source version stamp is unchanged and whose shard exists."""
+                       previous: dict[str, tuple[TableRecord, str]], shards: dict[str, dict]) -> dict[str, TableRecord]:
+    """Records of the earlier run whose source version stamp is unchanged and whose shard is the file that
+    run wrote for that table (same size and SHA-256); anything else is ingested again."""
     unchanged = {}
     for table_id, (record, _) in previous.items():
         stamp = versions.get(table_id)
-        if stamp is not None and earlier_versions.get(table_id) == stamp and (out / record.shard).exists():
+        if stamp is not None and earlier_versions.get(table_id) == stamp and \
+                _shard_is_intact(out / record.shard, table_id, shards.get(record.shard)):
             unchanged[table_id] = record
     return unchanged
+
+
+def _shard_is_intact(path: Path, table_id: str, digest: dict | None) -> bool:
+    """Whether `path` is the shard an earlier run wrote for `table_id`: its recorded size, then its SHA-256."""
+    if digest is None or digest["id"] != table_id:
+        return False
+    try:
+        if path.stat().st_size != digest["size"]:
+            return False
+        return _file_sha256(path) == digest["sha256"]
+    except OSError:
+        return False
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _worker_count(config: CorpusConfig, n_refs: int) -> int:
@@ -248,8 +289,16 @@ def _worker_count(config: CorpusConfig, n_refs: int) -> int:
 _WORKER: dict = {}
 
 
-def _init_worker(source: TableSource, config: CorpusConfig, holdout: HoldoutIndex | None) -> None:
-    _WORKER.update(source=source, config=config, holdout=holdout, out=Path(config.out_dir))
+def _init_worker(source: TableSource, config: CorpusConfig, holdout: HoldoutIndex | None,
+                 earlier_shards: dict[str, dict] | None = None) -> None:
+    _WORKER.update(source=source, config=config, holdout=holdout, out=Path(config.out_dir), shards=earlier_shards or {})
+
+
+def _init_pool_worker(*args) -> None:
+    # Ctrl-C reaches every process of the terminal's group; the parent alone handles it (and ends the pool),
+    # so workers do not each print a KeyboardInterrupt traceback.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _init_worker(*args)
 
 
 def _process(ref: TableRef) -> TableOutcome:
@@ -266,10 +315,10 @@ def _process(ref: TableRef) -> TableOutcome:
             match = holdout.match(table_signature(ref.id, normalised.columns, normalised.fingerprint))
             if match is not None:
                 return TableOutcome(ref.id, excluded=match)
-        shard = f"{SHARDS_DIR}/{_safe_name(ref.id)}-{normalised.fingerprint[:16]}.parquet"
-        reused = (out / shard).exists()
-        if not reused:
-            _write_shard_atomically(normalised.table, out / shard)
+        shard = f"{SHARDS_DIR}/{shard_name(ref.id, normalised.fingerprint)}"
+        known = _WORKER["shards"].get(shard)
+        reused = _shard_is_intact(out / shard, ref.id, known)
+        digest = known if reused else _write_shard_atomically(normalised.table, out / shard, ref.id)
         record = TableRecord(
             id=ref.id,
             source=ref.source,
@@ -281,7 +330,7 @@ def _process(ref: TableRef) -> TableOutcome:
             candidate_targets=normalised.candidate_targets,
             treatments=normalised.treatments,
         )
-        return TableOutcome(ref.id, record=record, reused=reused)
+        return TableOutcome(ref.id, record=record, reused=reused, shard_digest=digest)
     except TableError as exc:
         return TableOutcome(ref.id, skipped_reason=_without_table_prefix(exc))
     except Exception as exc:  # anything unforeseen in one table is that table's problem, not the ingest's
@@ -296,18 +345,29 @@ def _without_table_prefix(exc: TableError) -> str:
     return text[len(prefix):] if exc.table is not None and text.startswith(prefix) else text
 
 
-def _write_shard_atomically(table, path: Path) -> None:
+def _write_shard_atomically(table, path: Path, table_id: str) -> dict:
+    """Write the shard under a temporary name, then rename; returns its {"id", "size", "sha256"}."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
         pq.write_table(table, tmp, compression="zstd")
+        digest = {"id": table_id, "size": tmp.stat().st_size, "sha256": _file_sha256(tmp)}
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    return digest
 
 
-def _safe_name(table_id: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", table_id.replace("/", "__"))[:150]
+def shard_name(table_id: str, fingerprint: str) -> str:
+    """`<readable id prefix>-<SHA-256 of the whole id>-<content fingerprint>.parquet`.
+
+    The prefix is for people (cut, and lossy: `a/b` and `a__b` look alike); the full SHA-256 of the id is
+    what keeps names apart, so distinct ids share a shard only on a SHA-256 collision. Even then a shard is
+    only reused when the state file records it as written for that very id (`_shard_is_intact`).
+    """
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", table_id.replace("/", "__"))[:80]
+    id_hash = hashlib.sha256(table_id.encode("utf-8", "surrogatepass")).hexdigest()
+    return f"{readable}-{id_hash}-{fingerprint[:16]}.parquet"
 
 
 def _read_manifest_lines(out: Path) -> dict[str, tuple[TableRecord, str]]:

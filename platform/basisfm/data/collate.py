@@ -9,7 +9,6 @@ column for fine-tuning) are marked here too.
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import Protocol, Sequence
@@ -34,12 +33,6 @@ BatchArrays = dict[str, Any]
 
 class Embedder(Protocol):
     def embed(self, strings: Sequence[str]) -> np.ndarray: ...
-
-
-def derive_seed(*parts: object) -> int:
-    """A stable 63-bit seed from any mix of ints and strings (Python's hash() is salted per process)."""
-    digest = hashlib.sha256("\x1f".join(str(p) for p in parts).encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def column_cap(data_config: DataConfig) -> int:

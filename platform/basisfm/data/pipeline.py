@@ -1,6 +1,7 @@
 """The Ray Data pipeline over a corpus: seeded table order, an actor pool that embeds and collates, TableBatch rows.
 
-`build_dataset` yields one row per `TableBatch` (`{"table_id", "n_cells", "batch"}`, the batch as
+`build_dataset` yields one row per `TableBatch` (masked-cell batches or, with `data.task: episodes`,
+support/query episodes from `data.episodes`) (`{"table_id", "n_cells", "batch"}`, the batch as
 `encode_batch` bytes). Training splits it with `ds.streaming_split(n, equal=True)` (or Ray Train's
 `datasets={"train": ds}`) and turns each shard back into batches with `iter_table_batches`.
 """
@@ -16,9 +17,10 @@ import pyarrow.parquet as pq
 
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import TableRecord, read_manifest
-from basisfm.data.collate import derive_seed, table_to_arrays, table_to_batches
+from basisfm.data.collate import table_to_arrays
 from basisfm.data.wire import decode_batch, encode_arrays
 from basisfm.errors import ConfigError, TableError
+from basisfm.seeds import derive_seed
 
 if TYPE_CHECKING:  # the collating actors import this module and never need torch
     import ray.data
@@ -143,7 +145,7 @@ class TableBatchCollator:
         for record_json, seed in zip(items["record"], items["seed"]):
             record = TableRecord.from_json(str(record_json))
             table = read_shard(self.corpus_dir, record)
-            for arrays in table_to_arrays(
+            for arrays in collate_arrays(
                 table, record, self.data_config, self.embedder, seed=int(seed), target_columns=self.target_columns
             ):
                 table_ids.append(arrays["table_id"])
@@ -156,6 +158,16 @@ class TableBatchCollator:
         }
 
 
+def collate_arrays(table, record: TableRecord, data_config: DataConfig, embedder, *, seed: int,
+                   target_columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
+    """One table's batches for `data.task`: masked-cell batches (`collate`) or episodes (`episodes`)."""
+    if data_config.task == "episodes":
+        from basisfm.data.episodes import table_to_episode_arrays
+
+        return table_to_episode_arrays(table, record, data_config, embedder, seed=seed, target_columns=target_columns)
+    return table_to_arrays(table, record, data_config, embedder, seed=seed, target_columns=target_columns)
+
+
 def collate_record(
     corpus_dir: str | Path,
     record: TableRecord,
@@ -166,8 +178,11 @@ def collate_record(
     target_columns: Sequence[str] | None = None,
 ) -> list["TableBatch"]:
     """Read a record's shard and cut it into batches: the same code the actor pool runs, for plain loops."""
+    from basisfm.data.batch import TableBatch
+
     table = read_shard(corpus_dir, record)
-    return table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=target_columns)
+    return [TableBatch.from_arrays(a) for a in collate_arrays(table, record, data_config, embedder, seed=seed,
+                                                               target_columns=target_columns)]
 
 
 def read_shard(corpus_dir: str | Path, record: TableRecord):

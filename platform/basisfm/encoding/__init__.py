@@ -21,7 +21,7 @@ _EXPORTS = {
     "build_missing_strategy": "basisfm.encoding.missing",
     "DynamicSMREncoder": "basisfm.encoding.numeric",
     "HybridSMREncoder": "basisfm.encoding.numeric",
-    "NumericEncoder": "basisfm.encoding.numeric",
+    "NumericEncoder": "basisfm.encoding.numeric_base",
     "SMREncoder": "basisfm.encoding.numeric",
     "build_numeric_encoder": "basisfm.encoding.numeric",
     "target_codec": "basisfm.encoding.numeric",

@@ -11,7 +11,7 @@ import math
 import torch
 from torch import nn
 
-from basisfm.encoding.numeric import NumericEncoder
+from basisfm.encoding.numeric_base import NumericEncoder
 from basisfm.encoding.smr import SMRCodec
 
 

@@ -1,7 +1,8 @@
 """Numeric cell encoders behind one interface: the SMR family (fixed, dynamic-range, hybrid) and `build_numeric_encoder`.
 
-Every encoder maps values [R, C] float64 plus the columns' manifest statistics to [R, C, d_model] float32.
-The baselines the encoding benchmark compares against live in `encoding.baselines`.
+Every encoder maps values [R, C] float64 plus the columns' manifest statistics to [R, C, d_model] float32
+(the `NumericEncoder` interface, in `encoding.numeric_base`). The baselines the encoding benchmark
+compares against live in `encoding.baselines`.
 """
 
 from __future__ import annotations
@@ -10,15 +11,10 @@ import torch
 from torch import nn
 
 from basisfm.config import ModelConfig
+from basisfm.encoding import baselines
+from basisfm.encoding.numeric_base import NumericEncoder
 from basisfm.encoding.smr import SMRCodec
 from basisfm.errors import ConfigError
-
-
-class NumericEncoder(nn.Module):
-    """values [R, C] float64 (finite), column_abs_max [C], column_min_nonzero [C] -> [R, C, d_model]."""
-
-    def forward(self, values: torch.Tensor, column_abs_max: torch.Tensor, column_min_nonzero: torch.Tensor) -> torch.Tensor:
-        raise NotImplementedError  # abstract: each subclass is one encoding
 
 
 class SMREncoder(NumericEncoder):
@@ -103,8 +99,6 @@ def target_codec(config: ModelConfig) -> SMRCodec:
 
 def build_numeric_encoder(config: ModelConfig) -> NumericEncoder:
     """The numeric encoder `config.numeric_encoding` names."""
-    from basisfm.encoding import baselines  # local: baselines import this module for the interface
-
     d = config.d_model
     kind = config.numeric_encoding
     if kind == "smr":

@@ -148,7 +148,7 @@ class StringEmbedder:
             return np.zeros((0, EMBEDDING_DIM), dtype=np.float32)
 
         distinct = list(dict.fromkeys(strings))
-        texts = self._pruned(distinct)
+        texts = self.texts_to_embed(distinct)
         unique_texts = list(dict.fromkeys(texts))
         self.stats.unique += len(unique_texts)
         keys = [self._key(t) for t in unique_texts]
@@ -163,9 +163,8 @@ class StringEmbedder:
             self._db.close()
             self._db = None
 
-    # ------------------------------------------------------------------ internals
-
-    def _pruned(self, distinct: list[str]) -> list[str]:
+    def texts_to_embed(self, distinct: list[str]) -> list[str]:
+        """What the encoder sees for each of `distinct` strings: the string, or its `prune_text` when it is long."""
         if self.text_top_k is None:
             return distinct
         long_strings = [s for s in distinct if len(_WORD.findall(s)) > self.text_top_k]
@@ -174,6 +173,8 @@ class StringEmbedder:
         idf = document_idf(distinct)
         self.stats.pruned += len(long_strings)
         return [prune_text(s, self.text_top_k, idf) for s in distinct]
+
+    # ------------------------------------------------------------------ internals
 
     @staticmethod
     def _key(text: str) -> bytes:
@@ -257,3 +258,15 @@ class StringEmbedder:
         # sentence-transformers sorts by length inside `encode`, so padding stays small.
         vectors = model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+
+_SHARED: dict[tuple[str, int | None], StringEmbedder] = {}
+
+
+def shared_embedder(cache_dir: str | Path, text_top_k: int | None) -> StringEmbedder:
+    """One embedder per (cache directory, pruning) and process, so the many estimators of an evaluation
+    run load the sentence model once."""
+    key = (str(Path(cache_dir).resolve()), text_top_k)
+    if key not in _SHARED:
+        _SHARED[key] = StringEmbedder(key[0], text_top_k=text_top_k)
+    return _SHARED[key]

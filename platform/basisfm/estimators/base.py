@@ -1,39 +1,43 @@
-"""`BasisRegressor` and `BasisClassifier`: scikit-learn estimators over a (pre)trained Basis Transformer.
+"""What `BasisRegressor` and `BasisClassifier` share: parameters, fit, members, prediction batches, save / load.
 
     from basisfm.estimators import BasisRegressor
     model = BasisRegressor(checkpoint="models:/basisfm@champion", strategy="base-ft").fit(X_train, y_train)
     model.predict(X_test); model.save("my-model"); BasisRegressor.load("my-model")
 
 `checkpoint`: a directory holding model.safetensors + config.json, a registry URI `models:/name@alias`
-(downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else runs/mlflow.db), or None: *from scratch*, a freshly initialised model of `preset` (seeded by
-`random_state`), which only makes sense with a fine-tuning strategy.
+(downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else runs/mlflow.db), or None:
+*from scratch*, a freshly initialised model of `preset` (seeded by `random_state`), which only makes
+sense with a fine-tuning strategy.
 
 `strategy`: `inference` predicts with the checkpoint as it is, the target identified by its column name
 (`target_name`, else `y.name`, else "target": names carry meaning, they are embedded); `base-ft` fine-tunes
-every weight; `peft` fine-tunes LoRA adapters (`lora_r`, `lora_alpha`, `lora_dropout`,
-`lora_target_modules`). Fine-tuning holds out `validation_fraction` of the rows (all rows when fewer than
-8) and keeps the weights with the best validation score (regression: mean squared error; classification:
-log loss), checked every `validate_every` steps and at the end of the data, stopping after `patience`
-checks without improvement, `max_epochs`, `max_steps`, or
-`time_budget_s` (off by default: stopping on the clock is not reproducible). Regression fine-tunes on
-`regression_loss`: "bits" is the pretraining SMR bit loss, "bits+mse" (default) adds the squared error
-of the expected value in target standard deviations. The default budget (150 steps of up to 256 rows)
-is sized for about a minute on a 10k-row table on 2 idle CPU cores.
+every weight; `peft` fine-tunes LoRA adapters (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`).
+
+Fitting (see `basisfm.estimators.finetune`): the budget is `max_steps` optimizer steps (None: sized to
+the table, 300-600 steps), never cut short by a pass count; `validation_fraction` of the rows (at least
+`MIN_VALIDATION_ROWS`, at most `MAX_VALIDATION_ROWS`; all rows when the table is too small to spare them)
+are held out, scored every `validate_every` steps (None: about 12 checks per budget), and the best
+weights are kept, stopping after `patience` checks without improvement or after `time_budget_s` (off by
+default: stopping on the clock is not reproducible). `n_estimators` members are fitted, each with its
+own seed, validation split and column subsets, and averaged at predict. `device="auto"` runs on CUDA
+when present. Regression fine-tunes on `regression_loss`: "bits" is the pretraining SMR bit loss,
+"bits+mse" (default) adds the squared error of the expected value in target standard deviations.
+`predict(X, output="quantiles", quantiles=[...])` gives intervals from the predicted distribution.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
 in every row (NaN / inf / None raise naming the row), a constant regression target is predicted as
 that constant (with a warning; nothing to learn), a classifier needs two classes or more.
 
-`save(dir)` writes estimator.json (parameters, fitted preprocessing, classes, history) and
-model/{model.safetensors, config.json}; `load(dir)` restores it. Nothing is pickled.
+`save(dir)` writes estimator.json (parameters, fitted preprocessing, classes, history) and one
+directory of {model.safetensors, config.json} per member; `load(dir)` restores it. Nothing is pickled.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import warnings
+from abc import ABC, abstractmethod
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -41,56 +45,66 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
+from sklearn.base import BaseEstimator
 
 from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
-from basisfm.errors import CheckpointError, ConfigError, InputTypeError, TableError
+from basisfm.errors import ConfigError, InputTypeError, TableError
 from basisfm.estimators.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import (
     FineTuneHistory,
     FineTuneSettings,
-    category_logits,
-    expected_values,
+    copy_model,
+    default_steps,
     fine_tune,
-    target_bit_loss,
-    target_bits_and_error_loss,
+    resolve_device,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
+from basisfm.seeds import derive_seed
+from basisfm.estimators.validation import (
+    prepare_target,
+    read_estimator_state,
+    validate_params,
+)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 ESTIMATOR_FILE = "estimator.json"
-MODEL_DIR = "model"
-MAX_VALIDATION_ROWS = 2_000  # bounds the per-epoch validation cost on big tables
-MIN_ROWS_FOR_HOLDOUT = 8  # fewer rows: validate on the training rows (nothing to spare)
-_EMBEDDERS: dict[str, Any] = {}
-REGRESSION_LOSSES = ("bits+mse", "bits")
+CONTEXT_FILE = "context.parquet"  # strategy='inference' with an in-context model: the training rows it reads
+MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
+MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Boston's 40 did)
+MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
+MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
+CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
+REGRESSION_LOSSES = ("bits+mse", "bits")  # BasisRegressor(regression_loss=...)
 
 
-class _BasisEstimator(BaseEstimator):
-    _task = "regression"
-
+class _BasisEstimator(BaseEstimator, ABC):
+    # Fine-tuning defaults have one source, `FineTuneSettings`; the step budget's is `finetune.default_steps`.
     def __init__(
         self,
         checkpoint: str | None = None,
         strategy: str = "base-ft",
         preset: str = "tiny",
         target_name: str | None = None,
-        max_epochs: int = 10,  # also caps steps: re-collating every epoch dominates fit time on small tables
-        max_steps: int = 150,
-        learning_rate: float = 1e-3,
-        weight_decay: float = 0.01,
-        patience: int = 3,
-        validate_every: int = 25,
-        validation_fraction: float = 0.1,
-        lora_r: int = 8,
-        lora_alpha: int = 16,
-        lora_dropout: float = 0.05,
+        n_estimators: int = 1,
+        max_steps: int | None = None,
+        learning_rate: float = FineTuneSettings.learning_rate,
+        weight_decay: float = FineTuneSettings.weight_decay,
+        patience: int = FineTuneSettings.patience,
+        validate_every: int | None = None,
+        validation_fraction: float = 0.2,
+        lora_r: int = FineTuneSettings.lora_r,
+        lora_alpha: int = FineTuneSettings.lora_alpha,
+        lora_dropout: float = FineTuneSettings.lora_dropout,
         lora_target_modules: list[str] | None = None,
         regression_loss: str = "bits+mse",
+        regression_head: str = "smr_bits",
+        max_context: int = 512,
+        retrieval: bool = False,
         token_budget: int = 4096,
         max_columns: int = 32,
+        device: str = "auto",
         embedding_cache_dir: str | None = None,
         tracking_uri: str | None = None,
         time_budget_s: float | None = None,
@@ -101,7 +115,7 @@ class _BasisEstimator(BaseEstimator):
         self.strategy = strategy
         self.preset = preset
         self.target_name = target_name
-        self.max_epochs = max_epochs
+        self.n_estimators = n_estimators
         self.max_steps = max_steps
         self.learning_rate = learning_rate
         self.weight_decay = weight_decay
@@ -113,47 +127,65 @@ class _BasisEstimator(BaseEstimator):
         self.lora_dropout = lora_dropout
         self.lora_target_modules = lora_target_modules
         self.regression_loss = regression_loss
+        self.regression_head = regression_head
+        self.max_context = max_context
+        self.retrieval = retrieval
         self.token_budget = token_budget
         self.max_columns = max_columns
+        self.device = device
         self.embedding_cache_dir = embedding_cache_dir
         self.tracking_uri = tracking_uri
         self.time_budget_s = time_budget_s
         self.random_state = random_state
         self.progress = progress
 
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.allow_nan = True  # missing cells are read as missing (the model has a token for them)
+        tags.input_tags.string = True  # categorical and text columns are embedded by their text
+        return tags
+
     # ------------------------------------------------------------------ configuration
 
-    def _settings(self) -> FineTuneSettings:
+    def _settings(self, n_train_rows: int, rows_per_batch: int, member: int) -> FineTuneSettings:
+        steps = self.max_steps if self.max_steps is not None else default_steps(n_train_rows, rows_per_batch)
+        every = self.validate_every if self.validate_every is not None else max(1, round(steps / CHECKS_PER_BUDGET))
         settings = FineTuneSettings(
-            strategy=self.strategy, max_epochs=self.max_epochs, max_steps=self.max_steps,
-            learning_rate=self.learning_rate, weight_decay=self.weight_decay, patience=self.patience,
-            validate_every=self.validate_every,
+            strategy=self.strategy, max_steps=steps, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
+            patience=self.patience, validate_every=every,
             lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            lora_target_modules=self.lora_target_modules, seed=int(self.random_state), progress=bool(self.progress),
-            time_budget_s=self.time_budget_s,
+            lora_target_modules=self.lora_target_modules, seed=self._member_seed(member), progress=bool(self.progress),
+            time_budget_s=self.time_budget_s, device=str(resolve_device(self.device)),
+            description=f"member {member + 1}/{self.n_estimators}" if self.n_estimators > 1 else "",
         )
         settings.validate()
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
         return settings
 
-    def _data_config(self) -> DataConfig:
+    def _check_params(self) -> None:
+        if isinstance(self.n_estimators, bool) or not isinstance(self.n_estimators, (int, np.integer)) or self.n_estimators < 1:
+            raise ConfigError(f"n_estimators must be a whole number of at least 1, got {self.n_estimators!r}")
+        if not 0.0 < self.validation_fraction < 1.0:
+            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
+        resolve_device(self.device)
+
+    def _member_seed(self, member: int) -> int:
+        # Member 0 keeps the user's seed; the others derive theirs from it (stable across processes).
+        return int(self.random_state) if member == 0 else derive_seed("member", int(self.random_state), member) % 2**31
+
+    def _data_config(self, seed: int | None = None) -> DataConfig:
         config = DataConfig(token_budget=self.token_budget, max_columns=self.max_columns, min_rows=1,
-                            group_columns_by_name=False, seed=int(self.random_state))
+                            group_columns_by_name=False, seed=int(self.random_state if seed is None else seed))
         if self.embedding_cache_dir is not None:
             config.embedding_cache_dir = str(self.embedding_cache_dir)
         config.validate("estimator")
         return config
 
     def _embedder(self):
-        # Not a parameter and never saved: one sentence encoder per cache directory and process, so the
-        # many estimators of an evaluation run load the model once.
-        from basisfm.encoding.text import StringEmbedder
+        # Text is pruned as the model's pretraining pruned it (`text_top_k_`, from the checkpoint), so
+        # fine-tuning and prediction see the text the model learned from.
+        from basisfm.encoding.text import shared_embedder
 
-        cache_dir = str(Path(self._data_config().embedding_cache_dir).resolve())
-        if cache_dir not in _EMBEDDERS:
-            _EMBEDDERS[cache_dir] = StringEmbedder(cache_dir)
-        return _EMBEDDERS[cache_dir]
+        return shared_embedder(self._data_config().embedding_cache_dir, self.text_top_k_)
 
     def _base_model(self):
         """The model fine-tuning starts from, and a description of where it came from."""
@@ -161,12 +193,14 @@ class _BasisEstimator(BaseEstimator):
 
         resolved = resolve_checkpoint(self.checkpoint, tracking_uri=self.tracking_uri)
         if resolved is not None:
-            from basisfm.model.checkpoint import load_pretrained
+            from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
+            self.text_top_k_ = read_text_top_k(resolved)
             return load_pretrained(resolved), f"checkpoint {self.checkpoint}"
+        self.text_top_k_ = DataConfig.text_top_k  # as pretraining would prune it
         if self.preset not in ("tiny", "small", "base"):
             raise ConfigError(f"preset {self.preset!r} is not one of ['tiny', 'small', 'base']")
-        config = ModelConfig(preset=self.preset)
+        config = ModelConfig(preset=self.preset, regression_head=self.regression_head)
         apply_model_preset(config)
         torch.manual_seed(int(self.random_state))
         if self.strategy == "inference":
@@ -183,13 +217,16 @@ class _BasisEstimator(BaseEstimator):
         return str(name) if name is not None and str(name) != "" else "target"
 
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
-        settings = self._settings()
+        """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. fine-tune each member."""
+        validate_params(self)
+        self._check_params()
         table = "user-table"
         frame = as_frame(X, table)
         target_name = self._target_name_for(y)
         target = self._check_target(y, len(frame), target_name, table)
         if len(frame) < 2:
-            raise TableError(f"fit needs at least 2 rows, got {len(frame)}", table=table)
+            raise TableError(f"fit needs at least 2 rows, got {len(frame)} sample(s)", table=table)
+
         preprocessor = TablePreprocessor(table_id=table).fit(frame, target_name, self._target_kind(), target)
         features = preprocessor.features(frame)
         self.preprocessor_ = preprocessor
@@ -198,92 +235,171 @@ class _BasisEstimator(BaseEstimator):
         self.constant_ = None
         self._fit_target_encoding(target)
 
-        model, source = self._base_model()
+        start, source = self._base_model()
         self.checkpoint_source_ = source
         if self._is_degenerate(target):
-            self.model_, self.history_ = model.eval(), FineTuneHistory(stopped_because="constant target: nothing to learn")
+            self.members_ = [start.eval()]
+            self.histories_ = [FineTuneHistory(stopped_because="constant target: nothing to learn")]
             return self
 
-        rng = np.random.default_rng(int(self.random_state))
-        order = rng.permutation(len(frame))
-        if len(frame) < MIN_ROWS_FOR_HOLDOUT:
-            train_rows = val_rows = order
-        else:
-            n_val = min(MAX_VALIDATION_ROWS, max(1, round(self.validation_fraction * len(frame))))
-            val_rows, train_rows = order[:n_val], order[n_val:]
-        data_config = self._data_config()
-        embedder = self._embedder()
-        train_table = preprocessor.to_arrow(features.iloc[train_rows].reset_index(drop=True), target.iloc[train_rows].reset_index(drop=True))
-        val_batches = self._labelled_batches(preprocessor.to_arrow(features.iloc[val_rows].reset_index(drop=True),
-                                                                     target.iloc[val_rows].reset_index(drop=True)),
-                                             data_config, embedder, seed=int(self.random_state))
-        record = preprocessor.record()
+        self.context_ = None
+        if self.strategy == "inference":
+            # No gradient step. An in-context model keeps the training rows: they are its context at predict.
+            self.members_ = [start.to(resolve_device(self.device)).eval()]
+            self.histories_ = [FineTuneHistory(stopped_because="strategy='inference': no gradient step")]
+            if _reads_context(start):
+                self.context_ = preprocessor.to_arrow(features, target)
+            return self
 
-        def train_batches(epoch: int) -> list[TableBatch]:
-            return self._labelled_batches(train_table, data_config, embedder, seed=int(self.random_state) * 1_000_003 + epoch,
-                                          record=record)
-
-        self.model_, self.history_ = fine_tune(
-            model, train_batches, lambda m: self._validation_loss(m, val_batches), self._loss, settings)
+        self.members_, self.histories_ = [], []
+        for member in range(self.n_estimators):
+            model, history = self._fit_member(start if member == self.n_estimators - 1 else copy_model(start),
+                                              features, target, member)
+            self.members_.append(model)
+            self.histories_.append(history)
         return self
 
-    def _labelled_batches(self, table, data_config, embedder, seed: int, record=None) -> list[TableBatch]:
+    def _fit_member(self, model, features: pd.DataFrame, target: pd.Series, member: int):
+        """One member: its own seeded train/validation split and column subsets, fine-tuned from `model`."""
+        seed = self._member_seed(member)
+        order = np.random.default_rng(seed).permutation(len(features))
+        if len(features) < MIN_ROWS_FOR_HOLDOUT:
+            train_rows = val_rows = order
+        else:
+            n_val = min(MAX_VALIDATION_ROWS, max(MIN_VALIDATION_ROWS, round(self.validation_fraction * len(features))))
+            val_rows, train_rows = order[:n_val], order[n_val:]
+        data_config = self._data_config(seed)
+        embedder = self._embedder()
+        preprocessor = self.preprocessor_
+
+        def arrow(rows: np.ndarray):
+            return preprocessor.to_arrow(features.iloc[rows].reset_index(drop=True), target.iloc[rows].reset_index(drop=True))
+
+        train_table = arrow(train_rows)
+        val_batches = self._labelled_batches(arrow(val_rows), data_config, embedder, seed=seed)
+        first = self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, 1))
+        settings = self._settings(len(train_rows), first[0].n_rows if first else 1, member)
+        device = torch.device(settings.device)
+        val_batches = [b.to(device) for b in val_batches]
+
+        def train_batches(epoch: int) -> list[TableBatch]:
+            if epoch == 1:
+                return first
+            return self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, epoch))
+
+        return fine_tune(model, train_batches, lambda m: self._validation_loss(m, val_batches), self._loss, settings)
+
+    def _labelled_batches(self, table, data_config, embedder, seed: int) -> list[TableBatch]:
         from basisfm.data.collate import table_to_batches
 
-        record = record or self.preprocessor_.record()
-        return table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=[record.candidate_targets[0]])
+        record = self.preprocessor_.record()
+        batches = table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=[record.candidate_targets[0]])
+        return [self._with_target_scale(b) for b in batches]
+
+    def _with_target_scale(self, batch: TableBatch) -> TableBatch:
+        """Batches as the model sees them; the regressor sets the target's standardisation here."""
+        return batch
 
     # ------------------------------------------------------------------ predict
 
-    def _prediction_batches(self, X: Any) -> tuple[list[tuple[TableBatch, np.ndarray, int]], int]:
-        """Batches over X with the target hidden in every row; each with the X rows it holds and the
-        target's column index. Wide tables give several batches per row (column subsets)."""
+    def _prediction_batches(self, X: Any, member: int) -> tuple[list[tuple[TableBatch, int]], int]:
+        """Batches over X with the target hidden in every row, each with the target's column index; rows
+        are found again through `batch.row_index`. Wide tables give several batches per row (column subsets,
+        drawn by the member's seed)."""
         from basisfm.data.collate import table_to_batches
 
         self._check_fitted()
         features = self.preprocessor_.features(X)
         record = self.preprocessor_.record()
         table = self.preprocessor_.to_arrow(features, None)
-        seed = int(self.random_state)
-        batches = table_to_batches(table, record, self._data_config(), self._embedder(), seed=seed,
+        seed = self._member_seed(member)
+        batches = table_to_batches(table, record, self._data_config(seed), self._embedder(), seed=seed,
                                    target_columns=[record.candidate_targets[0]])
-        rows_of = _rows_of_batches(batches, len(features), seed)
         out = []
         target = self.preprocessor_.target.name
-        for batch, rows in zip(batches, rows_of):
-            _check_rows(batch, features, rows, target)
+        for batch in batches:
             col = batch.column_names.index(target)
             mask = torch.zeros_like(batch.target_mask)
             mask[:, col] = True
             # The target is unknown here (a null column): mark it as the cell to predict, not as missing.
             missing = batch.missing.clone()
             missing[:, col] = False
-            out.append((replace(batch, target_mask=mask, missing=missing), rows, col))
+            out.append((self._with_target_scale(replace(batch, target_mask=mask, missing=missing)), col))
         return out, len(features)
 
+    def _average_over_members(self, X: Any, per_batch) -> np.ndarray:
+        """Mean over members and column subsets of `per_batch(model, batch, col) -> [R, ...] array`, by row."""
+        total, count = None, None
+        for member, model in enumerate(self.members_):
+            device = next(model.parameters()).device
+            batches, n_rows = self._prediction_batches(X, member)
+            with torch.no_grad():
+                for batch, col in batches:
+                    values = per_batch(model, batch.to(device), col)
+                    if total is None:
+                        total = np.zeros((n_rows, *values.shape[1:]))
+                        count = np.zeros(n_rows)
+                    rows = batch.row_index.cpu().numpy()
+                    np.add.at(total, rows, values)
+                    np.add.at(count, rows, 1)
+        if count is None or (count == 0).any():
+            raise RuntimeError("some rows were not predicted: basisfm.data.collate lost rows of the prediction table")
+        return total / count.reshape(-1, *([1] * (total.ndim - 1)))
+
+    def _in_context_inputs(self, X: Any):
+        """(model, record, context table, query table, embedder, settings) for `estimators.in_context`."""
+        from basisfm.estimators.in_context import InContextSettings
+
+        settings = InContextSettings(max_context=int(self.max_context), n_estimators=int(self.n_estimators),
+                                     retrieval=bool(self.retrieval), max_columns=int(self.max_columns),
+                                     seed=int(self.random_state))
+        settings.validate()
+        query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
+        return self.model_, self.preprocessor_.record(), self.context_, query, self._embedder(), settings
+
     def _check_fitted(self) -> None:
-        if not hasattr(self, "model_"):
+        if not hasattr(self, "members_"):
             from sklearn.exceptions import NotFittedError
 
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit(X, y) or load(dir) first")
 
+    @property
+    def model_(self):
+        """The first member's model (the only one when n_estimators=1)."""
+        self._check_fitted()
+        return self.members_[0]
+
+    @property
+    def history_(self) -> FineTuneHistory:
+        """The first member's fine-tuning history (`histories_` has every member's)."""
+        self._check_fitted()
+        return self.histories_[0]
+
     # ------------------------------------------------------------------ save / load
 
     def save(self, directory: str | Path) -> Path:
-        """estimator.json + model/ (safetensors and config.json); the directory can be loaded anywhere."""
+        """estimator.json + one model directory per member (safetensors and config.json); loadable anywhere."""
         from basisfm.model.checkpoint import save_pretrained
 
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        save_pretrained(self.model_, directory / MODEL_DIR)
+        names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
+        for name, model in zip(names, self.members_):
+            save_pretrained(model, directory / name, text_top_k=self.text_top_k_)
+        if self.context_ is not None:  # an in-context model's training rows: Parquet, never a pickle
+            import pyarrow.parquet as pq
+
+            pq.write_table(self.context_, directory / CONTEXT_FILE)
         state = {
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
             "params": {k: v for k, v in self.get_params(deep=False).items()},
             "preprocessor": self.preprocessor_.state(),
             "checkpoint_source": self.checkpoint_source_,
-            "history": asdict(self.history_),
+            "members": names,
+            "context": CONTEXT_FILE if self.context_ is not None else None,
+            "histories": [asdict(h) for h in self.histories_],
             "fitted": self._fitted_state(),
         }
         atomic_write_text(directory / ESTIMATOR_FILE, json.dumps(state, indent=1, allow_nan=True, default=_json_default))
@@ -291,173 +407,69 @@ class _BasisEstimator(BaseEstimator):
 
     @classmethod
     def load(cls, directory: str | Path) -> "_BasisEstimator":
-        from basisfm.model.checkpoint import load_pretrained
+        from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
         directory = Path(directory)
-        path = directory / ESTIMATOR_FILE
-        if not path.is_file():
-            raise CheckpointError(f"{str(directory)!r} holds no {ESTIMATOR_FILE}; save a fitted estimator there with .save(dir)")
-        state = json.loads(path.read_text())
-        if state.get("estimator") != cls.__name__:
-            raise CheckpointError(f"{str(directory)!r} holds a saved {state.get('estimator')}, not a {cls.__name__}; "
-                                  f"load it with {state.get('estimator')}.load")
-        if state.get("format_version") != FORMAT_VERSION:
-            raise CheckpointError(f"{str(path)!r} has format version {state.get('format_version')}, this basisfm reads {FORMAT_VERSION}")
+        state = read_estimator_state(directory, cls)  # every key checked: CheckpointError naming file and key
         estimator = cls(**state["params"])
         estimator.preprocessor_ = TablePreprocessor.from_state(state["preprocessor"])
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
         estimator.n_features_in_ = len(estimator.preprocessor_.feature_names)
         estimator.checkpoint_source_ = state["checkpoint_source"]
-        estimator.history_ = FineTuneHistory(**state["history"])
+        estimator.histories_ = [FineTuneHistory(**h) for h in state["histories"]]
         estimator._load_fitted_state(state["fitted"])
-        estimator.model_ = load_pretrained(directory / MODEL_DIR).eval()
+        device = resolve_device(estimator.device)
+        estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
+        estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
+        estimator.context_ = None
+        if state.get("context") is not None:
+            import pyarrow.parquet as pq
+
+            estimator.context_ = pq.read_table(directory / CONTEXT_FILE)
         return estimator
 
-    # Each subclass supplies: _target_kind, _check_target, _fit_target_encoding, _is_degenerate, _loss,
-    # _validation_loss, _fitted_state and _load_fitted_state (target typing, objective, saved state).
+    # ------------------------------------------------------------------ what each task supplies
 
-
-class BasisRegressor(RegressorMixin, _BasisEstimator):
-    """Regression with the Basis Transformer (see the module docstring for parameters and treatments)."""
-
+    @abstractmethod
     def _target_kind(self) -> ColumnKind:
-        return ColumnKind.NUMERIC
+        """The target's column kind in the fitted table (numeric or categorical)."""
 
-    def _check_target(self, y, n_rows, name, table) -> pd.Series:
-        series = _target_series(y, n_rows, name, table)
-        numbers = pd.to_numeric(series.map(lambda v: np.nan if v is None else v), errors="coerce").astype(np.float64)
-        bad = ~np.isfinite(numbers.to_numpy())
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows are not finite "
-                             "numbers); drop those rows or impute the target before fit", table=table, column=name)
-        return numbers
+    @abstractmethod
+    def _check_target(self, y: Any, n_rows: int, name: str, table: str) -> pd.Series:
+        """`y` as a Series of valid targets, or an error naming the first bad row."""
 
+    @abstractmethod
     def _fit_target_encoding(self, target: pd.Series) -> None:
-        if self.regression_loss not in REGRESSION_LOSSES:
-            raise ConfigError(f"regression_loss {self.regression_loss!r} is not one of {list(REGRESSION_LOSSES)}")
-        self.target_scale_ = float(target.std(ddof=0)) or 1.0
+        """Fit what the task needs of the target (its scale, its classes)."""
 
+    @abstractmethod
     def _is_degenerate(self, target: pd.Series) -> bool:
-        if target.nunique() == 1:
-            self.constant_ = float(target.iloc[0])
-            warnings.warn(f"target {target.name!r} is constant ({self.constant_!r}): predicting that value; "
-                          "nothing else can be learned", UserWarning, stacklevel=3)
-            return True
-        return False
+        """True when there is nothing to learn (the model is then not trained)."""
 
+    @abstractmethod
     def _loss(self, model, batch: TableBatch) -> torch.Tensor:
-        if self.regression_loss == "bits":
-            return target_bit_loss(model, batch)
-        return target_bits_and_error_loss(model, batch, self.target_scale_)
+        """The training loss of one batch, from one forward."""
 
+    @abstractmethod
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
-        errors = []
-        with torch.no_grad():
-            for batch in batches:
-                out_pred = expected_values(model, batch)
-                truth = batch.values[batch.target_mask]
-                errors.append(((out_pred - truth) ** 2).cpu().numpy())
-        return float(np.mean(np.concatenate(errors))) if errors else math.inf
+        """Lower-is-better score on the held-out batches."""
 
-    def predict(self, X: Any) -> np.ndarray:
-        """Predicted target values, float64 [n_rows] (the expectation of the predicted bits)."""
-        batches, n_rows = self._prediction_batches(X)
-        if self.constant_ is not None:
-            return np.full(n_rows, self.constant_, dtype=np.float64)
-        total, count = np.zeros(n_rows), np.zeros(n_rows)
-        with torch.no_grad():
-            for batch, rows, col in batches:
-                values = expected_values(self.model_, batch).cpu().numpy()
-                # Row-major target order with one target per row: values line up with the batch rows.
-                np.add.at(total, rows, values)
-                np.add.at(count, rows, 1)
-        return total / np.maximum(count, 1)
-
+    @abstractmethod
     def _fitted_state(self) -> dict[str, Any]:
-        return {"constant": self.constant_, "target_scale": self.target_scale_}
+        """The task's fitted state for estimator.json."""
 
+    @abstractmethod
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
-        self.constant_ = state["constant"]
-        self.target_scale_ = state["target_scale"]
+        """Restore `_fitted_state`."""
 
 
-class BasisClassifier(ClassifierMixin, _BasisEstimator):
-    """Classification with the Basis Transformer: class labels are embedded by their text, so their
-    names matter (e.g. "approved"/"rejected" say more than 0/1)."""
-
-    _task = "classification"
-
-    def _target_kind(self) -> ColumnKind:
-        return ColumnKind.CATEGORICAL
-
-    def _check_target(self, y, n_rows, name, table) -> pd.Series:
-        series = _target_series(y, n_rows, name, table)
-        bad = series.map(lambda v: v is None or (isinstance(v, float) and not math.isfinite(v))).to_numpy(dtype=bool)
-        if bad.any():
-            row = int(np.flatnonzero(bad)[0])
-            raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows have no class); "
-                             "drop those rows before fit", table=table, column=name)
-        return series
-
-    def _fit_target_encoding(self, target: pd.Series) -> None:
-        self.classes_ = np.unique(target.to_numpy())
-        self._class_text = [str(c) for c in self.classes_]
-        if len(set(self._class_text)) != len(self._class_text):
-            raise TableError(f"classes {list(self.classes_)} are not distinct as text; they are embedded by their text",
-                             table="user-table", column=str(target.name))
-
-    def _is_degenerate(self, target: pd.Series) -> bool:
-        if len(self.classes_) < 2:
-            raise TableError(f"the target has a single class {self.classes_[0]!r}; a classifier needs two or more",
-                             table="user-table", column=str(target.name))
-        return False
-
-    def _label_embeddings(self) -> torch.Tensor:
-        return torch.from_numpy(self._embedder().embed(self._class_text))
-
-    def _label_ids(self, batch: TableBatch, col: int) -> torch.Tensor:
-        index = {text: i for i, text in enumerate(self._class_text)}
-        ids = batch.string_ids[:, col]
-        return torch.tensor([index[batch.vocab[i]] for i in ids.tolist()], dtype=torch.long)
-
-    def _loss(self, model, batch: TableBatch) -> torch.Tensor:
-        col = batch.column_names.index(self.preprocessor_.target.name)
-        logits = category_logits(model, batch, col, self._label_embeddings())
-        return torch.nn.functional.cross_entropy(logits, self._label_ids(batch, col))
-
-    def _validation_loss(self, model, batches: list[TableBatch]) -> float:
-        with torch.no_grad():
-            losses = [float(self._loss(model, b)) * b.n_rows for b in batches]
-        return sum(losses) / max(sum(b.n_rows for b in batches), 1)
-
-    def predict_proba(self, X: Any) -> np.ndarray:
-        """[n_rows, n_classes] probabilities, columns in the order of `classes_`."""
-        batches, n_rows = self._prediction_batches(X)
-        labels = self._label_embeddings()
-        total, count = np.zeros((n_rows, len(self.classes_))), np.zeros(n_rows)
-        with torch.no_grad():
-            for batch, rows, col in batches:
-                probs = torch.softmax(self.model_.predict_category_scores(batch, col, labels).double(), dim=-1).cpu().numpy()
-                np.add.at(total, rows, probs)
-                np.add.at(count, rows, 1)
-        return total / np.maximum(count, 1)[:, None]
-
-    def predict(self, X: Any) -> np.ndarray:
-        return self.classes_[np.argmax(self.predict_proba(X), axis=1)]
-
-    def _fitted_state(self) -> dict[str, Any]:
-        return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}
-
-    def _load_fitted_state(self, state: dict[str, Any]) -> None:
-        self.classes_ = np.asarray(state["classes"])
-        self._class_text = [str(c) for c in self.classes_]
-
-
-# ---------------------------------------------------------------------------- helpers
+def _reads_context(model) -> bool:
+    """Whether the model predicts from a table's labelled rows (in-context architectures)."""
+    return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
 
 
 def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:
+    y = prepare_target(y, table)
     if isinstance(y, pd.DataFrame):
         if y.shape[1] != 1:
             raise InputTypeError(f"table {table!r}: y must be one column, got a DataFrame with columns {list(y.columns)}")
@@ -476,35 +488,6 @@ def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:
     if n_rows == 0:
         raise TableError("X and y have no rows", table=table, column=name)
     return series.rename(name)
-
-
-def _rows_of_batches(batches: list[TableBatch], n_rows: int, seed: int) -> list[np.ndarray]:
-    """The X rows each batch holds. `table_to_batches` shuffles rows with `default_rng(seed).permutation`
-    (its first draw when columns are not grouped by name), cuts them into equal chunks and emits one batch
-    per column subset of each chunk; `_check_rows` verifies the result against the cells themselves."""
-    if not batches:
-        return []
-    order = np.random.default_rng(seed).permutation(n_rows)
-    chunk = batches[0].n_rows
-    n_chunks = math.ceil(n_rows / chunk)
-    if len(batches) % n_chunks:
-        raise RuntimeError(f"{len(batches)} prediction batches do not split into {n_chunks} row chunks: "
-                           "basisfm.data.collate changed how it cuts tables")
-    per_chunk = len(batches) // n_chunks
-    return [order[(b // per_chunk) * chunk: (b // per_chunk) * chunk + batch.n_rows] for b, batch in enumerate(batches)]
-
-
-def _check_rows(batch: TableBatch, features: pd.DataFrame, rows: np.ndarray, target: str) -> None:
-    for j, name in enumerate(batch.column_names):
-        if name == target or name not in features.columns or features[name].dtype == object:
-            continue
-        expected = features[name].to_numpy(dtype=np.float64)[rows]
-        got = batch.values[:, j].numpy()
-        present = ~batch.missing[:, j].numpy()
-        if len(expected) != len(got) or not np.array_equal(np.isnan(expected), ~present) or \
-                not np.allclose(expected[present], got[present], rtol=0, atol=0, equal_nan=False):
-            raise RuntimeError("prediction rows do not line up with basisfm.data.collate's batches "
-                               f"(column {name!r}); the collation's row order changed")
 
 
 def _json_default(value: Any) -> Any:

@@ -3,17 +3,23 @@
 `models:/basisfm@champion` is downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else
 the project's embedded store (runs/mlflow.db, as every job uses); the training job logs the checkpoint directory as the pyfunc model's
 artifacts, so the directory holding both files is searched for inside the downloaded model.
+
+The tracking URI is handed to an `MlflowClient` and to the download call, never set process-wide: the
+user's own MLflow calls, and the next estimator, keep theirs. The registry is asked first, with the
+fail-fast HTTP settings the training logger uses (a few quick retries instead of minutes of backoff), so
+an unreachable server is a `CheckpointError` in seconds.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import re
 import tempfile
 from pathlib import Path
 
 from basisfm.errors import CheckpointError
-
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
+from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, find_checkpoint_dir
 
 
 def is_registry_uri(checkpoint: str | Path | None) -> bool:
@@ -33,36 +39,55 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a directory holding "
-                              f"{WEIGHTS_FILE} and {CONFIG_FILE}, a models:/name@alias URI, or None to start from scratch")
+                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, or None to start from scratch")
     return find_checkpoint_dir(path, origin=str(path))
 
 
-def find_checkpoint_dir(root: Path, origin: str) -> Path:
-    """`root` itself or the one directory below it that holds both checkpoint files."""
-    candidates = [root] if (root / WEIGHTS_FILE).is_file() else [p.parent for p in sorted(root.rglob(WEIGHTS_FILE))]
-    complete = [d for d in candidates if (d / CONFIG_FILE).is_file()]
-    if not complete:
-        missing = CONFIG_FILE if candidates else WEIGHTS_FILE
-        raise CheckpointError(f"checkpoint {origin!r} has no {missing} (looked in {str(root)!r}); "
-                              f"a consolidated checkpoint needs both {WEIGHTS_FILE} and {CONFIG_FILE}")
-    if len(complete) > 1:
-        raise CheckpointError(f"checkpoint {origin!r} holds {len(complete)} checkpoint directories "
-                              f"({[str(d) for d in complete[:3]]}); point at one of them")
-    return complete[0]
+_MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))(?:/.*)?")
+
+
+@contextlib.contextmanager
+def fail_fast_http():
+    """MLflow's HTTP retry settings at the fail-fast values of `basisfm.tracking.mlflow_logger` for the
+    duration of the block, unless the user set them; the environment is restored afterwards."""
+    from basisfm.tracking.mlflow_logger import _FAIL_FAST_HTTP
+
+    added = {key: value for key, value in _FAIL_FAST_HTTP.items() if key not in os.environ}
+    os.environ.update(added)
+    try:
+        yield
+    finally:
+        for key in added:
+            os.environ.pop(key, None)
 
 
 def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri: str) -> Path:
     import mlflow
     from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
 
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
+    parsed = _MODELS_URI.fullmatch(uri)
+    if parsed is None:
+        raise CheckpointError(f"checkpoint {uri!r} is not a registry URI of the form models:/name@alias or "
+                              "models:/name/version (e.g. models:/basisfm@champion)")
+    name, alias, version = parsed["name"], parsed["alias"], parsed["version"]
     target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="basisfm-checkpoint-"))
     target.mkdir(parents=True, exist_ok=True)
-    try:
-        local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(target))
-    except MlflowException as exc:
-        raise CheckpointError(f"cannot download {uri!r} from the MLflow registry at {tracking_uri!r}: "
-                              f"{exc.message if hasattr(exc, 'message') else exc}; check the model name and alias "
-                              f"(e.g. models:/basisfm@champion) and $MLFLOW_TRACKING_URI") from exc
-    return find_checkpoint_dir(Path(local), origin=uri)
+    where = f"the MLflow registry at {tracking_uri!r}"
+    with fail_fast_http():
+        try:
+            # The URI goes to this client and to the download, never to mlflow.set_tracking_uri.
+            client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+            found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+            # The version's storage location, not the models:/ URI: MLflow resolves models:/ through the
+            # process-wide registry URI whatever it is passed.
+            location = client.get_model_version_download_uri(name, found.version)
+            local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(target), tracking_uri=tracking_uri)
+        except MlflowException as exc:
+            message = " ".join(str(getattr(exc, "message", exc)).split())[:300]
+            raise CheckpointError(f"cannot download {uri!r} from {where}: {message}; check the model name and alias "
+                                  "(e.g. models:/basisfm@champion), the server and $MLFLOW_TRACKING_URI") from None
+        except OSError as exc:  # connection refused / reset, DNS, timeouts (requests' errors are OSErrors)
+            raise CheckpointError(f"cannot reach {where} to download {uri!r}: {type(exc).__name__}; check that the "
+                                  "server runs and the URI (tracking_uri= or $MLFLOW_TRACKING_URI)") from None
+    return find_checkpoint_dir(Path(local), origin=f"{uri} (version {found.version})")

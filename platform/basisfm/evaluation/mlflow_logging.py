@@ -8,22 +8,6 @@ from pathlib import Path
 from basisfm.evaluation.leaderboard import Leaderboard
 
 
-def default_tracking_uri() -> str:
-    """$MLFLOW_TRACKING_URI when set, else the sqlite store under runs/ that every job shares."""
-    from basisfm.config import TrackingConfig
-    from basisfm.tracking.mlflow_logger import resolve_tracking_uri
-
-    return resolve_tracking_uri(TrackingConfig())
-
-
-def _artifact_location(tracking_uri: str) -> str | None:
-    # A sqlite store keeps artifacts next to its database file (runs/mlartifacts for the shared store),
-    # never in ./mlruns of whatever directory the job ran from.
-    if tracking_uri.startswith("sqlite:///"):
-        return (Path(tracking_uri[len("sqlite:///"):]).absolute().parent / "mlartifacts").as_uri()
-    return None
-
-
 def _metric_key(text: str) -> str:
     # MLflow keys allow alphanumerics, _ - . / and space only.
     return re.sub(r"[^0-9A-Za-z_\-./ ]", "_", text)
@@ -41,10 +25,11 @@ def log_leaderboard(
     """One MLflow run holding the leaderboard; returns its run id."""
     import mlflow
 
-    from basisfm.tracking.mlflow_logger import ensure_experiment, make_client
+    from basisfm.config import TrackingConfig
+    from basisfm.tracking import open_experiment, resolve_tracking_uri
 
-    uri = tracking_uri or default_tracking_uri()
-    experiment_id = ensure_experiment(make_client(uri), experiment, _artifact_location(uri))
+    uri = tracking_uri or resolve_tracking_uri(TrackingConfig())
+    _, experiment_id = open_experiment(uri, experiment)
     mlflow.set_tracking_uri(uri)
     summary = leaderboard.summary()
     per_task = leaderboard.task_scores()

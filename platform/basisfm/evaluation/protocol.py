@@ -6,8 +6,9 @@ the baselines are the four GBDT libraries at default settings. Results become a 
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,7 @@ MODEL_NAMES = (*BASIS_STRATEGIES, *BASELINE_NAMES)
 DEFAULT_MODELS = ("basis-base-ft", *BASELINE_NAMES)
 REGRESSION_METRICS = ("r2", "rmse", "mae")
 CLASSIFICATION_METRICS = ("accuracy",)
+PARTIAL_SCORES = "scores.partial.jsonl"  # one JSON record per finished (task, split, model) run
 
 
 @dataclass
@@ -106,6 +108,11 @@ def run_suite(
 
     leaderboard = Leaderboard(suite=suite_name(suite, suite_path), metric=protocol.metric)
     runs = [(task, seed, model) for task in selected_tasks for seed in seeds for model in models]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Every finished run is appended here at once: a long evaluation that dies halfway keeps its scores.
+    partial = out / PARTIAL_SCORES
+    partial.write_text("")
     bar = tqdm(total=len(runs), desc="evaluate", unit="run", disable=not progress)
     for task in selected_tasks:
         tid = task_id(task)
@@ -120,10 +127,14 @@ def run_suite(
                 record = _run_one(model_name, task_type, protocol.metric, tid, seed, checkpoint, basis_params or {},
                                   x_train, y_train, x_test, y_test)
                 leaderboard.records.append(record)
+                with partial.open("a") as f:
+                    f.write(json.dumps(asdict(record), allow_nan=True) + "\n")
+                if progress:
+                    tqdm.write(f"{tid} split {seed} {model_name}: {protocol.metric} {record.score:.4f} "
+                               f"(fit {record.fit_seconds:.1f}s, predict {record.predict_seconds:.1f}s)")
                 bar.update(1)
     bar.close()
 
-    out = Path(out_dir)
     paths = leaderboard.save(out)
     run_id = None
     if log_to_mlflow:

@@ -1,8 +1,16 @@
-"""Losses: the masked-cell pretraining objective, the SMR bit loss with the paper's reweighting, task weighting."""
+"""Losses: the pretraining objective, the shared regression loss and read-out (SMR bits or bins), task weighting."""
 
 from __future__ import annotations
 
-from basisfm.losses.objective import LossResult, PretrainingObjective, build_objective
+from basisfm.losses.objective import (
+    LossResult,
+    PretrainingObjective,
+    bit_quantiles,
+    build_objective,
+    decode_numeric,
+    numeric_targets,
+    regression_loss,
+)
 from basisfm.losses.smr_loss import adaptive_weight, decode_bit_logits, relative_agreement, smr_bit_loss
 from basisfm.losses.weighting import GradientNormWeighting, MGDAWeighting, UncertaintyWeighting, min_norm_weights
 
@@ -10,6 +18,10 @@ __all__ = [
     "LossResult",
     "PretrainingObjective",
     "build_objective",
+    "bit_quantiles",
+    "decode_numeric",
+    "numeric_targets",
+    "regression_loss",
     "adaptive_weight",
     "decode_bit_logits",
     "relative_agreement",

@@ -1,13 +1,23 @@
-"""The masked-cell pretraining objective: predict every hidden cell of every row, weight the tasks, one scalar out.
+"""The training objective and the regression maths every fitting path shares.
 
-Numeric-like targets are learned as SMR bits, categorical ones by scoring the column's strings. Targets
-are grouped into a fixed set of tasks (numeric / categorical, each split into `task_buckets` buckets of
-hashed column names) so learned task weights keep one shape across tables.
+Two public functions are the one place a numeric target is scored and read out, for pretraining and
+fine-tuning alike:
+  - `regression_loss(model, out, batch, gamma=None)`: the per-target loss [N_numeric] of one forward,
+    SMR bit cross-entropy or HL-Gauss over bins of the standardised target, by `model.regression_head`;
+  - `decode_numeric(model, out, batch, quantiles=None)`: point predictions [N] float64 in the target's
+    own units (the predicted distribution's mean) and, on request, its quantiles [N, Q].
+`numeric_targets(out, batch)` says which of the N target cells they score.
+
+The masked-cell / episode objective (`PretrainingObjective`): predict every hidden cell of every row,
+weight the tasks, one scalar out. Numeric-like targets use `regression_loss`, categorical ones score the
+column's strings. Targets are grouped into a fixed set of tasks (numeric / categorical, each split into
+`task_buckets` buckets of hashed column names) so learned task weights keep one shape across tables.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -17,17 +27,146 @@ from basisfm.config import LossConfig, ModelConfig
 from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError
 from basisfm.encoding.missing import stable_name_bucket
-from basisfm.encoding.smr import sanitize
+from basisfm.encoding.smr import SMRCodec, sanitize
 from basisfm.losses.smr_loss import adaptive_weight, smr_bit_loss
 from basisfm.losses.weighting import GradientNormWeighting, MGDAWeighting, UncertaintyWeighting
-from basisfm.model.basis_transformer import BasisTransformer
+
+if TYPE_CHECKING:  # the model package imports this module's decoders lazily; no cycle at import time
+    from basisfm.model.table_model import ModelOutput, TableModel
+
+
+# --------------------------------------------------------------------------- regression: loss and read-out
+
+
+def unwrap_model(model: nn.Module) -> nn.Module:
+    """The TableModel inside a peft / DeepSpeed wrapper (or the model itself)."""
+    for attribute in ("get_base_model", "module"):
+        inner = getattr(model, attribute, None)
+        if inner is not None:
+            model = inner() if callable(inner) and attribute == "get_base_model" else inner
+    return model
+
+
+def numeric_targets(out: "ModelOutput", batch: TableBatch) -> torch.Tensor:
+    """[N] bool: target cells `regression_loss` scores (numeric-like column, finite truth)."""
+    values, missing = sanitize(batch.values, batch.missing)
+    return out.is_numeric & ~missing[out.target_rows, out.target_columns]
+
+
+def _truth_and_scale(out: "ModelOutput", batch: TableBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """[N] float64 true values (0 where missing), and the target columns' [N] mean and std."""
+    values, _ = sanitize(batch.values, batch.missing)
+    cols = out.target_columns
+    return values[out.target_rows, cols], batch.column_mean[cols].double(), batch.column_std[cols].double().clamp_min(1e-300)
+
+
+def regression_loss(model: nn.Module, out: "ModelOutput", batch: TableBatch, gamma: float | None = None) -> torch.Tensor:
+    """[N_numeric] float32 loss of each scored numeric target (`numeric_targets(out, batch)`, in order).
+
+    `smr_bits`: mean binary cross-entropy over the target's bits; with `gamma` each target is weighted by
+    the paper's adaptive reweighting (eq. 3-4), computed from the expected value, so relatively large
+    errors count more. `binned`: HL-Gauss cross-entropy against z = (y - column_mean) / column_std (the
+    batch's scale: support / training rows'); `gamma` does not apply (its errors are already relative).
+    """
+    base = unwrap_model(model)
+    keep = numeric_targets(out, batch)
+    truth, mean, std = (t[keep] for t in _truth_and_scale(out, batch))
+    if out.value_logits is not None:
+        z = ((truth - mean) / std).float()
+        return base.bins.loss(out.value_logits[keep], z)
+    codec: SMRCodec = base.codec
+    top, low = out.window_top[keep], out.window_low[keep]
+    bits, _ = codec.encode(truth, top, low)
+    loss = smr_bit_loss(out.bit_logits[keep], bits).float()
+    if gamma is not None:
+        with torch.no_grad():
+            y_hat = codec.expected_value(torch.sigmoid(out.bit_logits[keep].detach().double()), top, low)
+        loss = loss * adaptive_weight(truth, y_hat, gamma).to(loss.dtype)
+    return loss
+
+
+@torch.no_grad()
+def decode_numeric(
+    model: nn.Module, out: "ModelOutput", batch: TableBatch, quantiles: Sequence[float] | None = None
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(point predictions [N] float64, quantiles [N, Q] float64 or None) in the target's own units.
+
+    The point prediction is the mean of the predicted distribution: the bins' mean mapped back with the
+    batch's column mean / std, or the expected value under the SMR bit probabilities. Quantiles (levels
+    in (0, 1)) come from the bins' piecewise-uniform CDF, or exactly from the bits (`bit_quantiles`).
+    Non-numeric target cells are NaN.
+    """
+    base = unwrap_model(model)
+    _, mean, std = _truth_and_scale(out, batch)
+    q = None
+    if out.value_logits is not None:
+        logits = out.value_logits.detach()
+        point = base.bins.mean(logits).double() * std + mean
+        if quantiles is not None:
+            q = base.bins.quantiles(logits, quantiles).double() * std.unsqueeze(-1) + mean.unsqueeze(-1)
+    else:
+        probabilities = torch.sigmoid(out.bit_logits.detach().double())
+        point = base.codec.expected_value(probabilities, out.window_top, out.window_low)
+        if quantiles is not None:
+            q = bit_quantiles(base.codec, probabilities, out.window_top, out.window_low, quantiles)
+    nan = torch.full_like(point, float("nan"))
+    point = torch.where(out.is_numeric, point, nan)
+    if q is not None:
+        q = torch.where(out.is_numeric.unsqueeze(-1), q, nan.unsqueeze(-1))
+    return point, q
+
+
+@torch.no_grad()
+def threshold_decode(model: nn.Module, out: "ModelOutput") -> torch.Tensor:
+    """[N] float64: the paper's decoding, each SMR bit rounded at 0.5 (smr_bits only)."""
+    base = unwrap_model(model)
+    return base.codec.decode(torch.sigmoid(out.bit_logits.detach().double()), out.window_top, out.window_low)
+
+
+def bit_quantiles(codec: SMRCodec, probabilities: torch.Tensor, top: torch.Tensor, low: torch.Tensor,
+                  levels: Sequence[float]) -> torch.Tensor:
+    """[N, 1 + W] independent bit probabilities -> [N, Q] float64 quantiles of the decoded value.
+
+    Exact up to the lowest bit: a higher bit outweighs all lower bits together (2^e > 2^e - 2^low), so
+    magnitudes are ordered like their bit strings and the quantile is found by walking the bits from the
+    top, choosing at each bit the branch that holds the remaining probability mass. The sign splits the
+    mass first: negative values (sign bit 1, probability p_s) sit below the positive ones, mirrored.
+    Within the last bit the mass is spread uniformly.
+    """
+    levels_t = torch.as_tensor(list(levels), dtype=torch.float64, device=probabilities.device)
+    if levels_t.numel() == 0 or bool(((levels_t <= 0) | (levels_t >= 1)).any()):
+        raise ValueError(f"quantile levels must lie strictly between 0 and 1, got {list(levels)}")
+    p = probabilities.double().clamp(1e-12, 1 - 1e-12)
+    n = p.shape[0]
+    q = levels_t.unsqueeze(0).expand(n, -1)  # [N, Q]
+    p_negative = p[:, :1]
+    negative = q < p_negative
+    # The level within the magnitude's own distribution: a negative value at level q is -M at 1 - q / p_s.
+    level = torch.where(negative, 1.0 - q / p_negative, (q - p_negative) / (1.0 - p_negative)).clamp(0.0, 1.0)
+    exponents = top.unsqueeze(-1) - torch.arange(codec.width, device=p.device)  # [N, W]
+    magnitude = torch.zeros_like(level)
+    for j in range(codec.width):
+        used = (exponents[:, j] >= low).unsqueeze(-1)  # [N, 1]
+        one = p[:, 1 + j].unsqueeze(-1)
+        zero_mass = 1.0 - one
+        take_one = level >= zero_mass
+        power = torch.exp2(exponents[:, j].double()).unsqueeze(-1)
+        new_magnitude = magnitude + torch.where(take_one, power, torch.zeros_like(power))
+        new_level = torch.where(take_one, (level - zero_mass) / one, level / zero_mass).clamp(0.0, 1.0)
+        magnitude = torch.where(used, new_magnitude, magnitude)
+        level = torch.where(used, new_level, level)
+    magnitude = magnitude + level * torch.exp2(low.double()).unsqueeze(-1)
+    return torch.where(negative, -magnitude, magnitude)
+
+
+# --------------------------------------------------------------------------- the pretraining objective
 
 
 @dataclass
 class LossResult:
     loss: torch.Tensor  # the scalar to backward
     metrics: dict[str, float]
-    numeric_pred: torch.Tensor  # [N] float64 predictions at numeric targets (expected value under the bits)
+    numeric_pred: torch.Tensor  # [N] float64 predictions at scored numeric targets (the distribution's mean)
     numeric_true: torch.Tensor  # [N] float64 their true values
     numeric_column: list[str]  # [N] the column each belongs to
 
@@ -35,7 +174,7 @@ class LossResult:
 class PretrainingObjective(nn.Module):
     """Holds the model and any learnable loss weights: the one module the trainer (and DeepSpeed) wraps."""
 
-    def __init__(self, model: BasisTransformer, loss_config: LossConfig):
+    def __init__(self, model: "TableModel", loss_config: LossConfig):
         super().__init__()
         self.model = model
         self.config = loss_config
@@ -55,28 +194,29 @@ class PretrainingObjective(nn.Module):
     def forward(self, batch: TableBatch) -> LossResult:
         out = self.model(batch)
         rows, cols = out.target_rows, out.target_columns
-        values, missing = sanitize(batch.values, batch.missing)
-        values, missing = values[rows, cols], missing[rows, cols]
+        values, _ = sanitize(batch.values, batch.missing)
         true_ids = batch.string_ids[rows, cols]
-        numeric = out.is_numeric & ~missing
+        numeric = numeric_targets(out, batch)
+        # A categorical target counts when its label is among the column's visible strings (its logit is
+        # finite): a label seen nowhere else in the batch cannot be chosen, and would make the loss infinite.
+        safe_ids = true_ids.clamp_min(0)
         categorical = ~out.is_numeric & (true_ids >= 0)
+        if out.category_logits.shape[1] > 0:
+            categorical &= torch.isfinite(out.category_logits.gather(1, safe_ids.unsqueeze(1)).squeeze(1))
+        else:
+            categorical &= False
 
         # Per-target losses (zero where a target belongs to the other kind or has no truth).
-        codec = self.model.codec
-        y = values[numeric]
-        top, low = out.window_top[numeric], out.window_low[numeric]
-        target_bits, _ = codec.encode(y, top, low)
-        bit_loss = smr_bit_loss(out.bit_logits[numeric], target_bits)
-        # The prediction is the expected value under the bit probabilities (the read-out predict_numeric
-        # uses); it feeds the paper's reweighting and the R2 the trainer reports, never the gradient.
-        with torch.no_grad():
-            y_hat = codec.expected_value(torch.sigmoid(out.bit_logits[numeric].double()), top, low)
-        if self.config.weighting == "paper":
-            bit_loss = bit_loss * adaptive_weight(y, y_hat, self.config.gamma, self.config.eps).to(bit_loss.dtype)
+        gamma = self.config.gamma if self.config.weighting == "paper" else None
+        numeric_loss = regression_loss(self.model, out, batch, gamma=gamma)
+        y = values[rows, cols][numeric]
+        # The prediction is the distribution's mean (the read-out predict_numeric uses); it feeds the R2
+        # the trainer reports, never the gradient.
+        y_hat = decode_numeric(self.model, out, batch)[0][numeric]
         category_loss = F.cross_entropy(out.category_logits[categorical], true_ids[categorical], reduction="none")
         # Losses are summed in float32 even when the model runs in bf16/fp16 (DeepSpeed), for a stable scale.
-        per_target = torch.zeros(len(rows), dtype=torch.float32, device=out.bit_logits.device)
-        per_target = per_target.masked_scatter(numeric, bit_loss.float()).masked_scatter(categorical, category_loss.float())
+        per_target = torch.zeros(len(rows), dtype=torch.float32, device=out.hidden.device)
+        per_target = per_target.masked_scatter(numeric, numeric_loss.float()).masked_scatter(categorical, category_loss.float())
 
         # Tasks: mean loss per (kind, name bucket).
         buckets = torch.tensor(
@@ -92,9 +232,18 @@ class PretrainingObjective(nn.Module):
 
         loss, weights = self.combine(task_losses, active, out.basis)
         if not counted.any():  # no usable target: a zero that still touches the graph (every rank must backward)
-            loss = out.bit_logits.sum() * 0.0 + out.basis.sum() * 0.0
+            regression = out.bit_logits if out.bit_logits is not None else out.value_logits
+            loss = regression.sum() * 0.0 + out.basis.sum() * 0.0 + out.hidden.sum() * 0.0
 
-        metrics = self.metrics(loss, bit_loss, category_loss, out, categorical, true_ids, y, y_hat, weights, active)
+        metrics = self.metrics(loss, numeric_loss, category_loss, out, categorical, true_ids, y, y_hat, weights, active)
+        if len(y):
+            # In the units the binned head predicts (z on the batch's scale: episodes take it from their support
+            # rows): the model's squared error, and that of the column mean the batch carries, the best
+            # predictor that reads only the context's targets. The model uses the features when the first
+            # falls below the second.
+            mean, std = batch.column_mean[cols[numeric]].double(), batch.column_std[cols[numeric]].double().clamp_min(1e-300)
+            metrics["numeric_z_mse"] = float((((y_hat - y) / std) ** 2).mean())
+            metrics["numeric_mean_z_mse"] = float((((y - mean) / std) ** 2).mean())
         return LossResult(
             loss=loss,
             metrics=metrics,
@@ -131,10 +280,11 @@ class PretrainingObjective(nn.Module):
             rows.append(torch.zeros(shared.numel(), dtype=shared.dtype, device=shared.device) if grad is None else grad.reshape(-1))
         return torch.stack(rows).detach()
 
-    def metrics(self, loss, bit_loss, category_loss, out, categorical, true_ids, y, y_hat, weights, active) -> dict[str, float]:
+    def metrics(self, loss, numeric_loss, category_loss, out, categorical, true_ids, y, y_hat, weights, active) -> dict[str, float]:
         m: dict[str, float] = {"loss": float(loss.detach()), "numeric_targets": float(len(y)), "categorical_targets": float(int(categorical.sum()))}
         if len(y):
-            m["numeric_bit_loss"] = float(bit_loss.detach().mean())
+            name = "numeric_bit_loss" if out.bit_logits is not None else "numeric_binned_loss"
+            m[name] = float(numeric_loss.detach().mean())
             relative = (y_hat - y).abs() / y.abs().clamp_min(1e-12)
             m["numeric_median_relative_error"] = float(relative.median())
         if bool(categorical.any()):
@@ -148,7 +298,7 @@ class PretrainingObjective(nn.Module):
         return m
 
 
-def build_objective(model: BasisTransformer, model_config: ModelConfig, loss_config: LossConfig) -> PretrainingObjective:
+def build_objective(model: "TableModel", model_config: ModelConfig, loss_config: LossConfig) -> PretrainingObjective:
     """The training module: the model plus the configured loss weighting.
 
     `model_config` must be the config the model was built from: the targets' bit code depends on it.

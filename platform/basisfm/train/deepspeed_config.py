@@ -55,13 +55,15 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train: TrainConfig) ->
                              fused=fused or None)
 
 
-def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_lr_ratio: float) -> float:
-    """Multiplier of the peak lr at optimizer step `step` (0-based): linear warm-up, then cosine to the floor."""
+def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
+    """Multiplier of the peak lr at optimizer step `step` (0-based): linear warm-up over `warmup_steps`, then
+    cosine decay to `min_ratio` at `total_steps` (held there after). The one schedule pretraining and
+    fine-tuning share."""
     if warmup_steps > 0 and step < warmup_steps:
         return (step + 1) / warmup_steps
     decay_steps = max(1, total_steps - warmup_steps)
     progress = min(1.0, (step - warmup_steps) / decay_steps)
-    return min_lr_ratio + (1.0 - min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
 class WarmupCosine:

@@ -18,7 +18,7 @@ from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from ray.tune import Callback
 
 from basisfm.config import RunConfig, flatten
-from basisfm.tracking.mlflow_logger import ensure_experiment, local_artifact_root, make_client, resolve_tracking_uri
+from basisfm.tracking.mlflow_logger import make_client, open_experiment, resolve_tracking_uri
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +32,7 @@ class SearchRuns:
     def __init__(self, config: RunConfig, experiment_dir: str | Path):
         # The same store and artifact root as training runs, so jobs.promote sees what the search registers.
         self.tracking_uri = resolve_tracking_uri(config.tracking)
-        self.client = make_client(self.tracking_uri)
-        self.experiment_id = ensure_experiment(self.client, config.tracking.experiment, local_artifact_root(config.tracking))
+        self.client, self.experiment_id = open_experiment(self.tracking_uri, config.tracking.experiment)
         ids_path = Path(experiment_dir) / _RUN_IDS_FILE
         saved = json.loads(ids_path.read_text()).get("parent") if ids_path.is_file() else None
         if saved is not None and _run_exists(self.client, saved):

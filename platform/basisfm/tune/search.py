@@ -112,7 +112,6 @@ def run_search(config: RunConfig, *, trainer_factory: TrainerFactory | None = No
         result = SearchResult(experiment_path=experiment_path, parent_run_id=runs.parent_run_id if runs else None,
                               trials=rows, max_concurrent_trials=concurrency)
         _finish(config, result, runs)
-        print(result.summary(config.tune.metric, config.tune.mode), flush=True)
         return result
     finally:
         if started_ray:

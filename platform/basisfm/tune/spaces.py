@@ -16,7 +16,7 @@ from typing import Any
 from ray import tune
 from ray.tune.search.sample import Categorical, Domain, Float, Integer
 
-from basisfm.config import NumericEncoding, RunConfig, with_overrides
+from basisfm.config import MIN_TEXT_TOP_K, DataConfig, NumericEncoding, RunConfig, with_overrides
 from basisfm.errors import ConfigError
 
 # The paper's reweighting and the three multi-task baselines the research plan compares it with.
@@ -40,13 +40,16 @@ def loss_weighting_space(config: RunConfig) -> SearchSpace:
 
 
 def sparsity_space(config: RunConfig) -> SearchSpace:
-    """Attention variant and its knobs, plus how many tokens of a long text cell are kept."""
-    base_top_k = config.model.text_top_k
+    """Attention variant and its knobs, plus how many words of a long text cell the data layer keeps."""
+    # Around the configured pruning (or the default when the config embeds text whole); the data layer
+    # rejects fewer than MIN_TEXT_TOP_K words.
+    base_top_k = config.data.text_top_k or DataConfig.text_top_k
+    top_ks = {max(MIN_TEXT_TOP_K, base_top_k // 4), max(MIN_TEXT_TOP_K, base_top_k // 2), base_top_k, base_top_k * 2}
     return {
         "model.attention": tune.choice(ATTENTION_VARIANTS),
         "model.block_size": tune.choice([4, 8, 16, 32]),
         "model.keep_ratio": tune.uniform(0.25, 1.0),
-        "model.text_top_k": tune.choice(sorted({max(1, base_top_k // 4), max(1, base_top_k // 2), base_top_k, base_top_k * 2})),
+        "data.text_top_k": tune.choice(sorted(top_ks)),
     }
 
 
@@ -69,10 +72,33 @@ def architecture_space(config: RunConfig) -> SearchSpace:
     }
 
 
+def priors_space(config: RunConfig) -> SearchSpace:
+    """How much of training is synthetic (`data.prior_fraction`, 0 = real only) and what the prior makes:
+    the MLP / tree mix, targets, categorical and missing columns, graph depth and noise, names, curriculum.
+
+    `priors.mlp_weight` stays above 0, so the two generator weights never sum to 0; depth choices stay at
+    or above the configured `priors.min_layers`.
+    """
+    priors = config.priors
+    depths = sorted({max(priors.min_layers, priors.max_layers // 2), priors.max_layers, priors.max_layers * 2})
+    return {
+        "data.prior_fraction": tune.uniform(0.0, 1.0),
+        "priors.mlp_weight": tune.uniform(0.1, 1.0),
+        "priors.tree_weight": tune.uniform(0.0, 1.0),
+        "priors.classification_fraction": tune.uniform(0.0, 0.6),
+        "priors.max_categorical_fraction": tune.uniform(0.0, 0.8),
+        "priors.missing_task_fraction": tune.uniform(0.0, 0.6),
+        "priors.max_layers": tune.choice(depths),
+        "priors.max_noise_std": tune.loguniform(0.01, 1.0),
+        "priors.curriculum": tune.choice(["none", "linear"]),
+    }
+
+
 SEARCH_SPACES: dict[str, Callable[[RunConfig], SearchSpace]] = {
     "loss_weighting": loss_weighting_space,
     "sparsity": sparsity_space,
     "architecture": architecture_space,
+    "priors": priors_space,
 }
 
 

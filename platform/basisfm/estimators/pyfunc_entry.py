@@ -2,6 +2,6 @@
 
 from mlflow.models import set_model
 
-from basisfm.tracking.pyfunc_model import BasisPyfuncModel
+from basisfm.estimators.pyfunc import BasisPyfuncModel
 
 set_model(BasisPyfuncModel())

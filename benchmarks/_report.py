@@ -1,0 +1,77 @@
+"""The tail every benchmark shares: print its markdown table, write benchmarks/results/<name>.md and .png,
+and log both (with the run's parameters and headline metrics) to MLflow.
+
+MLflow is the embedded store (or $MLFLOW_TRACKING_URI), experiment `benchmarks`. The numbers are on disk
+before MLflow is asked, so a tracking failure only warns.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+RESULTS_DIR = Path(__file__).parent / "results"
+EXPERIMENT = "benchmarks"
+
+
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend (benchmarks run headless)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path: Path, dpi: int = 110) -> Path:
+    """Lay out, write and close `fig`; returns `path`."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=dpi)
+    pyplot().close(fig)
+    return path
+
+
+def markdown_page(lines: list[str], context: dict[str, Any]) -> str:
+    """A results page: `lines` (title, table, notes), then one `- key: value` line per item of `context`
+    (machine, load, command: what a reader needs to trust or rerun the numbers)."""
+    return "\n".join([*lines, *(f"- {key}: {value}" for key, value in context.items())]) + "\n"
+
+
+def publish(name: str, markdown: str, render_png: Callable[[Path], Path], *, params: dict[str, Any],
+            metrics: dict[str, float]) -> tuple[Path, Path, str | None]:
+    """Print `markdown`, write it and the PNG `render_png(path)` draws, and log them to MLflow.
+
+    Returns the markdown path, the PNG path and where MLflow holds them (None when tracking failed).
+    """
+    print(markdown)
+    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+    md_path = RESULTS_DIR / f"{name}.md"
+    md_path.write_text(markdown)
+    png_path = render_png(RESULTS_DIR / f"{name}.png")
+    where = log_to_mlflow(name, params, metrics, [md_path, png_path])
+    print(f"wrote {md_path} and {png_path}" + (f"; logged to MLflow at {where}" if where else ""))
+    return md_path, png_path, where
+
+
+def log_to_mlflow(name: str, params: dict[str, Any], metrics: dict[str, float], files: list[Path]) -> str | None:
+    """One run named `name` in experiment `benchmarks`; returns where it went, or None (with a warning)."""
+    from basisfm.config import TrackingConfig
+    from basisfm.tracking import open_experiment, resolve_tracking_uri
+
+    try:
+        uri = resolve_tracking_uri(TrackingConfig())
+        client, experiment_id = open_experiment(uri, EXPERIMENT)
+        run_id = client.create_run(experiment_id, run_name=name).info.run_id
+        for key, value in params.items():
+            client.log_param(run_id, key, str(value))
+        for key, value in metrics.items():
+            client.log_metric(run_id, key, float(value))
+        for path in files:
+            client.log_artifact(run_id, str(path))
+        client.set_terminated(run_id)
+        return f"{uri} (experiment {EXPERIMENT!r}, run {run_id})"
+    except Exception as exc:  # noqa: BLE001 - the numbers are already on disk; tracking is a convenience here
+        print(f"warning: could not log to MLflow: {exc}", file=sys.stderr)
+        return None

@@ -1,0 +1,95 @@
+"""`BasisClassifier`: classification with a Basis model (parameters and treatments: `basisfm.estimators.base`)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.base import ClassifierMixin
+
+from basisfm.corpus.manifest import ColumnKind
+from basisfm.data.batch import TableBatch
+from basisfm.errors import TableError
+from basisfm.estimators.base import _BasisEstimator, _target_series
+from basisfm.estimators.finetune import base_model
+from basisfm.estimators.validation import check_class_labels
+
+
+class BasisClassifier(ClassifierMixin, _BasisEstimator):
+    """Classification with the Basis Transformer: class labels are embedded by their text, so their
+    names matter (e.g. "approved"/"rejected" say more than 0/1)."""
+
+    _task = "classification"
+
+    def _target_kind(self) -> ColumnKind:
+        return ColumnKind.CATEGORICAL
+
+    def _check_target(self, y, n_rows, name, table) -> pd.Series:
+        series = check_class_labels(_target_series(y, n_rows, name, table), table, name)
+        bad = series.map(lambda v: v is None or v is pd.NA or (isinstance(v, float) and not math.isfinite(v))).to_numpy(dtype=bool)
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows have no class); "
+                             "drop those rows before fit", table=table, column=name)
+        return series
+
+    def _fit_target_encoding(self, target: pd.Series) -> None:
+        self.classes_ = np.unique(target.to_numpy())
+        self._class_text = [str(c) for c in self.classes_]
+        if len(set(self._class_text)) != len(self._class_text):
+            raise TableError(f"classes {list(self.classes_)} are not distinct as text; they are embedded by their text",
+                             table="user-table", column=str(target.name))
+
+    def _is_degenerate(self, target: pd.Series) -> bool:
+        if len(self.classes_) < 2:
+            raise TableError(f"the target has a single class {self.classes_[0]!r}; a classifier needs two or more",
+                             table="user-table", column=str(target.name))
+        return False
+
+    def _label_embeddings(self) -> torch.Tensor:
+        return torch.from_numpy(self._embedder().embed(self._class_text))
+
+    def _label_ids(self, batch: TableBatch, col: int) -> torch.Tensor:
+        index = {text: i for i, text in enumerate(self._class_text)}
+        ids = batch.string_ids[:, col]
+        return torch.tensor([index[batch.vocab[i]] for i in ids.tolist()], dtype=torch.long, device=ids.device)
+
+    def _loss(self, model, batch: TableBatch) -> torch.Tensor:
+        col = batch.column_names.index(self.preprocessor_.target.name)
+        logits = base_model(model).category_logits(batch, col, self._label_embeddings())
+        return torch.nn.functional.cross_entropy(logits, self._label_ids(batch, col))
+
+    def _validation_loss(self, model, batches: list[TableBatch]) -> float:
+        with torch.no_grad():
+            losses = [float(self._loss(model, b)) * b.n_rows for b in batches]
+        return sum(losses) / max(sum(b.n_rows for b in batches), 1)
+
+    def predict_proba(self, X: Any) -> np.ndarray:
+        """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members."""
+        self._check_fitted()
+        if self.context_ is not None:
+            from basisfm.estimators.in_context import predict_label_scores_in_context
+
+            model, record, context, query, embedder, settings = self._in_context_inputs(X)
+            return predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings)
+        labels = self._label_embeddings()
+
+        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
+            scores = model.predict_category_scores(batch, col, labels.to(batch.values.device))
+            return torch.softmax(scores.double(), dim=-1).cpu().numpy()
+
+        return self._average_over_members(X, per_batch)
+
+    def predict(self, X: Any) -> np.ndarray:
+        probabilities = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
+        return self.classes_[np.argmax(probabilities, axis=1)]
+
+    def _fitted_state(self) -> dict[str, Any]:
+        return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}
+
+    def _load_fitted_state(self, state: dict[str, Any]) -> None:
+        self.classes_ = np.asarray(state["classes"])
+        self._class_text = [str(c) for c in self.classes_]

@@ -1,0 +1,53 @@
+"""benchmarks/_report.py: the one tail every benchmark ends with (markdown + PNG on disk, both in MLflow)."""
+
+from __future__ import annotations
+
+import ast
+import importlib
+from pathlib import Path
+
+import pytest
+
+import benchmarks._report as report
+
+BENCHMARKS = sorted(p.stem for p in Path(report.__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+
+
+def test_publish_writes_both_files_and_logs_them_to_mlflow(tmp_path, monkeypatch, capsys):
+    from basisfm.tracking.mlflow_logger import make_client
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setattr(report, "RESULTS_DIR", tmp_path / "results")
+
+    def render_png(path: Path) -> Path:
+        fig, ax = report.pyplot().subplots()
+        ax.plot([0, 1], [1, 0])
+        return report.save_figure(fig, path)
+
+    md_path, png_path, where = report.publish("demo", "# demo\n\n| a |\n| - |\n| 1 |\n", render_png,
+                                              params={"steps": 3}, metrics={"cells_per_s": 12.5})
+    assert md_path.read_text().startswith("# demo") and png_path.read_bytes()[:4] == b"\x89PNG"
+    assert "| a |" in capsys.readouterr().out
+    run_id = where.rsplit("run ", 1)[1].rstrip(")")
+    run = make_client(uri).get_run(run_id)
+    assert run.data.params == {"steps": "3"} and run.data.metrics == {"cells_per_s": 12.5}
+    assert sorted(a.path for a in make_client(uri).list_artifacts(run_id)) == ["demo.md", "demo.png"]
+    # artifacts sit next to the sqlite store, not in ./mlruns of the working directory
+    assert (tmp_path / "mlartifacts").is_dir()
+
+
+def test_a_tracking_failure_only_warns(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'not-a-dir' / 'x' / 'mlflow.db'}")
+    (tmp_path / "not-a-dir").write_text("a file where a directory should be")
+    assert report.log_to_mlflow("demo", {}, {}, []) is None
+    assert "could not log to MLflow" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name", BENCHMARKS)
+def test_every_benchmark_ends_with_publish_and_logs_nothing_itself(name):
+    module = importlib.import_module(f"benchmarks.{name}")
+    source = Path(module.__file__).read_text()
+    calls = {n.func.id for n in ast.walk(ast.parse(source)) if isinstance(n, ast.Call) and isinstance(n.func, ast.Name)}
+    assert "publish" in calls
+    assert "log_to_mlflow" not in source and "savefig" not in source and ".write_text(markdown" not in source
