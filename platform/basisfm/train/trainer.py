@@ -217,8 +217,7 @@ def pretrain(config: RunConfig) -> PretrainResult:
                   f"it is at {model_dir}", flush=True)
     outcome = PretrainResult(run_id=logger.run_id, checkpoint_dir=model_dir, registered_version=version,
                              metrics=metrics, tracking_uri=logger.tracking_uri, run_dir=run_dir)
-    print(outcome.summary(), flush=True)
-    return outcome
+    return outcome  # jobs print its summary (printing ownership: library calls return, jobs print once)
 
 
 
