@@ -1,4 +1,5 @@
-"""Distributed pretraining: Ray Train workers driving DeepSpeed engines, checkpoints, validation, `pretrain()`."""
+"""Pretraining: one loop (`loop.run_training`) over a DeepSpeed engine, launched by Ray Train workers
+(`ray_launcher`) or in one process without Ray (`local_launcher`); checkpoints, validation, `pretrain()`."""
 
 from basisfm.train.evaluate import ValidationSuite, evaluate_batches
 from basisfm.train.promotion import promote_registered
