@@ -106,3 +106,30 @@ def test_local_launcher_trains_without_ray_writes_checkpoints_and_resumes(tiny_c
     assert out["kept"] == ["step_0000003"] and out["resumed_from"] == [2]
     assert out["loss"] > 0 and out["val_loss"] > 0
     assert (tmp_path / "run" / "step_0000003" / "consolidated" / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_local_launcher_trains_an_in_context_model_on_prior_episodes(tiny_corpus, tmp_path):
+    # data.prior_fraction=1: every batch is a synthetic episode made on the worker; the consolidated checkpoint
+    # records how the run pruned text (data.text_top_k), which the estimators then follow.
+    script = textwrap.dedent(f"""
+        import json
+        from pathlib import Path
+        from basisfm.config import load_config
+        from basisfm.model.checkpoint import read_model_config, read_text_top_k
+        from basisfm.train.local_launcher import train_locally
+        config = load_config({str(ROOT / "jobs" / "configs" / "icl_tiny.yaml")!r}, [
+            "corpus.out_dir={tiny_corpus}", "data.embedding_cache_dir={tiny_corpus.parent / 'embedding_cache'}",
+            "data.validation_tables=0", "data.prior_fraction=1.0", "data.text_top_k=16", "train.zero_stage=0",
+            "train.launcher=local", "train.steps=3", "train.warmup_steps=1", "train.checkpoint_every=3",
+            "train.log_every=1", "train.pack_tables=1"])
+        result = train_locally(config, Path({str(tmp_path / "run")!r}))
+        consolidated = result.final_checkpoint / "consolidated"
+        print(json.dumps({{"loss": result.metrics["train_loss"], "top_k": read_text_top_k(consolidated),
+                          "architecture": read_model_config(consolidated).architecture}}))
+    """)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "platform"), str(ROOT)]), "DS_ACCELERATOR": "cpu"}
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["loss"] > 0 and out["top_k"] == 16 and out["architecture"] == "basis_icl"

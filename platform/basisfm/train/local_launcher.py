@@ -156,7 +156,10 @@ def train_locally(config: RunConfig, run_dir: Path, *, tracking_uri: str | None 
     reporter = LocalReporter(run_dir, train.keep_checkpoints)
     tables = local_batches(config)
     try:
-        metrics = run_training(config, engine, scheduler, packed(tables, train.pack_tables), reporter, state, worker,
+        from basisfm.priors import mix_prior_episodes
+
+        mixed = mix_prior_episodes(tables, config, rank=0, device=worker.device, start_step=state.step)
+        metrics = run_training(config, engine, scheduler, packed(mixed, train.pack_tables), reporter, state, worker,
                                run_dir, validation_batches=validation, logger=logger)
     finally:
         tables.close()

@@ -79,7 +79,12 @@ def train_loop_per_worker(spec: LoopSpec) -> None:
     if "validation" in spec.datasets:
         shard = ray.train.get_dataset_shard("validation")
         validation = lambda: _take(shard, train.validation_batches)  # noqa: E731
-    batches = packed(_endless(ray.train.get_dataset_shard("train")), train.pack_tables)
+    from basisfm.priors import mix_prior_episodes
+
+    # data.prior_fraction of the batches are synthetic prior episodes generated here, on this worker's device.
+    real = _endless(ray.train.get_dataset_shard("train"))
+    mixed = mix_prior_episodes(real, config, rank=worker.rank, device=worker.device, start_step=state.step)
+    batches = packed(mixed, train.pack_tables)
     last = run_training(config, engine, scheduler, batches, RayReporter(), state, worker, Path(spec.run_dir),
                         validation_batches=validation, logger=logger)
     if not last:
