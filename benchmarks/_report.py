@@ -39,28 +39,31 @@ def markdown_page(lines: list[str], context: dict[str, Any]) -> str:
     return "\n".join([*lines, *(f"- {key}: {value}" for key, value in context.items())]) + "\n"
 
 
-def publish(name: str, markdown: str, render_png: Callable[[Path], Path], *, params: dict[str, Any],
-            metrics: dict[str, float]) -> tuple[Path, Path, str | None]:
-    """Print `markdown`, write it and the PNG `render_png(path)` draws, and log them to MLflow.
+def publish(name: str, markdown: str, render_png: Callable[[Path], Path | None], *, params: dict[str, Any],
+            metrics: dict[str, float], out_dir: Path | str = RESULTS_DIR, log: bool = True) -> tuple[Path, Path | None, str | None]:
+    """Print `markdown`, write it (`<out_dir>/<name>.md`) and the PNG `render_png(path)` draws, and log them
+    to MLflow unless `log` is False. `render_png` may return None when it cannot draw (no matplotlib).
 
-    Returns the markdown path, the PNG path and where MLflow holds them (None when tracking failed).
+    Returns the markdown path, the PNG path (or None) and where MLflow holds them (None when not logged).
     """
     print(markdown)
-    RESULTS_DIR.mkdir(parents=True, exist_ok=True)
-    md_path = RESULTS_DIR / f"{name}.md"
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    md_path = out_dir / f"{name}.md"
     md_path.write_text(markdown)
-    png_path = render_png(RESULTS_DIR / f"{name}.png")
-    where = log_to_mlflow(name, params, metrics, [md_path, png_path])
-    print(f"wrote {md_path} and {png_path}" + (f"; logged to MLflow at {where}" if where else ""))
+    png_path = render_png(out_dir / f"{name}.png")
+    files = [md_path] + ([png_path] if png_path is not None else [])
+    where = log_to_mlflow(name, params, metrics, files) if log else None
+    print(f"wrote {', '.join(str(f) for f in files)}" + (f"; logged to MLflow at {where}" if where else ""))
     return md_path, png_path, where
 
 
 def log_to_mlflow(name: str, params: dict[str, Any], metrics: dict[str, float], files: list[Path]) -> str | None:
     """One run named `name` in experiment `benchmarks`; returns where it went, or None (with a warning)."""
-    from basisfm.config import TrackingConfig
-    from basisfm.tracking import open_experiment, resolve_tracking_uri
-
     try:
+        from basisfm.config import TrackingConfig
+        from basisfm.tracking import open_experiment, resolve_tracking_uri
+
         uri = resolve_tracking_uri(TrackingConfig())
         client, experiment_id = open_experiment(uri, EXPERIMENT)
         run_id = client.create_run(experiment_id, run_name=name).info.run_id

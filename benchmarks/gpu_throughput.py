@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import importlib
 import os
 import re
 import statistics
@@ -31,6 +32,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from benchmarks._report import publish, pyplot, save_figure
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).parent / "results"
@@ -278,14 +281,20 @@ def render_markdown(rows: list[Row], context: dict[str, str], data_lines: list[s
     return "\n".join(lines) + "\n"
 
 
-def render_png(rows: list[Row], path: Path, title: str) -> Path | None:
+def _importable(module: str) -> bool:
+    """Whether `module` imports here (a bare GPU box may lack matplotlib and MLflow)."""
     try:
-        import matplotlib
+        importlib.import_module(module)
     except ImportError:
-        return None
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+        return False
+    return True
 
+
+def render_png(rows: list[Row], path: Path, title: str) -> Path | None:
+    """The cells/s bars; None when matplotlib is not installed (a bare GPU box)."""
+    if not _importable("matplotlib"):
+        return None
+    plt = pyplot()
     measured = [r for r in rows if r.step_ms == r.step_ms]
     fig, ax = plt.subplots(figsize=(max(6, 0.5 * len(measured)), 4))
     labels = [f"{r.preset} {r.rows}x{r.columns}\n{r.mode}{' +c' if r.compile else ''}" for r in measured]
@@ -294,30 +303,7 @@ def render_png(rows: list[Row], path: Path, title: str) -> Path | None:
     ax.set_xticks(range(len(measured)), labels, fontsize=6, rotation=90)
     ax.set_ylabel("cells / s (median step)")
     ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def log_to_mlflow(rows: list[Row], context: dict[str, str], files: list[Path]) -> str | None:
-    try:
-        import mlflow  # noqa: F401
-    except ImportError:
-        return None
-    from basisfm.config import TrackingConfig
-    from basisfm.tracking import TrackingLogger
-
-    logger = TrackingLogger.start(TrackingConfig(experiment="benchmarks"), NAME, run_key=f"{NAME}/{time.time_ns()}")
-    if not logger.active:
-        return None
-    logger.log_params(context)
-    logger.buffer_metrics({f"cells_per_s_{r.preset}_{r.rows}x{r.columns}_{r.mode}{'_compile' if r.compile else ''}":
-                           r.cells_per_s for r in rows if r.cells_per_s == r.cells_per_s}, step=0)
-    for path in files:
-        logger.log_artifact(path)
-    logger.end()
-    return f"{logger.tracking_uri} (experiment 'benchmarks', run {logger.run_id})"
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------------- main
@@ -425,17 +411,12 @@ def main(argv: list[str] | None = None) -> int:
         import deepspeed
 
         context["deepspeed"] = deepspeed.__version__
-    markdown = render_markdown(rows, context, data_lines)
-    print(markdown)
     out = args.out or RESULTS_DIR / (f"{NAME}_cpu.md" if cpu else f"{NAME}.md")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(markdown)
-    files = [out]
-    png = render_png(rows, out.with_suffix(".png"), f"{NAME}: {name}, {context['date']}, {context['commit']}")
-    if png:
-        files.append(png)
-    where = log_to_mlflow(rows, context, files)
-    print(f"wrote {', '.join(str(f) for f in files)}" + (f"; logged to MLflow at {where}" if where else ""))
+    metrics = {f"cells_per_s_{r.preset}_{r.rows}x{r.columns}_{r.mode}{'_compile' if r.compile else ''}": r.cells_per_s
+               for r in rows if r.cells_per_s == r.cells_per_s}
+    publish(out.stem, render_markdown(rows, context, data_lines),
+            lambda path: render_png(rows, path, f"{NAME}: {name}, {context['date']}, {context['commit']}"),
+            params=context, metrics=metrics, out_dir=out.parent, log=_importable("mlflow"))
     return 0
 
 

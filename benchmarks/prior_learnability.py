@@ -29,6 +29,8 @@ from basisfm.data.batch import TableBatch
 from basisfm.priors import PriorSampler
 from basisfm.priors.show import episode_frame
 
+from benchmarks._report import publish, pyplot, save_figure
+
 RESULTS_DIR = Path(__file__).parent / "results"
 NAME = "prior_learnability"
 HELD_OUT_SEED = 20_261_130  # no training stream draws this seed (they are hashes of priors.seed, rank and step)
@@ -155,11 +157,7 @@ def render_markdown(summary: list[dict], scores: list[TaskScore], context: dict[
 
 
 def render_png(scores: list[TaskScore], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
     for ax, kind, label in ((axes[0], "regression", "held-out R² (clipped at -1)"), (axes[1], "classification", "held-out accuracy")):
         group = [s for s in scores if s.kind == kind]
@@ -174,10 +172,7 @@ def render_png(scores: list[TaskScore], path: Path) -> Path:
         ax.set_title(f"{kind} ({len(group)} tasks)", fontsize=10)
         ax.legend(fontsize=8)
     fig.suptitle("Learnability of held-out prior tasks", fontsize=11)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> list[TaskScore]:
@@ -215,19 +210,10 @@ def main(argv: list[str] | None = None) -> list[TaskScore]:
         "command": "python -m benchmarks.prior_learnability" + (f" --checkpoint {args.checkpoint}" if args.checkpoint else ""),
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / f"{NAME}.md"
-    md.write_text(render_markdown(summary, scores, context))
-    png = render_png(scores, out / f"{NAME}.png")
-    print(md.read_text())
-    if not args.no_mlflow:
-        from benchmarks.ingest_throughput import log_to_mlflow
-
-        metrics = {f"{r['kind']}_{r['generator']}_{r['model']}_median": r["median"] for r in summary}
-        where = log_to_mlflow({"tasks": len(scores), "seed": args.seed, "checkpoint": args.checkpoint}, metrics, [md, png], NAME)
-        if where:
-            print(f"logged to MLflow: {where}")
+    metrics = {f"{r['kind']}_{r['generator']}_{r['model']}_median": r["median"] for r in summary}
+    publish(NAME, render_markdown(summary, scores, context), lambda path: render_png(scores, path),
+            params={"tasks": len(scores), "seed": args.seed, "checkpoint": args.checkpoint}, metrics=metrics,
+            out_dir=args.out, log=not args.no_mlflow)
     return scores
 
 

@@ -26,6 +26,8 @@ from basisfm.priors.episodes import chunk_to_episodes
 from basisfm.priors.filters import RejectionCounts, screen
 from basisfm.priors.sampler import ChunkShape, generate_chunk
 
+from benchmarks._report import publish, pyplot, save_figure
+
 RESULTS_DIR = Path(__file__).parent / "results"
 NAME = "prior_throughput"
 TABICL_PER_CORE = (15, 37)
@@ -137,11 +139,7 @@ def render_markdown(results: list[Measurement], context: dict[str, str], threads
 
 
 def render_png(results: list[Measurement], path: Path, threads: int) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 3.8))
     labels = [f"{r.generator}\n{r.rows}x{r.features}" for r in results]
     x = range(len(results))
@@ -154,10 +152,7 @@ def render_png(results: list[Measurement], path: Path, threads: int) -> Path:
     ax.set_yscale("log")
     ax.set_title(f"Prior throughput on {threads} CPU core(s)", fontsize=10)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=120)
 
 
 def main(argv: list[str] | None = None) -> list[Measurement]:
@@ -208,20 +203,11 @@ def main(argv: list[str] | None = None) -> list[Measurement]:
         "command": f"python -m benchmarks.prior_throughput --threads {args.threads} --seconds {args.seconds:g} --device {args.device} --parallel {args.parallel}",
         "measured": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    md = out / f"{NAME}.md"
-    md.write_text(render_markdown(results, context, args.threads))
-    png = render_png(results, out / f"{NAME}.png", args.threads)
-    print(md.read_text())
-    if not args.no_mlflow:
-        from benchmarks.ingest_throughput import log_to_mlflow
-
-        metrics = {f"{r.generator}_{r.rows}x{r.features}_tasks_per_s": r.tasks_per_second for r in results}
-        metrics.update({f"{r.generator}_{r.rows}x{r.features}_tasks_per_cpu_s": r.per_cpu_second for r in results})
-        where = log_to_mlflow({"threads": args.threads, "device": args.device}, metrics, [md, png], NAME)
-        if where:
-            print(f"logged to MLflow: {where}")
+    metrics = {f"{r.generator}_{r.rows}x{r.features}_tasks_per_s": r.tasks_per_second for r in results}
+    metrics.update({f"{r.generator}_{r.rows}x{r.features}_tasks_per_cpu_s": r.per_cpu_second for r in results})
+    publish(NAME, render_markdown(results, context, args.threads),
+            lambda path: render_png(results, path, args.threads),
+            params={"threads": args.threads, "device": args.device}, metrics=metrics, out_dir=args.out, log=not args.no_mlflow)
     return results
 
 

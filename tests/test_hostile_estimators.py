@@ -340,13 +340,15 @@ def test_absurd_config_shapes_are_refused_before_allocating(tmp_path, monkeypatc
     config["model_config"].update(preset="custom", d_model=16384, n_heads=8, n_basis=4096)  # ~6e9 parameters
     (directory / "config.json").write_text(json.dumps(config))
     built_on: list[str] = []
-    real = checkpoint_module.BasisTransformer
+    import basisfm.model as model_package
+
+    real = model_package.build_model
 
     def spy(cfg):
         built_on.append(str(torch.get_default_device()))
         return real(cfg)
 
-    monkeypatch.setattr(checkpoint_module, "BasisTransformer", spy)
+    monkeypatch.setattr(model_package, "build_model", spy)
     started = time.monotonic()
     with pytest.raises(CheckpointError, match=r"model.safetensors: tensor .* has shape .*config.json implies"):
         load_pretrained(directory)
@@ -401,6 +403,7 @@ def test_downloading_a_checkpoint_leaves_the_global_tracking_uri_alone(tmp_path,
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri, model_uri = _registered(tmp_path)
+    env_before = set(os.environ)  # registering above may set the tracking side's fail-fast settings
     users_own = f"sqlite:///{tmp_path / 'users-own.db'}"
     mlflow.set_tracking_uri(users_own)
     mlflow.set_registry_uri(users_own)
@@ -408,13 +411,12 @@ def test_downloading_a_checkpoint_leaves_the_global_tracking_uri_alone(tmp_path,
         found = resolve_checkpoint(model_uri, download_dir=tmp_path / "dl", tracking_uri=uri)
         assert (found / "model.safetensors").is_file()
         assert mlflow.get_tracking_uri() == users_own and mlflow.get_registry_uri() == users_own
-        assert not any(k.startswith("MLFLOW_HTTP_REQUEST") for k in os.environ if k not in _ENV_BEFORE)
+        assert not any(k.startswith("MLFLOW_HTTP_REQUEST") for k in os.environ if k not in env_before)
     finally:
         mlflow.set_tracking_uri("")
         mlflow.set_registry_uri("")
 
 
-_ENV_BEFORE = set(os.environ)
 
 
 def test_an_unreachable_tracking_server_fails_in_seconds(tmp_path, monkeypatch):

@@ -43,9 +43,14 @@ def test_every_sample_of_every_space_is_a_valid_run_config(base, name):
 
 
 def test_loss_weighting_space_covers_the_four_methods_and_gamma_range(base):
-    space = search_space(base)
+    bits = with_overrides(base, {"model.regression_head": "smr_bits"})
+    space = search_space(bits)
     assert sorted(space["loss.weighting"].categories) == ["gradient_norm", "mgda", "paper", "uncertainty"]
     assert (space["loss.gamma"].lower, space["loss.gamma"].upper) == (0.0, 0.5)
+    # the paper's reweighting acts on SMR bits only: under bins neither it nor gamma is searched
+    binned = search_space(with_overrides(base, {"model.regression_head": "binned"}))
+    assert "loss.gamma" not in binned and sorted(binned["loss.weighting"].categories) == \
+        ["gradient_norm", "mgda", "none", "uncertainty"]
 
 
 def test_architecture_space_only_offers_divisible_width_head_pairs_and_marks_shape_custom(base):
@@ -103,7 +108,15 @@ def _run_fingerprint(config, batch, tmp_path) -> tuple:
     shapes = tuple((name, tuple(p.shape)) for name, p in objective.named_parameters())
     collator = TableBatchCollator(str(tmp_path), dataclasses.asdict(config.data))
     return (shapes, float(loss.detach()), gradient, json.dumps(build_deepspeed_config(config.train), sort_keys=True),
-            tuple(collator.embedder.texts_to_embed([_LONG_TEXT])))
+            tuple(collator.embedder.texts_to_embed([_LONG_TEXT])), _stream_fingerprint(config, batch))
+
+
+def _stream_fingerprint(config, batch, n_batches: int = 6) -> tuple:
+    """The first training batches a worker sees: real ones, or synthetic prior episodes mixed in."""
+    from basisfm.priors import mix_prior_episodes
+
+    stream = mix_prior_episodes(iter([batch] * n_batches), config, rank=0, device="cpu", start_step=0)
+    return tuple((b.table_id, tuple(b.values.shape), round(float(b.values.sum()), 6)) for b in stream)
 
 
 @pytest.mark.parametrize("name", sorted(SEARCH_SPACES))

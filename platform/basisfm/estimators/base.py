@@ -233,6 +233,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.feature_names_in_ = np.asarray(preprocessor.feature_names, dtype=object)
         self.n_features_in_ = len(preprocessor.feature_names)
         self.constant_ = None
+        self.column_scale_ = _column_scale(features)
         self._fit_target_encoding(target)
 
         start, source = self._base_model()
@@ -294,11 +295,17 @@ class _BasisEstimator(BaseEstimator, ABC):
 
         record = self.preprocessor_.record()
         batches = table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=[record.candidate_targets[0]])
-        return [self._with_target_scale(b) for b in batches]
+        return [self._with_fitted_scale(b) for b in batches]
 
-    def _with_target_scale(self, batch: TableBatch) -> TableBatch:
-        """Batches as the model sees them; the regressor sets the target's standardisation here."""
-        return batch
+    def _with_fitted_scale(self, batch: TableBatch) -> TableBatch:
+        """Every column standardised with the training rows' statistics (the model reads standardised cells):
+        collation would use each batch's own table, so a row's prediction would depend on the rows predicted
+        with it. The regressor adds the target's scale."""
+        mean, std = batch.column_mean.clone(), batch.column_std.clone()
+        for j, name in enumerate(batch.column_names):
+            if name in self.column_scale_:
+                mean[j], std[j] = self.column_scale_[name]
+        return replace(batch, column_mean=mean, column_std=std)
 
     # ------------------------------------------------------------------ predict
 
@@ -324,7 +331,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             # The target is unknown here (a null column): mark it as the cell to predict, not as missing.
             missing = batch.missing.clone()
             missing[:, col] = False
-            out.append((self._with_target_scale(replace(batch, target_mask=mask, missing=missing)), col))
+            out.append((self._with_fitted_scale(replace(batch, target_mask=mask, missing=missing)), col))
         return out, len(features)
 
     def _average_over_members(self, X: Any, per_batch) -> np.ndarray:
@@ -398,6 +405,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             "preprocessor": self.preprocessor_.state(),
             "checkpoint_source": self.checkpoint_source_,
             "members": names,
+            "column_scale": self.column_scale_,
             "context": CONTEXT_FILE if self.context_ is not None else None,
             "histories": [asdict(h) for h in self.histories_],
             "fitted": self._fitted_state(),
@@ -418,6 +426,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         estimator.checkpoint_source_ = state["checkpoint_source"]
         estimator.histories_ = [FineTuneHistory(**h) for h in state["histories"]]
         estimator._load_fitted_state(state["fitted"])
+        estimator.column_scale_ = {name: (float(m), float(sd)) for name, (m, sd) in state["column_scale"].items()}
         device = resolve_device(estimator.device)
         estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
@@ -461,6 +470,22 @@ class _BasisEstimator(BaseEstimator, ABC):
     @abstractmethod
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
         """Restore `_fitted_state`."""
+
+
+def _column_scale(features: pd.DataFrame) -> dict[str, tuple[float, float]]:
+    """{column: (mean, std)} of the numeric-like feature columns over the training rows (std 1 when constant)."""
+    scale = {}
+    for name in features.columns:
+        column = features[name]
+        if column.dtype == object:
+            continue
+        values = column.to_numpy(dtype=np.float64)
+        values = values[np.isfinite(values)]
+        if len(values) == 0:
+            continue
+        std = float(values.std())
+        scale[str(name)] = (float(values.mean()), std if std > 0 and np.isfinite(std) else 1.0)
+    return scale
 
 
 def _reads_context(model) -> bool:

@@ -49,9 +49,10 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
         self.target_scale_ = scale or 1.0
         self.target_mean_ = float(target.mean())
 
-    def _with_target_scale(self, batch: TableBatch) -> TableBatch:
-        """The target standardised with the training rows' mean and spread, at fit and at predict alike
-        (collation would use each split's own statistics, and a prediction table has no target values)."""
+    def _with_fitted_scale(self, batch: TableBatch) -> TableBatch:
+        """The features' training scale (base) and the target's: its training rows' mean and spread, at fit
+        and at predict alike (a prediction table has no target values to take them from)."""
+        batch = super()._with_fitted_scale(batch)
         col = batch.column_names.index(self.preprocessor_.target.name)
         mean, std = batch.column_mean.clone(), batch.column_std.clone()
         mean[col], std[col] = self.target_mean_, self.target_scale_

@@ -294,6 +294,12 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     context = reader.get(state, "context", "", str, optional=True)
     if context is not None and (context != "context.parquet" or not (directory / context).is_file()):
         raise reader.fail("context", f"must be null or 'context.parquet' beside {ESTIMATOR_FILE}, got {_short(context)}")
+    column_scale = reader.get(state, "column_scale", "", dict)
+    for name, pair in column_scale.items():
+        ok = isinstance(pair, list) and len(pair) == 2 and all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in pair)
+        if not ok or not pair[1] > 0:
+            raise reader.fail(f"column_scale.{name}", f"must be [mean, std] with a positive std, got {_short(pair)}")
     members = reader.get(state, "members", "", list)
     if not members or len(members) != len(histories):
         raise reader.fail("members", f"must name one model directory per history ({len(histories)}), got {_short(members)}")

@@ -32,7 +32,13 @@ SearchSpace = dict[str, Domain]
 
 
 def loss_weighting_space(config: RunConfig) -> SearchSpace:
-    """How the masked-cell objective's tasks are weighted, and the paper's floor γ."""
+    """How the masked-cell objective's tasks are weighted, and the paper's floor γ.
+
+    The paper's per-target reweighting (and so γ) acts on the SMR-bit loss only: under the binned head
+    "paper" weighs tasks as "none" does and γ changes nothing, so neither is searched there.
+    """
+    if config.model.regression_head != "smr_bits":
+        return {"loss.weighting": tune.choice([m for m in LOSS_WEIGHTING_METHODS if m != "paper"] + ["none"])}
     return {
         "loss.weighting": tune.choice(LOSS_WEIGHTING_METHODS),
         "loss.gamma": tune.uniform(0.0, 0.5),
