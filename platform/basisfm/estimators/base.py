@@ -99,7 +99,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         lora_dropout: float = FineTuneSettings.lora_dropout,
         lora_target_modules: list[str] | None = None,
         regression_loss: str = "bits+mse",
-        regression_head: str = "binned",
+        regression_head: str = "smr_bits",
         max_context: int = 512,
         retrieval: bool = False,
         token_budget: int = 4096,
