@@ -161,13 +161,6 @@ class _BasisEstimator(BaseEstimator, ABC):
         settings.validate()
         return settings
 
-    def _check_params(self) -> None:
-        if isinstance(self.n_estimators, bool) or not isinstance(self.n_estimators, (int, np.integer)) or self.n_estimators < 1:
-            raise ConfigError(f"n_estimators must be a whole number of at least 1, got {self.n_estimators!r}")
-        if not 0.0 < self.validation_fraction < 1.0:
-            raise ConfigError(f"validation_fraction must be in (0, 1), got {self.validation_fraction!r}")
-        resolve_device(self.device)
-
     def _member_seed(self, member: int) -> int:
         # Member 0 keeps the user's seed; the others derive theirs from it (stable across processes).
         return int(self.random_state) if member == 0 else derive_seed("member", int(self.random_state), member) % 2**31
@@ -219,7 +212,7 @@ class _BasisEstimator(BaseEstimator, ABC):
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
         """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. fine-tune each member."""
         validate_params(self)
-        self._check_params()
+        resolve_device(self.device)  # a device this machine lacks fails before any work
         table = "user-table"
         frame = as_frame(X, table)
         target_name = self._target_name_for(y)
