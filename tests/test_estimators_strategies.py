@@ -34,8 +34,8 @@ def cache_dir(tmp_path_factory):
 
 
 def _fast(cache_dir, **kw) -> dict:
-    return dict(embedding_cache_dir=cache_dir, progress=False, max_steps=12, token_budget=256,
-                learning_rate=3e-3, patience=2, validate_every=3, **kw)
+    return {**dict(embedding_cache_dir=cache_dir, progress=False, max_steps=12, token_budget=256,
+                   learning_rate=3e-3, patience=2, validate_every=3), **kw}
 
 
 def test_budget_counts_steps_across_passes_and_validates_every_n_steps():
@@ -261,3 +261,56 @@ def test_inference_with_an_in_context_checkpoint_reads_the_training_rows(cache_d
     clf = BasisClassifier(checkpoint=str(tmp_path / "icl"), strategy="inference", embedding_cache_dir=cache_dir,
                           progress=False).fit(x, labels)
     np.testing.assert_allclose(clf.predict_proba(test).sum(axis=1), 1.0)
+
+
+@pytest.mark.parametrize("architecture", ["basis_icl", "tab2d"])
+def test_base_ft_of_an_in_context_checkpoint_trains_on_episodes_and_predicts_in_context(cache_dir, tmp_path, architecture,
+                                                                                         monkeypatch):
+    import basisfm.estimators.finetune as finetune
+
+    torch.manual_seed(0)
+    save_pretrained(build_model(ModelConfig(architecture=architecture, regression_head="binned")), tmp_path / "icl")
+    seen = []
+    real_fine_tune = finetune.fine_tune
+
+    def spying_fine_tune(model, train_batches, validation_score, loss_fn, settings):
+        def recorded(epoch):
+            batches = train_batches(epoch)
+            seen.extend(batches)
+            return batches
+        return real_fine_tune(model, recorded, validation_score, loss_fn, settings)
+
+    monkeypatch.setattr("basisfm.estimators.base.fine_tune", spying_fine_tune)
+    x, y = _houses(200, 21)
+    model = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft",
+                           **_fast(cache_dir, max_steps=40, validate_every=10, patience=4)).fit(x, y)
+    # every training batch is an episode: labelled support rows and hidden query rows, about half each
+    assert seen and all(b.support.any() and (~b.support).any() for b in seen)
+    assert all(abs(float(b.support.float().mean()) - 0.5) < 0.1 for b in seen)
+    history = model.history_
+    assert history.steps > 0 and len(history.checks) >= 2
+    # validation predicts the held-out rows in context and the kept weights score better than the start
+    assert history.checks[0]["val_score"] > min(c["val_score"] for c in history.checks[1:])
+    # predict reads the training rows in context; save / load keeps them
+    assert model.context_.num_rows == 200
+    test, truth = _houses(40, 22)
+    predicted = model.predict(test)
+    untrained = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="inference", embedding_cache_dir=cache_dir,
+                               progress=False).fit(x, y).predict(test)
+    assert np.mean((predicted - truth) ** 2) < np.mean((untrained - truth) ** 2)
+    model.save(tmp_path / "saved")
+    np.testing.assert_allclose(BasisRegressor.load(tmp_path / "saved").predict(test), predicted)
+
+
+def test_base_ft_of_an_in_context_classifier_scores_its_query_rows(cache_dir, tmp_path):
+    torch.manual_seed(0)
+    save_pretrained(build_model(ModelConfig(architecture="tab2d")), tmp_path / "icl")
+    x, _ = _houses(120, 23)
+    labels = np.where(x.area == "north", "yes", "no")
+    clf = BasisClassifier(checkpoint=str(tmp_path / "icl"), strategy="base-ft",
+                          **_fast(cache_dir, max_steps=20, validate_every=10)).fit(x, labels)
+    assert clf.history_.steps > 0 and np.isfinite([c["val_score"] for c in clf.history_.checks]).all()
+    test, _ = _houses(20, 24)
+    proba = clf.predict_proba(test)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0)
+    assert clf.context_.num_rows == 120

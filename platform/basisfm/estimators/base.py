@@ -23,6 +23,9 @@ own seed, validation split and column subsets, and averaged at predict. `device=
 when present. Regression fine-tunes on `regression_loss`: "bits" is the pretraining SMR bit loss,
 "bits+mse" (default) adds the squared error of the expected value in target standard deviations.
 `predict(X, output="quantiles", quantiles=[...])` gives intervals from the predicted distribution.
+In-context checkpoints (`basis_icl`, `tab2d`) keep the training rows as their context whatever the strategy;
+`base-ft` / `peft` fine-tune them on episodes of the table (`EPISODE_ROWS` rows, half labelled support, half
+hidden queries) and validate by predicting the held-out rows in context.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
@@ -50,6 +53,7 @@ from sklearn.base import BaseEstimator
 from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
+from basisfm.data.collate import column_cap, rows_per_batch
 from basisfm.errors import ConfigError, InputTypeError, TableError
 from basisfm.estimators.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import (
@@ -75,6 +79,9 @@ MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
 MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Boston's 40 did)
 MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
 MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
+# In-context architectures fine-tune on episodes (Mitra's guide: 128 support and 128 query rows each).
+EPISODE_ROWS = 256
+EPISODE_QUERY_FRACTION = 0.5
 CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
 REGRESSION_LOSSES = ("bits+mse", "bits")  # BasisRegressor(regression_loss=...)
 
@@ -236,13 +243,11 @@ class _BasisEstimator(BaseEstimator, ABC):
             self.histories_ = [FineTuneHistory(stopped_because="constant target: nothing to learn")]
             return self
 
-        self.context_ = None
-        if self.strategy == "inference":
-            # No gradient step. An in-context model keeps the training rows: they are its context at predict.
+        # An in-context model keeps the training rows, whatever the strategy: they are its context at predict.
+        self.context_ = preprocessor.to_arrow(features, target) if _reads_context(start) else None
+        if self.strategy == "inference":  # no gradient step
             self.members_ = [start.to(resolve_device(self.device)).eval()]
             self.histories_ = [FineTuneHistory(stopped_because="strategy='inference': no gradient step")]
-            if _reads_context(start):
-                self.context_ = preprocessor.to_arrow(features, target)
             return self
 
         self.members_, self.histories_ = [], []
@@ -270,6 +275,10 @@ class _BasisEstimator(BaseEstimator, ABC):
             return preprocessor.to_arrow(features.iloc[rows].reset_index(drop=True), target.iloc[rows].reset_index(drop=True))
 
         train_table = arrow(train_rows)
+        if _reads_context(model):
+            val_features = preprocessor.to_arrow(features.iloc[val_rows].reset_index(drop=True), None)
+            return self._fit_member_in_context(model, train_table, val_features, target.iloc[val_rows].to_numpy(),
+                                               data_config, embedder, seed, member)
         val_batches = self._labelled_batches(arrow(val_rows), data_config, embedder, seed=seed)
         first = self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, 1))
         settings = self._settings(len(train_rows), first[0].n_rows if first else 1, member)
@@ -282,6 +291,38 @@ class _BasisEstimator(BaseEstimator, ABC):
             return self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, epoch))
 
         return fine_tune(model, train_batches, lambda m: self._validation_loss(m, val_batches), self._loss, settings)
+
+    def _fit_member_in_context(self, model, train_table, val_features, val_truth: np.ndarray, data_config: DataConfig,
+                               embedder, seed: int, member: int):
+        """Episodic fine-tuning of an in-context model (Mitra's recipe), the episodes pretraining learns from:
+        each step draws up to `EPISODE_ROWS` training rows, half of them queries whose targets are hidden and
+        half labelled support rows, scaled by their support rows. Validation predicts the held-out rows in
+        context, the training rows their context, exactly as `predict` will."""
+        from basisfm.data.episodes import table_to_episodes
+        from basisfm.estimators.in_context import InContextSettings
+
+        record = self.preprocessor_.record()
+        targets = [record.candidate_targets[0]]
+        config = replace(data_config, task="episodes", max_rows=EPISODE_ROWS, query_fraction=EPISODE_QUERY_FRACTION,
+                         max_episode_targets=1, retrieval=bool(self.retrieval))
+        rows = min(train_table.num_rows, rows_per_batch(min(len(record.columns), column_cap(config)), config))
+        config.episodes_per_table = max(1, -(-train_table.num_rows // max(rows, 1)))  # a pass sees each row about once
+        config.validate("estimator")
+        settings = self._settings(train_table.num_rows, rows, member)
+        context = InContextSettings(max_context=int(self.max_context), n_estimators=1, retrieval=bool(self.retrieval),
+                                    max_columns=int(self.max_columns), seed=seed)
+
+        def train_batches(epoch: int) -> list[TableBatch]:
+            return table_to_episodes(train_table, record, config, embedder, seed=derive_seed(seed, epoch), target_columns=targets)
+
+        def validation(m) -> float:
+            return self._in_context_validation_loss(m, record, train_table, val_features, val_truth, embedder, context)
+
+        return fine_tune(model, train_batches, validation, self._loss, settings)
+
+    @abstractmethod
+    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings) -> float:
+        """Lower-is-better score of the held-out rows `query` (targets null) predicted in context, against `truth`."""
 
     def _labelled_batches(self, table, data_config, embedder, seed: int) -> list[TableBatch]:
         from basisfm.data.collate import table_to_batches

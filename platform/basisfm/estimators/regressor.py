@@ -97,6 +97,12 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
                 errors.append(((predicted - truth) ** 2).cpu().numpy())
         return float(np.mean(np.concatenate(errors))) if errors else math.inf
 
+    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings) -> float:
+        from basisfm.estimators.in_context import predict_numeric_in_context
+
+        point, _ = predict_numeric_in_context(model, record, context, query, embedder, settings)
+        return float(np.mean((point[:, 0] - truth.astype(np.float64)) ** 2))
+
     def predict(self, X: Any, output: str = "mean", quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> np.ndarray:
         """Predicted target values: float64 [n_rows] (`output="mean"`, the mean of the predicted
         distribution) or [n_rows, len(quantiles)] (`output="quantiles"`, each member's quantiles averaged)."""
