@@ -25,8 +25,12 @@ def test_publish_writes_both_files_and_logs_them_to_mlflow(tmp_path, monkeypatch
         ax.plot([0, 1], [1, 0])
         return report.save_figure(fig, path)
 
+    # out_dir given: publish's default is bound when it is defined, so patching RESULTS_DIR alone wrote
+    # benchmarks/results/demo.{md,png} into the repository
     md_path, png_path, where = report.publish("demo", "# demo\n\n| a |\n| - |\n| 1 |\n", render_png,
-                                              params={"steps": 3}, metrics={"cells_per_s": 12.5})
+                                              params={"steps": 3}, metrics={"cells_per_s": 12.5},
+                                              out_dir=tmp_path / "results")
+    assert md_path.parent == tmp_path / "results"
     assert md_path.read_text().startswith("# demo") and png_path.read_bytes()[:4] == b"\x89PNG"
     assert "| a |" in capsys.readouterr().out
     run_id = where.rsplit("run ", 1)[1].rstrip(")")
