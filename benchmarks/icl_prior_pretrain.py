@@ -1,0 +1,287 @@
+"""In-context pretraining on the synthetic prior alone: does the model learn to read a table's labelled rows?
+
+Trains an in-context architecture (`tab2d` or `basis_icl`) on prior episodes (`basisfm.priors`) in one process
+with plain torch (AdamW, warm-up + cosine, bf16 autocast on CUDA), and every `--eval-every` steps scores 64
+held-out prior tasks: the model's squared error on the query targets, in target standard deviations, over
+that of the context-mean predictor (the best predictor that reads only the context's targets), median over tasks.
+The model uses the features when this ratio falls below 1; ridge and 5-nearest-neighbours ratios on the same tasks are
+printed beside it (what reading the features can reach). Categorical targets report accuracy.
+
+It saves a checkpoint the estimators load (`model.safetensors` + `config.json` + `provenance.json`: the
+config, steps, tasks seen, minutes, device, commit and last ratio):
+
+    python -m benchmarks.icl_prior_pretrain --minutes 20                      # CPU here, or CUDA when present
+    python -m jobs.evaluate --models basis-inference --checkpoint runs/icl_prior/model
+    BasisRegressor(checkpoint="runs/icl_prior/model", strategy="inference").fit(X, y).predict(X_test)
+
+Needs torch, numpy, pyyaml, scikit-learn (the baselines) and matplotlib (the PNG); not Ray, DeepSpeed or
+MLflow (results are logged there only when it is importable), so it runs as it is on a lent GPU machine.
+Writes benchmarks/results/icl_prior_pretrain{,_cpu}.{md,png}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import math
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._report import RESULTS_DIR, markdown_page, publish, pyplot, save_figure
+
+NAME = "icl_prior_pretrain"
+HELD_OUT_SEED = 999_983  # never a training seed: training draws from --seed
+HELD_OUT_TASKS = 64
+
+
+@dataclass
+class Check:
+    step: int
+    tasks_seen: int
+    minutes: float
+    train_loss: float
+    ratio: float  # model z-MSE / context-mean z-MSE on the held-out regression targets
+    accuracy: float  # held-out categorical targets (NaN when none)
+
+
+def held_out_baselines(episodes) -> dict[str, float]:
+    """Ridge and 5-NN on the held-out episodes' numeric targets, reading numeric features only (missing cells:
+    the support mean): the median over tasks of (squared error / the context mean's), as `evaluate` reports."""
+    from sklearn.linear_model import RidgeCV
+    from sklearn.neighbors import KNeighborsRegressor
+
+    ratios = {"ridge": [], "knn": []}
+    for e in episodes:
+        support = e.support.cpu().numpy()
+        values = e.values.cpu().numpy().astype(np.float64)
+        missing = e.missing.cpu().numpy()
+        strings = e.is_string_column.cpu().numpy()
+        targets = e.target_mask[0].cpu().numpy()
+        features = np.flatnonzero(~targets & ~strings)
+        x = np.where(missing[:, features], np.nan, values[:, features])
+        fill = np.nanmean(np.where(support[:, None], x, np.nan), axis=0)
+        x = np.where(np.isnan(x), np.nan_to_num(fill)[None, :], x)
+        sums = {"ridge": 0.0, "knn": 0.0, "mean": 0.0}
+        for t in np.flatnonzero(targets & ~strings):
+            keep = ~missing[:, t]
+            train, query = support & keep, ~support & keep
+            if train.sum() < 3 or query.sum() < 1 or len(features) == 0:
+                continue
+            y = values[:, t]
+            sums["mean"] += np.mean((y[query] - float(e.column_mean[t])) ** 2)
+            for name, model in (("ridge", RidgeCV()), ("knn", KNeighborsRegressor(min(5, int(train.sum()))))):
+                model.fit(x[train], y[train])
+                sums[name] += np.mean((model.predict(x[query]) - y[query]) ** 2)
+        if sums["mean"] > 0:
+            for name in ratios:
+                ratios[name].append(sums[name] / sums["mean"])
+    return {name: float(np.median(r)) if r else math.nan for name, r in ratios.items()}
+
+
+def evaluate(objective, episodes, device, autocast) -> tuple[float, float]:
+    """(median over tasks of model z-MSE / context-mean z-MSE, categorical accuracy) over `episodes`."""
+    import torch
+
+    objective.eval()
+    ratios, correct, counted = [], 0.0, 0
+    with torch.no_grad(), autocast():
+        for e in episodes:
+            metrics = objective(e.to(device)).metrics
+            if metrics.get("numeric_mean_z_mse", 0.0) > 0:
+                ratios.append(metrics["numeric_z_mse"] / metrics["numeric_mean_z_mse"])
+            if "categorical_accuracy" in metrics:
+                correct += metrics["categorical_accuracy"] * metrics["categorical_targets"]
+                counted += int(metrics["categorical_targets"])
+    objective.train()
+    return (float(np.median(ratios)) if ratios else math.nan), (correct / counted if counted else math.nan)
+
+
+def commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def parse_overrides(items: list[str], config) -> None:
+    """`--prior key=value` onto the PriorConfig (its own validation names a bad key or value)."""
+    import yaml
+
+    from basisfm.errors import ConfigError
+
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not hasattr(config, key):
+            raise ConfigError(f"--prior {item!r}: expected KEY=VALUE with KEY a priors field")
+        setattr(config, key, yaml.safe_load(raw))
+    config.validate("priors")
+
+
+def train(args) -> tuple[list[Check], dict, Path]:
+    import contextlib
+
+    import torch
+
+    from basisfm.config import LossConfig, ModelConfig, PriorConfig, apply_model_preset
+    from basisfm.losses.objective import build_objective
+    from basisfm.model import build_model, count_parameters
+    from basisfm.model.checkpoint import save_pretrained
+    from basisfm.priors import PriorSampler
+    from basisfm.train.deepspeed_config import warmup_cosine_factor
+
+    device = torch.device(args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu"))
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    model_config = ModelConfig(preset=args.preset, architecture=args.architecture, regression_head="binned", n_bins=args.n_bins)
+    apply_model_preset(model_config)
+    model = build_model(model_config).to(device)
+    objective = build_objective(model, model_config, LossConfig(weighting="none"))
+    prior = PriorConfig(max_rows=args.max_rows, max_features=args.max_features)
+    parse_overrides(args.prior, prior)
+    sampler = PriorSampler(prior, seed=args.seed, text_dim=model_config.text_dim, max_cells=args.max_cells)
+    held_out = PriorSampler(prior, seed=HELD_OUT_SEED, text_dim=model_config.text_dim, max_cells=args.max_cells).sample(HELD_OUT_TASKS)
+    baselines = held_out_baselines(held_out)
+    fused = device.type == "cuda"
+    optimizer = torch.optim.AdamW(objective.parameters(), lr=args.lr, weight_decay=0.01, fused=fused)
+    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, args.warmup, args.steps, 0.1))
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
+
+    checks: list[Check] = []
+    started, tasks, losses = time.perf_counter(), 0, []
+    deadline = started + 60 * args.minutes if args.minutes else math.inf
+    step = 0
+    while step < args.steps:
+        episodes = sampler.sample(args.batch_tasks)
+        with autocast():
+            loss = torch.stack([objective(e.to(device)).loss for e in episodes]).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(objective.parameters(), 1.0)
+        optimizer.step()
+        schedule.step()
+        step += 1
+        tasks += len(episodes)
+        losses.append(loss.detach())
+        out_of_time = time.perf_counter() >= deadline
+        if step % args.eval_every == 0 or step == args.steps or out_of_time:
+            ratio, accuracy = evaluate(objective, held_out, device, autocast)
+            checks.append(Check(step, tasks, (time.perf_counter() - started) / 60, float(torch.stack(losses).mean()), ratio, accuracy))
+            losses = []
+            print(f"step {step:>6}  tasks {tasks:>8}  {checks[-1].minutes:6.1f} min  train loss {checks[-1].train_loss:.3f}  "
+                  f"held-out MSE / context-mean MSE {ratio:.3f} (ridge {baselines['ridge']:.3f}, 5-NN {baselines['knn']:.3f})  "
+                  f"accuracy {accuracy:.3f}", flush=True)
+        if out_of_time:
+            break
+
+    out = Path(args.out)
+    save_pretrained(model, out)
+    provenance = {
+        "what": "in-context model pretrained on the synthetic prior alone (benchmarks.icl_prior_pretrain)",
+        "model_config": asdict(model_config), "prior_config": asdict(prior), "seed": args.seed,
+        "steps": step, "tasks_seen": tasks, "tasks_per_step": args.batch_tasks, "lr": args.lr,
+        "minutes": round((time.perf_counter() - started) / 60, 2), "device": device_name(device), "device_type": device.type,
+        "parameters": count_parameters(model), "commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "held_out_ratio": checks[-1].ratio if checks else None, "baselines": baselines,
+    }
+    (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
+    return checks, provenance, out
+
+
+def device_name(device) -> str:
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.machine()} CPU, {torch.get_num_threads()} thread(s), torch {torch.__version__}"
+
+
+def render_markdown(checks: list[Check], provenance: dict, command: str, checkpoint: Path) -> str:
+    lines = [f"# In-context pretraining on the prior: {provenance['model_config']['architecture']}, "
+             f"{provenance['model_config']['preset']} preset", "",
+             "Held-out ratio: the model's squared error on a held-out prior task's numeric query targets over that of "
+             "the context-mean predictor, median over 64 tasks (below 1: it reads the features). Ridge and 5-NN on the same tasks: "
+             f"{provenance['baselines']['ridge']:.3f} and {provenance['baselines']['knn']:.3f}.", "",
+             "| step | tasks seen | minutes | train loss | held-out ratio | categorical accuracy |",
+             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines += [f"| {c.step} | {c.tasks_seen:,} | {c.minutes:.1f} | {c.train_loss:.3f} | {c.ratio:.3f} | {c.accuracy:.3f} |" for c in checks]
+    return markdown_page(lines + [""], {
+        "device": provenance["device"], "parameters": f"{provenance['parameters']:,}",
+        "date": provenance["date"], "commit": provenance["commit"], "checkpoint": str(checkpoint),
+        "command": command,
+    })
+
+
+def render_png(checks: list[Check], provenance: dict, path: Path) -> Path | None:
+    try:
+        plt = pyplot()
+    except ImportError:  # a lent GPU machine may lack matplotlib: the markdown still holds every number
+        return None
+    if not checks:
+        return None
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot([c.tasks_seen for c in checks], [c.ratio for c in checks], marker="o", label="model")
+    for name, style in (("ridge", "--"), ("knn", ":")):
+        ax.axhline(provenance["baselines"][name], linestyle=style, color="grey", label=name)
+    ax.axhline(1.0, color="black", linewidth=0.8, label="context mean")
+    ax.set_xlabel("prior tasks seen")
+    ax.set_ylabel("held-out MSE / context-mean MSE")
+    ax.set_title(f"{provenance['model_config']['architecture']} on the prior ({provenance['device']})", fontsize=9)
+    ax.legend()
+    return save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--architecture", default="tab2d", choices=["tab2d", "basis_icl"])
+    p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
+    p.add_argument("--steps", type=int, default=20_000, help="optimizer steps (the cosine schedule's length)")
+    p.add_argument("--minutes", type=float, default=None, help="stop (and save) after this many minutes")
+    p.add_argument("--batch-tasks", type=int, default=8, help="prior tasks per optimizer step")
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--warmup", type=int, default=100)
+    p.add_argument("--n-bins", type=int, default=64)
+    p.add_argument("--max-rows", type=int, default=128)
+    p.add_argument("--max-features", type=int, default=10)
+    p.add_argument("--max-cells", type=int, default=2048, help="rows x columns cap per task")
+    p.add_argument("--prior", action="append", default=[], metavar="KEY=VALUE", help="any other priors field")
+    p.add_argument("--eval-every", type=int, default=250)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--out", default="runs/icl_prior/model", help="checkpoint directory")
+    p.add_argument("--results", default=str(RESULTS_DIR), help="where the .md and .png go")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the results to MLflow")
+    args = p.parse_args(argv)
+    if args.steps < 1 or args.batch_tasks < 1 or args.eval_every < 1:
+        p.error("--steps, --batch-tasks and --eval-every must be at least 1")
+
+    checks, provenance, checkpoint = train(args)
+    suffix = "_cpu" if provenance["device_type"] == "cpu" else ""
+    command = "python -m benchmarks.icl_prior_pretrain " + " ".join(argv if argv is not None else sys.argv[1:])
+    last = checks[-1] if checks else None
+    publish(NAME + suffix, render_markdown(checks, provenance, command, checkpoint),
+            lambda path: render_png(checks, provenance, path),
+            params={k: provenance[k] for k in ("steps", "tasks_seen", "lr", "device", "commit")},
+            metrics={"held_out_ratio": last.ratio, "minutes": last.minutes} if last else {},
+            out_dir=args.results, log=not args.no_mlflow and _importable("mlflow"))
+    return 0
+
+
+def _importable(module: str) -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
