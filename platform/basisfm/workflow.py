@@ -66,7 +66,8 @@ def run_demo(config: RunConfig, leaderboard_suite: str | Path | None = None) -> 
     if report.tables == 0:
         raise BasisError(f"ingest into {config.corpus.out_dir} produced no tables; see its ingest_report.json")
 
-    print(f"[2/{stages}] pretrain: {config.train.num_workers} Ray workers, ZeRO-{config.train.zero_stage}, "
+    workers = "1 local process" if config.train.launcher == "local" else f"{config.train.num_workers} Ray workers"
+    print(f"[2/{stages}] pretrain: {workers}, ZeRO-{config.train.zero_stage}, "
           f"{config.train.steps} steps, model preset {config.model.preset!r}", flush=True)
     result = pretrain(config)
 
