@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib
 import os
 import re
 import statistics
-import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from benchmarks._report import publish, pyplot, save_figure
+from benchmarks._report import commit, importable, publish, pyplot, save_figure
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = Path(__file__).parent / "results"
 NAME = "gpu_throughput"
 INGEST_RESULTS = RESULTS_DIR / "ingest_throughput.md"
@@ -250,16 +247,6 @@ def data_wait(consumed_cells_per_s: float, per_cpu: float, cpus: int) -> float:
 # --------------------------------------------------------------------------- reporting
 
 
-def commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True,
-                               text=True, timeout=10).stdout.strip()
-        return out.stdout.strip() + ("+dirty" if dirty else "") if out.returncode == 0 else "unknown"
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-
-
 def render_markdown(rows: list[Row], context: dict[str, str], data_lines: list[str]) -> str:
     lines = [f"# GPU throughput ({context['device']})", "",
              "| preset | rows x cols | mode | compile | step ms | cells/s | TFLOP/s | MFU | peak GB | note |",
@@ -281,18 +268,9 @@ def render_markdown(rows: list[Row], context: dict[str, str], data_lines: list[s
     return "\n".join(lines) + "\n"
 
 
-def _importable(module: str) -> bool:
-    """Whether `module` imports here (a bare GPU box may lack matplotlib and MLflow)."""
-    try:
-        importlib.import_module(module)
-    except ImportError:
-        return False
-    return True
-
-
 def render_png(rows: list[Row], path: Path, title: str) -> Path | None:
     """The cells/s bars; None when matplotlib is not installed (a bare GPU box)."""
-    if not _importable("matplotlib"):
+    if not importable("matplotlib"):
         return None
     plt = pyplot()
     measured = [r for r in rows if r.step_ms == r.step_ms]
@@ -416,7 +394,7 @@ def main(argv: list[str] | None = None) -> int:
                for r in rows if r.cells_per_s == r.cells_per_s}
     publish(out.stem, render_markdown(rows, context, data_lines),
             lambda path: render_png(rows, path, f"{NAME}: {name}, {context['date']}, {context['commit']}"),
-            params=context, metrics=metrics, out_dir=out.parent, log=_importable("mlflow"))
+            params=context, metrics=metrics, out_dir=out.parent, log=importable("mlflow"))
     return 0
 
 

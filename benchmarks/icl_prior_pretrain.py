@@ -26,7 +26,6 @@ import datetime as dt
 import json
 import math
 import platform
-import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -34,7 +33,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._report import RESULTS_DIR, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, commit, importable, markdown_page, publish, pyplot, save_figure
 
 NAME = "icl_prior_pretrain"
 HELD_OUT_SEED = 999_983  # never a training seed: training draws from --seed
@@ -101,13 +100,6 @@ def evaluate(objective, episodes, device, autocast) -> tuple[float, float]:
                 counted += int(metrics["categorical_targets"])
     objective.train()
     return (float(np.median(ratios)) if ratios else math.nan), (correct / counted if counted else math.nan)
-
-
-def commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def parse_overrides(items: list[str], config) -> None:
@@ -273,14 +265,8 @@ def main(argv: list[str] | None = None) -> int:
             lambda path: render_png(checks, provenance, path),
             params={k: provenance[k] for k in ("steps", "tasks_seen", "lr", "device", "commit")},
             metrics={"held_out_ratio": last.ratio, "minutes": last.minutes} if last else {},
-            out_dir=args.results, log=not args.no_mlflow and _importable("mlflow"))
+            out_dir=args.results, log=not args.no_mlflow and importable("mlflow"))
     return 0
-
-
-def _importable(module: str) -> bool:
-    import importlib.util
-
-    return importlib.util.find_spec(module) is not None
 
 
 if __name__ == "__main__":

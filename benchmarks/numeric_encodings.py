@@ -169,11 +169,25 @@ class FineTuneResult:
         return float(np.median(list(self.r2.values())))
 
 
-def run_encoding_finetune(encoding: str, steps: int, seed: int, head: str, cache_dir: str, workdir: Path) -> FineTuneResult:
+def load_finetune_tables(seed: int) -> list[tuple]:
+    """(name, target, train rows, test rows) for each of `FINETUNE_TABLES`: read once, split 75/25 by `seed`."""
+    from basisfm.corpus.sources import read_rdataset
+
+    tables = []
+    for package, item, target in FINETUNE_TABLES:
+        frame = read_rdataset(package, item).drop(columns=["rownames"], errors="ignore")
+        frame = frame[frame[target].notna()].reset_index(drop=True)
+        order = np.random.default_rng(seed).permutation(len(frame))
+        cut = int(0.75 * len(frame))
+        tables.append((f"{package}/{item}", target, frame.iloc[order[:cut]], frame.iloc[order[cut:]]))
+    return tables
+
+
+def run_encoding_finetune(encoding: str, tables, steps: int, seed: int, head: str, cache_dir: str,
+                          workdir: Path) -> FineTuneResult:
     import torch
 
     from basisfm.config import ModelConfig
-    from basisfm.corpus.sources import read_rdataset
     from basisfm.estimators import BasisRegressor
     from basisfm.model import build_model
     from basisfm.model.checkpoint import save_pretrained
@@ -182,19 +196,14 @@ def run_encoding_finetune(encoding: str, steps: int, seed: int, head: str, cache
     torch.manual_seed(seed)
     start = save_pretrained(build_model(ModelConfig(numeric_encoding=encoding, regression_head=head, **extra)), workdir / encoding)
     r2, seconds = {}, []
-    for package, item, target in FINETUNE_TABLES:
-        frame = read_rdataset(package, item).drop(columns=["rownames"], errors="ignore")
-        frame = frame[frame[target].notna()].reset_index(drop=True)
-        order = np.random.default_rng(seed).permutation(len(frame))
-        cut = int(0.75 * len(frame))
-        train, test = frame.iloc[order[:cut]], frame.iloc[order[cut:]]
+    for name, target, train, test in tables:
         model = BasisRegressor(checkpoint=str(start), strategy="base-ft", max_steps=steps, random_state=seed,
                                progress=False, embedding_cache_dir=cache_dir)
         began = time.perf_counter()
         model.fit(train.drop(columns=[target]), train[target])
         seconds.append(time.perf_counter() - began)
         predicted, truth = model.predict(test.drop(columns=[target])), test[target].to_numpy(dtype=float)
-        r2[f"{package}/{item}"] = float(1 - ((predicted - truth) ** 2).mean() / truth.var())
+        r2[name] = float(1 - ((predicted - truth) ** 2).mean() / truth.var())
     return FineTuneResult(encoding, r2, float(np.mean(seconds)))
 
 
@@ -310,8 +319,9 @@ def main(argv: list[str] | None = None) -> list[Result]:
     if args.task == "finetune":
         import tempfile
 
+        finetune_tables = load_finetune_tables(args.seed)
         with tempfile.TemporaryDirectory() as workdir:
-            tuned = [run_encoding_finetune(e, args.steps, args.seed, args.head, args.cache_dir, Path(workdir))
+            tuned = [run_encoding_finetune(e, finetune_tables, args.steps, args.seed, args.head, args.cache_dir, Path(workdir))
                      for e in tqdm(args.encodings, desc="encodings")]
         context = {
             "protocol": f"BasisRegressor(strategy='base-ft', max_steps={args.steps}) from a fresh tiny model per encoding "
