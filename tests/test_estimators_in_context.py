@@ -35,7 +35,7 @@ def _frame(n: int, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
 def _fitted(n_train: int = 60, n_query: int = 12, kind=ColumnKind.NUMERIC, y=None):
     X, y_default = _frame(n_train + n_query)
     y = y_default if y is None else y
-    pre = TablePreprocessor().fit(X.iloc[:n_train], y.name, kind, y.iloc[:n_train])
+    pre = TablePreprocessor().fit(X.iloc[:n_train], y.iloc[:n_train], kind)
     train = pre.to_arrow(pre.features(X.iloc[:n_train]), y.iloc[:n_train].reset_index(drop=True))
     query = pre.to_arrow(pre.features(X.iloc[n_train:]), None)
     return pre.record(), train, query, y
@@ -67,7 +67,7 @@ def test_label_scores_are_probabilities_over_the_given_labels():
     model = build_model(ModelConfig(architecture="basis_icl"))
     X, _ = _frame(50)
     label = pd.Series(np.where(X["x0"] > 0, "high", "low"), name="level")
-    pre = TablePreprocessor().fit(X.iloc[:40], "level", ColumnKind.CATEGORICAL, label.iloc[:40])
+    pre = TablePreprocessor().fit(X.iloc[:40], label.iloc[:40], ColumnKind.CATEGORICAL)
     train = pre.to_arrow(pre.features(X.iloc[:40]), label.iloc[:40].reset_index(drop=True))
     query = pre.to_arrow(pre.features(X.iloc[40:]), None)
     scores = predict_label_scores_in_context(model, pre.record(), train, query, HashEmbedder(), ["high", "low", "other"],

@@ -37,7 +37,7 @@ def _regressor(cache_dir, **kw) -> BasisRegressor:
 def fitted(cache_dir):
     x, y = _frame()
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # inference from scratch warns that the model is untrained
+        warnings.simplefilter("ignore")  # the fixture is not about warnings
         return _regressor(cache_dir).fit(x, y)
 
 

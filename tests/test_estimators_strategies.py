@@ -155,7 +155,7 @@ def test_inference_from_a_checkpoint_directory_uses_its_weights(cache_dir, tmp_p
     assert from_dir.checkpoint_source_ == f"checkpoint {tmp_path / 'ckpt'}"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        scratch = BasisRegressor(strategy="inference", embedding_cache_dir=cache_dir, random_state=7).fit(x, y)
+        scratch = BasisRegressor(checkpoint=None, strategy="inference", embedding_cache_dir=cache_dir, random_state=7).fit(x, y)
     assert scratch.checkpoint_source_.startswith("from scratch")
     assert not np.array_equal(from_dir.predict(x.head(5)), scratch.predict(x.head(5)))
 

@@ -38,7 +38,7 @@ def cache_dir(tmp_path_factory):
 
 def _quiet(estimator, X, y):
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # inference from scratch warns that the model is untrained
+        warnings.simplefilter("ignore")  # the fixture is not about warnings
         return estimator.fit(X, y)
 
 

@@ -145,3 +145,13 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def corpus_fingerprint(corpus_dir: str | Path) -> str:
+    """"<n> tables, sha256 <hex>" over the manifest's sorted (table id, content fingerprint) pairs: equal for
+    two corpora holding the same tables with the same contents, whatever order they were ingested in."""
+    import hashlib
+
+    records = read_manifest(corpus_dir)
+    digest = hashlib.sha256("\n".join(sorted(f"{r.id}\t{r.fingerprint}" for r in records)).encode()).hexdigest()
+    return f"{len(records)} tables, sha256 {digest}"

@@ -1,13 +1,18 @@
 """What `BasisRegressor` and `BasisClassifier` share: parameters, fit, members, prediction batches, save / load.
 
     from basisfm.estimators import BasisRegressor
-    model = BasisRegressor(checkpoint="models:/basisfm@champion", strategy="base-ft").fit(X_train, y_train)
+    model = BasisRegressor().fit(X_train, y_train)  # fine-tunes the shipped checkpoint on the table
     model.predict(X_test); model.save("my-model"); BasisRegressor.load("my-model")
+    BasisRegressor(checkpoint="models:/basisfm@champion")  # or your own pretrained model
 
-`checkpoint`: a directory holding model.safetensors + config.json, a registry URI `models:/name@alias`
-(downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else runs/mlflow.db), or None:
-*from scratch*, a freshly initialised model of `preset` (seeded by `random_state`), which only makes
-sense with a fine-tuning strategy.
+`checkpoint`: "default" (the default), the checkpoint shipped with the package (`basisfm.pretrained`: the
+tiny model `make demo` pretrains, kept because fine-tuning from it beats fine-tuning from scratch on the
+public suite; its provenance.json says how it was made); a directory holding model.safetensors +
+config.json; a registry URI `models:/name@alias` (downloaded with MLflow from `tracking_uri`, else
+$MLFLOW_TRACKING_URI, else runs/mlflow.db); or None: *from scratch*, a freshly initialised model of
+`preset` with `regression_head` (seeded by `random_state`), which only makes sense with a fine-tuning
+strategy. `preset` and `regression_head` describe a model built from scratch: set with a checkpoint
+(whose config fixes both) they are an error rather than silently ignored.
 
 `strategy`: `inference` predicts with the checkpoint as it is, the target identified by its column name
 (`target_name`, else `y.name`, else "target": names carry meaning, they are embedded); `base-ft` fine-tunes
@@ -72,7 +77,8 @@ from basisfm.estimators.validation import (
     validate_params,
 )
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: the preprocessor lists its "targets" (format 2 saved one "target"; still read)
+READABLE_FORMATS = (2, 3)
 ESTIMATOR_FILE = "estimator.json"
 CONTEXT_FILE = "context.parquet"  # strategy='inference' with an in-context model: the training rows it reads
 MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
@@ -90,7 +96,7 @@ class _BasisEstimator(BaseEstimator, ABC):
     # Fine-tuning defaults have one source, `FineTuneSettings`; the step budget's is `finetune.default_steps`.
     def __init__(
         self,
-        checkpoint: str | None = None,
+        checkpoint: str | None = "default",
         strategy: str = "base-ft",
         preset: str = "tiny",
         target_name: str | None = None,
@@ -192,6 +198,10 @@ class _BasisEstimator(BaseEstimator, ABC):
         from basisfm.model import build_model
 
         resolved = resolve_checkpoint(self.checkpoint, tracking_uri=self.tracking_uri)
+        if resolved is not None and (self.preset != "tiny" or self.regression_head != "smr_bits"):
+            raise ConfigError(f"preset={self.preset!r} and regression_head={self.regression_head!r} choose a model built "
+                              f"from scratch, but checkpoint={self.checkpoint!r} gives a pretrained one (its config fixes "
+                              "both); pass checkpoint=None to build that model from scratch")
         if resolved is not None:
             from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
@@ -216,18 +226,42 @@ class _BasisEstimator(BaseEstimator, ABC):
         name = getattr(y, "name", None)
         return str(name) if name is not None and str(name) != "" else "target"
 
+    def _checked_targets(self, y: Any, n_rows: int, table: str) -> pd.Series | pd.DataFrame:
+        """y checked: a Series named as the target, or for several target columns (a DataFrame, or a 2-d
+        array whose columns are named y0, y1, ...) a DataFrame of them, each column checked as one target."""
+        if isinstance(y, np.ndarray) and y.ndim == 2 and y.shape[1] > 1:
+            y = pd.DataFrame(y, columns=[f"y{j}" for j in range(y.shape[1])])
+        if not (isinstance(y, pd.DataFrame) and y.shape[1] > 1):
+            return self._check_target(y, n_rows, self._target_name_for(y), table)
+        if not self._multi_target:
+            raise InputTypeError(f"table {table!r}: y must be one column, got {y.shape[1]} columns {list(y.columns)}; "
+                                 f"{type(self).__name__} predicts one target (BasisRegressor predicts several at once)")
+        if self.target_name is not None:
+            raise ConfigError(f"target_name={self.target_name!r} names one target, but y has {y.shape[1]} columns: "
+                              "their names are the targets' names; leave target_name=None")
+        names = [str(c) for c in y.columns]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise TableError(f"target columns {repeated} appear more than once in y; give each target its own name",
+                             table=table, column=repeated[0])
+        if len(y) != n_rows:
+            raise TableError(f"y has {len(y)} rows but X has {n_rows}; they must match", table=table, column=names[0])
+        return pd.DataFrame({name: self._check_target(y.iloc[:, j], n_rows, name, table) for j, name in enumerate(names)})
+
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
-        """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. fine-tune each member."""
+        """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. fine-tune each member.
+
+        `y`: one target (a Series, array or list), or for `BasisRegressor` several at once (a DataFrame, or a
+        2-d array): one model predicts them all, jointly; `predict` then returns [n_rows, n_targets]."""
         validate_params(self)
         resolve_device(self.device)  # a device this machine lacks fails before any work
         table = "user-table"
         frame = as_frame(X, table)
-        target_name = self._target_name_for(y)
-        target = self._check_target(y, len(frame), target_name, table)
+        target = self._checked_targets(y, len(frame), table)
         if len(frame) < 2:
             raise TableError(f"fit needs at least 2 rows, got {len(frame)} sample(s)", table=table)
 
-        preprocessor = TablePreprocessor(table_id=table).fit(frame, target_name, self._target_kind(), target)
+        preprocessor = TablePreprocessor(table_id=table).fit(frame, target, self._target_kind())
         features = preprocessor.features(frame)
         self.preprocessor_ = preprocessor
         self.feature_names_in_ = np.asarray(preprocessor.feature_names, dtype=object)
@@ -258,7 +292,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             self.histories_.append(history)
         return self
 
-    def _fit_member(self, model, features: pd.DataFrame, target: pd.Series, member: int):
+    def _fit_member(self, model, features: pd.DataFrame, target: pd.Series | pd.DataFrame, member: int):
         """One member: its own seeded train/validation split and column subsets, fine-tuned from `model`."""
         seed = self._member_seed(member)
         order = np.random.default_rng(seed).permutation(len(features))
@@ -302,9 +336,9 @@ class _BasisEstimator(BaseEstimator, ABC):
         from basisfm.estimators.in_context import InContextSettings
 
         record = self.preprocessor_.record()
-        targets = [record.candidate_targets[0]]
+        targets = list(record.candidate_targets)  # every episode hides all of them: they are predicted jointly
         config = replace(data_config, task="episodes", max_rows=EPISODE_ROWS, query_fraction=EPISODE_QUERY_FRACTION,
-                         max_episode_targets=1, retrieval=bool(self.retrieval))
+                         max_episode_targets=len(targets), retrieval=bool(self.retrieval))
         rows = min(train_table.num_rows, rows_per_batch(min(len(record.columns), column_cap(config)), config))
         config.episodes_per_table = max(1, -(-train_table.num_rows // max(rows, 1)))  # a pass sees each row about once
         config.validate("estimator")
@@ -322,13 +356,14 @@ class _BasisEstimator(BaseEstimator, ABC):
 
     @abstractmethod
     def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings) -> float:
-        """Lower-is-better score of the held-out rows `query` (targets null) predicted in context, against `truth`."""
+        """Lower-is-better score of the held-out rows `query` (targets null) predicted in context, against `truth`
+        ([n] for one target, [n, n_targets] for several)."""
 
     def _labelled_batches(self, table, data_config, embedder, seed: int) -> list[TableBatch]:
         from basisfm.data.collate import table_to_batches
 
         record = self.preprocessor_.record()
-        batches = table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=[record.candidate_targets[0]])
+        batches = table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=record.candidate_targets)
         return [self._with_fitted_scale(b) for b in batches]
 
     def _with_fitted_scale(self, batch: TableBatch) -> TableBatch:
@@ -344,9 +379,9 @@ class _BasisEstimator(BaseEstimator, ABC):
     # ------------------------------------------------------------------ predict
 
     def _prediction_batches(self, X: Any, member: int) -> tuple[list[tuple[TableBatch, int]], int]:
-        """Batches over X with the target hidden in every row, each with the target's column index; rows
-        are found again through `batch.row_index`. Wide tables give several batches per row (column subsets,
-        drawn by the member's seed)."""
+        """Batches over X with the target(s) hidden in every row, each with the (first) target's column index;
+        rows are found again through `batch.row_index`. Wide tables give several batches per row (column
+        subsets, drawn by the member's seed)."""
         from basisfm.data.collate import table_to_batches
 
         self._check_fitted()
@@ -355,17 +390,16 @@ class _BasisEstimator(BaseEstimator, ABC):
         table = self.preprocessor_.to_arrow(features, None)
         seed = self._member_seed(member)
         batches = table_to_batches(table, record, self._data_config(seed), self._embedder(), seed=seed,
-                                   target_columns=[record.candidate_targets[0]])
+                                   target_columns=record.candidate_targets)
         out = []
-        target = self.preprocessor_.target.name
         for batch in batches:
-            col = batch.column_names.index(target)
+            cols = [batch.column_names.index(name) for name in record.candidate_targets]
             mask = torch.zeros_like(batch.target_mask)
-            mask[:, col] = True
-            # The target is unknown here (a null column): mark it as the cell to predict, not as missing.
+            mask[:, cols] = True
+            # The targets are unknown here (null columns): mark them as the cells to predict, not as missing.
             missing = batch.missing.clone()
-            missing[:, col] = False
-            out.append((self._with_fitted_scale(replace(batch, target_mask=mask, missing=missing)), col))
+            missing[:, cols] = False
+            out.append((self._with_fitted_scale(replace(batch, target_mask=mask, missing=missing)), cols[0]))
         return out, len(features)
 
     def _average_over_members(self, X: Any, per_batch) -> np.ndarray:
@@ -472,6 +506,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         return estimator
 
     # ------------------------------------------------------------------ what each task supplies
+
+    _multi_target = False  # whether fit takes several target columns at once
 
     @abstractmethod
     def _target_kind(self) -> ColumnKind:

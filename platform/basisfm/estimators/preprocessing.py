@@ -1,7 +1,8 @@
 """Validates user frames and turns them into the corpus's typed table form, the same at fit and at predict.
 
 What is fixed at fit (and saved with the estimator): the feature columns and their kinds (inferred with
-the corpus's `infer_column_kind`), their statistics, and the target's name and statistics. Treatments,
+the corpus's `infer_column_kind`), their statistics, and the target's (or targets': a DataFrame y holds
+several, predicted at once) names and statistics. Treatments,
 all documented in the estimators' docstring and tested:
 - numpy arrays get column names x0, x1, ...; non-string column names are used as `str(name)`;
 - missing cells (NaN / None / NaT) are missing values (the model has a token for them); infinite feature
@@ -108,18 +109,32 @@ class TablePreprocessor:
     table_id: str = DEFAULT_TABLE_ID
     columns: list[FittedColumn] = field(default_factory=list)
     dropped_columns: list[str] = field(default_factory=list)
-    target: FittedColumn | None = None
+    targets: list[FittedColumn] = field(default_factory=list)
     treatments: list[str] = field(default_factory=list)
+
+    @property
+    def target(self) -> FittedColumn:
+        """The first (with one target, the only) target column."""
+        if not self.targets:
+            raise TableError("the preprocessor is not fitted; call fit first", table=self.table_id)
+        return self.targets[0]
+
+    @property
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.targets]
 
     # ------------------------------------------------------------------ fit
 
-    def fit(self, X: Any, target_name: str, target_kind: ColumnKind, target_values: pd.Series) -> "TablePreprocessor":
+    def fit(self, X: Any, targets: pd.Series | pd.DataFrame, target_kind: ColumnKind) -> "TablePreprocessor":
+        """Fix the feature columns of X and the target column(s): a named Series, or a DataFrame of several."""
         from basisfm.corpus.normalize import column_stats, infer_column_kind
 
         frame = as_frame(X, self.table_id)
-        if target_name in frame.columns:
-            raise TableError(f"a feature column has the target's name {target_name!r}; rename it or pass "
-                             "target_name=... so the target is named differently", table=self.table_id, column=target_name)
+        targets = targets.to_frame() if isinstance(targets, pd.Series) else targets
+        for target_name in targets.columns:
+            if target_name in frame.columns:
+                raise TableError(f"a feature column has the target's name {target_name!r}; rename it or pass "
+                                 "target_name=... so the target is named differently", table=self.table_id, column=target_name)
         self.columns, self.dropped_columns, self.treatments = [], [], []
         for name in frame.columns:
             series = plain_cells(frame[name], self.table_id, name)
@@ -134,8 +149,10 @@ class TablePreprocessor:
         if not self.columns:
             raise TableError(f"every feature column is missing in every row ({self.dropped_columns}); nothing to learn from",
                              table=self.table_id)
-        tvalues = target_values.to_numpy(dtype=object if target_kind.is_string else np.float64)
-        self.target = FittedColumn(name=target_name, kind=target_kind.name.lower(), stats=column_stats(tvalues, target_kind))
+        dtype = object if target_kind.is_string else np.float64
+        self.targets = [FittedColumn(name=str(name), kind=target_kind.name.lower(),
+                                     stats=column_stats(targets[name].to_numpy(dtype=dtype), target_kind))
+                        for name in targets.columns]
         return self
 
     def _treat(self, note: str) -> None:
@@ -150,7 +167,7 @@ class TablePreprocessor:
 
     def features(self, X: Any) -> pd.DataFrame:
         """Typed feature columns in the fitted order: float64 for numeric-like kinds, str/None for string kinds."""
-        if self.target is None:
+        if not self.targets:
             raise TableError("the preprocessor is not fitted; call fit first", table=self.table_id)
         frame = as_frame(X, self.table_id)
         expected = self.feature_names + self.dropped_columns
@@ -171,20 +188,21 @@ class TablePreprocessor:
         return pd.DataFrame({c.name: convert_column(frame[c.name], c.column_kind, self.table_id, c.name) for c in self.columns})
 
     def record(self) -> TableRecord:
-        """The manifest record of the fitted table (features then target): what collation reads stats from."""
-        cols = [ColumnRecord(name=c.name, kind=c.kind, stats=c.stats) for c in [*self.columns, self.target]]
+        """The manifest record of the fitted table (features then targets): what collation reads stats from."""
+        cols = [ColumnRecord(name=c.name, kind=c.kind, stats=c.stats) for c in [*self.columns, *self.targets]]
         return TableRecord(id=self.table_id, source="user", locator="in-memory", fingerprint="", shard="",
-                           n_rows=0, columns=cols, candidate_targets=[self.target.name])
+                           n_rows=0, columns=cols, candidate_targets=self.target_names)
 
-    def to_arrow(self, features: pd.DataFrame, target_values: pd.Series | None) -> pa.Table:
-        """Features plus the target column (all null when `target_values` is None: at predict)."""
+    def to_arrow(self, features: pd.DataFrame, target_values: pd.Series | pd.DataFrame | None) -> pa.Table:
+        """Features plus the target column(s) (all null when `target_values` is None: at predict)."""
         n = len(features)
+        if target_values is None:
+            target_values = pd.DataFrame({t.name: pd.Series([None] * n, dtype=object) for t in self.targets})
+        elif isinstance(target_values, pd.Series):
+            target_values = target_values.to_frame(self.target.name)
         arrays, names = [], []
-        for col in [*self.columns, self.target]:
-            if col is self.target:
-                data = target_values if target_values is not None else pd.Series([None] * n, dtype=object)
-            else:
-                data = features[col.name]
+        cells = [(col, features[col.name]) for col in self.columns] + [(t, target_values[t.name]) for t in self.targets]
+        for col, data in cells:
             if col.column_kind.is_string:
                 arrays.append(pa.array([None if v is None or (isinstance(v, float) and math.isnan(v)) else str(v)
                                         for v in data], type=pa.string()))
@@ -204,8 +222,10 @@ class TablePreprocessor:
         def column(c: dict[str, Any]) -> FittedColumn:
             return FittedColumn(name=c["name"], kind=c["kind"], stats=ColumnStats(**c["stats"]))
 
+        # Format 2 saved one "target"; format 3 saves the list "targets".
+        targets = [column(t) for t in raw["targets"]] if "targets" in raw else [column(raw["target"])]
         return cls(table_id=raw["table_id"], columns=[column(c) for c in raw["columns"]],
-                   dropped_columns=list(raw["dropped_columns"]), target=column(raw["target"]),
+                   dropped_columns=list(raw["dropped_columns"]), targets=targets,
                    treatments=list(raw["treatments"]))
 
 

@@ -24,9 +24,15 @@ PAPER_GAMMA = 0.1  # the paper's reweighting floor (eq. 3-4) for the SMR-bit los
 
 
 class BasisRegressor(RegressorMixin, _BasisEstimator):
-    """Regression with the Basis Transformer (see the module docstring for parameters and treatments)."""
+    """Regression with the Basis Transformer (see the module docstring for parameters and treatments).
+
+    Several targets at once: `fit(X, Y)` with a DataFrame `Y` (or a 2-d array) fits one model that predicts
+    every column of `Y` jointly (each row's targets hidden together); `predict` returns [n_rows, n_targets]
+    and `target_mean_` / `target_scale_` / `constant_` hold one entry per target.
+    """
 
     _task = "regression"
+    _multi_target = True
 
     def _target_kind(self) -> ColumnKind:
         return ColumnKind.NUMERIC
@@ -37,41 +43,63 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
         bad = ~np.isfinite(numbers.to_numpy())
         if bad.any():
             row = int(np.flatnonzero(bad)[0])
-            raise TableError(f"target row {row} is {series.iloc[row]!r} ({int(bad.sum())} of {n_rows} rows are not finite "
+            value = series.iloc[row]
+            value = value.item() if isinstance(value, np.generic) else value  # nan, not np.float64(nan)
+            raise TableError(f"target row {row} is {value!r} ({int(bad.sum())} of {n_rows} rows are not finite "
                              "numbers); drop those rows or impute the target before fit", table=table, column=name)
         check_regression_target(numbers, table, name)
         return numbers
 
-    def _fit_target_encoding(self, target: pd.Series) -> None:
+    def _fit_target_encoding(self, target: pd.Series | pd.DataFrame) -> None:
         if self.regression_loss not in REGRESSION_LOSSES:
             raise ConfigError(f"regression_loss {self.regression_loss!r} is not one of {list(REGRESSION_LOSSES)}")
-        scale = float(target.std(ddof=0))  # finite: check_regression_target refused overflowing targets
-        self.target_scale_ = scale or 1.0
-        self.target_mean_ = float(target.mean())
+        frame = target.to_frame() if isinstance(target, pd.Series) else target
+        means = [float(frame[c].mean()) for c in frame.columns]
+        # finite: check_regression_target refused overflowing targets; a constant target gets scale 1
+        scales = [float(frame[c].std(ddof=0)) or 1.0 for c in frame.columns]
+        self._set_moments(means, scales)
+
+    def _set_moments(self, means: list[float], scales: list[float]) -> None:
+        single = len(means) == 1
+        self.target_mean_ = means[0] if single else np.asarray(means)
+        self.target_scale_ = scales[0] if single else np.asarray(scales)
+
+    def _per_target(self, attribute: str) -> list:
+        """A fitted per-target attribute as a list (one entry per target column)."""
+        value = getattr(self, attribute)
+        return list(np.atleast_1d(np.asarray(value, dtype=object))) if len(self.preprocessor_.targets) > 1 else [value]
 
     def _with_fitted_scale(self, batch: TableBatch) -> TableBatch:
-        """The features' training scale (base) and the target's: its training rows' mean and spread, at fit
+        """The features' training scale (base) and the targets': their training rows' mean and spread, at fit
         and at predict alike (a prediction table has no target values to take them from)."""
         batch = super()._with_fitted_scale(batch)
-        col = batch.column_names.index(self.preprocessor_.target.name)
         mean, std = batch.column_mean.clone(), batch.column_std.clone()
-        mean[col], std[col] = self.target_mean_, self.target_scale_
+        for name, m, sd in zip(self.preprocessor_.target_names, self._per_target("target_mean_"), self._per_target("target_scale_")):
+            col = batch.column_names.index(name)
+            mean[col], std[col] = float(m), float(sd)
         return replace(batch, column_mean=mean, column_std=std)
 
-    def _is_degenerate(self, target: pd.Series) -> bool:
-        if target.nunique() == 1:
-            self.constant_ = float(target.iloc[0])
-            warnings.warn(f"target {target.name!r} is constant ({self.constant_!r}): predicting that value; "
-                          "nothing else can be learned", UserWarning, stacklevel=3)
-            return True
-        return False
+    def _is_degenerate(self, target: pd.Series | pd.DataFrame) -> bool:
+        """Constant target columns are predicted as their value (with a warning); the model is trained
+        unless every target is constant."""
+        frame = target.to_frame() if isinstance(target, pd.Series) else target
+        constants = []
+        for name in frame.columns:
+            column = frame[name]
+            constants.append(float(column.iloc[0]) if column.nunique() == 1 else None)
+            if constants[-1] is not None:
+                warnings.warn(f"target {name!r} is constant ({constants[-1]!r}): predicting that value; "
+                              "nothing else can be learned", UserWarning, stacklevel=3)
+        self.constant_ = constants[0] if len(constants) == 1 else constants
+        return all(c is not None for c in constants)
 
     def _loss(self, model, batch: TableBatch) -> torch.Tensor:
         """The pretraining objective's regression loss (`losses.regression_loss`), from this step's one forward.
 
         Under the SMR-bit head, "bits+mse" adds the squared error of the expected value in target standard
-        deviations: bit cross-entropy alone treats the lowest bit like the sign bit, and the squared error is
-        what R² scores. The binned head needs no such term: its loss is already on the standardised value.
+        deviations (each target column's own, `batch.column_std`): bit cross-entropy alone treats the lowest
+        bit like the sign bit, and the squared error is what R² scores. The binned head needs no such term:
+        its loss is already on the standardised value.
         """
         from basisfm.losses import numeric_targets, regression_loss
 
@@ -82,10 +110,12 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
             codec = base_model(model).codec
             expected = codec.expected_value(torch.sigmoid(out.bit_logits[keep].double()), out.window_top[keep], out.window_low[keep])
             truth = batch.values[out.target_rows[keep], out.target_columns[keep]].double()
-            loss = loss + (((expected - truth) / self.target_scale_) ** 2).mean().to(loss.dtype)
+            scale = batch.column_std[out.target_columns[keep]].double()
+            loss = loss + (((expected - truth) / scale) ** 2).mean().to(loss.dtype)
         return loss
 
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
+        """Mean squared error in target standard deviations (so several targets weigh alike)."""
         from basisfm.losses import decode_numeric
 
         errors = []
@@ -94,53 +124,71 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
                 out = model(batch)
                 predicted, _ = decode_numeric(model, out, batch)
                 truth = batch.values[out.target_rows, out.target_columns]
-                errors.append(((predicted - truth) ** 2).cpu().numpy())
+                errors.append((((predicted - truth) / batch.column_std[out.target_columns]) ** 2).cpu().numpy())
         return float(np.mean(np.concatenate(errors))) if errors else math.inf
 
     def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings) -> float:
         from basisfm.estimators.in_context import predict_numeric_in_context
 
         point, _ = predict_numeric_in_context(model, record, context, query, embedder, settings)
-        return float(np.mean((point[:, 0] - truth.astype(np.float64)) ** 2))
+        scale = np.asarray(self._per_target("target_scale_"), dtype=np.float64)
+        return float(np.mean(((point - truth.astype(np.float64).reshape(len(point), -1)) / scale) ** 2))
 
     def predict(self, X: Any, output: str = "mean", quantiles: Sequence[float] = (0.1, 0.5, 0.9)) -> np.ndarray:
         """Predicted target values: float64 [n_rows] (`output="mean"`, the mean of the predicted
-        distribution) or [n_rows, len(quantiles)] (`output="quantiles"`, each member's quantiles averaged)."""
-        from basisfm.losses import decode_numeric
-
+        distribution) or [n_rows, len(quantiles)] (`output="quantiles"`, each member's quantiles averaged).
+        Fitted on several targets: [n_rows, n_targets] and [n_rows, n_targets, len(quantiles)], the targets in
+        the order of Y's columns."""
         if output not in OUTPUTS:
             raise ConfigError(f"output must be one of {list(OUTPUTS)}, got {output!r}")
         levels = _quantile_levels(quantiles) if output == "quantiles" else None
         self._check_fitted()
-        if self.constant_ is not None:
+        constants = self._per_target("constant_")
+        if all(c is not None for c in constants):
             n_rows = len(self.preprocessor_.features(X))
-            shape = (n_rows,) if levels is None else (n_rows, len(levels))
-            return np.full(shape, self.constant_, dtype=np.float64)
+            values = np.tile(np.asarray(constants, dtype=np.float64).reshape(1, -1, 1), (n_rows, 1, len(levels or [0])))
+        else:
+            values = self._predict_targets(X, levels)  # [n, T, Q or 1]
+            for j, constant in enumerate(constants):
+                if constant is not None:
+                    values[:, j] = constant
+        values = values[..., 0] if levels is None else values
+        return values[:, 0] if len(constants) == 1 else values
+
+    def _predict_targets(self, X: Any, levels: list[float] | None) -> np.ndarray:
+        """[n_rows, n_targets, len(levels) or 1]: quantiles at `levels`, or the mean when `levels` is None."""
+        from basisfm.losses import decode_numeric
 
         if self.context_ is not None:
             from basisfm.estimators.in_context import predict_numeric_in_context
 
             model, record, context, query, embedder, settings = self._in_context_inputs(X)
             point, q = predict_numeric_in_context(model, record, context, query, embedder, settings, quantiles=levels)
-            return point[:, 0] if levels is None else q[:, 0, :]
+            return point[..., None] if levels is None else q
+
+        slot = {name: j for j, name in enumerate(self.preprocessor_.target_names)}
 
         def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
             out = model(batch)
             point, q = decode_numeric(model, out, batch, levels)
-            values = point if levels is None else q
-            result = torch.zeros((batch.n_rows, *values.shape[1:]), dtype=torch.float64, device=values.device)
-            result[out.target_rows] = values
+            values = point[:, None] if levels is None else q
+            cols = torch.as_tensor([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=torch.long,
+                                   device=values.device)
+            result = torch.zeros((batch.n_rows, len(slot), values.shape[1]), dtype=torch.float64, device=values.device)
+            result[out.target_rows, cols] = values.double()
             return result.cpu().numpy()
 
         return self._average_over_members(X, per_batch)
 
     def _fitted_state(self) -> dict[str, Any]:
-        return {"constant": self.constant_, "target_scale": self.target_scale_, "target_mean": self.target_mean_}
+        # Numbers with one target, lists (one entry per target) with several.
+        as_json = lambda v: v.tolist() if isinstance(v, np.ndarray) else v  # noqa: E731
+        return {"constant": self.constant_, "target_scale": as_json(self.target_scale_), "target_mean": as_json(self.target_mean_)}
 
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
         self.constant_ = state["constant"]
-        self.target_scale_ = state["target_scale"]
-        self.target_mean_ = state["target_mean"]
+        scale, mean = state["target_scale"], state["target_mean"]
+        self._set_moments(*((list(mean), list(scale)) if isinstance(scale, list) else ([mean], [scale])))
 
 
 def _quantile_levels(quantiles: Sequence[float]) -> list[float]:

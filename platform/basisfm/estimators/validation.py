@@ -262,7 +262,7 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     Broken JSON, a missing or mistyped key, a non-finite or absurd number, an unknown parameter or a
     parameter `validate_params` refuses: each raises `CheckpointError` naming the file and the key.
     """
-    from basisfm.estimators.base import ESTIMATOR_FILE, FORMAT_VERSION
+    from basisfm.estimators.base import ESTIMATOR_FILE, FORMAT_VERSION, READABLE_FORMATS
 
     directory = Path(directory)
     path = directory / ESTIMATOR_FILE
@@ -281,10 +281,11 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     if saved_as != cls.__name__:
         raise CheckpointError(f"{path}: holds a saved {saved_as}, not a {cls.__name__}; load it with {saved_as}.load")
     version = reader.get(state, "format_version", "", int)
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: key 'format_version' is {version}, this basisfm reads {FORMAT_VERSION}")
+    if version not in READABLE_FORMATS:
+        raise CheckpointError(f"{path}: key 'format_version' is {version}, this basisfm reads "
+                              f"{' and '.join(map(str, READABLE_FORMATS))} (it writes {FORMAT_VERSION})")
     _check_params(reader, reader.get(state, "params", "", dict), cls)
-    _check_preprocessor(reader, reader.get(state, "preprocessor", "", dict))
+    n_targets = _check_preprocessor(reader, reader.get(state, "preprocessor", "", dict))
     reader.get(state, "checkpoint_source", "", str)
     histories = reader.get(state, "histories", "", list)
     for i, history in enumerate(histories):
@@ -310,12 +311,29 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     if getattr(cls, "_task", None) == "classification":
         _check_classes(reader, fitted)
     else:
-        reader.get(fitted, "constant", "fitted", (int, float), optional=True)
-        scale = reader.get(fitted, "target_scale", "fitted", (int, float))
-        if not scale > 0:
-            raise reader.fail("fitted.target_scale", f"must be positive, got {scale!r}")
-        reader.get(fitted, "target_mean", "fitted", (int, float))
+        _check_regression_fit(reader, fitted, n_targets)
     return state
+
+
+def _check_regression_fit(reader: _StateReader, fitted: dict, n_targets: int) -> None:
+    """constant / target_scale / target_mean: numbers with one target, lists of one per target with several."""
+    def values(key: str, optional: bool) -> list:
+        if n_targets == 1:
+            return [reader.get(fitted, key, "fitted", (int, float), optional=optional)]
+        items = reader.get(fitted, key, "fitted", list)
+        if len(items) != n_targets:
+            raise reader.fail(f"fitted.{key}", f"must list one value per target ({n_targets}), got {_short(items)}")
+        for i, item in enumerate(items):
+            ok = (item is None and optional) or (isinstance(item, (int, float)) and not isinstance(item, bool) and math.isfinite(item))
+            if not ok:
+                raise reader.fail(f"fitted.{key}[{i}]", f"must be a finite number{' or null' if optional else ''}, got {_short(item)}")
+        return items
+
+    values("constant", optional=True)
+    for i, scale in enumerate(values("target_scale", optional=False)):
+        if not scale > 0:
+            raise reader.fail("fitted.target_scale" + (f"[{i}]" if n_targets > 1 else ""), f"must be positive, got {scale!r}")
+    values("target_mean", optional=False)
 
 
 def _check_params(reader: _StateReader, params: dict, cls: type) -> None:
@@ -329,7 +347,8 @@ def _check_params(reader: _StateReader, params: dict, cls: type) -> None:
         raise reader.fail(f"params.{getattr(exc, 'parameter', '?')}", f"is refused ({exc})") from None
 
 
-def _check_preprocessor(reader: _StateReader, raw: dict) -> None:
+def _check_preprocessor(reader: _StateReader, raw: dict) -> int:
+    """Checks the fitted preprocessing; returns its number of target columns."""
     reader.get(raw, "table_id", "preprocessor", str)
     columns = reader.get(raw, "columns", "preprocessor", list)
     if not columns:
@@ -346,10 +365,19 @@ def _check_preprocessor(reader: _StateReader, raw: dict) -> None:
         for i, item in enumerate(items):
             if not isinstance(item, str):
                 raise reader.fail(f"preprocessor.{key}[{i}]", f"must be a string, got {_short(item)}")
-    target = reader.get(raw, "target", "preprocessor", dict)
-    _check_column(reader, target, "preprocessor.target")
-    if target["name"] in names:
-        raise reader.fail("preprocessor.target.name", f"is also a feature column ({target['name']!r})")
+    if "target" in raw and "targets" not in raw:  # format 2: one target
+        targets, where = [reader.get(raw, "target", "preprocessor", dict)], ["preprocessor.target"]
+    else:
+        targets = reader.get(raw, "targets", "preprocessor", list)
+        if not targets:
+            raise reader.fail("preprocessor.targets", "must list at least one target column")
+        where = [f"preprocessor.targets[{i}]" for i in range(len(targets))]
+    for target, at in zip(targets, where):
+        _check_column(reader, target, at)
+        if target["name"] in names:
+            raise reader.fail(f"{at}.name", f"is also a feature column or an earlier target ({target['name']!r})")
+        names.add(target["name"])
+    return len(targets)
 
 
 def _check_column(reader: _StateReader, column: Any, where: str) -> None:

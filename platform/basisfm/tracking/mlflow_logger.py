@@ -23,9 +23,24 @@ _FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_
                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 RUN_KEY_TAG = "basisfm.run_key"  # "<storage>/<run name>": one MLflow run per Ray Train run, across resumes
+HARDWARE_TAG = "basisfm.hardware"  # where a pretraining run trained (`describe_hardware`)
+CORPUS_TAG = "basisfm.corpus_fingerprint"  # the corpus it read (`corpus.manifest.corpus_fingerprint`)
 _MAX_METRICS_PER_BATCH = 1000  # MLflow's log_batch limits
 _MAX_PARAMS_PER_BATCH = 100
 _MAX_PARAM_CHARS = 6000
+
+
+def describe_hardware(num_workers: int, use_gpu: bool) -> str:
+    """One line for the hardware tag: the workers and what they run on, and the machine that launched them."""
+    import platform
+
+    device = "CPU"
+    if use_gpu:
+        import torch
+
+        device = f"GPU ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "GPU"
+    return (f"{num_workers} worker(s) on {device}; launched from {platform.node() or 'a host'} "
+            f"({platform.machine()}, {os.cpu_count()} cores)")
 
 
 def resolve_tracking_uri(config: TrackingConfig) -> str:

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from basisfm.config import RunConfig, flatten, to_dict, with_overrides
-from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME
+from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, corpus_fingerprint
 from basisfm.errors import ConfigError
 from basisfm.train.checkpoint import CONSOLIDATED_DIR, TRAIN_STATE_FILE, TrainState
 
@@ -157,6 +157,7 @@ def pretrain(config: RunConfig) -> PretrainResult:
     continues the same MLflow run.
     """
     from basisfm.tracking import TrackingLogger, log_checkpoint_model, plot_loss_curves
+    from basisfm.tracking.mlflow_logger import CORPUS_TAG, HARDWARE_TAG, describe_hardware
 
     config = absolute_paths(config)
     manifest = Path(config.corpus.out_dir) / MANIFEST_NAME
@@ -165,8 +166,10 @@ def pretrain(config: RunConfig) -> PretrainResult:
                           "run `python -m jobs.ingest` with the same config first")
     run_dir = run_dir_of(config)
     run_key = f"{config.train.storage_path.rstrip('/')}/{config.train.run_name}"  # what Ray resumes by, too
+    workers_n = 1 if config.train.launcher == "local" else config.train.num_workers
     logger = TrackingLogger.start(config.tracking, config.train.run_name, run_key=run_key,
-                                  tags={"basisfm.job": "pretrain"})
+                                  tags={"basisfm.job": "pretrain", CORPUS_TAG: corpus_fingerprint(config.corpus.out_dir),
+                                        HARDWARE_TAG: describe_hardware(workers_n, config.train.use_gpu)})
     if logger.active and not logger.resumed:
         logger.log_params(flatten(config))
     workers = "1 local process" if config.train.launcher == "local" else f"{config.train.num_workers} Ray worker(s)"

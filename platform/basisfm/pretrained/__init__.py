@@ -1,0 +1,43 @@
+"""Checkpoints shipped with the package: `BasisRegressor()` / `BasisClassifier()` start from `default`.
+
+    from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, read_provenance
+    read_provenance()  # how the default was made: config, corpus fingerprint, steps, hardware, MLflow run, evidence
+
+Each checkpoint directory holds `model.safetensors` + `config.json` (what every basisfm checkpoint holds,
+loaded without unpickling) and `provenance.json`, written by `python -m jobs.ship_checkpoint`, which also
+refuses a checkpoint over `MAX_SHIPPED_BYTES`. A checkpoint is shipped only with evidence that fine-tuning
+from it beats fine-tuning from scratch on the public suite (the `evidence` entry of its provenance).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from basisfm.errors import CheckpointError
+
+DEFAULT_NAME = "default"  # BasisRegressor(checkpoint="default"), the estimators' default
+DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / DEFAULT_NAME
+PROVENANCE_NAME = "provenance.json"
+MAX_SHIPPED_BYTES = 5 * 1024 * 1024  # what a package may carry: weights, config and provenance together
+
+
+def shipped_checkpoint(name: str = DEFAULT_NAME) -> Path:
+    """The directory of the shipped checkpoint `name`; `CheckpointError` when the installed package lacks it."""
+    if name != DEFAULT_NAME:
+        raise CheckpointError(f"basisfm ships one checkpoint, {DEFAULT_NAME!r}; got {name!r}")
+    if not (DEFAULT_CHECKPOINT_DIR / "model.safetensors").is_file():
+        raise CheckpointError(f"the installed basisfm has no shipped checkpoint at {str(DEFAULT_CHECKPOINT_DIR)!r} (a "
+                              "build without package data?); reinstall basisfm, or pass checkpoint=DIR, a "
+                              "models:/name@alias URI, or None to start from scratch")
+    return DEFAULT_CHECKPOINT_DIR
+
+
+def read_provenance(name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """The shipped checkpoint's provenance.json: how it was made and the evidence that it helps."""
+    path = shipped_checkpoint(name) / PROVENANCE_NAME
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(f"{path}: cannot read the shipped checkpoint's provenance ({type(exc).__name__})") from None

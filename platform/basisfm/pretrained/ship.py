@@ -1,0 +1,148 @@
+"""Ship a pretrained checkpoint with the package: copy it under `basisfm/pretrained/<name>/` with its provenance.
+
+    python -m jobs.ship_checkpoint --checkpoint models:/basisfm@champion \
+        --evidence benchmarks/results/evaluate_public_champion_ft.md --claim "median R2 0.668 vs 0.635 from scratch"
+
+The provenance records what a user needs to trust and to remake the checkpoint: the training config (the
+MLflow run's parameters), the corpus it saw (table count and fingerprint), steps, wall time and hardware,
+the MLflow run and registered version, the parameter count, and the evidence that it beats fine-tuning
+from scratch (a results file, its SHA-256, and the claim in one line). The weights are loaded once before
+they are copied (a checkpoint that does not load is never shipped) and the whole directory must stay
+under `MAX_SHIPPED_BYTES`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from basisfm.errors import CheckpointError, ConfigError
+from basisfm.corpus.manifest import corpus_fingerprint
+from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, PROVENANCE_NAME
+from basisfm.tracking.mlflow_logger import CORPUS_TAG, HARDWARE_TAG
+
+@dataclass
+class _RunInfo:
+    run_id: str | None = None
+    registered: str | None = None  # "name version N"
+    tracking_uri: str | None = None
+    params: dict[str, str] | None = None
+    tags: dict[str, str] | None = None
+    metrics: dict[str, float] | None = None
+
+
+def _registry_run(checkpoint: str, tracking_uri: str) -> _RunInfo:
+    from mlflow.tracking import MlflowClient
+
+    from basisfm.estimators.checkpoints import _MODELS_URI, fail_fast_http
+
+    parsed = _MODELS_URI.fullmatch(checkpoint)
+    if parsed is None:
+        raise CheckpointError(f"checkpoint {checkpoint!r} is not a registry URI of the form models:/name@alias")
+    with fail_fast_http():
+        client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        name = parsed["name"]
+        version = client.get_model_version_by_alias(name, parsed["alias"]) if parsed["alias"] else client.get_model_version(name, parsed["version"])
+        run = client.get_run(version.run_id) if version.run_id else None
+    if run is None:
+        return _RunInfo(registered=f"{name} version {version.version}", tracking_uri=tracking_uri)
+    return _RunInfo(run_id=run.info.run_id, registered=f"{name} version {version.version}", tracking_uri=tracking_uri,
+                    params=dict(run.data.params), tags={k: v for k, v in run.data.tags.items() if k.startswith("basisfm.")},
+                    metrics=dict(run.data.metrics))
+
+
+def _nested(params: dict[str, str]) -> dict[str, dict[str, str]]:
+    out: dict[str, dict[str, str]] = {}
+    for key, value in sorted(params.items()):
+        section, _, name = key.partition(".")
+        out.setdefault(section, {})[name] = value
+    return out
+
+
+def _size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
+
+
+def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
+                    tracking_uri: str | None = None, hardware: str | None = None) -> dict[str, Any]:
+    """Copy `checkpoint` (a directory or models:/name@alias) to `out_dir` with provenance.json; returns the
+    provenance. The previous contents of `out_dir` are replaced only once the new ones are complete."""
+    from basisfm.config import TrackingConfig
+    from basisfm.estimators.checkpoints import is_registry_uri, resolve_checkpoint
+    from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained
+    from basisfm.tracking.mlflow_logger import resolve_tracking_uri
+
+    evidence = Path(evidence)
+    if not evidence.is_file():
+        raise ConfigError(f"--evidence {str(evidence)!r} is not a file: ship a checkpoint only with the results that "
+                          "show it beats fine-tuning from scratch (e.g. benchmarks/results/evaluate_public_champion_ft.md)")
+    if not claim.strip():
+        raise ConfigError("--claim is empty: say in one line what the evidence shows")
+    uri = tracking_uri or resolve_tracking_uri(TrackingConfig())
+    source = resolve_checkpoint(checkpoint, tracking_uri=uri)
+    if source is None:
+        raise ConfigError("--checkpoint is empty: name a directory or a models:/name@alias URI")
+    model = load_pretrained(source)  # refuses anything that does not load as safetensors + config
+    run = _registry_run(str(checkpoint), uri) if is_registry_uri(checkpoint) else _RunInfo()
+    params, tags = run.params or {}, run.tags or {}
+
+    Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=Path(out_dir).parent))  # beside out_dir: the rename is atomic
+    try:
+        for name in (WEIGHTS_NAME, CONFIG_NAME):
+            shutil.copyfile(source / name, staging / name)
+        provenance = {
+            "name": Path(out_dir).name,
+            "source": str(checkpoint),
+            "shipped_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "architecture": model.config.architecture,
+            "parameters": sum(p.numel() for p in model.parameters()),
+            "mlflow": {"run_id": run.run_id, "registered": run.registered, "tracking_uri": run.tracking_uri},
+            "training": {
+                "steps": int(params["train.steps"]) if "train.steps" in params else None,
+                "task": params.get("data.task"),
+                "wall_s": float(tags["basisfm.wall_s"]) if "basisfm.wall_s" in tags else None,
+                "hardware": hardware or tags.get(HARDWARE_TAG) or "not recorded by the run",
+                "launcher": f"{params.get('train.launcher')}, {params.get('train.num_workers')} worker(s), "
+                            f"ZeRO-{params.get('train.zero_stage')}" if params else None,
+                "final_metrics": {k: run.metrics[k] for k in sorted(run.metrics or {}) if k.startswith("val_")} or None,
+            },
+            "corpus": {"fingerprint": tags.get(CORPUS_TAG) or _corpus_of(params.get("corpus.out_dir")),
+                       "source": params.get("corpus.source"), "excluded_suites": params.get("corpus.exclude_suites")},
+            "config": _nested(params) if params else json.loads((source / CONFIG_NAME).read_text()),
+            "evidence": {"file": evidence.as_posix(), "sha256": hashlib.sha256(evidence.read_bytes()).hexdigest(),
+                         "claim": claim.strip()},
+        }
+        (staging / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")
+        size = _size(staging)
+        if size > MAX_SHIPPED_BYTES:
+            raise CheckpointError(f"checkpoint {checkpoint!r} is {size / 2**20:.1f} MiB with its provenance; a shipped "
+                                  f"checkpoint must stay under {MAX_SHIPPED_BYTES / 2**20:.0f} MiB (train a smaller preset)")
+        staging.chmod(0o755)  # mkdtemp's 0700 would hide the package data from other users
+        out = Path(out_dir)
+        old = out.with_name(f".{out.name}.replaced")
+        if out.exists():  # moved aside, not deleted, until the new directory is in place
+            shutil.rmtree(old, ignore_errors=True)
+            out.rename(old)
+        staging.rename(out)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return provenance
+
+
+def _corpus_of(corpus_dir: str | None) -> str | None:
+    """The fingerprint of the run's corpus when it is still on this machine (older runs did not tag it)."""
+    if not corpus_dir:
+        return None
+    try:
+        return corpus_fingerprint(corpus_dir) + " (computed at shipping from the run's corpus.out_dir)"
+    except (OSError, ValueError):
+        return None

