@@ -1,0 +1,24 @@
+"""benchmarks.fit_predict_seconds: times fit and predict per strategy on a real table and writes its page."""
+
+from __future__ import annotations
+
+import torch
+
+from basisfm.config import ModelConfig
+from basisfm.model import build_model
+from basisfm.model.checkpoint import save_pretrained
+from benchmarks import fit_predict_seconds as bench
+
+
+def test_a_small_run_times_every_strategy_and_writes_the_page(tmp_path):
+    torch.manual_seed(0)
+    icl = save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")
+    assert bench.main(["--rows", "120", "--test-rows", "30", "--max-steps", "2", "--max-context", "64",
+                       "--icl-checkpoint", str(icl), "--icl-finetune", "--out-dir", str(tmp_path / "results"), "--no-mlflow"]) == 0
+    page = (tmp_path / "results" / "fit_predict_seconds.md").read_text()
+    assert "120 training rows of ggplot2/diamonds, 30 test rows" in page
+    for label in ("default checkpoint, base-ft (per-row)", "in-context, inference", "in-context, inference + retrieval",
+                  "in-context, base-ft (episodic)"):
+        assert f"| {label} |" in page
+    assert "| in-context, inference | " in page and "--max-steps 2" in page
+    assert (tmp_path / "results" / "fit_predict_seconds.png").stat().st_size > 0
