@@ -14,12 +14,14 @@ manifest order does not depend on timing.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import multiprocessing
 import os
 import re
 import signal
+import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass, field
@@ -189,9 +191,26 @@ def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, h
         return
     # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
     context = multiprocessing.get_context("spawn")
-    with context.Pool(workers, initializer=_init_pool_worker, initargs=(source, config, holdout, earlier_shards),
-                      maxtasksperchild=200) as pool:
+    with _sigint_ignored_while_spawning():
+        pool = context.Pool(workers, initializer=_init_pool_worker, initargs=(source, config, holdout, earlier_shards),
+                            maxtasksperchild=200)
+    with pool:
         yield from _in_listing_order(refs, unchanged, pool.imap(_process, todo, chunksize=1))
+
+
+@contextlib.contextmanager
+def _sigint_ignored_while_spawning():
+    """Workers start with Ctrl-C ignored: a spawned interpreter inherits an ignored SIGINT, so one still
+    importing when Ctrl-C arrives (before its initializer runs) prints no KeyboardInterrupt traceback.
+    The parent's own handler is back as soon as the pool has started."""
+    if threading.current_thread() is not threading.main_thread():  # signal.signal works only there
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _in_listing_order(refs: list[TableRef], unchanged: dict[str, TableRecord], processed):
