@@ -52,6 +52,21 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
 _MODELS_URI = re.compile(r"models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>[^/]+))(?:/.*)?")
 
 
+def _parse_registry_uri(uri: str) -> re.Match:
+    parsed = _MODELS_URI.fullmatch(uri)
+    if parsed is None:
+        raise CheckpointError(f"checkpoint {uri!r} is not a registry URI of the form models:/name@alias or "
+                              "models:/name/version (e.g. models:/basisfm@champion)")
+    return parsed
+
+
+def registered_version(client, uri: str):
+    """The MLflow ModelVersion that `uri` (models:/name@alias or models:/name/version) names."""
+    parsed = _parse_registry_uri(uri)
+    name = parsed["name"]
+    return client.get_model_version_by_alias(name, parsed["alias"]) if parsed["alias"] else client.get_model_version(name, parsed["version"])
+
+
 @contextlib.contextmanager
 def fail_fast_http():
     """MLflow's HTTP retry settings at the fail-fast values of `basisfm.tracking.mlflow_logger` for the
@@ -72,11 +87,7 @@ def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    parsed = _MODELS_URI.fullmatch(uri)
-    if parsed is None:
-        raise CheckpointError(f"checkpoint {uri!r} is not a registry URI of the form models:/name@alias or "
-                              "models:/name/version (e.g. models:/basisfm@champion)")
-    name, alias, version = parsed["name"], parsed["alias"], parsed["version"]
+    name = _parse_registry_uri(uri)["name"]
     target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="basisfm-checkpoint-"))
     target.mkdir(parents=True, exist_ok=True)
     where = f"the MLflow registry at {tracking_uri!r}"
@@ -84,7 +95,7 @@ def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri
         try:
             # The URI goes to this client and to the download, never to mlflow.set_tracking_uri.
             client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-            found = client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
+            found = registered_version(client, uri)
             # The version's storage location, not the models:/ URI: MLflow resolves models:/ through the
             # process-wide registry URI whatever it is passed.
             location = client.get_model_version_download_uri(name, found.version)

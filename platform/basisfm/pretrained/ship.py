@@ -40,15 +40,12 @@ class _RunInfo:
 def _registry_run(checkpoint: str, tracking_uri: str) -> _RunInfo:
     from mlflow.tracking import MlflowClient
 
-    from basisfm.estimators.checkpoints import _MODELS_URI, fail_fast_http
+    from basisfm.estimators.checkpoints import fail_fast_http, registered_version
 
-    parsed = _MODELS_URI.fullmatch(checkpoint)
-    if parsed is None:
-        raise CheckpointError(f"checkpoint {checkpoint!r} is not a registry URI of the form models:/name@alias")
     with fail_fast_http():
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-        name = parsed["name"]
-        version = client.get_model_version_by_alias(name, parsed["alias"]) if parsed["alias"] else client.get_model_version(name, parsed["version"])
+        version = registered_version(client, checkpoint)
+        name = version.name
         run = client.get_run(version.run_id) if version.run_id else None
     if run is None:
         return _RunInfo(registered=f"{name} version {version.version}", tracking_uri=tracking_uri)
