@@ -124,7 +124,7 @@ def train(args) -> tuple[list[Check], dict, Path]:
     from basisfm.config import LossConfig, ModelConfig, PriorConfig, apply_model_preset
     from basisfm.losses.objective import build_objective
     from basisfm.model import build_model, count_parameters
-    from basisfm.model.checkpoint import save_pretrained
+    from basisfm.model.checkpoint import load_pretrained, save_pretrained
     from basisfm.priors import PriorSampler
     from basisfm.train.deepspeed_config import warmup_cosine_factor
 
@@ -132,9 +132,17 @@ def train(args) -> tuple[list[Check], dict, Path]:
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
-    model_config = ModelConfig(preset=args.preset, architecture=args.architecture, regression_head="binned", n_bins=args.n_bins)
-    apply_model_preset(model_config)
-    model = build_model(model_config).to(device)
+    if args.init:
+        # Continue from a checkpoint's weights (a curriculum in stages: an easy prior first, then a harder one);
+        # its config decides the architecture, so --architecture / --preset / --n-bins do not apply.
+        model = load_pretrained(args.init, device=device).train()
+        model_config = model.config
+        before = read_provenance(args.init)
+    else:
+        model_config = ModelConfig(preset=args.preset, architecture=args.architecture, regression_head="binned", n_bins=args.n_bins)
+        apply_model_preset(model_config)
+        model = build_model(model_config).to(device)
+        before = {}
     objective = build_objective(model, model_config, LossConfig(weighting="none"))
     prior = PriorConfig(max_rows=args.max_rows, max_features=args.max_features)
     parse_overrides(args.prior, prior)
@@ -153,6 +161,7 @@ def train(args) -> tuple[list[Check], dict, Path]:
     deadline = started + 60 * args.minutes if args.minutes else math.inf
     step = 0
     while step < args.steps:
+        sampler.set_step(step)  # the prior's row / feature curriculum (--prior curriculum=linear)
         episodes = sampler.sample(args.batch_tasks)
         with autocast():
             loss = torch.stack([objective(e.to(device)).loss for e in episodes]).mean()
@@ -182,11 +191,21 @@ def train(args) -> tuple[list[Check], dict, Path]:
         "model_config": asdict(model_config), "prior_config": asdict(prior), "seed": args.seed,
         "steps": step, "tasks_seen": tasks, "tasks_per_step": args.batch_tasks, "lr": args.lr,
         "minutes": round((time.perf_counter() - started) / 60, 2), "device": device_name(device), "device_type": device.type,
+        # a staged run: what the --init checkpoint had already seen (its own provenance), and the totals
+        "init": str(args.init) if args.init else None, "init_provenance": before or None,
+        "total_tasks_seen": tasks + int(before.get("total_tasks_seen", before.get("tasks_seen", 0))),
+        "total_minutes": round((time.perf_counter() - started) / 60 + float(before.get("total_minutes", before.get("minutes", 0.0))), 2),
         "parameters": count_parameters(model), "commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "held_out_ratio": checks[-1].ratio if checks else None, "baselines": baselines,
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     return checks, provenance, out
+
+
+def read_provenance(directory) -> dict:
+    """The provenance.json this benchmark wrote beside a checkpoint ({} when there is none: any checkpoint can seed a run)."""
+    path = Path(directory) / "provenance.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def device_name(device) -> str:
@@ -209,6 +228,8 @@ def render_markdown(checks: list[Check], provenance: dict, command: str, checkpo
     return markdown_page(lines + [""], {
         "device": provenance["device"], "parameters": f"{provenance['parameters']:,}",
         "date": provenance["date"], "commit": provenance["commit"], "checkpoint": str(checkpoint),
+        "started from": provenance["init"] or "random weights",
+        "in all (with earlier stages)": f"{provenance['total_tasks_seen']:,} tasks, {provenance['total_minutes']:.1f} minutes",
         "command": command,
     })
 
@@ -248,17 +269,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--prior", action="append", default=[], metavar="KEY=VALUE", help="any other priors field")
     p.add_argument("--eval-every", type=int, default=250)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--init", default=None, metavar="DIR",
+                   help="start from this checkpoint's weights (and architecture) instead of random ones: the next stage of a curriculum")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default="runs/icl_prior/model", help="checkpoint directory")
     p.add_argument("--results", default=str(RESULTS_DIR), help="where the .md and .png go")
+    p.add_argument("--label", default="", help="appended to the results' file names (one page per stage of a curriculum)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the results to MLflow")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_tasks < 1 or args.eval_every < 1:
         p.error("--steps, --batch-tasks and --eval-every must be at least 1")
 
     checks, provenance, checkpoint = train(args)
-    suffix = "_cpu" if provenance["device_type"] == "cpu" else ""
+    suffix = ("_cpu" if provenance["device_type"] == "cpu" else "") + (f"_{args.label}" if args.label else "")
     command = "python -m benchmarks.icl_prior_pretrain " + " ".join(argv if argv is not None else sys.argv[1:])
     last = checks[-1] if checks else None
     publish(NAME + suffix, render_markdown(checks, provenance, command, checkpoint),

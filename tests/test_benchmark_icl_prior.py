@@ -54,3 +54,30 @@ def test_the_held_out_ratio_is_the_median_over_tasks_of_model_over_context_mean(
     episodes = [SimpleNamespace(to=lambda device: None) for _ in per_task]
     ratio, accuracy = bench.evaluate(Objective(), episodes, "cpu", contextlib.nullcontext)
     assert ratio == pytest.approx(0.5) and accuracy == pytest.approx(0.75)
+
+
+def test_a_stage_started_from_a_checkpoint_keeps_its_weights_and_counts_the_tasks_before_it(tmp_path):
+    common = ["--eval-every", "1", "--batch-tasks", "2", "--threads", "1", "--device", "cpu", "--no-mlflow",
+              "--max-rows", "32", "--max-features", "3", "--results", str(tmp_path / "results")]
+    first, second = tmp_path / "stage1", tmp_path / "stage2"
+    assert bench.main(["--steps", "2", "--out", str(first), "--label", "stage1", *common]) == 0
+    # the second stage reads its architecture from the checkpoint (basis_icl asked for here does not apply)
+    assert bench.main(["--steps", "1", "--init", str(first), "--architecture", "basis_icl", "--lr", "0", "--warmup", "1",
+                       "--prior", "curriculum=linear", "--prior", "curriculum_start_rows=32", "--prior", "curriculum_start_features=2", "--seed", "1", "--out", str(second), "--label", "stage2", *common]) == 0
+    from safetensors.torch import load_file
+
+    before, after = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
+    assert before.keys() == after.keys() and all(torch_equal(before[k], after[k]) for k in before)  # lr 0: unchanged
+    provenance = json.loads((second / "provenance.json").read_text())
+    assert provenance["model_config"]["architecture"] == "tab2d" and provenance["init"] == str(first)
+    assert provenance["tasks_seen"] == 2 and provenance["total_tasks_seen"] == 4 + 2
+    assert provenance["init_provenance"]["tasks_seen"] == 4
+    pages = sorted(p.name for p in (tmp_path / "results").glob("*.md"))
+    assert pages == ["icl_prior_pretrain_cpu_stage1.md", "icl_prior_pretrain_cpu_stage2.md"]
+    assert f"started from: {first}" in (tmp_path / "results" / pages[1]).read_text()
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))
