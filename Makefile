@@ -9,7 +9,7 @@ export TOKENIZERS_PARALLELISM := false
 export RAY_USAGE_STATS_ENABLED := 0
 export PYTHONUNBUFFERED := 1
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test bench icl-curriculum clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,24 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks.ingest_throughput
+
+# The in-context (tab2d) checkpoint, pretrained on the synthetic prior in three stages of difficulty, each
+# starting from the last: (1) an easy prior (4 numeric features, 64 rows, low noise, regression only), where
+# the model first learns to read the features; (2) the default prior up to 128 rows x 10 features (categorical
+# features and targets, missing cells, tree SCMs); (3) up to 256 rows x 16 features. About 65 minutes on 2 CPU
+# cores. Results: benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3}.md; checkpoint: $(ICL_OUT)/stage3.
+ICL_OUT ?= runs/curriculum
+ICL      = $(PY) -m benchmarks.icl_prior_pretrain --threads 2 --eval-every 100
+EASY     = max_noise_std=0.03 max_layers=2 min_layers=1 classification_fraction=0 multi_target_fraction=0 \
+           missing_task_fraction=0 max_categorical_fraction=0 tree_weight=0 skewed_fraction=0 integer_fraction=0
+icl-curriculum: $(STAMP)
+	$(ICL) --label stage1 --seed 0 --steps 3000 --max-rows 64 --max-features 4 $(addprefix --prior ,$(EASY)) --out $(ICL_OUT)/stage1
+	$(ICL) --label stage2 --seed 1 --steps 4000 --warmup 50 --max-rows 128 --max-features 10 --init $(ICL_OUT)/stage1 \
+	    --prior curriculum=linear --prior curriculum_steps=1500 --prior curriculum_start_rows=64 --prior curriculum_start_features=4 \
+	    --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 --out $(ICL_OUT)/stage2
+	$(ICL) --label stage3 --seed 2 --steps 2500 --warmup 50 --max-rows 256 --max-features 16 --max-cells 4096 --lr 2e-3 --init $(ICL_OUT)/stage2 \
+	    --prior curriculum=linear --prior curriculum_steps=800 --prior curriculum_start_rows=128 --prior curriculum_start_features=10 \
+	    --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 --out $(ICL_OUT)/stage3
 
 clean:
 	rm -rf runs .pytest_cache

@@ -75,6 +75,24 @@ def test_shipping_a_directory_writes_weights_config_and_provenance(tmp_path):
     load_pretrained(out)
 
 
+def test_shipping_a_prior_pretrained_directory_sums_its_stages_from_its_own_provenance(tmp_path):
+    ckpt = _checkpoint(tmp_path / "ckpt")
+    first = {"what": "in-context model pretrained on the synthetic prior alone", "steps": 3000, "tasks_seen": 24000,
+             "minutes": 10.0, "device": "x86_64 CPU, 2 thread(s)", "prior_config": {"max_rows": 64}, "init_provenance": None}
+    second = {**first, "steps": 4000, "tasks_seen": 32000, "minutes": 23.5, "prior_config": {"max_rows": 128},
+              "init_provenance": first}
+    (ckpt / "provenance.json").write_text(json.dumps(second))
+    provenance = ship_checkpoint(str(ckpt), _evidence(tmp_path), "claim", out_dir=tmp_path / "pkg" / "icl")
+    training = provenance["training"]
+    assert training["steps"] == 7000 and training["tasks_seen"] == 56000 and training["wall_s"] == pytest.approx(2010.0)
+    assert training["hardware"] == "x86_64 CPU, 2 thread(s)" and training["task"].endswith("(2 stage(s))")
+    assert provenance["corpus"]["source"].startswith("the synthetic prior only")
+    assert provenance["pretraining"]["init_provenance"]["steps"] == 3000  # the whole record travels with it
+    (ckpt / "provenance.json").write_text("{not json")
+    with pytest.raises(CheckpointError, match="provenance.json: not valid JSON"):
+        ship_checkpoint(str(ckpt), _evidence(tmp_path), "claim", out_dir=tmp_path / "pkg" / "icl")
+
+
 def test_shipping_refuses_missing_evidence_an_oversized_checkpoint_and_keeps_the_old_one(tmp_path, monkeypatch):
     ckpt = str(_checkpoint(tmp_path / "ckpt"))
     out = tmp_path / "pkg" / "default"

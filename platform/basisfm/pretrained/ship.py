@@ -106,6 +106,8 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
     model = load_pretrained(source)  # refuses anything that does not load as safetensors + config
     run = _registry_run(str(checkpoint), uri) if is_registry_uri(checkpoint) else _RunInfo()
     params, tags = run.params or {}, run.tags or {}
+    # A directory trained outside jobs.pretrain (benchmarks.icl_prior_pretrain) carries its own provenance.json.
+    made = {} if run.run_id else _own_provenance(source)
 
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=Path(out_dir).parent))  # beside out_dir: the rename is atomic
@@ -120,16 +122,19 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
             "parameters": sum(p.numel() for p in model.parameters()),
             "mlflow": {"run_id": run.run_id, "registered": run.registered, "tracking_uri": run.tracking_uri},
             "training": {
-                "steps": int(params["train.steps"]) if "train.steps" in params else None,
-                "task": params.get("data.task"),
-                "wall_s": float(tags["basisfm.wall_s"]) if "basisfm.wall_s" in tags else None,
-                "hardware": hardware or tags.get(HARDWARE_TAG) or "not recorded by the run",
+                "steps": int(params["train.steps"]) if "train.steps" in params else made.get("steps"),
+                "task": params.get("data.task") or made.get("task"),
+                "wall_s": float(tags["basisfm.wall_s"]) if "basisfm.wall_s" in tags else made.get("wall_s"),
+                "hardware": hardware or tags.get(HARDWARE_TAG) or made.get("hardware") or "not recorded by the run",
                 "launcher": _launcher(params),
                 "final_metrics": {k: run.metrics[k] for k in sorted(run.metrics or {}) if k.startswith("val_")} or None,
+                **({"tasks_seen": made["tasks_seen"]} if "tasks_seen" in made else {}),
             },
-            "corpus": {"fingerprint": tags.get(CORPUS_TAG) or _corpus_of(params.get("corpus.out_dir")),
-                       "source": params.get("corpus.source"), "excluded_suites": params.get("corpus.exclude_suites")},
+            "corpus": ({"fingerprint": None, "source": made["corpus"], "excluded_suites": None} if "corpus" in made else
+                       {"fingerprint": tags.get(CORPUS_TAG) or _corpus_of(params.get("corpus.out_dir")),
+                        "source": params.get("corpus.source"), "excluded_suites": params.get("corpus.exclude_suites")}),
             "config": _nested(params) if params else json.loads((source / CONFIG_NAME).read_text()),
+            **({"pretraining": made["record"]} if "record" in made else {}),
             "evidence": {"file": evidence.as_posix(), "sha256": hashlib.sha256(evidence.read_bytes()).hexdigest(),
                          "claim": claim.strip()},
         }
@@ -150,6 +155,33 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return provenance
+
+
+def _own_provenance(source: Path) -> dict[str, Any]:
+    """What a checkpoint directory's own provenance.json (written by `benchmarks.icl_prior_pretrain`) says of how
+    it was made, summed over its stages (each stage records the one it started from); {} when it has none."""
+    path = source / PROVENANCE_NAME
+    if not path.is_file():
+        return {}
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+    except ValueError as exc:
+        raise CheckpointError(f"{path}: not valid JSON ({exc}); fix or remove it before shipping") from None
+    stages, stage = [], record
+    while isinstance(stage, dict) and stage:
+        stages.append(stage)
+        stage = stage.get("init_provenance")
+    devices = sorted({str(s.get("device")) for s in stages if s.get("device")})
+    prior_only = all("prior_config" in s for s in stages)
+    return {
+        "steps": sum(int(s.get("steps", 0)) for s in stages),
+        "tasks_seen": sum(int(s.get("tasks_seen", 0)) for s in stages),
+        "wall_s": round(60 * sum(float(s.get("minutes", 0.0)) for s in stages), 1),
+        "hardware": "; ".join(devices) or None,
+        "task": f"{record.get('what', 'pretrained outside jobs.pretrain')} ({len(stages)} stage(s))",
+        **({"corpus": "the synthetic prior only (basisfm.priors): no real table"} if prior_only else {}),
+        "record": record,
+    }
 
 
 def _launcher(params: dict[str, str]) -> str | None:
