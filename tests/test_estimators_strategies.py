@@ -3,6 +3,7 @@ save/load and clone round-trip, checkpoints load from a directory."""
 
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -14,8 +15,9 @@ from sklearn.base import clone
 from basisfm.config import ModelConfig
 from basisfm.errors import CheckpointError, ConfigError
 from basisfm.estimators import BasisClassifier, BasisRegressor
-from basisfm.model import BasisTransformer, build_model
-from basisfm.model.checkpoint import save_pretrained
+from basisfm.model import build_model
+from basisfm.model.checkpoint import load_pretrained, save_pretrained
+from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -121,11 +123,12 @@ def test_peft_trains_only_adapters_and_merges_back(cache_dir):
     model = BasisRegressor(strategy="peft", lora_r=4, **_fast(cache_dir)).fit(x, y)
     total = sum(p.numel() for p in model.model_.parameters())
     assert 0 < model.history_.trainable_parameters < total / 5
-    assert type(model.model_) is BasisTransformer  # adapters merged: a plain model, saved as safetensors
+    shipped = load_pretrained(DEFAULT_CHECKPOINT_DIR)
+    assert type(model.model_) is type(shipped)  # adapters merged: a plain model, saved as safetensors
     assert not any("lora" in name for name in model.model_.state_dict())
-    scratch = build_model(ModelConfig())
-    changed = [n for n, p in model.model_.state_dict().items() if n in scratch.state_dict()
-               and not torch.equal(p, scratch.state_dict()[n])]
+    start = shipped.state_dict()
+    assert model.model_.state_dict().keys() == start.keys()
+    changed = [n for n, p in model.model_.state_dict().items() if not torch.equal(p, start[n])]
     assert changed, "LoRA training should change the merged weights"
     with pytest.raises(ConfigError, match="name no linear layer"):
         BasisRegressor(strategy="peft", lora_target_modules=["nonexistent"], **_fast(cache_dir)).fit(x, y)
@@ -161,10 +164,9 @@ def test_inference_from_a_checkpoint_directory_uses_its_weights(cache_dir, tmp_p
 
 
 def test_ensemble_members_differ_and_predictions_are_their_mean(cache_dir, tmp_path):
-    import copy
-
     x, y = _houses(90, 6)
-    model = BasisRegressor(strategy="base-ft", n_estimators=2, **_fast(cache_dir)).fit(x, y)
+    # the per-row model (from scratch): each member predicts every row alone, so the mean is checkable member by member
+    model = BasisRegressor(strategy="base-ft", n_estimators=2, checkpoint=None, **_fast(cache_dir)).fit(x, y)
     assert len(model.members_) == 2 and len(model.histories_) == 2
     first, second = (dict(m.state_dict()) for m in model.members_)
     assert any(not torch.equal(first[k], second[k]) for k in first), "members must differ (seed, split, columns)"
@@ -179,6 +181,22 @@ def test_ensemble_members_differ_and_predictions_are_their_mean(cache_dir, tmp_p
     model.save(tmp_path / "ens")
     assert sorted(p.name for p in (tmp_path / "ens").iterdir()) == ["estimator.json", "model", "model-1"]
     np.testing.assert_array_equal(BasisRegressor.load(tmp_path / "ens").predict(test), mean)
+
+
+def test_every_member_of_an_in_context_ensemble_predicts(cache_dir, tmp_path):
+    x, y = _houses(90, 6)
+    torch.manual_seed(0)
+    icl = save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")
+    model = BasisRegressor(strategy="base-ft", n_estimators=2, checkpoint=str(icl),
+                           **_fast(cache_dir, max_steps=30, validate_every=10, patience=5)).fit(x, y)
+    assert model.context_ is not None and len(model.members_) == 2
+    first, second = (m.state_dict() for m in model.members_)
+    assert any(not torch.equal(first[k], second[k]) for k in first), "members must differ (seed, split, columns)"
+    test, _ = _houses(7, 7)
+    both = model.predict(test)
+    first_only = copy.copy(model)
+    first_only.members_ = [model.members_[0], model.members_[0]]  # the same two context draws, the first model twice
+    assert not np.allclose(both, first_only.predict(test)), "the second fine-tuned member must be used"
 
 
 def test_quantile_output_is_ordered_and_brackets_the_mean(base_ft):

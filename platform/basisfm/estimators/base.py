@@ -422,7 +422,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         return total / count.reshape(-1, *([1] * (total.ndim - 1)))
 
     def _in_context_inputs(self, X: Any):
-        """(model, record, context table, query table, embedder, settings) for `estimators.in_context`."""
+        """(models, record, context table, query table, embedder, settings) for `estimators.in_context`."""
         from basisfm.estimators.in_context import InContextSettings
 
         settings = InContextSettings(max_context=int(self.max_context), n_estimators=int(self.n_estimators),
@@ -430,7 +430,8 @@ class _BasisEstimator(BaseEstimator, ABC):
                                      seed=int(self.random_state))
         settings.validate()
         query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
-        return self.model_, self.preprocessor_.record(), self.context_, query, self._embedder(), settings
+        # every fitted member predicts (member k of the in-context ensemble with model k), not the first alone
+        return list(self.members_), self.preprocessor_.record(), self.context_, query, self._embedder(), settings
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "members_"):

@@ -14,8 +14,10 @@ embedded once for both. Each of `n_estimators` members builds its own episodes:
     training rows nearest to each chunk of `query_batch` queries (TabDPT-style);
   - the target's scale (column_mean / column_std) from its context rows, as in pretraining.
 Members' predictions are averaged: numeric means and quantiles (in the target's own units), or label
-probabilities. Works for every architecture; the per-row `basis` model reads no context rows (it
-cannot use them) but still takes the target's scale from them.
+probabilities. `model` may be a list (an estimator's members, each fine-tuned on its own): member k then
+predicts with model k (cycling when there are fewer models than members). Works for every architecture;
+the per-row `basis` model reads no context rows (it cannot use them) but still takes the target's scale
+from them.
 """
 
 from __future__ import annotations
@@ -164,9 +166,20 @@ def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+def _as_models(model: torch.nn.Module | Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
+    """One model, or one per fitted member (an ensemble fine-tuned member by member): member k of the
+    in-context ensemble reads its own context draw with models[k % len(models)]."""
+    models = list(model) if isinstance(model, (list, tuple)) else [model]
+    if not models:
+        raise ValueError("no model to predict with")
+    for m in models:
+        m.eval()
+    return models
+
+
 @torch.no_grad()
 def predict_numeric_in_context(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Sequence[torch.nn.Module],
     record: TableRecord,
     train_table: pa.Table,
     query_table: pa.Table,
@@ -193,10 +206,10 @@ def predict_numeric_in_context(
     n_query, n_targets = query_table.num_rows, len(ctx.targets)
     point = np.zeros((n_query, n_targets))
     q = np.zeros((n_query, n_targets, len(quantiles))) if quantiles is not None else None
-    model.eval()
-    device = _device(model)
-    for _, queries, batch in _members(model, ctx, settings):
-        batch = batch.to(device)
+    models = _as_models(model)
+    for member, queries, batch in _members(models[0], ctx, settings):
+        model = models[member % len(models)]
+        batch = batch.to(_device(model))
         out = model(batch)
         values, levels = decode_numeric(model, out, batch, quantiles)
         slot = {name: j for j, name in enumerate(record.columns[t].name for t in ctx.targets)}
@@ -214,7 +227,7 @@ def predict_numeric_in_context(
 
 @torch.no_grad()
 def predict_label_scores_in_context(
-    model: torch.nn.Module,
+    model: torch.nn.Module | Sequence[torch.nn.Module],
     record: TableRecord,
     train_table: pa.Table,
     query_table: pa.Table,
@@ -233,9 +246,10 @@ def predict_label_scores_in_context(
     ctx = _context(record, train_table, query_table, embedder, [target])
     label_embeddings = torch.as_tensor(np.asarray(embedder.embed(list(labels)), dtype=np.float32))
     scores = np.zeros((query_table.num_rows, len(labels)))
-    model.eval()
-    device = _device(model)
-    for _, queries, batch in _members(model, ctx, settings):
+    models = _as_models(model)
+    for member, queries, batch in _members(models[0], ctx, settings):
+        model = models[member % len(models)]
+        device = _device(model)
         batch = batch.to(device)
         logits = model.predict_category_scores(batch, batch.column_names.index(target), label_embeddings.to(device))
         scores[queries] += torch.softmax(logits.double(), dim=-1).cpu().numpy()
