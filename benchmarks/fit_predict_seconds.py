@@ -3,7 +3,7 @@
 The table is ggplot2/diamonds from the public suite (9 features: 3 categorical, 6 numeric; target price):
 10,000 training rows and 2,000 test rows drawn with `--seed`. Timing a table is not training on it; nothing
 here is kept. Rows (each a fresh estimator, one process, the machine's threads):
-  - `default base-ft`: `BasisRegressor()`, the shipped per-row checkpoint fine-tuned on the table;
+  - `default base-ft`: `BasisRegressor()`, the shipped checkpoint fine-tuned on the table (its architecture named);
   - `in-context inference` (with `--icl-checkpoint DIR`): no gradient step, each test row reads `max_context`
     training rows, plain and with retrieval (the training rows nearest to each chunk of queries);
   - `in-context base-ft` (with `--icl-checkpoint DIR` and `--icl-finetune`): episodic fine-tuning, then in context.
@@ -81,7 +81,11 @@ def main(argv: list[str] | None = None) -> int:
     x_train, y_train, x_test, y_test = load_rows(args.rows, args.test_rows, args.seed)
     common = dict(progress=False, random_state=args.seed)
     steps = dict(max_steps=args.max_steps)
-    runs = [("default checkpoint, base-ft (per-row)", lambda: BasisRegressor(**steps, **common))]
+    from basisfm.model.checkpoint import read_model_config
+    from basisfm.pretrained import shipped_checkpoint
+
+    default = read_model_config(shipped_checkpoint()).architecture
+    runs = [(f"default checkpoint, base-ft ({default})", lambda: BasisRegressor(**steps, **common))]
     if args.icl_checkpoint:
         icl = dict(checkpoint=args.icl_checkpoint, max_context=args.max_context, **common)
         runs += [("in-context, inference", lambda: BasisRegressor(strategy="inference", **icl)),

@@ -17,7 +17,11 @@ def test_a_small_run_times_every_strategy_and_writes_the_page(tmp_path):
                        "--icl-checkpoint", str(icl), "--icl-finetune", "--out-dir", str(tmp_path / "results"), "--no-mlflow"]) == 0
     page = (tmp_path / "results" / "fit_predict_seconds.md").read_text()
     assert "120 training rows of ggplot2/diamonds, 30 test rows" in page
-    for label in ("default checkpoint, base-ft (per-row)", "in-context, inference", "in-context, inference + retrieval",
+    from basisfm.model.checkpoint import read_model_config
+    from basisfm.pretrained import shipped_checkpoint
+
+    default = read_model_config(shipped_checkpoint()).architecture
+    for label in (f"default checkpoint, base-ft ({default})", "in-context, inference", "in-context, inference + retrieval",
                   "in-context, base-ft (episodic)"):
         assert f"| {label} |" in page
     assert "| in-context, inference | " in page and "--max-steps 2" in page
