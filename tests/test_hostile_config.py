@@ -162,13 +162,15 @@ def test_ctrl_c_with_ingest_worker_processes_prints_one_line_and_no_worker_trace
     out = tmp_path / "corpus"
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
     process = subprocess.Popen(
-        [sys.executable, "-m", "jobs.ingest", "--out", str(out), "--set", "corpus.packages=[datasets, MASS]",
+        [sys.executable, "-m", "jobs.ingest", "--out", str(out), "--set", "corpus.packages=[datasets, MASS, AER, Ecdat, HistData, carData]",
          "--set", "corpus.workers=2", "--set", "corpus.exclude_suites=[]"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not list((out / "shards").glob("*.parquet")):
             time.sleep(0.2)  # wait until the worker processes are ingesting
+        # six packages (~800 tables): an idle machine ingests two in about a second, which once ended the run
+        # between this check and the signal
         assert process.poll() is None, "the ingest ended before it could be interrupted"
         os.killpg(process.pid, signal.SIGINT)  # as a terminal's Ctrl-C: the whole process group
         _, stderr = process.communicate(timeout=60)
