@@ -11,6 +11,8 @@ It saves a checkpoint the estimators load (`model.safetensors` + `config.json` +
 config, steps, tasks seen, minutes, device, commit and last ratio):
 
     python -m benchmarks.icl_prior_pretrain --minutes 20                      # CPU here, or CUDA when present
+    make icl-curriculum   # three stages, each --init from the last: an easy prior first (on the full prior alone
+                          # a tiny model stayed at the context mean for 50 CPU-minutes; see docs/model.md)
     python -m jobs.evaluate --models basis-inference --checkpoint runs/icl_prior/model
     BasisRegressor(checkpoint="runs/icl_prior/model", strategy="inference").fit(X, y).predict(X_test)
 
