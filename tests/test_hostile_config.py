@@ -161,10 +161,14 @@ def test_ctrl_c_with_ingest_worker_processes_prints_one_line_and_no_worker_trace
 
     out = tmp_path / "corpus"
     env = {**os.environ, "PYTHONPATH": f"{REPO / 'platform'}{os.pathsep}{REPO}"}
+    # A child inherits an ignored SIGINT (Python keeps SIG_IGN at start): start it as a terminal would, with
+    # Ctrl-C live, whatever an earlier in-process test left in this process.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     process = subprocess.Popen(
         [sys.executable, "-m", "jobs.ingest", "--out", str(out), "--set", "corpus.packages=[datasets, MASS, AER, Ecdat, HistData, carData]",
          "--set", "corpus.workers=2", "--set", "corpus.exclude_suites=[]"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    signal.signal(signal.SIGINT, previous)
     try:
         deadline = time.monotonic() + 90
         while time.monotonic() < deadline and not list((out / "shards").glob("*.parquet")):
