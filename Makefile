@@ -33,8 +33,8 @@ bench: $(STAMP)
 # The in-context (tab2d) checkpoint, pretrained on the synthetic prior in three stages of difficulty, each
 # starting from the last: (1) an easy prior (4 numeric features, 64 rows, low noise, regression only), where
 # the model first learns to read the features; (2) the default prior up to 128 rows x 10 features (categorical
-# features and targets, missing cells, tree SCMs); (3) up to 256 rows x 16 features. About 65 minutes on 2 CPU
-# cores. Results: benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3}.md; checkpoint: $(ICL_OUT)/stage3.
+# features and targets, missing cells, tree SCMs); (3) up to 256 rows x 16 features. 57 minutes of training
+# measured on 2 CPU cores (2026-12-01), plus the held-out checks. Results: benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3}.md; checkpoint: $(ICL_OUT)/stage3.
 ICL_OUT ?= runs/curriculum
 ICL      = $(PY) -m benchmarks.icl_prior_pretrain --threads 2 --eval-every 100
 EASY     = max_noise_std=0.03 max_layers=2 min_layers=1 classification_fraction=0 multi_target_fraction=0 \

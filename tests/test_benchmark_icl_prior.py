@@ -10,6 +10,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from benchmarks import icl_prior_pretrain as bench
 
@@ -67,7 +68,7 @@ def test_a_stage_started_from_a_checkpoint_keeps_its_weights_and_counts_the_task
     from safetensors.torch import load_file
 
     before, after = load_file(str(first / "model.safetensors")), load_file(str(second / "model.safetensors"))
-    assert before.keys() == after.keys() and all(torch_equal(before[k], after[k]) for k in before)  # lr 0: unchanged
+    assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before)  # lr 0: unchanged
     provenance = json.loads((second / "provenance.json").read_text())
     assert provenance["model_config"]["architecture"] == "tab2d" and provenance["init"] == str(first)
     assert provenance["tasks_seen"] == 2 and provenance["total_tasks_seen"] == 4 + 2
@@ -75,9 +76,3 @@ def test_a_stage_started_from_a_checkpoint_keeps_its_weights_and_counts_the_task
     pages = sorted(p.name for p in (tmp_path / "results").glob("*.md"))
     assert pages == ["icl_prior_pretrain_cpu_stage1.md", "icl_prior_pretrain_cpu_stage2.md"]
     assert f"started from: {first}" in (tmp_path / "results" / pages[1]).read_text()
-
-
-def torch_equal(a, b) -> bool:
-    import torch
-
-    return bool(torch.equal(a, b))
