@@ -33,18 +33,23 @@ bench: $(STAMP)
 # The in-context (tab2d) checkpoint, pretrained on the synthetic prior in three stages of difficulty, each
 # starting from the last: (1) an easy prior (4 numeric features, 64 rows, low noise, regression only), where
 # the model first learns to read the features; (2) the default prior up to 128 rows x 10 features (categorical
-# features and targets, missing cells, tree SCMs); (3) up to 256 rows x 16 features. 57 minutes of training
-# measured on 2 CPU cores (2026-12-01), plus the held-out checks. Results: benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3}.md; checkpoint: $(ICL_OUT)/stage3.
-ICL_OUT ?= runs/curriculum
-ICL      = $(PY) -m benchmarks.icl_prior_pretrain --threads 2 --eval-every 100
+# features and targets, missing cells, tree SCMs); (3) up to 256 rows x 16 features. 42 minutes of training
+# measured at 1 thread (ICL_THREADS=1, beside the basis_icl run on the other core; 57 at 2 threads alone), 2026-12-01. Results: benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3}.md; checkpoint: $(ICL_OUT)/stage3.
+# `make icl-curriculum ICL_ARCH=basis_icl` runs the same stages for basis_icl (into runs/curriculum_basis_icl, pages
+# icl_prior_pretrain_cpu_basis_icl_stage*.md); ICL_THREADS sets torch's CPU threads (1 runs two curricula side by side).
+ICL_ARCH    ?= tab2d
+ICL_THREADS ?= 2
+ICL_OUT     ?= runs/curriculum$(if $(filter tab2d,$(ICL_ARCH)),,_$(ICL_ARCH))
+ICL_TAG      = $(if $(filter tab2d,$(ICL_ARCH)),,$(ICL_ARCH)_)
+ICL          = $(PY) -m benchmarks.icl_prior_pretrain --architecture $(ICL_ARCH) --threads $(ICL_THREADS) --eval-every 100
 EASY     = max_noise_std=0.03 max_layers=2 min_layers=1 classification_fraction=0 multi_target_fraction=0 \
            missing_task_fraction=0 max_categorical_fraction=0 tree_weight=0 skewed_fraction=0 integer_fraction=0
 icl-curriculum: $(STAMP)
-	$(ICL) --label stage1 --seed 0 --steps 3000 --max-rows 64 --max-features 4 $(addprefix --prior ,$(EASY)) --out $(ICL_OUT)/stage1
-	$(ICL) --label stage2 --seed 1 --steps 4000 --warmup 50 --max-rows 128 --max-features 10 --init $(ICL_OUT)/stage1 \
+	$(ICL) --label $(ICL_TAG)stage1 --seed 0 --steps 3000 --max-rows 64 --max-features 4 $(addprefix --prior ,$(EASY)) --out $(ICL_OUT)/stage1
+	$(ICL) --label $(ICL_TAG)stage2 --seed 1 --steps 4000 --warmup 50 --max-rows 128 --max-features 10 --init $(ICL_OUT)/stage1 \
 	    --prior curriculum=linear --prior curriculum_steps=1500 --prior curriculum_start_rows=64 --prior curriculum_start_features=4 \
 	    --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 --out $(ICL_OUT)/stage2
-	$(ICL) --label stage3 --seed 2 --steps 2500 --warmup 50 --max-rows 256 --max-features 16 --max-cells 4096 --lr 2e-3 --init $(ICL_OUT)/stage2 \
+	$(ICL) --label $(ICL_TAG)stage3 --seed 2 --steps 2500 --warmup 50 --max-rows 256 --max-features 16 --max-cells 4096 --lr 2e-3 --init $(ICL_OUT)/stage2 \
 	    --prior curriculum=linear --prior curriculum_steps=800 --prior curriculum_start_rows=128 --prior curriculum_start_features=10 \
 	    --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 --out $(ICL_OUT)/stage3
 
