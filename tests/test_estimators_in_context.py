@@ -1,4 +1,5 @@
-"""In-context prediction for the estimators: shapes and units, members, query independence, retrieval, labels, several targets."""
+"""In-context prediction for the estimators: shapes and units, members, query independence, retrieval, labels, several targets,
+ordinal categorical features and target transforms."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from basisfm.corpus.normalize import normalise_table
 from basisfm.errors import ConfigError, TableError
 from basisfm.estimators.in_context import (
     InContextSettings,
+    TargetTransform,
     nearest_context,
+    ordinal_features,
     predict_label_scores_in_context,
     predict_numeric_in_context,
 )
@@ -109,3 +112,75 @@ def test_retrieval_reads_each_query_chunks_nearest_training_rows():
     assert point.shape == (4, 1) and np.isfinite(point).all()
     with pytest.raises(ConfigError, match="max_context"):
         predict_numeric_in_context(model, record, train, query, HashEmbedder(), InContextSettings(max_context=0))
+
+
+def _prepared(n_train: int = 60, n_query: int = 12, y=None):
+    from basisfm.data.collate import _prepare
+
+    record, train, query, y = _fitted(n_train, n_query, y=y)
+    return record, _prepare(pa.concat_tables([train, query.cast(train.schema)]), record, HashEmbedder())
+
+
+def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per_member():
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({"x0": rng.normal(size=80), "shade": rng.choice(["red", "blue", "green", "grey", None], 80)})
+    y = pd.Series(rng.normal(size=80), name="price")
+    pre = TablePreprocessor().fit(X, y, ColumnKind.NUMERIC)
+    from basisfm.data.collate import _prepare
+
+    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    names = [c.name for c in pre.record().columns]
+    shade = names.index("shade")
+    features = np.asarray([names.index("x0"), shade])
+    codes = [ordinal_features(prepared, features, np.random.default_rng(seed)) for seed in range(4)]
+    for coded in codes:
+        assert coded.kinds[shade] == int(ColumnKind.NUMERIC) and (coded.string_uids[:, shade] == -1).all()
+        assert np.array_equal(coded.missing[:, shade], X["shade"].isna().to_numpy())  # missing stays missing
+        present = ~coded.missing[:, shade]
+        assert set(coded.values[present, shade]) == {0.0, 1.0, 2.0, 3.0}
+        for colour in ("red", "blue", "green", "grey"):  # one code per category
+            assert len(set(coded.values[(X["shade"] == colour).to_numpy(), shade])) == 1
+        assert coded.abs_max[shade] == 3.0 and coded.min_nonzero[shade] == 1.0
+        assert np.isclose(coded.mean[shade], coded.values[present, shade].mean())
+        assert np.array_equal(coded.values[:, 0], prepared.values[:, 0])  # numeric features untouched
+    assert len({tuple(c.values[:8, shade]) for c in codes}) > 1  # members draw different orders
+    assert prepared.kinds[shade] == int(ColumnKind.CATEGORICAL)  # the shared table is not modified
+    in_order = ordinal_features(prepared, features, None)  # "sorted": the strings' own order
+    for code, colour in enumerate(["blue", "green", "grey", "red"]):
+        assert (in_order.values[(X["shade"] == colour).to_numpy(), shade] == code).all()
+
+
+@pytest.mark.parametrize("kind", ["power", "quantile"])
+def test_target_transforms_round_trip_and_predict_in_the_targets_units(kind):
+    rng = np.random.default_rng(1)
+    skewed = pd.Series(np.exp(rng.normal(size=72) * 1.5) * 1000, name="price")  # a long right tail
+    record, prepared = _prepared(y=skewed)
+    target = np.asarray([len(record.columns) - 1])
+    transform = TargetTransform(kind, prepared, target, np.arange(60))
+    moved = transform.apply(prepared)
+    z = moved.values[:60, target[0]]
+    assert abs(np.mean(z)) < 0.3 and 0.5 < np.std(z) < 1.5  # the targets are now about standard normal
+    assert abs(float(pd.Series(z).skew())) < 0.5 < float(skewed.iloc[:60].skew())
+    back = transform.inverse(np.zeros(60, dtype=np.int64), z.reshape(-1, 1))[:, 0]
+    np.testing.assert_allclose(back, skewed.iloc[:60].to_numpy(), rtol=1e-6)
+    # far outside the training range the map back stays finite (clipped), not NaN through the asymptote
+    assert np.isfinite(transform.inverse(np.zeros(2, dtype=np.int64), np.asarray([[-1e6], [1e6]]))).all()
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture="tab2d", regression_head="binned"))
+    _, train, query, _ = _fitted(y=skewed)
+    settings = InContextSettings(max_context=32, n_estimators=2, target_transforms=("none", kind), categorical_features="ordinal")
+    point, q = predict_numeric_in_context(model, record, train, query, HashEmbedder(), settings, quantiles=[0.1, 0.9])
+    assert np.isfinite(point).all() and (q[..., 0] <= q[..., 1]).all()
+    assert skewed.iloc[:60].min() <= point.min() and point.max() <= skewed.iloc[:60].max() * 1.5  # in the target's units
+    plain, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(), InContextSettings(max_context=32, n_estimators=2))
+    assert not np.allclose(point, plain)
+
+
+def test_in_context_settings_refuse_unknown_encodings_and_transforms():
+    with pytest.raises(ConfigError, match="categorical_features"):
+        InContextSettings(categorical_features="onehot").validate()
+    with pytest.raises(ConfigError, match="target_transforms may hold"):
+        InContextSettings(target_transforms=("none", "log")).validate()
+    with pytest.raises(ConfigError, match="non-empty list"):
+        InContextSettings(target_transforms="power").validate()

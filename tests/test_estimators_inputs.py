@@ -214,6 +214,12 @@ def test_predict_before_fit_and_bad_settings(cache_dir, tmp_path):
         BasisRegressor(strategy="lora").fit(x, y)
     with pytest.raises(ConfigError, match="validation_fraction"):
         BasisRegressor(validation_fraction=1.5).fit(x, y)
+    with pytest.raises(ConfigError, match="parameter 'categorical_features'.*'onehot'"):
+        BasisRegressor(categorical_features="onehot").fit(x, y)
+    with pytest.raises(ConfigError, match="parameter 'target_transforms'.*'log'"):
+        BasisRegressor(target_transforms=["none", "log"]).fit(x, y)
+    with pytest.raises(TypeError, match="parameter 'target_transforms'"):
+        BasisRegressor(target_transforms="power").fit(x, y)
     with pytest.raises(CheckpointError, match="does not exist"):
         _regressor(cache_dir, checkpoint=str(tmp_path / "nowhere")).fit(x, y)
     (tmp_path / "half").mkdir()

@@ -30,7 +30,11 @@ when present. Regression fine-tunes on `regression_loss`: "bits" is the pretrain
 `predict(X, output="quantiles", quantiles=[...])` gives intervals from the predicted distribution.
 In-context checkpoints (`basis_icl`, `tab2d`) keep the training rows as their context whatever the strategy;
 `base-ft` / `peft` fine-tune them on episodes of the table (`EPISODE_ROWS` rows, half labelled support, half
-hidden queries) and validate by predicting the held-out rows in context.
+hidden queries) and validate by predicting the held-out rows in context. Their members differ as TabPFN's
+do (`basisfm.estimators.in_context`): `categorical_features` "ordinal" codes a categorical feature as the
+numbers 0..m-1 in an order drawn per member, "text" embeds its strings (None: ordinal for `inference`,
+text once fine-tuned, as its episodes were); `target_transforms` (e.g. ["none", "power"]) cycles numeric
+targets' transforms ("power": Yeo-Johnson, "quantile": to a normal) over the members.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
@@ -115,6 +119,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         regression_head: str = "smr_bits",
         max_context: int = 512,
         retrieval: bool = False,
+        categorical_features: str | None = None,
+        target_transforms: list[str] | None = None,
         token_budget: int = 4096,
         max_columns: int = 32,
         device: str = "auto",
@@ -143,6 +149,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.regression_head = regression_head
         self.max_context = max_context
         self.retrieval = retrieval
+        self.categorical_features = categorical_features
+        self.target_transforms = target_transforms
         self.token_budget = token_budget
         self.max_columns = max_columns
         self.device = device
@@ -344,7 +352,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         config.validate("estimator")
         settings = self._settings(train_table.num_rows, rows, member)
         context = InContextSettings(max_context=int(self.max_context), n_estimators=1, retrieval=bool(self.retrieval),
-                                    max_columns=int(self.max_columns), seed=seed)
+                                    max_columns=int(self.max_columns), categorical_features=self._categorical_features(),
+                                    target_transforms=tuple(self.target_transforms or ("none",))[:1], seed=seed)
 
         def train_batches(epoch: int) -> list[TableBatch]:
             return table_to_episodes(train_table, record, config, embedder, seed=derive_seed(seed, epoch), target_columns=targets)
@@ -427,11 +436,21 @@ class _BasisEstimator(BaseEstimator, ABC):
 
         settings = InContextSettings(max_context=int(self.max_context), n_estimators=int(self.n_estimators),
                                      retrieval=bool(self.retrieval), max_columns=int(self.max_columns),
+                                     categorical_features=self._categorical_features(),
+                                     target_transforms=tuple(self.target_transforms or ("none",)),
                                      seed=int(self.random_state))
         settings.validate()
         query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
         # every fitted member predicts (member k of the in-context ensemble with model k), not the first alone
         return list(self.members_), self.preprocessor_.record(), self.context_, query, self._embedder(), settings
+
+    def _categorical_features(self) -> str:
+        """How in-context prediction codes categorical features: `categorical_features`, else "ordinal" for
+        `inference` (measured better on the public suite) and "text" once fine-tuned (its training episodes
+        embed the strings, so prediction must too)."""
+        if self.categorical_features is not None:
+            return self.categorical_features
+        return "ordinal" if self.strategy == "inference" else "text"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "members_"):

@@ -12,7 +12,12 @@ embedded once for both. Each of `n_estimators` members builds its own episodes:
   - a context of up to `max_context` training rows: all of them when they fit, else a random draw per
     member (a query's prediction then never depends on the other queries), or with `retrieval` the
     training rows nearest to each chunk of `query_batch` queries (TabDPT-style);
-  - the target's scale (column_mean / column_std) from its context rows, as in pretraining.
+  - the target's scale (column_mean / column_std) from its context rows, as in pretraining;
+  - optionally (TabPFN's member preprocessing) its own coding of categorical features
+    (`categorical_features="ordinal"`: a column's values become the numbers 0..m-1 in an order drawn per
+    member) and its own target transform (`target_transforms`, cycled over members: "power" is
+    Yeo-Johnson, "quantile" maps the context's targets to a normal; the member's quantiles are mapped
+    back, its point is the mean of `TRANSFORM_LEVELS` mapped-back quantiles).
 Members' predictions are averaged: numeric means and quantiles (in the target's own units), or label
 probabilities. `model` may be a list (an estimator's members, each fine-tuned on its own): member k then
 predicts with model k (cycling when there are fewer models than members). Works for every architecture;
@@ -23,7 +28,7 @@ from them.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -38,6 +43,12 @@ from basisfm.seeds import derive_seed
 from basisfm.errors import ConfigError, TableError
 
 
+CATEGORICAL_FEATURES = ("text", "ordinal", "sorted")
+TARGET_TRANSFORMS = ("none", "power", "quantile")
+# Quantile levels whose mapped-back values average to a transformed member's point prediction.
+TRANSFORM_LEVELS = tuple((k + 0.5) / 64 for k in range(64))
+
+
 @dataclass
 class InContextSettings:
     max_context: int = 512  # training rows a query reads (its support rows)
@@ -45,6 +56,8 @@ class InContextSettings:
     retrieval: bool = False  # context = the training rows nearest to each query chunk, instead of a random draw
     query_batch: int = 128  # query rows per episode (bounds memory; predictions do not depend on it without retrieval)
     max_columns: int = 64  # feature + target columns per episode; wider tables give each member a feature subset
+    categorical_features: str = "ordinal"  # numbers 0..m-1, order drawn per member; "sorted": in the strings' order; "text": embedded strings
+    target_transforms: tuple[str, ...] = ("none",)  # member k's numeric targets go through entry k % len
     seed: int = 0
 
     def validate(self) -> None:
@@ -53,6 +66,13 @@ class InContextSettings:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)!r}")
         if self.max_columns < 2:
             raise ConfigError(f"max_columns must be at least 2, got {self.max_columns!r}")
+        if self.categorical_features not in CATEGORICAL_FEATURES:
+            raise ConfigError(f"categorical_features must be one of {CATEGORICAL_FEATURES}, got {self.categorical_features!r}")
+        if isinstance(self.target_transforms, str) or not self.target_transforms:
+            raise ConfigError(f"target_transforms must be a non-empty list drawn from {TARGET_TRANSFORMS}, got {self.target_transforms!r}")
+        unknown = [t for t in self.target_transforms if t not in TARGET_TRANSFORMS]
+        if unknown:
+            raise ConfigError(f"target_transforms may hold {TARGET_TRANSFORMS}, got {unknown[0]!r}")
 
 
 @dataclass
@@ -82,13 +102,13 @@ def _context(record: TableRecord, train_table: pa.Table, query_table: pa.Table, 
                     features=np.setdiff1d(np.arange(len(names)), target_positions))
 
 
-def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings):
-    """Yield (member, query positions [Q] into the query table, TableBatch) for every episode of every member."""
+def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings, *, numeric_targets: bool = False):
+    """Yield (member, query positions [Q] into the query table, TableBatch, the member's target transform or
+    None) for every episode of every member. `numeric_targets`: apply `settings.target_transforms`."""
     settings.validate()
-    prepared = ctx.prepared
-    n_query = prepared.values.shape[0] - ctx.n_train
-    prepared.row_index = np.arange(prepared.values.shape[0], dtype=np.int64)
-    labelled = np.flatnonzero((~prepared.missing[: ctx.n_train][:, ctx.targets]).any(axis=1))
+    n_query = ctx.prepared.values.shape[0] - ctx.n_train
+    ctx.prepared.row_index = np.arange(ctx.prepared.values.shape[0], dtype=np.int64)
+    labelled = np.flatnonzero((~ctx.prepared.missing[: ctx.n_train][:, ctx.targets]).any(axis=1))
     if len(labelled) == 0:
         raise TableError("no training row has a target value; nothing to learn from", table=ctx.record.id)
     reads_context = getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
@@ -98,12 +118,108 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings)
         features = rng.permutation(ctx.features)[:n_features]
         columns = np.concatenate([ctx.targets, features])
         fixed_context = labelled if len(labelled) <= settings.max_context else np.sort(rng.choice(labelled, settings.max_context, replace=False))
+        view, transform = ctx, None
+        if settings.categorical_features != "text":
+            order = rng if settings.categorical_features == "ordinal" else None
+            view = replace(view, prepared=ordinal_features(view.prepared, view.features, order))
+        kind = settings.target_transforms[member % len(settings.target_transforms)]
+        if numeric_targets and kind != "none":
+            transform = TargetTransform(kind, view.prepared, view.targets, labelled)
+            view = replace(view, prepared=transform.apply(view.prepared))
         for start in range(0, n_query, settings.query_batch):
             queries = np.arange(start, min(n_query, start + settings.query_batch))
             context = fixed_context
             if settings.retrieval and len(labelled) > settings.max_context:
-                context = nearest_context(prepared, features, labelled, ctx.n_train + queries, settings.max_context)
-            yield member, queries, _episode(ctx, columns, context, queries, reads_context, rng)
+                context = nearest_context(view.prepared, features, labelled, view.n_train + queries, settings.max_context)
+            yield member, queries, _episode(view, columns, context, queries, reads_context, rng), transform
+
+
+def _with_numeric_columns(prepared: _PreparedTable, columns: np.ndarray, values: np.ndarray) -> _PreparedTable:
+    """A copy of `prepared` whose `columns` hold the numbers `values` [N, len(columns)] (NaN = missing),
+    their kind, scale window and moments recomputed from the present cells."""
+    present = np.isfinite(values)
+    new_values, missing, uids, kinds = prepared.values.copy(), prepared.missing.copy(), prepared.string_uids.copy(), prepared.kinds.copy()
+    new_values[:, columns] = np.where(present, values, 0.0)
+    missing[:, columns] = ~present
+    uids[:, columns] = -1
+    kinds[columns] = int(ColumnKind.NUMERIC)
+    magnitude = np.where(present, np.abs(values), 0.0)
+    abs_max, min_nonzero = prepared.abs_max.copy(), prepared.min_nonzero.copy()
+    abs_max[columns] = magnitude.max(axis=0, initial=0.0)
+    min_nonzero[columns] = np.where(magnitude > 0, magnitude, np.inf).min(axis=0, initial=np.inf)
+    min_nonzero[columns] = np.where(np.isfinite(min_nonzero[columns]), min_nonzero[columns], 0.0)
+    mean, std = prepared.mean.copy(), prepared.std.copy()
+    mean[columns], std[columns] = column_moments(np.where(present, values, 0.0), ~present)
+    return replace(prepared, values=new_values, missing=missing, string_uids=uids, kinds=kinds,
+                   abs_max=abs_max, min_nonzero=min_nonzero, mean=mean, std=std)
+
+
+def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.random.Generator | None) -> _PreparedTable:
+    """Categorical feature columns coded as numbers (TabPFN's encoding): a column's m distinct values become
+    0..m-1 in an order drawn from `rng` (so members disagree on it), or with `rng=None` in the strings'
+    sorted order (which keeps grades "A" < "B" and levels "1-2" < "3-4" in order); missing cells stay
+    missing. Text columns (free text, not categories) keep their embedded strings."""
+    columns = features[prepared.kinds[features] == int(ColumnKind.CATEGORICAL)]
+    if len(columns) == 0:
+        return prepared
+    codes = np.full((prepared.values.shape[0], len(columns)), np.nan)
+    for i, j in enumerate(columns):
+        uids = prepared.string_uids[:, j]
+        present = uids >= 0
+        distinct, inverse = np.unique(uids[present], return_inverse=True)
+        if rng is None:
+            order = np.argsort(np.argsort([prepared.strings[u] for u in distinct], kind="stable"))
+        else:
+            order = rng.permutation(len(distinct))
+        codes[present, i] = order[inverse]
+    return _with_numeric_columns(prepared, columns, codes)
+
+
+class TargetTransform:
+    """A member's monotone transform of its numeric targets, fitted on the labelled training rows:
+    `apply` returns the table with the transformed targets, `inverse` maps predicted quantiles back.
+    Quantiles survive a monotone map, means do not: a point prediction is the mean of the mapped-back
+    `TRANSFORM_LEVELS` quantiles."""
+
+    def __init__(self, kind: str, prepared: _PreparedTable, targets: np.ndarray, labelled: np.ndarray):
+        from sklearn.preprocessing import PowerTransformer, QuantileTransformer
+
+        self.kind, self.targets, self.labelled = kind, targets, labelled
+        self.fitted, self.bounds = [], []
+        for t in targets:
+            y = prepared.values[labelled, t][~prepared.missing[labelled, t]].reshape(-1, 1)
+            if kind == "power":
+                transformer = PowerTransformer(method="yeo-johnson", standardize=True)
+            else:
+                transformer = QuantileTransformer(n_quantiles=max(2, min(1000, len(y))), output_distribution="normal")
+            with np.errstate(all="ignore"):
+                z = transformer.fit(y).transform(y)[:, 0]
+            span = float(np.ptp(z)) if len(z) else 0.0
+            self.fitted.append(transformer)
+            # Predictions far outside the training range would map back through the transform's asymptote.
+            self.bounds.append((float(z.min()) - 0.25 * span, float(z.max()) + 0.25 * span, float(y.min()), float(y.max())))
+
+    def apply(self, prepared: _PreparedTable) -> _PreparedTable:
+        values = np.where(prepared.missing[:, self.targets], np.nan, prepared.values[:, self.targets])
+        for i, transformer in enumerate(self.fitted):
+            present = np.isfinite(values[:, i])
+            with np.errstate(all="ignore"):
+                values[present, i] = transformer.transform(values[present, i].reshape(-1, 1))[:, 0]
+        return _with_numeric_columns(prepared, self.targets, values)
+
+    def inverse(self, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
+        """`values` [N, ...] in the transformed space of target `slot[n]` -> the target's own units."""
+        out = np.empty_like(values, dtype=np.float64)
+        for i, transformer in enumerate(self.fitted):
+            rows = slot == i
+            if not rows.any():
+                continue
+            low, high, y_min, y_max = self.bounds[i]
+            z = np.clip(values[rows], low, high)
+            with np.errstate(all="ignore"):
+                y = transformer.inverse_transform(z.reshape(-1, 1)).reshape(z.shape)
+            out[rows] = np.nan_to_num(y, nan=(y_min + y_max) / 2, posinf=y_max, neginf=y_min)
+        return out
 
 
 def nearest_context(prepared: _PreparedTable, features: np.ndarray, pool: np.ndarray, queries: np.ndarray, size: int) -> np.ndarray:
@@ -207,18 +323,25 @@ def predict_numeric_in_context(
     point = np.zeros((n_query, n_targets))
     q = np.zeros((n_query, n_targets, len(quantiles))) if quantiles is not None else None
     models = _as_models(model)
-    for member, queries, batch in _members(models[0], ctx, settings):
+    slot = {name: j for j, name in enumerate(record.columns[t].name for t in ctx.targets)}
+    for member, queries, batch, transform in _members(models[0], ctx, settings, numeric_targets=True):
         model = models[member % len(models)]
         batch = batch.to(_device(model))
         out = model(batch)
-        values, levels = decode_numeric(model, out, batch, quantiles)
-        slot = {name: j for j, name in enumerate(record.columns[t].name for t in ctx.targets)}
-        n_support = batch.n_support
-        rows = (out.target_rows - n_support).cpu().numpy()
+        rows = (out.target_rows - batch.n_support).cpu().numpy()
         cols = np.asarray([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=np.int64)
-        point[queries[rows], cols] += values.cpu().numpy()
+        if transform is None:
+            values, levels = decode_numeric(model, out, batch, quantiles)
+            values, levels = values.cpu().numpy(), None if levels is None else levels.cpu().numpy()
+        else:
+            asked = list(TRANSFORM_LEVELS) + list(quantiles or [])
+            _, mapped = decode_numeric(model, out, batch, asked)
+            mapped = transform.inverse(cols, mapped.cpu().numpy())
+            values = mapped[:, : len(TRANSFORM_LEVELS)].mean(axis=1)
+            levels = mapped[:, len(TRANSFORM_LEVELS):] if quantiles is not None else None
+        point[queries[rows], cols] += values
         if q is not None:
-            q[queries[rows], cols] += levels.cpu().numpy()
+            q[queries[rows], cols] += levels
     point /= settings.n_estimators
     if q is not None:
         q /= settings.n_estimators
@@ -247,7 +370,7 @@ def predict_label_scores_in_context(
     label_embeddings = torch.as_tensor(np.asarray(embedder.embed(list(labels)), dtype=np.float32))
     scores = np.zeros((query_table.num_rows, len(labels)))
     models = _as_models(model)
-    for member, queries, batch in _members(models[0], ctx, settings):
+    for member, queries, batch, _ in _members(models[0], ctx, settings):
         model = models[member % len(models)]
         device = _device(model)
         batch = batch.to(device)

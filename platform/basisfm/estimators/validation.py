@@ -77,6 +77,16 @@ def validate_params(estimator: Any) -> None:
     if getattr(estimator, "_task", None) == "regression":
         _check_choice("regression_loss", params.get("regression_loss"), REGRESSION_LOSSES)
     _check_choice("regression_head", params.get("regression_head", "smr_bits"), REGRESSION_HEADS)
+    from basisfm.estimators.in_context import CATEGORICAL_FEATURES, TARGET_TRANSFORMS
+
+    if params.get("categorical_features") is not None:
+        _check_choice("categorical_features", params["categorical_features"], CATEGORICAL_FEATURES)
+    transforms = params.get("target_transforms")
+    if transforms is not None:
+        if isinstance(transforms, str) or not isinstance(transforms, (list, tuple)) or not transforms:
+            raise _refused(InputTypeError, "target_transforms", f"must be None or a non-empty list drawn from {TARGET_TRANSFORMS}, got {transforms!r}")
+        for t in transforms:
+            _check_choice("target_transforms", t, TARGET_TRANSFORMS)
     if not isinstance(params.get("retrieval", False), (bool, np.bool_)):
         raise _refused(InputTypeError, "retrieval", f"must be True or False, got {params.get('retrieval')!r}")
     device = params.get("device", "auto")

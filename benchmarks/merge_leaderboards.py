@@ -1,0 +1,74 @@
+"""One leaderboard from several `jobs.evaluate` runs: each run's models under a label of your choosing.
+
+    python -m benchmarks.merge_leaderboards "tab2d ordinal=runs/eval-ord" "tab2d text=runs/eval-inf-base" \
+        runs/eval-gbdt --out runs/eval-merged
+
+An argument is `DIR` (the run's models keep their names) or `LABEL=DIR` (a run of one model is renamed
+LABEL; a run of several becomes "LABEL model"). DIR holds the run's scores.json. Every run must score the same suite and metric; the merged leaderboard is
+printed and, with --out, written as leaderboard.md / .png / scores.json, aggregated as the suite prescribes
+(median over tasks of the mean over splits).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+from basisfm.errors import ConfigError
+from basisfm.evaluation.leaderboard import Leaderboard
+
+
+def read_run(directory: Path) -> Leaderboard:
+    scores = directory / "scores.json"
+    if not scores.is_file():
+        raise ConfigError(f"{directory} holds no scores.json: is it the --out directory of a finished jobs.evaluate run?")
+    return Leaderboard.from_json(scores.read_text())
+
+
+def merge(runs: list[tuple[str | None, Path]]) -> Leaderboard:
+    merged: Leaderboard | None = None
+    for label, directory in runs:
+        board = read_run(directory)
+        models = board.models
+        rename = {m: (m if label is None else label if len(models) == 1 else f"{label} {m}") for m in models}
+        records = [replace(r, model=rename[r.model]) for r in board.records]
+        if merged is None:
+            merged = Leaderboard(suite=board.suite, metric=board.metric, records=records)
+            continue
+        if board.metric != merged.metric:
+            raise ConfigError(f"{directory} scores {board.metric!r}, the runs before it {merged.metric!r}: not one leaderboard")
+        clash = set(rename.values()) & set(merged.models)
+        if clash:
+            raise ConfigError(f"model name(s) {sorted(clash)} from {directory} are already taken: give the run a LABEL=")
+        merged.records.extend(records)
+    if merged is None:
+        raise ConfigError("no runs given")
+    return merged
+
+
+def parse_run(text: str) -> tuple[str | None, Path]:
+    label, _, directory = text.rpartition("=")
+    return (label or None), Path(directory)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("runs", nargs="+", metavar="[LABEL=]DIR", help="jobs.evaluate --out directories")
+    p.add_argument("--out", type=Path, help="write leaderboard.md / .png / scores.json here")
+    args = p.parse_args(argv)
+    try:
+        board = merge([parse_run(r) for r in args.runs])
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(board.to_markdown())
+    if args.out:
+        paths = board.save(args.out)
+        print(f"wrote {paths['markdown']}, {paths['png']}, {paths['scores']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
