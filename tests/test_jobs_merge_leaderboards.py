@@ -1,4 +1,4 @@
-"""benchmarks.merge_leaderboards: several jobs.evaluate runs become one leaderboard under chosen labels."""
+"""jobs.merge_leaderboards: several jobs.evaluate runs become one leaderboard under chosen labels."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import pytest
 
 from basisfm.errors import ConfigError
 from basisfm.evaluation.leaderboard import Leaderboard, ScoreRecord
-from benchmarks.merge_leaderboards import main, merge, parse_run
+from jobs._cli import run_main
+from jobs.merge_leaderboards import main, merge, parse_run
 
 
 def _run(tmp_path, name: str, scores: dict[str, list[float]], metric: str = "r2"):
@@ -29,7 +30,7 @@ def test_runs_merge_under_their_labels_and_the_median_is_recomputed(tmp_path, ca
     assert "| text | 0.500 |" in capsys.readouterr().out
 
 
-def test_clashing_names_other_metrics_and_missing_runs_are_refused(tmp_path):
+def test_clashing_names_other_metrics_and_missing_runs_are_refused(tmp_path, capsys):
     a = _run(tmp_path, "a", {"basis-inference": [0.1]})
     with pytest.raises(ConfigError, match="already taken"):
         merge([parse_run(str(a)), parse_run(str(a))])
@@ -38,4 +39,7 @@ def test_clashing_names_other_metrics_and_missing_runs_are_refused(tmp_path):
         merge([parse_run(str(a)), parse_run(str(rmse))])
     with pytest.raises(ConfigError, match="no scores.json"):
         merge([parse_run(str(tmp_path / "nowhere"))])
-    assert main([str(tmp_path / "nowhere")]) == 2
+    with pytest.raises(SystemExit) as exit_:  # the command line: one error line naming the directory, exit 2
+        run_main(lambda: main([str(tmp_path / "nowhere")]))
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err == f"error: {tmp_path / 'nowhere'} holds no scores.json: is it the --out directory of a finished jobs.evaluate run?\n"

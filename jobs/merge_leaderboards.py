@@ -1,23 +1,23 @@
 """One leaderboard from several `jobs.evaluate` runs: each run's models under a label of your choosing.
 
-    python -m benchmarks.merge_leaderboards "tab2d ordinal=runs/eval-ord" "tab2d text=runs/eval-inf-base" \
+    python -m jobs.merge_leaderboards "tab2d ordinal=runs/eval-ord" "tab2d text=runs/eval-inf-base" \
         runs/eval-gbdt --out runs/eval-merged
 
 An argument is `DIR` (the run's models keep their names) or `LABEL=DIR` (a run of one model is renamed
-LABEL; a run of several becomes "LABEL model"). DIR holds the run's scores.json. Every run must score the same suite and metric; the merged leaderboard is
-printed and, with --out, written as leaderboard.md / .png / scores.json, aggregated as the suite prescribes
+LABEL; a run of several becomes "LABEL model"). DIR holds the run's scores.json. Every run must score the same suite and metric; the merged
+leaderboard is printed and, with --out, written as leaderboard.md / .png / scores.json, aggregated as the suite prescribes
 (median over tasks of the mean over splits).
 """
 
 from __future__ import annotations
 
 import argparse
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 from basisfm.errors import ConfigError
 from basisfm.evaluation.leaderboard import Leaderboard
+from jobs._cli import run_main
 
 
 def read_run(directory: Path) -> Leaderboard:
@@ -58,11 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("runs", nargs="+", metavar="[LABEL=]DIR", help="jobs.evaluate --out directories")
     p.add_argument("--out", type=Path, help="write leaderboard.md / .png / scores.json here")
     args = p.parse_args(argv)
-    try:
-        board = merge([parse_run(r) for r in args.runs])
-    except ConfigError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    board = merge([parse_run(r) for r in args.runs])
     print(board.to_markdown())
     if args.out:
         paths = board.save(args.out)
@@ -71,4 +67,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
