@@ -4,9 +4,11 @@
         runs/eval-gbdt --out runs/eval-merged
 
 An argument is `DIR` (the run's models keep their names) or `LABEL=DIR` (a run of one model is renamed
-LABEL; a run of several becomes "LABEL model"). DIR holds the run's scores.json. Every run must score the same suite and metric; the merged
-leaderboard is printed and, with --out, written as leaderboard.md / .png / scores.json, aggregated as the suite prescribes
-(median over tasks of the mean over splits).
+LABEL; a run of several becomes "LABEL model"). DIR holds the run's scores.json. Runs of one model over
+different tasks or splits (a suite run in parts, side by side) merge into one row when they share a label;
+the same model, task and split twice is refused. Every run must score the same suite and metric; the
+merged leaderboard is printed and, with --out, written as leaderboard.md / .png / scores.json, aggregated
+as the suite prescribes (median over tasks of the mean over splits).
 """
 
 from __future__ import annotations
@@ -39,9 +41,11 @@ def merge(runs: list[tuple[str | None, Path]]) -> Leaderboard:
             continue
         if board.metric != merged.metric:
             raise ConfigError(f"{directory} scores {board.metric!r}, the runs before it {merged.metric!r}: not one leaderboard")
-        clash = set(rename.values()) & set(merged.models)
+        taken = {(r.model, r.task, r.split) for r in merged.records}
+        clash = sorted({r.model for r in records if (r.model, r.task, r.split) in taken})
         if clash:
-            raise ConfigError(f"model name(s) {sorted(clash)} from {directory} are already taken: give the run a LABEL=")
+            raise ConfigError(f"{directory} scores model(s) {clash} on a task and split an earlier run already scored: "
+                              "give the run its own LABEL=")
         merged.records.extend(records)
     if merged is None:
         raise ConfigError("no runs given")

@@ -30,9 +30,18 @@ def test_runs_merge_under_their_labels_and_the_median_is_recomputed(tmp_path, ca
     assert "| text | 0.500 |" in capsys.readouterr().out
 
 
+def test_a_suite_run_in_parts_merges_into_one_row(tmp_path):
+    part_a = _run(tmp_path, "a", {"basis-inference": [0.1, 0.5]})
+    records = [ScoreRecord(task="t2", split=0, model="basis-inference", score=0.9, fit_seconds=1.0, predict_seconds=0.5,
+                           n_train=10, n_test=5)]
+    Leaderboard(suite="suite", metric="r2", records=records).save(tmp_path / "b")
+    board = merge([parse_run(f"s4={part_a}"), parse_run(f"s4={tmp_path / 'b'}")])
+    assert board.models == ["s4"] and board.summary().set_index("model").loc["s4", "median r2"] == pytest.approx(0.5)
+
+
 def test_clashing_names_other_metrics_and_missing_runs_are_refused(tmp_path, capsys):
     a = _run(tmp_path, "a", {"basis-inference": [0.1]})
-    with pytest.raises(ConfigError, match="already taken"):
+    with pytest.raises(ConfigError, match="already scored"):
         merge([parse_run(str(a)), parse_run(str(a))])
     rmse = _run(tmp_path, "rmse", {"other": [1.0]}, metric="rmse")
     with pytest.raises(ConfigError, match="not one leaderboard"):
