@@ -3,6 +3,8 @@ ordinal categorical features and target transforms."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,8 +16,8 @@ from basisfm.corpus.manifest import ColumnKind, TableRecord
 from basisfm.corpus.normalize import normalise_table
 from basisfm.errors import ConfigError, TableError
 from basisfm.estimators.in_context import (
+    ColumnTransform,
     InContextSettings,
-    TargetTransform,
     nearest_context,
     ordinal_features,
     predict_label_scores_in_context,
@@ -156,7 +158,7 @@ def test_target_transforms_round_trip_and_predict_in_the_targets_units(kind):
     skewed = pd.Series(np.exp(rng.normal(size=72) * 1.5) * 1000, name="price")  # a long right tail
     record, prepared = _prepared(y=skewed)
     target = np.asarray([len(record.columns) - 1])
-    transform = TargetTransform(kind, prepared, target, np.arange(60))
+    transform = ColumnTransform(kind, prepared, target, np.arange(60))
     moved = transform.apply(prepared)
     z = moved.values[:60, target[0]]
     assert abs(np.mean(z)) < 0.3 and 0.5 < np.std(z) < 1.5  # the targets are now about standard normal
@@ -177,6 +179,38 @@ def test_target_transforms_round_trip_and_predict_in_the_targets_units(kind):
     assert not np.allclose(point, plain)
 
 
+def test_feature_transforms_map_numeric_features_fitted_on_training_rows_and_leave_the_rest():
+    rng = np.random.default_rng(2)
+    X = pd.DataFrame({"income": np.exp(rng.normal(size=80) * 2), "flat": np.full(80, 3.0),
+                      "shade": rng.choice(["red", "blue"], 80)})
+    y = pd.Series(rng.normal(size=80), name="price")
+    pre = TablePreprocessor().fit(X.iloc[:60], y.iloc[:60], ColumnKind.NUMERIC)
+    from basisfm.data.collate import _prepare
+
+    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    names = [c.name for c in pre.record().columns]
+    income, flat, price = names.index("income"), names.index("flat"), names.index("price")
+    moved = ColumnTransform("quantile", prepared, np.asarray([income, flat]), np.arange(60)).apply(prepared)
+    z = moved.values[:, income]
+    assert abs(z[:60].mean()) < 0.2 and 0.7 < z[:60].std() < 1.3  # the training rows' values about standard normal
+    assert np.array_equal(np.argsort(z, kind="stable"), np.argsort(X["income"].to_numpy(), kind="stable"))  # monotone
+    assert np.isclose(moved.mean[income], z.mean()) and moved.abs_max[income] == np.abs(z).max()  # moments follow
+    np.testing.assert_array_equal(moved.values[:, price], prepared.values[:, price])  # the target untouched
+    # a constant stays one constant, present (no NaN from a zero scale that would read as missing)
+    for kind in ("power", "quantile"):
+        constant = ColumnTransform(kind, prepared, np.asarray([flat]), np.arange(60)).apply(prepared)
+        assert not constant.missing[:, flat].any() and len(set(constant.values[:, flat])) == 1
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture="tab2d", regression_head="binned"))
+    record, train, query, _ = _fitted()
+    plain = InContextSettings(max_context=32, n_estimators=2)
+    point, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(), plain)
+    varied, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(),
+                                           replace(plain, feature_transforms=("none", "quantile")))
+    assert np.isfinite(varied).all() and not np.allclose(point, varied)
+
+
 def test_in_context_settings_refuse_unknown_encodings_and_transforms():
     with pytest.raises(ConfigError, match="categorical_features"):
         InContextSettings(categorical_features="onehot").validate()
@@ -184,3 +218,7 @@ def test_in_context_settings_refuse_unknown_encodings_and_transforms():
         InContextSettings(target_transforms=("none", "log")).validate()
     with pytest.raises(ConfigError, match="non-empty list"):
         InContextSettings(target_transforms="power").validate()
+    with pytest.raises(ConfigError, match="feature_transforms may hold"):
+        InContextSettings(feature_transforms=("quantile", "rank")).validate()
+    with pytest.raises(ConfigError, match="feature_transforms must be a non-empty list"):
+        InContextSettings(feature_transforms=()).validate()

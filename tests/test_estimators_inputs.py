@@ -220,6 +220,8 @@ def test_predict_before_fit_and_bad_settings(cache_dir, tmp_path):
         BasisRegressor(target_transforms=["none", "log"]).fit(x, y)
     with pytest.raises(TypeError, match="parameter 'target_transforms'"):
         BasisRegressor(target_transforms="power").fit(x, y)
+    with pytest.raises(ConfigError, match="parameter 'feature_transforms'.*'rank'"):
+        BasisRegressor(feature_transforms=["quantile", "rank"]).fit(x, y)
     with pytest.raises(CheckpointError, match="does not exist"):
         _regressor(cache_dir, checkpoint=str(tmp_path / "nowhere")).fit(x, y)
     (tmp_path / "half").mkdir()

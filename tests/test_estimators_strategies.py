@@ -277,7 +277,7 @@ def test_inference_with_an_in_context_checkpoint_reads_the_training_rows(cache_d
     np.testing.assert_allclose(BasisRegressor.load(tmp_path / "saved").predict(test), mean)
     # the member preprocessing options reach the in-context predictor and survive save / load
     varied = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="inference", n_estimators=2,
-                            categorical_features="ordinal", target_transforms=["none", "power"],
+                            categorical_features="ordinal", feature_transforms=["power"], target_transforms=["none", "power"],
                             embedding_cache_dir=cache_dir, progress=False).fit(x, y)
     varied_mean = varied.predict(test)
     assert np.isfinite(varied_mean).all() and not np.allclose(varied_mean, mean)

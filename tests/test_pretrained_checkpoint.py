@@ -14,18 +14,21 @@ from basisfm.errors import CheckpointError, ConfigError
 from basisfm.estimators import BasisRegressor
 from basisfm.model import build_model
 from basisfm.model.checkpoint import load_pretrained, save_pretrained
-from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, read_provenance
+from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, IN_CONTEXT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, SHIPPED_NAMES, read_provenance
 from basisfm.pretrained import ship as ship_module
 from basisfm.pretrained.ship import ship_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_the_shipped_checkpoint_loads_is_small_and_says_how_it_was_made():
-    size = sum(p.stat().st_size for p in DEFAULT_CHECKPOINT_DIR.iterdir())
+@pytest.mark.parametrize("name", SHIPPED_NAMES)
+def test_the_shipped_checkpoint_loads_is_small_and_says_how_it_was_made(name):
+    directory = DEFAULT_CHECKPOINT_DIR.parent / name
+    size = sum(p.stat().st_size for p in directory.iterdir())
     assert size < MAX_SHIPPED_BYTES
-    model = load_pretrained(DEFAULT_CHECKPOINT_DIR)
-    provenance = read_provenance()
+    model = load_pretrained(directory)
+    provenance = read_provenance(name)
+    assert provenance["name"] == name
     assert provenance["parameters"] == sum(p.numel() for p in model.parameters())
     assert provenance["architecture"] == model.config.architecture
     training = provenance["training"]
@@ -48,10 +51,23 @@ def test_estimators_start_from_the_shipped_checkpoint_by_default(tmp_path):
     import pandas as pd
 
     x = pd.DataFrame({"a": np.arange(12.0), "b": np.arange(12.0) % 3})
+    # strategy="inference" reads the shipped in-context model; fine-tuning starts from the per-row default
     model = BasisRegressor(strategy="inference", progress=False, embedding_cache_dir=str(tmp_path)).fit(x, (x.a * 2).rename("y"))
-    assert model.checkpoint_source_ == "checkpoint default"
-    shipped = load_pretrained(DEFAULT_CHECKPOINT_DIR).state_dict()
+    assert model.checkpoint_source_ == "checkpoint in_context"
+    shipped = load_pretrained(IN_CONTEXT_CHECKPOINT_DIR).state_dict()
     assert all(torch.equal(shipped[k], v) for k, v in model.model_.state_dict().items())
+    assert model.model_.config.architecture == "tab2d" and model.context_.num_rows == 12
+    assert BasisRegressor()._checkpoint_name() == "default" and BasisRegressor(strategy="peft")._checkpoint_name() == "default"
+    assert BasisRegressor(strategy="inference", checkpoint="default")._checkpoint_name() == "in_context"
+    assert BasisRegressor(checkpoint="in_context")._checkpoint_name() == "in_context"  # by name, for any strategy
+    # inference's member defaults (measured on the public suite); fine-tuned members predict as they trained
+    inference = BasisRegressor(strategy="inference")
+    assert (inference._n_estimators(), inference._categorical_features()) == (4, "ordinal")
+    assert (BasisRegressor()._n_estimators(), BasisRegressor()._categorical_features()) == (1, "text")
+    with pytest.raises(CheckpointError, match="ships the checkpoints.*'champion'"):
+        from basisfm.pretrained import shipped_checkpoint
+
+        shipped_checkpoint("champion")
     with pytest.raises(ConfigError, match="preset='small'.*checkpoint='default' gives a pretrained one.*checkpoint=None"):
         BasisRegressor(preset="small", progress=False).fit(x, x.a.rename("y"))
 

@@ -5,10 +5,12 @@
     model.predict(X_test); model.save("my-model"); BasisRegressor.load("my-model")
     BasisRegressor(checkpoint="models:/basisfm@champion")  # or your own pretrained model
 
-`checkpoint`: "default" (the default), the checkpoint shipped with the package (`basisfm.pretrained`: the
-tiny model `make demo` pretrains, kept because fine-tuning from it beats fine-tuning from scratch on the
-public suite; its provenance.json says how it was made); a directory holding model.safetensors +
-config.json; a registry URI `models:/name@alias` (downloaded with MLflow from `tracking_uri`, else
+`checkpoint`: "default" (the default), a checkpoint shipped with the package (`basisfm.pretrained`, each
+with a provenance.json that says how it was made): fine-tuning starts from the per-row tiny model `make demo`
+pretrains (kept because fine-tuning from it beats fine-tuning from scratch on the public suite), and
+`strategy="inference"` predicts with the shipped in-context model ("in_context", tab2d pretrained on the
+synthetic prior by `make icl-curriculum`), which "in_context" names for any strategy; a directory holding
+model.safetensors + config.json; a registry URI `models:/name@alias` (downloaded with MLflow from `tracking_uri`, else
 $MLFLOW_TRACKING_URI, else runs/mlflow.db); or None: *from scratch*, a freshly initialised model of
 `preset` with `regression_head` (seeded by `random_state`), which only makes sense with a fine-tuning
 strategy. `preset` and `regression_head` describe a model built from scratch: set with a checkpoint
@@ -23,8 +25,9 @@ the table, 300-600 steps), never cut short by a pass count; `validation_fraction
 `MIN_VALIDATION_ROWS`, at most `MAX_VALIDATION_ROWS`; all rows when the table is too small to spare them)
 are held out, scored every `validate_every` steps (None: about 12 checks per budget), and the best
 weights are kept, stopping after `patience` checks without improvement or after `time_budget_s` (off by
-default: stopping on the clock is not reproducible). `n_estimators` members are fitted, each with its
-own seed, validation split and column subsets, and averaged at predict. `device="auto"` runs on CUDA
+default: stopping on the clock is not reproducible). `n_estimators` members are fitted (None: one), each
+with its own seed, validation split and column subsets, and averaged at predict; with `inference` they are
+in-context members (None: four), which cost prediction time alone. `device="auto"` runs on CUDA
 when present. Regression fine-tunes on `regression_loss`: "bits" is the pretraining SMR bit loss,
 "bits+mse" (default) adds the squared error of the expected value in target standard deviations.
 `predict(X, output="quantiles", quantiles=[...])` gives intervals from the predicted distribution.
@@ -33,8 +36,10 @@ In-context checkpoints (`basis_icl`, `tab2d`) keep the training rows as their co
 hidden queries) and validate by predicting the held-out rows in context. Their members differ as TabPFN's
 do (`basisfm.estimators.in_context`): `categorical_features` "ordinal" codes a categorical feature as the
 numbers 0..m-1 in an order drawn per member, "text" embeds its strings (None: ordinal for `inference`,
-text once fine-tuned, as its episodes were); `target_transforms` (e.g. ["none", "power"]) cycles numeric
-targets' transforms ("power": Yeo-Johnson, "quantile": to a normal) over the members.
+text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
+`target_transforms` cycle transforms of the numeric features and targets over the members ("power":
+Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
+on the public suite).
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
@@ -74,12 +79,13 @@ from basisfm.estimators.finetune import (
     resolve_device,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
-from basisfm.seeds import derive_seed
 from basisfm.estimators.validation import (
     prepare_target,
     read_estimator_state,
     validate_params,
 )
+from basisfm.pretrained import DEFAULT_NAME, IN_CONTEXT_NAME
+from basisfm.seeds import derive_seed
 
 FORMAT_VERSION = 3  # 3: the preprocessor lists its "targets" (format 2 saved one "target"; still read)
 READABLE_FORMATS = (2, 3)
@@ -104,7 +110,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         strategy: str = "base-ft",
         preset: str = "tiny",
         target_name: str | None = None,
-        n_estimators: int = 1,
+        n_estimators: int | None = None,
         max_steps: int | None = None,
         learning_rate: float = FineTuneSettings.learning_rate,
         weight_decay: float = FineTuneSettings.weight_decay,
@@ -120,6 +126,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         max_context: int = 512,
         retrieval: bool = False,
         categorical_features: str | None = None,
+        feature_transforms: list[str] | None = None,
         target_transforms: list[str] | None = None,
         token_budget: int = 4096,
         max_columns: int = 32,
@@ -150,6 +157,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.max_context = max_context
         self.retrieval = retrieval
         self.categorical_features = categorical_features
+        self.feature_transforms = feature_transforms
         self.target_transforms = target_transforms
         self.token_budget = token_budget
         self.max_columns = max_columns
@@ -177,7 +185,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
             lora_target_modules=self.lora_target_modules, seed=self._member_seed(member), progress=bool(self.progress),
             time_budget_s=self.time_budget_s, device=str(resolve_device(self.device)),
-            description=f"member {member + 1}/{self.n_estimators}" if self.n_estimators > 1 else "",
+            description=f"member {member + 1}/{self._n_estimators()}" if self._n_estimators() > 1 else "",
         )
         settings.validate()
         return settings
@@ -205,7 +213,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         """The model fine-tuning starts from, and a description of where it came from."""
         from basisfm.model import build_model
 
-        resolved = resolve_checkpoint(self.checkpoint, tracking_uri=self.tracking_uri)
+        checkpoint = self._checkpoint_name()
+        resolved = resolve_checkpoint(checkpoint, tracking_uri=self.tracking_uri)
         if resolved is not None and (self.preset != "tiny" or self.regression_head != "smr_bits"):
             raise ConfigError(f"preset={self.preset!r} and regression_head={self.regression_head!r} choose a model built "
                               f"from scratch, but checkpoint={self.checkpoint!r} gives a pretrained one (its config fixes "
@@ -214,7 +223,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             from basisfm.model.checkpoint import load_pretrained, read_text_top_k
 
             self.text_top_k_ = read_text_top_k(resolved)
-            return load_pretrained(resolved), f"checkpoint {self.checkpoint}"
+            return load_pretrained(resolved), f"checkpoint {checkpoint}"
         self.text_top_k_ = DataConfig.text_top_k  # as pretraining would prune it
         if self.preset not in ("tiny", "small", "base"):
             raise ConfigError(f"preset {self.preset!r} is not one of ['tiny', 'small', 'base']")
@@ -293,8 +302,9 @@ class _BasisEstimator(BaseEstimator, ABC):
             return self
 
         self.members_, self.histories_ = [], []
-        for member in range(self.n_estimators):
-            model, history = self._fit_member(start if member == self.n_estimators - 1 else copy_model(start),
+        n_members = self._n_estimators()
+        for member in range(n_members):
+            model, history = self._fit_member(start if member == n_members - 1 else copy_model(start),
                                               features, target, member)
             self.members_.append(model)
             self.histories_.append(history)
@@ -353,6 +363,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         settings = self._settings(train_table.num_rows, rows, member)
         context = InContextSettings(max_context=int(self.max_context), n_estimators=1, retrieval=bool(self.retrieval),
                                     max_columns=int(self.max_columns), categorical_features=self._categorical_features(),
+                                    feature_transforms=tuple(self.feature_transforms or ("none",))[:1],
                                     target_transforms=tuple(self.target_transforms or ("none",))[:1], seed=seed)
 
         def train_batches(epoch: int) -> list[TableBatch]:
@@ -434,15 +445,30 @@ class _BasisEstimator(BaseEstimator, ABC):
         """(models, record, context table, query table, embedder, settings) for `estimators.in_context`."""
         from basisfm.estimators.in_context import InContextSettings
 
-        settings = InContextSettings(max_context=int(self.max_context), n_estimators=int(self.n_estimators),
+        settings = InContextSettings(max_context=int(self.max_context), n_estimators=self._n_estimators(),
                                      retrieval=bool(self.retrieval), max_columns=int(self.max_columns),
                                      categorical_features=self._categorical_features(),
+                                     feature_transforms=tuple(self.feature_transforms or ("none",)),
                                      target_transforms=tuple(self.target_transforms or ("none",)),
                                      seed=int(self.random_state))
         settings.validate()
         query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
         # every fitted member predicts (member k of the in-context ensemble with model k), not the first alone
         return list(self.members_), self.preprocessor_.record(), self.context_, query, self._embedder(), settings
+
+    def _n_estimators(self) -> int:
+        """`n_estimators`, else 4 in-context members for `inference` (they cost prediction time alone) and one
+        fitted member for fine-tuning (each costs a fit)."""
+        if self.n_estimators is not None:
+            return int(self.n_estimators)
+        return 4 if self.strategy == "inference" else 1
+
+    def _checkpoint_name(self) -> str | None:
+        """`checkpoint`, where "default" names the shipped checkpoint made for the strategy: the in-context one
+        for `inference` (the per-row default cannot read the training rows), the per-row one to fine-tune."""
+        if self.checkpoint == DEFAULT_NAME and self.strategy == "inference":
+            return IN_CONTEXT_NAME
+        return self.checkpoint
 
     def _categorical_features(self) -> str:
         """How in-context prediction codes categorical features: `categorical_features`, else "ordinal" for

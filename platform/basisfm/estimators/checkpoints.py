@@ -1,5 +1,5 @@
 """Finds a consolidated checkpoint (model.safetensors + config.json) from a directory, a registry URI, or
-"default" (the checkpoint shipped with the package, `basisfm.pretrained`).
+a shipped checkpoint's name ("default", "in_context": `basisfm.pretrained`).
 
 `models:/basisfm@champion` is downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else
 the project's embedded store (runs/mlflow.db, as every job uses); the training job logs the checkpoint directory as the pyfunc model's
@@ -21,7 +21,7 @@ from pathlib import Path
 
 from basisfm.errors import CheckpointError
 from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, find_checkpoint_dir
-from basisfm.pretrained import DEFAULT_NAME, shipped_checkpoint
+from basisfm.pretrained import SHIPPED_NAMES, shipped_checkpoint
 
 
 def is_registry_uri(checkpoint: str | Path | None) -> bool:
@@ -31,11 +31,11 @@ def is_registry_uri(checkpoint: str | Path | None) -> bool:
 def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path | None = None,
                        tracking_uri: str | None = None) -> Path | None:
     """A local checkpoint directory, or None when no checkpoint was given (the caller builds from scratch).
-    "default" is the checkpoint shipped with the package (`basisfm.pretrained`)."""
+    "default" and "in_context" are the checkpoints shipped with the package (`basisfm.pretrained`)."""
     if checkpoint is None or checkpoint == "":
         return None
-    if checkpoint == DEFAULT_NAME:
-        return find_checkpoint_dir(shipped_checkpoint(), origin="the shipped default checkpoint")
+    if checkpoint in SHIPPED_NAMES:
+        return find_checkpoint_dir(shipped_checkpoint(str(checkpoint)), origin=f"the shipped {checkpoint!r} checkpoint")
     if is_registry_uri(checkpoint):
         from basisfm.config import TrackingConfig
         from basisfm.tracking.mlflow_logger import resolve_tracking_uri
@@ -44,7 +44,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a directory holding "
-                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, 'default' (the shipped checkpoint), "
+                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, 'default' or 'in_context' (shipped), "
                               "or None to start from scratch")
     return find_checkpoint_dir(path, origin=str(path))
 

@@ -15,9 +15,10 @@ embedded once for both. Each of `n_estimators` members builds its own episodes:
   - the target's scale (column_mean / column_std) from its context rows, as in pretraining;
   - optionally (TabPFN's member preprocessing) its own coding of categorical features
     (`categorical_features="ordinal"`: a column's values become the numbers 0..m-1 in an order drawn per
-    member) and its own target transform (`target_transforms`, cycled over members: "power" is
-    Yeo-Johnson, "quantile" maps the context's targets to a normal; the member's quantiles are mapped
-    back, its point is the mean of `TRANSFORM_LEVELS` mapped-back quantiles).
+    member), its own transform of the numeric features (`feature_transforms`, cycled over members: "power"
+    is Yeo-Johnson, "quantile" maps a column's training values to a normal) and its own target transform
+    (`target_transforms`, the same kinds; the member's quantiles are mapped back, its point is the mean of
+    `TRANSFORM_LEVELS` mapped-back quantiles).
 Members' predictions are averaged: numeric means and quantiles (in the target's own units), or label
 probabilities. `model` may be a list (an estimator's members, each fine-tuned on its own): member k then
 predicts with model k (cycling when there are fewer models than members). Works for every architecture;
@@ -44,7 +45,7 @@ from basisfm.errors import ConfigError, TableError
 
 
 CATEGORICAL_FEATURES = ("text", "ordinal", "sorted")
-TARGET_TRANSFORMS = ("none", "power", "quantile")
+TRANSFORMS = ("none", "power", "quantile")
 # Quantile levels whose mapped-back values average to a transformed member's point prediction.
 TRANSFORM_LEVELS = tuple((k + 0.5) / 64 for k in range(64))
 
@@ -57,6 +58,7 @@ class InContextSettings:
     query_batch: int = 128  # query rows per episode (bounds memory; predictions do not depend on it without retrieval)
     max_columns: int = 64  # feature + target columns per episode; wider tables give each member a feature subset
     categorical_features: str = "ordinal"  # numbers 0..m-1, order drawn per member; "sorted": in the strings' order; "text": embedded strings
+    feature_transforms: tuple[str, ...] = ("none",)  # member k's numeric features go through entry k % len
     target_transforms: tuple[str, ...] = ("none",)  # member k's numeric targets go through entry k % len
     seed: int = 0
 
@@ -68,11 +70,13 @@ class InContextSettings:
             raise ConfigError(f"max_columns must be at least 2, got {self.max_columns!r}")
         if self.categorical_features not in CATEGORICAL_FEATURES:
             raise ConfigError(f"categorical_features must be one of {CATEGORICAL_FEATURES}, got {self.categorical_features!r}")
-        if isinstance(self.target_transforms, str) or not self.target_transforms:
-            raise ConfigError(f"target_transforms must be a non-empty list drawn from {TARGET_TRANSFORMS}, got {self.target_transforms!r}")
-        unknown = [t for t in self.target_transforms if t not in TARGET_TRANSFORMS]
-        if unknown:
-            raise ConfigError(f"target_transforms may hold {TARGET_TRANSFORMS}, got {unknown[0]!r}")
+        for name in ("feature_transforms", "target_transforms"):
+            kinds = getattr(self, name)
+            if isinstance(kinds, str) or not kinds:
+                raise ConfigError(f"{name} must be a non-empty list drawn from {TRANSFORMS}, got {kinds!r}")
+            unknown = [t for t in kinds if t not in TRANSFORMS]
+            if unknown:
+                raise ConfigError(f"{name} may hold {TRANSFORMS}, got {unknown[0]!r}")
 
 
 @dataclass
@@ -119,12 +123,17 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
         columns = np.concatenate([ctx.targets, features])
         fixed_context = labelled if len(labelled) <= settings.max_context else np.sort(rng.choice(labelled, settings.max_context, replace=False))
         view, transform = ctx, None
+        numeric = ctx.features[(ctx.prepared.kinds[ctx.features] == int(ColumnKind.NUMERIC))
+                               & (ctx.prepared.string_uids[:, ctx.features] < 0).all(axis=0)]
+        kind = settings.feature_transforms[member % len(settings.feature_transforms)]
+        if kind != "none" and len(numeric):
+            view = replace(view, prepared=ColumnTransform(kind, view.prepared, numeric, np.arange(ctx.n_train)).apply(view.prepared))
         if settings.categorical_features != "text":
             order = rng if settings.categorical_features == "ordinal" else None
             view = replace(view, prepared=ordinal_features(view.prepared, view.features, order))
         kind = settings.target_transforms[member % len(settings.target_transforms)]
         if numeric_targets and kind != "none":
-            transform = TargetTransform(kind, view.prepared, view.targets, labelled)
+            transform = ColumnTransform(kind, view.prepared, view.targets, labelled)
             view = replace(view, prepared=transform.apply(view.prepared))
         for start in range(0, n_query, settings.query_batch):
             queries = np.arange(start, min(n_query, start + settings.query_batch))
@@ -175,44 +184,75 @@ def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.ran
     return _with_numeric_columns(prepared, columns, codes)
 
 
-class TargetTransform:
-    """A member's monotone transform of its numeric targets, fitted on the labelled training rows:
-    `apply` returns the table with the transformed targets, `inverse` maps predicted quantiles back.
-    Quantiles survive a monotone map, means do not: a point prediction is the mean of the mapped-back
-    `TRANSFORM_LEVELS` quantiles."""
+class NormalScores:
+    """The "quantile" transform: a value's quantile u among the training values, squeezed into
+    [0.5/n, 1 - 0.5/n], becomes the standard normal's quantile of it (sklearn's normal output would send
+    the training minimum and maximum to +-5.2, outliers the model never saw in pretraining)."""
 
-    def __init__(self, kind: str, prepared: _PreparedTable, targets: np.ndarray, labelled: np.ndarray):
-        from sklearn.preprocessing import PowerTransformer, QuantileTransformer
+    def fit(self, y: np.ndarray) -> "NormalScores":
+        from sklearn.preprocessing import QuantileTransformer
 
-        self.kind, self.targets, self.labelled = kind, targets, labelled
+        self.uniform = QuantileTransformer(n_quantiles=max(2, min(1000, len(y))), output_distribution="uniform").fit(y)
+        self.edge = 0.5 / len(y)
+        return self
+
+    def transform(self, y: np.ndarray) -> np.ndarray:
+        from scipy.stats import norm
+
+        return norm.ppf(self.edge + (1 - 2 * self.edge) * self.uniform.transform(y))
+
+    def inverse_transform(self, z: np.ndarray) -> np.ndarray:
+        from scipy.stats import norm
+
+        return self.uniform.inverse_transform(np.clip((norm.cdf(z) - self.edge) / (1 - 2 * self.edge), 0.0, 1.0))
+
+
+class ColumnTransform:
+    """A member's monotone transform of numeric `columns` ("power": Yeo-Johnson, "quantile": `NormalScores`),
+    fitted per column on the training rows `fit_rows`: `apply` returns the table with the columns
+    transformed, `inverse` maps predicted target quantiles back. Quantiles survive a monotone map, means
+    do not: a point prediction is the mean of the mapped-back `TRANSFORM_LEVELS` quantiles. A column the
+    transform cannot fit (no training value, or a constant Yeo-Johnson cannot scale) stays as it is."""
+
+    def __init__(self, kind: str, prepared: _PreparedTable, columns: np.ndarray, fit_rows: np.ndarray):
+        from sklearn.preprocessing import PowerTransformer
+
+        self.kind, self.columns = kind, columns
         self.fitted, self.bounds = [], []
-        for t in targets:
-            y = prepared.values[labelled, t][~prepared.missing[labelled, t]].reshape(-1, 1)
-            if kind == "power":
-                transformer = PowerTransformer(method="yeo-johnson", standardize=True)
-            else:
-                transformer = QuantileTransformer(n_quantiles=max(2, min(1000, len(y))), output_distribution="normal")
-            with np.errstate(all="ignore"):
-                z = transformer.fit(y).transform(y)[:, 0]
-            span = float(np.ptp(z)) if len(z) else 0.0
+        for c in columns:
+            y = prepared.values[fit_rows, c][~prepared.missing[fit_rows, c]].reshape(-1, 1)
+            transformer, bounds = None, None
+            if len(y):
+                if kind == "power":
+                    transformer = PowerTransformer(method="yeo-johnson", standardize=True)
+                else:
+                    transformer = NormalScores()
+                with np.errstate(all="ignore"):
+                    z = transformer.fit(y).transform(y)[:, 0]
+                if np.isfinite(z).all():
+                    span = float(np.ptp(z))
+                    # Predictions far outside the training range would map back through the transform's asymptote.
+                    bounds = (float(z.min()) - 0.25 * span, float(z.max()) + 0.25 * span, float(y.min()), float(y.max()))
+                else:
+                    transformer = None
             self.fitted.append(transformer)
-            # Predictions far outside the training range would map back through the transform's asymptote.
-            self.bounds.append((float(z.min()) - 0.25 * span, float(z.max()) + 0.25 * span, float(y.min()), float(y.max())))
+            self.bounds.append(bounds)
 
     def apply(self, prepared: _PreparedTable) -> _PreparedTable:
-        values = np.where(prepared.missing[:, self.targets], np.nan, prepared.values[:, self.targets])
+        values = np.where(prepared.missing[:, self.columns], np.nan, prepared.values[:, self.columns])
         for i, transformer in enumerate(self.fitted):
             present = np.isfinite(values[:, i])
-            with np.errstate(all="ignore"):
-                values[present, i] = transformer.transform(values[present, i].reshape(-1, 1))[:, 0]
-        return _with_numeric_columns(prepared, self.targets, values)
+            if transformer is not None and present.any():
+                with np.errstate(all="ignore"):
+                    values[present, i] = transformer.transform(values[present, i].reshape(-1, 1))[:, 0]
+        return _with_numeric_columns(prepared, self.columns, values)
 
     def inverse(self, slot: np.ndarray, values: np.ndarray) -> np.ndarray:
-        """`values` [N, ...] in the transformed space of target `slot[n]` -> the target's own units."""
-        out = np.empty_like(values, dtype=np.float64)
+        """`values` [N, ...] in the transformed space of column `slot[n]` -> the column's own units."""
+        out = np.asarray(values, dtype=np.float64).copy()
         for i, transformer in enumerate(self.fitted):
             rows = slot == i
-            if not rows.any():
+            if transformer is None or not rows.any():
                 continue
             low, high, y_min, y_max = self.bounds[i]
             z = np.clip(values[rows], low, high)

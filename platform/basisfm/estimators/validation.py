@@ -42,8 +42,8 @@ _INTEGER_PARAMS = {
     "max_columns": (2, 100_000),
     "random_state": (0, MAX_SEED),
 }
-# integer parameters that may also be None (None: sized to the table)
-_OPTIONAL_INTEGER_PARAMS = ("max_steps", "validate_every")
+# integer parameters that may also be None (None: sized to the table, or chosen by the strategy)
+_OPTIONAL_INTEGER_PARAMS = ("max_steps", "validate_every", "n_estimators")
 # name -> (lowest, highest, lowest allowed, highest allowed, what) for float parameters
 _FLOAT_PARAMS = {
     "learning_rate": (0.0, MAX_LEARNING_RATE, False, True, f"in (0, {MAX_LEARNING_RATE}]"),
@@ -77,16 +77,18 @@ def validate_params(estimator: Any) -> None:
     if getattr(estimator, "_task", None) == "regression":
         _check_choice("regression_loss", params.get("regression_loss"), REGRESSION_LOSSES)
     _check_choice("regression_head", params.get("regression_head", "smr_bits"), REGRESSION_HEADS)
-    from basisfm.estimators.in_context import CATEGORICAL_FEATURES, TARGET_TRANSFORMS
+    from basisfm.estimators.in_context import CATEGORICAL_FEATURES, TRANSFORMS
 
     if params.get("categorical_features") is not None:
         _check_choice("categorical_features", params["categorical_features"], CATEGORICAL_FEATURES)
-    transforms = params.get("target_transforms")
-    if transforms is not None:
+    for name in ("feature_transforms", "target_transforms"):
+        transforms = params.get(name)
+        if transforms is None:
+            continue
         if isinstance(transforms, str) or not isinstance(transforms, (list, tuple)) or not transforms:
-            raise _refused(InputTypeError, "target_transforms", f"must be None or a non-empty list drawn from {TARGET_TRANSFORMS}, got {transforms!r}")
+            raise _refused(InputTypeError, name, f"must be None or a non-empty list drawn from {TRANSFORMS}, got {transforms!r}")
         for t in transforms:
-            _check_choice("target_transforms", t, TARGET_TRANSFORMS)
+            _check_choice(name, t, TRANSFORMS)
     if not isinstance(params.get("retrieval", False), (bool, np.bool_)):
         raise _refused(InputTypeError, "retrieval", f"must be True or False, got {params.get('retrieval')!r}")
     device = params.get("device", "auto")

@@ -1,12 +1,16 @@
-"""Checkpoints shipped with the package: `BasisRegressor()` / `BasisClassifier()` start from `default`.
+"""Checkpoints shipped with the package, what the estimators' `checkpoint="default"` starts from:
+  - `default`: the per-row Basis Transformer, which fine-tuning (`base-ft`, `peft`) starts from;
+  - `in_context`: an in-context model (tab2d), which `strategy="inference"` predicts with (no gradient step).
 
     from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, read_provenance
     read_provenance()  # how the default was made: config, corpus fingerprint, steps, hardware, MLflow run, evidence
+    read_provenance("in_context")
 
 Each checkpoint directory holds `model.safetensors` + `config.json` (what every basisfm checkpoint holds,
 loaded without unpickling) and `provenance.json`, written by `python -m jobs.ship_checkpoint`, which also
-refuses a checkpoint over `MAX_SHIPPED_BYTES`. A checkpoint is shipped only with evidence that fine-tuning
-from it beats fine-tuning from scratch on the public suite (the `evidence` entry of its provenance).
+refuses a checkpoint over `MAX_SHIPPED_BYTES`. A checkpoint is shipped only with evidence that it beats
+the alternative on the public suite (the `evidence` entry of its provenance): fine-tuning from `default`
+beats fine-tuning from scratch; `in_context` in context beats the per-row default in context.
 """
 
 from __future__ import annotations
@@ -18,20 +22,25 @@ from typing import Any
 from basisfm.errors import CheckpointError
 
 DEFAULT_NAME = "default"  # BasisRegressor(checkpoint="default"), the estimators' default
-DEFAULT_CHECKPOINT_DIR = Path(__file__).resolve().parent / DEFAULT_NAME
+IN_CONTEXT_NAME = "in_context"  # what checkpoint="default" means for strategy="inference"
+SHIPPED_NAMES = (DEFAULT_NAME, IN_CONTEXT_NAME)
+PRETRAINED_DIR = Path(__file__).resolve().parent
+DEFAULT_CHECKPOINT_DIR = PRETRAINED_DIR / DEFAULT_NAME
+IN_CONTEXT_CHECKPOINT_DIR = PRETRAINED_DIR / IN_CONTEXT_NAME
 PROVENANCE_NAME = "provenance.json"
 MAX_SHIPPED_BYTES = 5 * 1024 * 1024  # what a package may carry: weights, config and provenance together
 
 
 def shipped_checkpoint(name: str = DEFAULT_NAME) -> Path:
     """The directory of the shipped checkpoint `name`; `CheckpointError` when the installed package lacks it."""
-    if name != DEFAULT_NAME:
-        raise CheckpointError(f"basisfm ships one checkpoint, {DEFAULT_NAME!r}; got {name!r}")
-    if not (DEFAULT_CHECKPOINT_DIR / "model.safetensors").is_file():
-        raise CheckpointError(f"the installed basisfm has no shipped checkpoint at {str(DEFAULT_CHECKPOINT_DIR)!r} (a "
+    if name not in SHIPPED_NAMES:
+        raise CheckpointError(f"basisfm ships the checkpoints {list(SHIPPED_NAMES)}; got {name!r}")
+    directory = PRETRAINED_DIR / name
+    if not (directory / "model.safetensors").is_file():
+        raise CheckpointError(f"the installed basisfm has no shipped checkpoint at {str(directory)!r} (a "
                               "build without package data?); reinstall basisfm, or pass checkpoint=DIR, a "
                               "models:/name@alias URI, or None to start from scratch")
-    return DEFAULT_CHECKPOINT_DIR
+    return directory
 
 
 def read_provenance(name: str = DEFAULT_NAME) -> dict[str, Any]:
