@@ -192,3 +192,24 @@ def test_basis_strategies_run_in_the_suite_from_the_registered_champion(mini_sui
     with pytest.raises(Exception, match="nope"):
         run_suite(mini_suite, models=["basis-inference"], tasks=["houses.csv"], splits=[0], out_dir=tmp_path / "x",
                   checkpoint="models:/nope@champion", tracking_uri=mlflow_uri, log_to_mlflow=False, progress=False)
+
+
+def test_a_basis_model_can_have_its_own_checkpoint(mini_suite, tmp_path):
+    import torch
+
+    from basisfm.config import ModelConfig
+    from basisfm.model import build_model
+    from basisfm.model.checkpoint import save_pretrained
+    from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR
+
+    torch.manual_seed(0)
+    per_row = save_pretrained(build_model(ModelConfig()), tmp_path / "per_row")
+    result = run_suite(mini_suite, models=["basis-inference", "basis-base-ft"], tasks=["houses.csv"], splits=[0],
+                       out_dir=tmp_path / "out", checkpoint=str(per_row), model_checkpoints={"basis-inference": "in_context"},
+                       basis_params={"max_steps": 2, "embedding_cache_dir": str(tmp_path / "embeddings")},
+                       log_to_mlflow=False, progress=False)
+    assert sorted(result.notes) == [f"basis checkpoint (basis-base-ft): {per_row}",
+                                    f"basis checkpoint (basis-inference): {IN_CONTEXT_CHECKPOINT_DIR}"]
+    assert all(r.error is None for r in result.leaderboard.records), result.leaderboard.records
+    with pytest.raises(ConfigError, match=r"only Basis models take a checkpoint"):
+        run_suite(mini_suite, models=["lightgbm"], model_checkpoints={"lightgbm": str(per_row)}, out_dir=tmp_path, log_to_mlflow=False)

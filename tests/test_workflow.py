@@ -84,7 +84,8 @@ def test_the_pretrain_job_prints_the_summary_the_library_returns(monkeypatch, ca
     assert capsys.readouterr().out.count("PRETRAIN-SUMMARY") == 1
 
 
-def test_the_demo_ends_with_a_leaderboard_of_the_champion_against_catboost(staged, capsys):
+def test_the_demo_ends_with_a_leaderboard_of_the_in_context_model_and_the_champion_against_catboost(staged, capsys):
+    from basisfm.pretrained import IN_CONTEXT_NAME
     from basisfm.workflow import LEADERBOARD_MODELS, LEADERBOARD_TASKS, run_demo
 
     SUITE_CALLS.clear()
@@ -93,9 +94,11 @@ def test_the_demo_ends_with_a_leaderboard_of_the_champion_against_catboost(stage
     assert "[4/4] leaderboard" in printed and "[1/4] ingest" in printed
     (call,) = SUITE_CALLS
     assert call["checkpoint"] == "models:/basisfm@champion" and call["log_to_mlflow"]
+    assert call["model_checkpoints"] == {"basis-inference": IN_CONTEXT_NAME}  # in context: the shipped in-context model
     assert call["models"] == list(LEADERBOARD_MODELS) and "catboost" in call["models"]
     assert call["tasks"] == list(LEADERBOARD_TASKS) and call["splits"] == [0]
     board = screen[screen.index("leaderboard (r2"):]
+    assert f"basis-inference from {IN_CONTEXT_NAME}; basis-base-ft from models:/basisfm@champion" in board
     assert "Boston" in board and "concrete" in board and "failed" in board  # a failed run is shown, not hidden
     median_line = next(line for line in board.splitlines() if line.strip().startswith("median"))
     assert median_line.split()[1:] == ["0.210", "0.720", "0.940"]

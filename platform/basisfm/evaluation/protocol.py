@@ -78,6 +78,7 @@ def run_suite(
     out_dir: str | Path = "runs/eval",
     *,
     checkpoint: str | None = None,
+    model_checkpoints: dict[str, str | None] | None = None,
     basis_params: dict[str, Any] | None = None,
     tracking_uri: str | None = None,
     experiment: str = "basisfm-eval",
@@ -87,7 +88,9 @@ def run_suite(
     """Evaluate `models` on the suite's tasks and splits; write and log the leaderboard under `out_dir`.
 
     `tasks` selects tasks by id (or by their table name, e.g. "diamonds"); `splits` selects split seeds.
-    `checkpoint` (a directory or `models:/name@alias`) is resolved once and shared by all Basis runs.
+    `checkpoint` (a directory or `models:/name@alias`) is resolved once and shared by all Basis runs;
+    `model_checkpoints` gives a Basis model its own (e.g. `{"basis-inference": "in_context"}`: the shipped
+    in-context checkpoint in context beside a per-row champion fine-tuned).
     """
     from basisfm.corpus.suite import load_suite, load_task_frame
 
@@ -99,12 +102,24 @@ def run_suite(
     selected_tasks = select_tasks(suite, tasks)
     seeds = split_seeds(protocol, splits)
     notes: list[str] = []
+    unknown = sorted(set(model_checkpoints or {}) - set(BASIS_STRATEGIES))
+    if unknown:
+        raise ConfigError(f"model_checkpoints names {unknown}: only Basis models take a checkpoint ({sorted(BASIS_STRATEGIES)})")
+    checkpoints: dict[str, str | None] = {}
     if any(m in BASIS_STRATEGIES for m in models):
         from basisfm.estimators.checkpoints import resolve_checkpoint
 
-        resolved = resolve_checkpoint(checkpoint, tracking_uri=tracking_uri)
-        checkpoint = None if resolved is None else str(resolved)
-        notes.append(f"basis checkpoint: {checkpoint or 'none (from scratch: a freshly initialised model of the preset)'}")
+        resolved: dict[str | None, str | None] = {}  # each checkpoint resolved (a registry one downloaded) once
+        for model_name in (m for m in models if m in BASIS_STRATEGIES):
+            wanted = (model_checkpoints or {}).get(model_name, checkpoint)
+            if wanted not in resolved:
+                found = resolve_checkpoint(wanted, tracking_uri=tracking_uri)
+                resolved[wanted] = None if found is None else str(found)
+            checkpoints[model_name] = resolved[wanted]
+        for value in dict.fromkeys(checkpoints.values()):
+            users = ", ".join(m for m, c in checkpoints.items() if c == value)
+            where = f" ({users})" if len(set(checkpoints.values())) > 1 else ""
+            notes.append(f"basis checkpoint{where}: {value or 'none (from scratch: a freshly initialised model of the preset)'}")
 
     leaderboard = Leaderboard(suite=suite_name(suite, suite_path), metric=protocol.metric)
     runs = [(task, seed, model) for task in selected_tasks for seed in seeds for model in models]
@@ -124,7 +139,7 @@ def run_suite(
             y_train, y_test = target.iloc[split.train_rows], target.iloc[split.test_rows]
             for model_name in models:
                 bar.set_postfix_str(f"{tid.split('/')[-1]} s{seed} {model_name}")
-                record = _run_one(model_name, task_type, protocol.metric, tid, seed, checkpoint, basis_params or {},
+                record = _run_one(model_name, task_type, protocol.metric, tid, seed, checkpoints.get(model_name), basis_params or {},
                                   x_train, y_train, x_test, y_test)
                 leaderboard.records.append(record)
                 with partial.open("a") as f:
@@ -141,10 +156,18 @@ def run_suite(
         from basisfm.evaluation.mlflow_logging import log_leaderboard
 
         params = {"suite": str(suite_path), "models": ",".join(models), "tasks": ",".join(task_id(t) for t in selected_tasks),
-                  "splits": ",".join(map(str, seeds)), "checkpoint": checkpoint or "from-scratch",
+                  "splits": ",".join(map(str, seeds)), "checkpoint": _checkpoint_param(checkpoints),
                   **{f"basis.{k}": v for k, v in (basis_params or {}).items()}}
         run_id = log_leaderboard(leaderboard, paths, params=params, tracking_uri=tracking_uri, experiment=experiment)
     return EvaluationResult(leaderboard, paths, run_id, time.perf_counter() - started, notes)
+
+
+def _checkpoint_param(checkpoints: dict[str, str | None]) -> str:
+    """The MLflow `checkpoint` param: the one checkpoint, or `model=checkpoint` pairs when the models differ."""
+    values = set(checkpoints.values())
+    if len(values) <= 1:
+        return (values.pop() if values else None) or "from-scratch"
+    return ",".join(f"{m}={c or 'from-scratch'}" for m, c in checkpoints.items())
 
 
 def _run_one(model_name, task_type, metric, tid, seed, checkpoint, basis_params, x_train, y_train, x_test, y_test) -> ScoreRecord:
