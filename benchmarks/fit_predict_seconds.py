@@ -4,10 +4,11 @@ The table is ggplot2/diamonds from the public suite (9 features: 3 categorical, 
 10,000 training rows and 2,000 test rows drawn with `--seed`. Timing a table is not training on it; nothing
 here is kept. Rows (each a fresh estimator, one process, the machine's threads):
   - `default base-ft`: `BasisRegressor()`, the shipped checkpoint fine-tuned on the table (its architecture named);
-  - `in-context inference` (with `--icl-checkpoint DIR`): no gradient step, each test row reads `max_context`
-    training rows, plain and with retrieval (the training rows nearest to each chunk of queries);
-  - `in-context base-ft` (with `--icl-checkpoint DIR` and `--icl-finetune`): episodic fine-tuning, then in context.
-Run with `python -m benchmarks.fit_predict_seconds [--icl-checkpoint runs/icl_prior/model]`.
+  - `in-context inference`: `BasisRegressor(strategy="inference")`, the shipped in-context checkpoint (or
+    `--icl-checkpoint DIR`) with the estimator's defaults: no gradient step, each test row reads `max_context`
+    training rows in every member, plain and with retrieval (the training rows nearest to each chunk of queries);
+  - `in-context base-ft` (with `--icl-finetune`): episodic fine-tuning of that checkpoint, then in context.
+Run with `python -m benchmarks.fit_predict_seconds [--icl-checkpoint runs/curriculum/stage4] [--icl-finetune]`.
 """
 
 from __future__ import annotations
@@ -68,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", type=int, default=10_000, help="training rows (default 10,000)")
     p.add_argument("--test-rows", type=int, default=2_000)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--icl-checkpoint", metavar="DIR", help="an in-context checkpoint (basis_icl or tab2d) to time too")
+    p.add_argument("--icl-checkpoint", metavar="DIR",
+                   help="the in-context checkpoint (basis_icl or tab2d) to time (default: the shipped in-context one)")
     p.add_argument("--icl-finetune", action="store_true", help="also time episodic fine-tuning of --icl-checkpoint")
     p.add_argument("--max-context", type=int, default=512)
     p.add_argument("--max-steps", type=int, help="cap the fine-tuning steps (default: the estimator's budget for the table)")
@@ -82,16 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(progress=False, random_state=args.seed)
     steps = dict(max_steps=args.max_steps)
     from basisfm.model.checkpoint import read_model_config
-    from basisfm.pretrained import shipped_checkpoint
+    from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR, shipped_checkpoint
 
     default = read_model_config(shipped_checkpoint()).architecture
-    runs = [(f"default checkpoint, base-ft ({default})", lambda: BasisRegressor(**steps, **common))]
-    if args.icl_checkpoint:
-        icl = dict(checkpoint=args.icl_checkpoint, max_context=args.max_context, **common)
-        runs += [("in-context, inference", lambda: BasisRegressor(strategy="inference", **icl)),
-                 ("in-context, inference + retrieval", lambda: BasisRegressor(strategy="inference", retrieval=True, **icl))]
-        if args.icl_finetune:
-            runs += [("in-context, base-ft (episodic)", lambda: BasisRegressor(strategy="base-ft", **steps, **icl))]
+    icl_checkpoint = args.icl_checkpoint or str(IN_CONTEXT_CHECKPOINT_DIR)
+    icl = dict(checkpoint=icl_checkpoint, max_context=args.max_context, **common)
+    runs = [(f"default checkpoint, base-ft ({default})", lambda: BasisRegressor(**steps, **common)),
+            ("in-context, inference", lambda: BasisRegressor(strategy="inference", **icl)),
+            ("in-context, inference + retrieval", lambda: BasisRegressor(strategy="inference", retrieval=True, **icl))]
+    if args.icl_finetune:
+        runs += [("in-context, base-ft (episodic)", lambda: BasisRegressor(strategy="base-ft", **steps, **icl))]
     load_before = os.getloadavg()[0]
     rows = [time_one(label, make, x_train, y_train, x_test, y_test) for label, make in runs]
     load_after = os.getloadavg()[0]
@@ -108,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.fit_predict_seconds " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}, torch {torch.__version__}; "
                    f"load average {load_before:.1f} before, {load_after:.1f} after",
-        "in-context checkpoint": args.icl_checkpoint or "none",
+        "in-context checkpoint": icl_checkpoint,
         "commit": commit(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
@@ -125,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         return save_figure(fig, path)
 
     publish(NAME, markdown_page(lines, context), render, out_dir=args.out_dir, log=not args.no_mlflow,
-            params={"rows": args.rows, "test_rows": args.test_rows, "seed": args.seed, "icl_checkpoint": args.icl_checkpoint,
+            params={"rows": args.rows, "test_rows": args.test_rows, "seed": args.seed, "icl_checkpoint": icl_checkpoint,
                     "max_steps": args.max_steps},
             metrics={f"{k}_{i}": r[k] for i, r in enumerate(rows) for k in ("fit_s", "predict_s", "r2")})
     return 0

@@ -26,3 +26,13 @@ def test_a_small_run_times_every_strategy_and_writes_the_page(tmp_path):
         assert f"| {label} |" in page
     assert "| in-context, inference | " in page and "--max-steps 2" in page
     assert (tmp_path / "results" / "fit_predict_seconds.png").stat().st_size > 0
+
+
+def test_without_a_checkpoint_it_times_the_shipped_in_context_one(tmp_path):
+    from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR
+
+    assert bench.main(["--rows", "80", "--test-rows", "20", "--max-steps", "1", "--max-context", "32",
+                       "--out-dir", str(tmp_path), "--no-mlflow"]) == 0
+    page = (tmp_path / "fit_predict_seconds.md").read_text()
+    assert f"in-context checkpoint: {IN_CONTEXT_CHECKPOINT_DIR}" in page
+    assert "| in-context, inference | " in page and "(episodic)" not in page
