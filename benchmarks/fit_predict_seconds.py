@@ -30,7 +30,14 @@ from benchmarks._report import commit, markdown_page, publish, pyplot, save_figu
 
 NAME = "fit_predict_seconds"
 TASK = "ggplot2/diamonds"
-SUITE = Path(__file__).resolve().parents[1] / "jobs" / "configs" / "suites" / "public_suite.yaml"
+ROOT = Path(__file__).resolve().parents[1]
+SUITE = ROOT / "jobs" / "configs" / "suites" / "public_suite.yaml"
+
+
+def shown(path: str) -> str:
+    """A path as the page prints it: relative to the repository when inside it (no machine's directories)."""
+    resolved = Path(path).resolve()
+    return str(resolved.relative_to(ROOT)) if resolved.is_relative_to(ROOT) else str(path)
 
 
 def load_rows(n_train: int, n_test: int, seed: int):
@@ -110,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": "python -m benchmarks.fit_predict_seconds " + shlex.join(sys.argv[1:] if argv is None else argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}, torch {torch.__version__}; "
                    f"load average {load_before:.1f} before, {load_after:.1f} after",
-        "in-context checkpoint": icl_checkpoint,
+        "in-context checkpoint": shown(icl_checkpoint),
         "commit": commit(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
