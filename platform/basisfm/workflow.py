@@ -110,6 +110,7 @@ def champion_leaderboard(config: RunConfig, suite: str | Path, champion_uri: str
     tables; log them to MLflow (experiment `basisfm-demo-leaderboard`) and return the screen's text: per-task R2 and
     the median."""
     from basisfm.evaluation import run_suite
+    from basisfm.evaluation.protocol import BASIS_STRATEGIES
 
     result = run_suite(suite, models=list(LEADERBOARD_MODELS), tasks=list(LEADERBOARD_TASKS), splits=[LEADERBOARD_SPLIT],
                        out_dir=Path(config.corpus.out_dir).parent / "demo_leaderboard", checkpoint=champion_uri,
@@ -119,7 +120,7 @@ def champion_leaderboard(config: RunConfig, suite: str | Path, champion_uri: str
     per_task = board.task_scores()
     models = list(per_task.columns)
     width = max(len(m) for m in models) + 2
-    using = "; ".join(f"{m} from {LEADERBOARD_CHECKPOINTS.get(m, champion_uri)}" for m in models if m.startswith("basis-"))
+    using = "; ".join(f"{m} from {LEADERBOARD_CHECKPOINTS.get(m, champion_uri)}" for m in models if m in BASIS_STRATEGIES)
     lines = [f"leaderboard ({board.metric}, split {LEADERBOARD_SPLIT}; {using}):",
              "  " + "task".ljust(28) + "".join(m.rjust(width) for m in models)]
     for task, row in per_task.iterrows():

@@ -117,17 +117,22 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
         raise TableError("no training row has a target value; nothing to learn from", table=ctx.record.id)
     reads_context = getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
     n_features = max(1, settings.max_columns - len(ctx.targets))
+    numeric = ctx.features[(ctx.prepared.kinds[ctx.features] == int(ColumnKind.NUMERIC))
+                           & (ctx.prepared.string_uids[:, ctx.features] < 0).all(axis=0)]
+    # A feature transform is fitted on all training rows, the same for every member of its kind: once per kind.
+    member_kinds = [settings.feature_transforms[m % len(settings.feature_transforms)] for m in range(settings.n_estimators)]
+    by_transform = {"none": ctx.prepared}
+    for kind in member_kinds:
+        if kind not in by_transform:
+            by_transform[kind] = (ColumnTransform(kind, ctx.prepared, numeric, np.arange(ctx.n_train)).apply(ctx.prepared)
+                                  if len(numeric) else ctx.prepared)
     for member in range(settings.n_estimators):
         rng = np.random.default_rng(derive_seed("in_context", settings.seed, member))
         features = rng.permutation(ctx.features)[:n_features]
         columns = np.concatenate([ctx.targets, features])
         fixed_context = labelled if len(labelled) <= settings.max_context else np.sort(rng.choice(labelled, settings.max_context, replace=False))
-        view, transform = ctx, None
-        numeric = ctx.features[(ctx.prepared.kinds[ctx.features] == int(ColumnKind.NUMERIC))
-                               & (ctx.prepared.string_uids[:, ctx.features] < 0).all(axis=0)]
-        kind = settings.feature_transforms[member % len(settings.feature_transforms)]
-        if kind != "none" and len(numeric):
-            view = replace(view, prepared=ColumnTransform(kind, view.prepared, numeric, np.arange(ctx.n_train)).apply(view.prepared))
+        transform = None
+        view = replace(ctx, prepared=by_transform[member_kinds[member]])
         if settings.categorical_features != "text":
             order = rng if settings.categorical_features == "ordinal" else None
             view = replace(view, prepared=ordinal_features(view.prepared, view.features, order))

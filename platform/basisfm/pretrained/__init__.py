@@ -10,7 +10,8 @@ Each checkpoint directory holds `model.safetensors` + `config.json` (what every 
 loaded without unpickling) and `provenance.json`, written by `python -m jobs.ship_checkpoint`, which also
 refuses a checkpoint over `MAX_SHIPPED_BYTES`. A checkpoint is shipped only with evidence that it beats
 the alternative on the public suite (the `evidence` entry of its provenance): fine-tuning from `default`
-beats fine-tuning from scratch; `in_context` in context beats the per-row default in context.
+beats fine-tuning from scratch; `in_context` predicts in context, with no gradient step, where a model
+pretrained without its curriculum stays at the context mean.
 """
 
 from __future__ import annotations
