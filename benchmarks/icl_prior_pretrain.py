@@ -138,6 +138,10 @@ def train(args) -> tuple[list[Check], dict, Path]:
         # Continue from a checkpoint's weights (a curriculum in stages: an easy prior first, then a harder one);
         # its config decides the architecture, so --architecture / --preset / --n-bins do not apply.
         model = load_pretrained(args.init, device=device).train()
+        if args.grow_layers:
+            from basisfm.model.grow import grow_depth
+
+            model = grow_depth(model, args.grow_layers)  # the same predictions, more layers to train
         model_config = model.config
         before = read_provenance(args.init)
     else:
@@ -194,7 +198,7 @@ def train(args) -> tuple[list[Check], dict, Path]:
         "steps": step, "tasks_seen": tasks, "tasks_per_step": args.batch_tasks, "lr": args.lr,
         "minutes": round((time.perf_counter() - started) / 60, 2), "device": device_name(device), "device_type": device.type,
         # a staged run: what the --init checkpoint had already seen (its own provenance), and the totals
-        "init": str(args.init) if args.init else None, "init_provenance": before or None,
+        "init": str(args.init) if args.init else None, "init_provenance": before or None, "grown_to_layers": args.grow_layers,
         "total_tasks_seen": tasks + int(before.get("total_tasks_seen", before.get("tasks_seen", 0))),
         "total_minutes": round((time.perf_counter() - started) / 60 + float(before.get("total_minutes", before.get("minutes", 0.0))), 2),
         "parameters": count_parameters(model), "commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -205,9 +209,11 @@ def train(args) -> tuple[list[Check], dict, Path]:
 
 
 def read_provenance(directory) -> dict:
-    """The provenance.json this benchmark wrote beside a checkpoint ({} when there is none: any checkpoint can seed a run)."""
+    """The provenance.json this benchmark wrote beside a checkpoint ({} when there is none: any checkpoint can seed a run).
+    A shipped checkpoint (`jobs.ship_checkpoint`) keeps this benchmark's provenance under "pretraining"."""
     path = Path(directory) / "provenance.json"
-    return json.loads(path.read_text()) if path.is_file() else {}
+    provenance = json.loads(path.read_text()) if path.is_file() else {}
+    return provenance.get("pretraining") or provenance
 
 
 def device_name(device) -> str:
@@ -230,7 +236,8 @@ def render_markdown(checks: list[Check], provenance: dict, command: str, checkpo
     return markdown_page(lines + [""], {
         "device": provenance["device"], "parameters": f"{provenance['parameters']:,}",
         "date": provenance["date"], "commit": provenance["commit"], "checkpoint": str(checkpoint),
-        "started from": provenance["init"] or "random weights",
+        "started from": (provenance["init"] or "random weights")
+        + (f", grown to {provenance['grown_to_layers']} layers (basisfm.model.grow)" if provenance.get("grown_to_layers") else ""),
         "in all (with earlier stages)": f"{provenance['total_tasks_seen']:,} tasks, {provenance['total_minutes']:.1f} minutes",
         "command": command,
     })
@@ -273,6 +280,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--init", default=None, metavar="DIR",
                    help="start from this checkpoint's weights (and architecture) instead of random ones: the next stage of a curriculum")
+    p.add_argument("--grow-layers", type=int, default=None, metavar="N",
+                   help="with --init: deepen the checkpoint to N layers, each trained layer followed by copies that start as "
+                        "the identity (basisfm.model.grow), so training continues from the same predictions with more capacity")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default="runs/icl_prior/model", help="checkpoint directory")
@@ -282,6 +292,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_tasks < 1 or args.eval_every < 1:
         p.error("--steps, --batch-tasks and --eval-every must be at least 1")
+    if args.grow_layers is not None and not args.init:
+        p.error("--grow-layers deepens a trained checkpoint: give it --init DIR")
 
     checks, provenance, checkpoint = train(args)
     suffix = ("_cpu" if provenance["device_type"] == "cpu" else "") + (f"_{args.label}" if args.label else "")

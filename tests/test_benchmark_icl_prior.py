@@ -76,3 +76,24 @@ def test_a_stage_started_from_a_checkpoint_keeps_its_weights_and_counts_the_task
     pages = sorted(p.name for p in (tmp_path / "results").glob("*.md"))
     assert pages == ["icl_prior_pretrain_cpu_stage1.md", "icl_prior_pretrain_cpu_stage2.md"]
     assert f"started from: {first}" in (tmp_path / "results" / pages[1]).read_text()
+
+
+def test_a_stage_can_deepen_its_checkpoint_and_start_from_a_shipped_one(tmp_path):
+    common = ["--eval-every", "1", "--batch-tasks", "2", "--threads", "1", "--device", "cpu", "--no-mlflow",
+              "--max-rows", "32", "--max-features", "3", "--results", str(tmp_path / "results")]
+    first, grown = tmp_path / "stage1", tmp_path / "grown"
+    assert bench.main(["--steps", "1", "--out", str(first), *common]) == 0
+    # a shipped checkpoint (jobs.ship_checkpoint) keeps this benchmark's provenance under "pretraining"
+    own = json.loads((first / "provenance.json").read_text())
+    (first / "provenance.json").write_text(json.dumps({"name": "in_context", "pretraining": own}))
+    assert bench.main(["--steps", "1", "--init", str(first), "--grow-layers", "3", "--label", "grown",
+                       "--out", str(grown), *common]) == 0
+    provenance = json.loads((grown / "provenance.json").read_text())
+    assert provenance["model_config"]["n_layers"] == 3 and provenance["grown_to_layers"] == 3
+    assert provenance["total_tasks_seen"] == 2 + 2 and provenance["init_provenance"]["tasks_seen"] == 2
+    assert "grown to 3 layers" in (tmp_path / "results" / "icl_prior_pretrain_cpu_grown.md").read_text()
+    from basisfm.model.checkpoint import load_pretrained
+
+    assert load_pretrained(grown).config.n_layers == 3
+    with pytest.raises(SystemExit):
+        bench.main(["--grow-layers", "3", "--out", str(tmp_path / "x"), *common])  # growing needs --init
