@@ -21,6 +21,8 @@ from basisfm.estimators.in_context import (
     nearest_context,
     ordinal_features,
     predict_label_scores_in_context,
+    smoothed_means,
+    target_signal,
     predict_numeric_in_context,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor
@@ -150,6 +152,59 @@ def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per
     in_order = ordinal_features(prepared, features, None)  # "sorted": the strings' own order
     for code, colour in enumerate(["blue", "green", "grey", "red"]):
         assert (in_order.values[(X["shade"] == colour).to_numpy(), shade] == code).all()
+
+
+def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_training_rows_only():
+    from basisfm.data.collate import _prepare
+
+    rng = np.random.default_rng(0)
+    effect = {"a": 3.0, "b": -1.0, "c": 1.0, "d": 0.0}
+    shade = rng.choice(list(effect), 120)
+    X = pd.DataFrame({"x0": rng.normal(size=120), "grade": shade})
+    y = pd.Series([effect[g] for g in shade] + 0.1 * rng.normal(size=120), name="price")
+    X.loc[0, "grade"], y[0] = "rare", 4.0  # seen once, its target above every grade's mean
+    pre = TablePreprocessor().fit(X, y, ColumnKind.NUMERIC)
+    record = pre.record()
+    names = [c.name for c in record.columns]
+    grade, target = names.index("grade"), names.index("price")
+    y_query = y.copy()
+    y_query[100:] = np.nan  # the last 20 rows are queries: their targets are unknown
+    prepared = _prepare(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
+    labelled = np.arange(100)
+    signal = target_signal(prepared, target, labelled)
+    assert np.isnan(signal[100:]).all() and np.allclose(signal[:100], y[:100])
+    coded = ordinal_features(prepared, np.asarray([names.index("x0"), grade]), None, rank_by=signal)
+    code = {g: set(coded.values[(X["grade"] == g).to_numpy(), grade]) for g in [*effect, "rare"]}
+    assert all(len(c) == 1 for c in code.values())  # one code per value, queries included
+    ranks = [code[g].pop() for g in ("b", "d", "c", "rare", "a")]
+    assert ranks == [0.0, 1.0, 2.0, 3.0, 4.0]  # by mean target; the singleton shrunk below "a", not at the top
+    # a query row's target never moves a code: give the queries other targets and nothing changes
+    y_query[100:] = 1e6
+    leaked = _prepare(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
+    again = ordinal_features(leaked, np.asarray([grade]), None, rank_by=target_signal(leaked, target, labelled))
+    assert np.array_equal(again.values[:, grade], coded.values[:, grade])
+    assert np.allclose(smoothed_means(np.array([0, 0, 1]), np.array([2.0, 2.0, np.nan]), 3), [2.0, 2.0, 2.0])
+
+
+def test_target_coding_of_a_categorical_target_ranks_by_the_majority_class_rate():
+    from basisfm.data.collate import _prepare
+
+    rng = np.random.default_rng(1)
+    region = rng.choice(["north", "south", "east"], 300)
+    rate = {"north": 0.9, "south": 0.1, "east": 0.5}
+    label = np.where(rng.random(300) < [rate[r] for r in region], "yes", "no")
+    X = pd.DataFrame({"region": region, "x0": rng.normal(size=300)})
+    y = pd.Series(label, name="bought")
+    pre = TablePreprocessor().fit(X, y, ColumnKind.CATEGORICAL)
+    names = [c.name for c in pre.record().columns]
+    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    signal = target_signal(prepared, names.index("bought"), np.arange(300))
+    majority = pd.Series(label).value_counts().idxmax()
+    assert np.array_equal(signal, (label == majority).astype(float))
+    coded = ordinal_features(prepared, np.asarray([names.index("region")]), None, rank_by=signal)
+    code = {r: coded.values[region == r, names.index("region")][0] for r in rate}
+    assert (code["south"] < code["east"] < code["north"]) == (majority == "yes")
+    assert (code["north"] < code["east"] < code["south"]) == (majority == "no")
 
 
 @pytest.mark.parametrize("kind", ["power", "quantile"])

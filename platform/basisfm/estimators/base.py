@@ -35,8 +35,9 @@ In-context checkpoints (`basis_icl`, `tab2d`) keep the training rows as their co
 `base-ft` / `peft` fine-tune them on episodes of the table (`EPISODE_ROWS` rows, half labelled support, half
 hidden queries) and validate by predicting the held-out rows in context. Their members differ as TabPFN's
 do (`basisfm.estimators.in_context`): `categorical_features` "ordinal" codes a categorical feature as the
-numbers 0..m-1 in an order drawn per member, "text" embeds its strings (None: ordinal for `inference`,
-text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
+numbers 0..m-1 in an order drawn per member, "sorted" in the strings' order, "target" in the order of each
+value's smoothed mean target on the training rows, "text" embeds its strings (None: ordinal for `inference`,
+the best measured on the public suite; text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
 `target_transforms` cycle transforms of the numeric features and targets over the members ("power":
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
 on the public suite).
@@ -351,7 +352,6 @@ class _BasisEstimator(BaseEstimator, ABC):
         half labelled support rows, scaled by their support rows. Validation predicts the held-out rows in
         context, the training rows their context, exactly as `predict` will."""
         from basisfm.data.episodes import table_to_episodes
-        from basisfm.estimators.in_context import InContextSettings
 
         record = self.preprocessor_.record()
         targets = list(record.candidate_targets)  # every episode hides all of them: they are predicted jointly
@@ -361,10 +361,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         config.episodes_per_table = max(1, -(-train_table.num_rows // max(rows, 1)))  # a pass sees each row about once
         config.validate("estimator")
         settings = self._settings(train_table.num_rows, rows, member)
-        context = InContextSettings(max_context=int(self.max_context), n_estimators=1, retrieval=bool(self.retrieval),
-                                    max_columns=int(self.max_columns), categorical_features=self._categorical_features(),
-                                    feature_transforms=tuple(self.feature_transforms or ("none",))[:1],
-                                    target_transforms=tuple(self.target_transforms or ("none",))[:1], seed=seed)
+        context = self._in_context_settings(members=1, seed=seed)
 
         def train_batches(epoch: int) -> list[TableBatch]:
             return table_to_episodes(train_table, record, config, embedder, seed=derive_seed(seed, epoch), target_columns=targets)
@@ -443,18 +440,22 @@ class _BasisEstimator(BaseEstimator, ABC):
 
     def _in_context_inputs(self, X: Any):
         """(models, record, context table, query table, embedder, settings) for `estimators.in_context`."""
-        from basisfm.estimators.in_context import InContextSettings
-
-        settings = InContextSettings(max_context=int(self.max_context), n_estimators=self._n_estimators(),
-                                     retrieval=bool(self.retrieval), max_columns=int(self.max_columns),
-                                     categorical_features=self._categorical_features(),
-                                     feature_transforms=tuple(self.feature_transforms or ("none",)),
-                                     target_transforms=tuple(self.target_transforms or ("none",)),
-                                     seed=int(self.random_state))
-        settings.validate()
+        settings = self._in_context_settings(members=self._n_estimators(), seed=int(self.random_state))
         query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
         # every fitted member predicts (member k of the in-context ensemble with model k), not the first alone
         return list(self.members_), self.preprocessor_.record(), self.context_, query, self._embedder(), settings
+
+    def _in_context_settings(self, members: int, seed: int):
+        """`estimators.in_context` settings from this estimator's parameters, for `members` members (member k
+        takes entry k % len of each transform cycle)."""
+        from basisfm.estimators.in_context import InContextSettings
+
+        settings = InContextSettings(max_context=int(self.max_context), n_estimators=members, retrieval=bool(self.retrieval),
+                                     max_columns=int(self.max_columns), categorical_features=self._categorical_features(),
+                                     feature_transforms=tuple(self.feature_transforms or ("none",)),
+                                     target_transforms=tuple(self.target_transforms or ("none",)), seed=seed)
+        settings.validate()
+        return settings
 
     def _n_estimators(self) -> int:
         """`n_estimators`, else 4 in-context members for `inference` (they cost prediction time alone) and one

@@ -15,7 +15,7 @@ embedded once for both. Each of `n_estimators` members builds its own episodes:
   - the target's scale (column_mean / column_std) from its context rows, as in pretraining;
   - optionally (TabPFN's member preprocessing) its own coding of categorical features
     (`categorical_features="ordinal"`: a column's values become the numbers 0..m-1 in an order drawn per
-    member), its own transform of the numeric features (`feature_transforms`, cycled over members: "power"
+    member; "target": in the order of their smoothed mean target on the training rows), its own transform of the numeric features (`feature_transforms`, cycled over members: "power"
     is Yeo-Johnson, "quantile" maps a column's training values to a normal) and its own target transform
     (`target_transforms`, the same kinds; the member's quantiles are mapped back, its point is the mean of
     `TRANSFORM_LEVELS` mapped-back quantiles).
@@ -44,7 +44,10 @@ from basisfm.seeds import derive_seed
 from basisfm.errors import ConfigError, TableError
 
 
-CATEGORICAL_FEATURES = ("text", "ordinal", "sorted")
+CATEGORICAL_FEATURES = ("text", "ordinal", "sorted", "target")
+# "target" coding: a categorical value's mean target is shrunk toward the overall mean by this many pseudo-rows
+# (LightGBM's cat_smooth default), so a value seen once ranks near the middle, not at its own row's target.
+TARGET_ORDER_SMOOTHING = 10.0
 TRANSFORMS = ("none", "power", "quantile")
 # Quantile levels whose mapped-back values average to a transformed member's point prediction.
 TRANSFORM_LEVELS = tuple((k + 0.5) / 64 for k in range(64))
@@ -57,7 +60,9 @@ class InContextSettings:
     retrieval: bool = False  # context = the training rows nearest to each query chunk, instead of a random draw
     query_batch: int = 128  # query rows per episode (bounds memory; predictions do not depend on it without retrieval)
     max_columns: int = 64  # feature + target columns per episode; wider tables give each member a feature subset
-    categorical_features: str = "ordinal"  # numbers 0..m-1, order drawn per member; "sorted": in the strings' order; "text": embedded strings
+    # numbers 0..m-1, order drawn per member; "sorted": in the strings' order; "target": in the order of the
+    # value's mean target on the training rows; "text": embedded strings
+    categorical_features: str = "ordinal"
     feature_transforms: tuple[str, ...] = ("none",)  # member k's numeric features go through entry k % len
     target_transforms: tuple[str, ...] = ("none",)  # member k's numeric targets go through entry k % len
     seed: int = 0
@@ -135,7 +140,8 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
         view = replace(ctx, prepared=by_transform[member_kinds[member]])
         if settings.categorical_features != "text":
             order = rng if settings.categorical_features == "ordinal" else None
-            view = replace(view, prepared=ordinal_features(view.prepared, view.features, order))
+            rank_by = target_signal(view.prepared, view.targets[0], labelled) if settings.categorical_features == "target" else None
+            view = replace(view, prepared=ordinal_features(view.prepared, view.features, order, rank_by=rank_by))
         kind = settings.target_transforms[member % len(settings.target_transforms)]
         if numeric_targets and kind != "none":
             transform = ColumnTransform(kind, view.prepared, view.targets, labelled)
@@ -168,11 +174,15 @@ def _with_numeric_columns(prepared: _PreparedTable, columns: np.ndarray, values:
                    abs_max=abs_max, min_nonzero=min_nonzero, mean=mean, std=std)
 
 
-def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.random.Generator | None) -> _PreparedTable:
+def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.random.Generator | None,
+                     rank_by: np.ndarray | None = None) -> _PreparedTable:
     """Categorical feature columns coded as numbers (TabPFN's encoding): a column's m distinct values become
     0..m-1 in an order drawn from `rng` (so members disagree on it), or with `rng=None` in the strings'
-    sorted order (which keeps grades "A" < "B" and levels "1-2" < "3-4" in order); missing cells stay
-    missing. Text columns (free text, not categories) keep their embedded strings."""
+    sorted order (which keeps grades "A" < "B" and levels "1-2" < "3-4" in order), or with `rank_by` (one
+    number per row, NaN where unknown: `target_signal`) in the order of its smoothed mean over a value's rows
+    (how LightGBM and CatBoost order categories; a grade's codes then rise with the target it predicts, a
+    relation the model reads as it reads a numeric feature). Missing cells stay missing. Text columns (free
+    text, not categories) keep their embedded strings."""
     columns = features[prepared.kinds[features] == int(ColumnKind.CATEGORICAL)]
     if len(columns) == 0:
         return prepared
@@ -181,12 +191,39 @@ def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.ran
         uids = prepared.string_uids[:, j]
         present = uids >= 0
         distinct, inverse = np.unique(uids[present], return_inverse=True)
-        if rng is None:
+        if rank_by is not None:
+            key = smoothed_means(inverse, rank_by[present], len(distinct))
+            order = np.argsort(np.argsort(key, kind="stable"), kind="stable")
+        elif rng is None:
             order = np.argsort(np.argsort([prepared.strings[u] for u in distinct], kind="stable"))
         else:
             order = rng.permutation(len(distinct))
         codes[present, i] = order[inverse]
     return _with_numeric_columns(prepared, columns, codes)
+
+
+def target_signal(prepared: _PreparedTable, target: int, labelled: np.ndarray) -> np.ndarray:
+    """What "target" coding ranks categories by: per row, the target's value (a numeric target) or whether it
+    is the training rows' most common class (a categorical one; for two classes, the class rate); NaN on
+    every row outside `labelled` (query rows and unlabelled ones never inform a code)."""
+    signal = np.full(prepared.values.shape[0], np.nan)
+    uids = prepared.string_uids[labelled, target]
+    if (uids >= 0).any():
+        classes, counts = np.unique(uids[uids >= 0], return_counts=True)
+        signal[labelled] = np.where(uids >= 0, (uids == classes[np.argmax(counts)]).astype(float), np.nan)
+    else:
+        signal[labelled] = np.where(prepared.missing[labelled, target], np.nan, prepared.values[labelled, target])
+    return signal
+
+
+def smoothed_means(groups: np.ndarray, signal: np.ndarray, n_groups: int) -> np.ndarray:
+    """Per group, the mean of its finite `signal` values shrunk toward their overall mean by
+    `TARGET_ORDER_SMOOTHING` pseudo-rows (a group with no known value gets the overall mean)."""
+    known = np.isfinite(signal)
+    prior = float(signal[known].mean()) if known.any() else 0.0
+    sums = np.bincount(groups[known], weights=signal[known], minlength=n_groups)
+    counts = np.bincount(groups[known], minlength=n_groups)
+    return (sums + TARGET_ORDER_SMOOTHING * prior) / (counts + TARGET_ORDER_SMOOTHING)
 
 
 class NormalScores:
