@@ -30,14 +30,16 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) -m benchmarks.ingest_throughput
 
-# The in-context (tab2d) checkpoint, pretrained on the synthetic prior in four stages of difficulty, each
+# The in-context (tab2d) checkpoint, pretrained on the synthetic prior in five stages of difficulty, each
 # starting from the last: (1) an easy prior (4 numeric features, 64 rows, low noise, regression only), where
 # the model first learns to read the features; (2) the default prior up to 128 rows x 10 features (categorical
 # features and targets, missing cells, tree SCMs); (3) up to 256 rows x 16 features; (4) up to 512 rows x 16
-# features, capped at 50 minutes (2,357 of its 3,000 steps on the 2-core machine). 92 minutes and 94,856 tasks
-# in all, measured at 1 thread (ICL_THREADS=1, beside the basis_icl run on the other core; stages 1-3 took 57
-# minutes at 2 threads alone), 2026-12-01/02. Results: benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3,4}.md;
-# checkpoint: $(ICL_OUT)/stage4, shipped as platform/basisfm/pretrained/in_context (jobs.ship_checkpoint --out).
+# features, capped at 50 minutes (2,357 of its 3,000 steps on the 2-core machine); (5) the same prior with the
+# model deepened from 2 to 4 layers (basisfm.model.grow: the new layers start as the identity), capped at 80
+# minutes (1,541 of 2,000 steps). 172 minutes and 107,184 tasks in all, measured at 1 thread (ICL_THREADS=1,
+# another run on the other core; stages 1-3 took 57 minutes at 2 threads alone), 2026-12-01/02. Results:
+# benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3,4,5_grown4}.md; checkpoint: $(ICL_OUT)/stage5_grown4,
+# shipped as platform/basisfm/pretrained/in_context (jobs.ship_checkpoint --out).
 # `make icl-curriculum ICL_ARCH=basis_icl` runs the same stages for basis_icl (into runs/curriculum_basis_icl, pages
 # icl_prior_pretrain_cpu_basis_icl_stage*.md: stages 1-3 measured, 43 minutes at 1 thread, held-out ratio stays ~1.00);
 # ICL_THREADS sets torch's CPU threads (1 runs two curricula side by side).
@@ -59,6 +61,9 @@ icl-curriculum: $(STAMP)
 	$(ICL) --label $(ICL_TAG)stage4 --seed 3 --steps 3000 --minutes 50 --warmup 50 --max-rows 512 --max-features 16 --max-cells 8192 --lr 1e-3 \
 	    --init $(ICL_OUT)/stage3 --prior curriculum=linear --prior curriculum_steps=500 --prior curriculum_start_rows=256 \
 	    --prior curriculum_start_features=16 --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 --out $(ICL_OUT)/stage4
+	$(ICL) --label $(ICL_TAG)stage5_grown4 --seed 4 --steps 2000 --minutes 80 --warmup 50 --max-rows 512 --max-features 16 --max-cells 8192 \
+	    --lr 1e-3 --init $(ICL_OUT)/stage4 --grow-layers 4 --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 \
+	    --out $(ICL_OUT)/stage5_grown4
 
 clean:
 	rm -rf runs .pytest_cache
