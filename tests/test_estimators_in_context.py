@@ -21,9 +21,9 @@ from basisfm.estimators.in_context import (
     nearest_context,
     ordinal_features,
     predict_label_scores_in_context,
+    predict_numeric_in_context,
     smoothed_means,
     target_signal,
-    predict_numeric_in_context,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor
 from basisfm.model import build_model

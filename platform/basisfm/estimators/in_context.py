@@ -131,6 +131,8 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
         if kind not in by_transform:
             by_transform[kind] = (ColumnTransform(kind, ctx.prepared, numeric, np.arange(ctx.n_train)).apply(ctx.prepared)
                                   if len(numeric) else ctx.prepared)
+    # "target" coding ranks categories by the target, which no member transform touches: computed once
+    rank_by = target_signal(ctx.prepared, ctx.targets[0], labelled) if settings.categorical_features == "target" else None
     for member in range(settings.n_estimators):
         rng = np.random.default_rng(derive_seed("in_context", settings.seed, member))
         features = rng.permutation(ctx.features)[:n_features]
@@ -140,7 +142,6 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
         view = replace(ctx, prepared=by_transform[member_kinds[member]])
         if settings.categorical_features != "text":
             order = rng if settings.categorical_features == "ordinal" else None
-            rank_by = target_signal(view.prepared, view.targets[0], labelled) if settings.categorical_features == "target" else None
             view = replace(view, prepared=ordinal_features(view.prepared, view.features, order, rank_by=rank_by))
         kind = settings.target_transforms[member % len(settings.target_transforms)]
         if numeric_targets and kind != "none":

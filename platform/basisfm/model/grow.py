@@ -56,7 +56,7 @@ def grow_depth(model: TableModel, n_layers: int) -> TableModel:
     state = model.state_dict()
     old_lists = _layer_lists(model, old)
     new_state = {}
-    for name, tensor in grown.state_dict().items():
+    for name in grown.state_dict():
         prefix = next((p for p in old_lists if name.startswith(p + ".")), None)
         if prefix is None:
             new_state[name] = state[name]
