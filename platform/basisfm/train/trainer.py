@@ -225,15 +225,26 @@ def pretrain(config: RunConfig) -> PretrainResult:
 
 
 def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
-    """Ray Train: fit the TorchTrainer; copy the final checkpoint's consolidated model to `model_dir`."""
+    """Ray Train: fit the TorchTrainer; copy the final checkpoint's consolidated model to `model_dir`.
+
+    A cluster this call started is shut down before it returns, so its workers' buffered log lines print here,
+    not after the job's summary (a cluster joined through $RAY_ADDRESS, or started by the caller, stays up).
+    """
+    import ray
+
+    started_ray = not ray.is_initialized()
     ensure_ray(config)
-    trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
-    result = trainer.fit()
-    if result.checkpoint is None:
-        raise RuntimeError(f"run {config.train.run_name!r} finished without a checkpoint; see the Ray logs in {run_dir}")
-    with result.checkpoint.as_directory() as directory:
-        state = _collect_final(Path(directory), model_dir, config)
-    return dict(result.metrics or {}), state
+    try:
+        trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
+        result = trainer.fit()
+        if result.checkpoint is None:
+            raise RuntimeError(f"run {config.train.run_name!r} finished without a checkpoint; see the Ray logs in {run_dir}")
+        with result.checkpoint.as_directory() as directory:
+            state = _collect_final(Path(directory), model_dir, config)
+        return dict(result.metrics or {}), state
+    finally:
+        if started_ray:
+            ray.shutdown()
 
 
 def _launch_local(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
