@@ -5,13 +5,14 @@ what `jobs.pretrain` and `jobs.demo` call.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import yaml
 
@@ -142,6 +143,22 @@ def ensure_ray(config: RunConfig) -> None:
              runtime_env={"env_vars": _worker_env(config)})
 
 
+@contextlib.contextmanager
+def ray_cluster(config: RunConfig) -> Iterator[None]:
+    """`ensure_ray` for the length of a block. A cluster the block started is shut down when it ends, even on an
+    error, so its workers' buffered log lines print there, not after the job's summary; a cluster joined through
+    $RAY_ADDRESS, or started by the caller, stays up."""
+    import ray
+
+    started_ray = not ray.is_initialized()
+    ensure_ray(config)
+    try:
+        yield
+    finally:
+        if started_ray:
+            ray.shutdown()
+
+
 def _worker_env(config: RunConfig) -> dict[str, str]:
     env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
     if not config.train.use_gpu:
@@ -225,16 +242,8 @@ def pretrain(config: RunConfig) -> PretrainResult:
 
 
 def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
-    """Ray Train: fit the TorchTrainer; copy the final checkpoint's consolidated model to `model_dir`.
-
-    A cluster this call started is shut down before it returns, so its workers' buffered log lines print here,
-    not after the job's summary (a cluster joined through $RAY_ADDRESS, or started by the caller, stays up).
-    """
-    import ray
-
-    started_ray = not ray.is_initialized()
-    ensure_ray(config)
-    try:
+    """Ray Train: fit the TorchTrainer; copy the final checkpoint's consolidated model to `model_dir`."""
+    with ray_cluster(config):
         trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
         result = trainer.fit()
         if result.checkpoint is None:
@@ -242,9 +251,6 @@ def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tu
         with result.checkpoint.as_directory() as directory:
             state = _collect_final(Path(directory), model_dir, config)
         return dict(result.metrics or {}), state
-    finally:
-        if started_ray:
-            ray.shutdown()
 
 
 def _launch_local(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:

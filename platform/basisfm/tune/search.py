@@ -86,7 +86,7 @@ def run_search(config: RunConfig, *, trainer_factory: TrainerFactory | None = No
     `trainer_factory` builds each trial's TorchTrainer, called like `basisfm.train.build_trainer` (the
     default). It is shipped to the trial processes, so it must be something Ray can serialise.
     """
-    from basisfm.train.trainer import absolute_paths, ensure_ray
+    from basisfm.train.trainer import absolute_paths, ray_cluster
 
     space = search_space(config)
     check_space(config, space)  # a space that can propose an invalid config fails before Ray starts
@@ -96,9 +96,7 @@ def run_search(config: RunConfig, *, trainer_factory: TrainerFactory | None = No
         _check_corpus_exists(config)
     experiment_path = Path(config.train.storage_path) / config.tune.name
 
-    started_ray = not ray.is_initialized()
-    ensure_ray(config)  # joins $RAY_ADDRESS under `ray job submit`, else starts a local cluster
-    try:
+    with ray_cluster(config):  # joins $RAY_ADDRESS under `ray job submit`, else starts a local cluster
         cluster = ray.cluster_resources()
         check_fits(config, cluster)
         concurrency = max_concurrent_trials(config, cluster)
@@ -113,9 +111,6 @@ def run_search(config: RunConfig, *, trainer_factory: TrainerFactory | None = No
                               trials=rows, max_concurrent_trials=concurrency)
         _finish(config, result, runs)
         return result
-    finally:
-        if started_ray:
-            ray.shutdown()
 
 
 def _check_corpus_exists(config: RunConfig) -> None:
