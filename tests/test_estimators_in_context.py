@@ -18,6 +18,9 @@ from basisfm.errors import ConfigError, TableError
 from basisfm.estimators.in_context import (
     ColumnTransform,
     InContextSettings,
+    _context,
+    _members,
+    feature_relevance,
     nearest_context,
     ordinal_features,
     predict_label_scores_in_context,
@@ -277,3 +280,54 @@ def test_in_context_settings_refuse_unknown_encodings_and_transforms():
         InContextSettings(feature_transforms=("quantile", "rank")).validate()
     with pytest.raises(ConfigError, match="feature_transforms must be a non-empty list"):
         InContextSettings(feature_transforms=()).validate()
+
+
+def _wide(n: int = 300, seed: int = 0, label: bool = False):
+    """Eight features of which two carry the target (a number and a category); a missing cell in each kind."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({f"noise{i}": rng.normal(size=n) for i in range(5)})
+    X["signal"] = rng.normal(size=n)
+    X["zone"] = rng.choice(["north", "south", "east"], n)
+    X["tag"] = rng.choice(["a", "b", "c", None], n)
+    X.loc[3, "signal"] = np.nan
+    y = 3 * X["signal"].fillna(0) + X["zone"].map({"north": 4.0, "south": 0.0, "east": -4.0}) + rng.normal(0, 0.1, n)
+    if label:
+        y = pd.Series(np.where(y > 0, "high", "low"))
+    kind = ColumnKind.CATEGORICAL if label else ColumnKind.NUMERIC
+    pre = TablePreprocessor().fit(X.iloc[: n - 10], y.iloc[: n - 10].rename("y"), kind)
+    train = pre.to_arrow(pre.features(X.iloc[: n - 10]), y.iloc[: n - 10].rename("y").reset_index(drop=True))
+    query = pre.to_arrow(pre.features(X.iloc[n - 10:]), None)
+    return pre.record(), train, query
+
+
+@pytest.mark.parametrize("label", [False, True])
+def test_feature_relevance_ranks_the_features_that_carry_the_target_first(label):
+    record, train, query = _wide(label=label)
+    ctx = _context(record, train, query, HashEmbedder(), None)
+    labelled = np.arange(ctx.n_train)
+    relevance = feature_relevance(ctx.prepared, ctx.features, ctx.targets, labelled, seed=0)
+    names = [record.columns[j].name for j in ctx.features[np.argsort(-relevance)]]
+    assert set(names[:2]) == {"signal", "zone"}, names
+    assert np.array_equal(relevance, feature_relevance(ctx.prepared, ctx.features, ctx.targets, labelled, seed=0))
+    assert feature_relevance(ctx.prepared, ctx.features, ctx.targets, labelled[:5], seed=0) is None  # too few rows
+
+
+def test_a_too_wide_table_gives_every_member_its_most_relevant_features_or_random_ones():
+    record, train, query = _wide()
+    ctx = _context(record, train, query, HashEmbedder(), None)
+    model = build_model(ModelConfig(architecture="tab2d", regression_head="binned"))
+
+    def read(selection: str) -> list[set[str]]:
+        settings = InContextSettings(max_columns=3, n_estimators=4, feature_selection=selection)  # 2 features a member
+        return [set(batch.column_names) - {"y"} for _, _, batch, _ in _members(model, ctx, settings)]
+
+    assert all(columns == {"signal", "zone"} for columns in read("relevance"))
+    drawn = read("random")
+    assert all(len(columns) == 2 for columns in drawn) and len({frozenset(c) for c in drawn}) > 1
+    point, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(), InContextSettings(max_columns=3))
+    assert point.shape == (10, 1) and np.isfinite(point).all()
+
+
+def test_feature_selection_must_be_relevance_or_random():
+    with pytest.raises(ConfigError, match="feature_selection must be one of"):
+        InContextSettings(feature_selection="best").validate()

@@ -126,3 +126,18 @@ def test_a_saved_single_target_estimator_of_format_2_still_loads(cache_dir, tmp_
     path.write_text(json.dumps(state))
     with pytest.raises(CheckpointError, match="'format_version' is 1, this basisfm reads 2 and 3"):
         BasisRegressor.load(tmp_path / "saved")
+
+
+def test_an_estimator_saved_before_feature_selection_keeps_its_random_feature_subsets(cache_dir, tmp_path):
+    x, y = _houses(40)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = BasisRegressor(strategy="inference", **_fast(cache_dir)).fit(x, y["price"])
+        with pytest.raises(ConfigError, match="feature_selection"):
+            BasisRegressor(strategy="inference", feature_selection="best", **_fast(cache_dir)).fit(x, y["price"])
+    assert model.feature_selection == "relevance"
+    path = model.save(tmp_path / "saved") / "estimator.json"
+    state = json.loads(path.read_text())
+    del state["params"]["feature_selection"]
+    path.write_text(json.dumps(state))
+    assert BasisRegressor.load(tmp_path / "saved").feature_selection == "random"

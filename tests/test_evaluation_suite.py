@@ -107,6 +107,8 @@ def test_leaderboard_marks_failed_runs_and_takes_the_median_over_tasks(tmp_path)
     assert summary.loc["m2", "tasks"] == "1/3" and summary.loc["m2", "failed runs"] == 1
     text = board.to_markdown()
     assert "failed" in text and "ValueError: boom" in text and "0.600 ± 0.100" in text
+    assert "| c | 0.900 ± 0.000 | - |" in text  # m2 never ran on c: not run, not failed
+    assert "| b | 0.200 ± 0.000 | failed |" in text
     paths = board.save(tmp_path)
     assert paths["png"].stat().st_size > 1000
     again = Leaderboard.from_json(paths["scores"].read_text())

@@ -40,7 +40,9 @@ value's smoothed mean target on the training rows, "text" embeds its strings (No
 the best measured on the public suite; text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
 `target_transforms` cycle transforms of the numeric features and targets over the members ("power":
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
-on the public suite).
+on the public suite). A table with more than `max_columns` - 1 features gives every in-context member its
+most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training
+rows) or, with "random", a random subset per member.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
@@ -131,6 +133,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         target_transforms: list[str] | None = None,
         token_budget: int = 4096,
         max_columns: int = 32,
+        feature_selection: str = "relevance",
         device: str = "auto",
         embedding_cache_dir: str | None = None,
         tracking_uri: str | None = None,
@@ -162,6 +165,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.target_transforms = target_transforms
         self.token_budget = token_budget
         self.max_columns = max_columns
+        self.feature_selection = feature_selection
         self.device = device
         self.embedding_cache_dir = embedding_cache_dir
         self.tracking_uri = tracking_uri
@@ -451,7 +455,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         from basisfm.estimators.in_context import InContextSettings
 
         settings = InContextSettings(max_context=int(self.max_context), n_estimators=members, retrieval=bool(self.retrieval),
-                                     max_columns=int(self.max_columns), categorical_features=self._categorical_features(),
+                                     max_columns=int(self.max_columns), feature_selection=self.feature_selection,
+                                     categorical_features=self._categorical_features(),
                                      feature_transforms=tuple(self.feature_transforms or ("none",)),
                                      target_transforms=tuple(self.target_transforms or ("none",)), seed=seed)
         settings.validate()
@@ -534,7 +539,8 @@ class _BasisEstimator(BaseEstimator, ABC):
 
         directory = Path(directory)
         state = read_estimator_state(directory, cls)  # every key checked: CheckpointError naming file and key
-        estimator = cls(**state["params"])
+        # saved before feature_selection existed: such an estimator drew its wide tables' feature subsets at random
+        estimator = cls(**{"feature_selection": "random", **state["params"]})
         estimator.preprocessor_ = TablePreprocessor.from_state(state["preprocessor"])
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
         estimator.n_features_in_ = len(estimator.preprocessor_.feature_names)

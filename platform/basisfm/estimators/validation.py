@@ -77,10 +77,11 @@ def validate_params(estimator: Any) -> None:
     if getattr(estimator, "_task", None) == "regression":
         _check_choice("regression_loss", params.get("regression_loss"), REGRESSION_LOSSES)
     _check_choice("regression_head", params.get("regression_head", "smr_bits"), REGRESSION_HEADS)
-    from basisfm.estimators.in_context import CATEGORICAL_FEATURES, TRANSFORMS
+    from basisfm.estimators.in_context import CATEGORICAL_FEATURES, FEATURE_SELECTIONS, TRANSFORMS
 
     if params.get("categorical_features") is not None:
         _check_choice("categorical_features", params["categorical_features"], CATEGORICAL_FEATURES)
+    _check_choice("feature_selection", params.get("feature_selection", "relevance"), FEATURE_SELECTIONS)
     for name in ("feature_transforms", "target_transforms"):
         transforms = params.get(name)
         if transforms is None:

@@ -50,7 +50,7 @@ class Leaderboard:
         return pd.DataFrame([asdict(r) for r in self.records])
 
     def task_scores(self) -> pd.DataFrame:
-        """Mean score over splits, one row per task and one column per model (NaN: failed)."""
+        """Mean score over splits, one row per task and one column per model (NaN: failed or not run)."""
         frame = self._frame()
         if frame.empty:
             return pd.DataFrame()
@@ -154,6 +154,10 @@ class Leaderboard:
 
 
 def _mean_std(scores: pd.Series) -> str:
+    """A task's cell: "-" where the model was not run on it (a merged leaderboard of partial runs), "failed"
+    where every run failed, else the mean ± std over the splits that finished."""
+    if len(scores) == 0:
+        return "-"
     values = scores.dropna().to_numpy(dtype=float)
     if len(values) == 0:
         return "failed"
