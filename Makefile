@@ -36,10 +36,11 @@ bench: $(STAMP)
 # features and targets, missing cells, tree SCMs); (3) up to 256 rows x 16 features; (4) up to 512 rows x 16
 # features, capped at 50 minutes (2,357 of its 3,000 steps on the 2-core machine); (5) the same prior with the
 # model deepened from 2 to 4 layers (basisfm.model.grow: the new layers start as the identity), capped at 80
-# minutes (1,541 of 2,000 steps); (6) deepened again, 4 to 6 layers, capped at 88 minutes (1,002 of 1,050 steps).
-# 261 minutes and 115,200 tasks in all, measured at 1 thread (ICL_THREADS=1, another run on the other core;
-# stages 1-3 took 57 minutes at 2 threads alone), 2026-12-01/02. Results:
-# benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3,4,5_grown4,6_grown6}.md; checkpoint: $(ICL_OUT)/stage6_grown6,
+# minutes (1,541 of 2,000 steps); (6) deepened again, 4 to 6 layers, capped at 88 minutes (1,002 of 1,050 steps);
+# (7) 6 to 8 layers, capped at 80 minutes (556 of 720 steps). 341 minutes and 119,648 tasks in all, measured at
+# 1 thread (ICL_THREADS=1, another run on the other core; stages 1-3 took 57 minutes at 2 threads alone),
+# 2026-12-01/02. Results:
+# benchmarks/results/icl_prior_pretrain_cpu_stage{1,2,3,4,5_grown4,6_grown6,7_grown8}.md; checkpoint: $(ICL_OUT)/stage7_grown8,
 # shipped as platform/basisfm/pretrained/in_context (jobs.ship_checkpoint --out).
 # `make icl-curriculum ICL_ARCH=basis_icl` runs the same stages for basis_icl (into runs/curriculum_basis_icl, pages
 # icl_prior_pretrain_cpu_basis_icl_stage*.md: stages 1-3 measured, 43 minutes at 1 thread, held-out ratio stays ~1.00);
@@ -68,6 +69,9 @@ icl-curriculum: $(STAMP)
 	$(ICL) --label $(ICL_TAG)stage6_grown6 --seed 5 --steps 1050 --minutes 88 --warmup 50 --max-rows 512 --max-features 16 --max-cells 8192 \
 	    --lr 7e-4 --init $(ICL_OUT)/stage5_grown4 --grow-layers 6 --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 \
 	    --out $(ICL_OUT)/stage6_grown6
+	$(ICL) --label $(ICL_TAG)stage7_grown8 --seed 7 --steps 720 --minutes 80 --warmup 50 --max-rows 512 --max-features 16 --max-cells 8192 \
+	    --lr 6e-4 --init $(ICL_OUT)/stage6_grown6 --grow-layers 8 --prior classification_fraction=0.2 --prior multi_target_fraction=0.05 \
+	    --out $(ICL_OUT)/stage7_grown8
 
 clean:
 	rm -rf runs .pytest_cache
