@@ -13,8 +13,8 @@ from basisfm.config import CorpusConfig, DataConfig, LossConfig, ModelConfig, fr
 from basisfm.corpus.manifest import ColumnKind, TableRecord
 from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import read_rdataset
-from basisfm.data.collate import column_moments
-from basisfm.data.episodes import table_to_episodes
+from basisfm.data.collate import _prepare, column_moments
+from basisfm.data.episodes import episodes_from_prepared, table_to_episodes
 from basisfm.errors import ConfigError
 from basisfm.losses import build_objective
 from basisfm.model import build_model
@@ -75,6 +75,21 @@ def test_several_targets_named_targets_and_subsampled_rows(cars):
     declared = _table(read_rdataset("MASS", "Cars93"), "cars", candidate_targets=["MPG.city"])
     for e in table_to_episodes(*declared, config, HashEmbedder(), seed=1):
         assert [e.column_names[j] for j in e.target_mask.any(0).nonzero().flatten()] == ["MPG.city"]
+
+
+def test_given_feature_positions_are_the_only_columns_an_episode_reads(cars):
+    table, record = cars
+    config = DataConfig(task="episodes", token_budget=512, max_columns=8, episodes_per_table=8)
+    names = [c.name for c in record.columns]
+    target, features = np.asarray([names.index("Price")]), np.asarray([names.index(n) for n in ("Horsepower", "Weight", "Type")])
+
+    def read(feature_positions) -> list[set[str]]:
+        prepared = _prepare(table, record, HashEmbedder())
+        episodes = episodes_from_prepared(prepared, record, config, seed=0, target_positions=target, feature_positions=feature_positions)
+        return [set(e["column_names"]) for e in episodes]
+
+    assert all(columns == {"Price", "Horsepower", "Weight", "Type"} for columns in read(features))
+    assert all(len(columns) == 8 for columns in read(None))  # else any 7 of the table's columns
 
 
 def test_retrieval_builds_an_episode_from_an_anchor_rows_neighbours():

@@ -20,7 +20,9 @@ from basisfm.estimators.in_context import (
     InContextSettings,
     _context,
     _members,
+    coded_categories,
     feature_relevance,
+    most_relevant,
     nearest_context,
     ordinal_features,
     predict_label_scores_in_context,
@@ -155,6 +157,10 @@ def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per
     in_order = ordinal_features(prepared, features, None)  # "sorted": the strings' own order
     for code, colour in enumerate(["blue", "green", "grey", "red"]):
         assert (in_order.values[(X["shade"] == colour).to_numpy(), shade] == code).all()
+    # coded_categories: the settings' names for these codings
+    assert coded_categories(prepared, features, "text", np.random.default_rng(0)) is prepared
+    assert np.array_equal(coded_categories(prepared, features, "ordinal", np.random.default_rng(2)).values, codes[2].values)
+    assert np.array_equal(coded_categories(prepared, features, "sorted", np.random.default_rng(2)).values, in_order.values)
 
 
 def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_training_rows_only():
@@ -326,6 +332,16 @@ def test_a_too_wide_table_gives_every_member_its_most_relevant_features_or_rando
     assert all(len(columns) == 2 for columns in drawn) and len({frozenset(c) for c in drawn}) > 1
     point, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(), InContextSettings(max_columns=3))
     assert point.shape == (10, 1) and np.isfinite(point).all()
+
+
+def test_most_relevant_keeps_the_top_n_features_or_all_when_they_fit():
+    record, train, query = _wide()
+    ctx = _context(record, train, query, HashEmbedder(), None)
+    labelled = np.arange(ctx.n_train)
+    top = most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, 2, seed=0)
+    assert {record.columns[j].name for j in top} == {"signal", "zone"}
+    assert np.array_equal(most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, 8, seed=0), ctx.features)
+    assert np.array_equal(most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled[:5], 2, seed=0), ctx.features)
 
 
 def test_feature_selection_must_be_relevance_or_random():

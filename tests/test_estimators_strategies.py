@@ -13,6 +13,7 @@ import torch
 from sklearn.base import clone
 
 from basisfm.config import ModelConfig
+from basisfm.corpus.manifest import ColumnKind
 from basisfm.errors import CheckpointError, ConfigError
 from basisfm.estimators import BasisClassifier, BasisRegressor
 from basisfm.model import build_model
@@ -326,6 +327,67 @@ def test_base_ft_of_an_in_context_checkpoint_trains_on_episodes_and_predicts_in_
     assert np.mean((predicted - truth) ** 2) < np.mean((untrained - truth) ** 2)
     model.save(tmp_path / "saved")
     np.testing.assert_allclose(BasisRegressor.load(tmp_path / "saved").predict(test), predicted)
+
+
+@pytest.mark.parametrize("selection", ["relevance", "random"])
+def test_base_ft_of_a_too_wide_table_trains_on_the_features_prediction_reads(cache_dir, tmp_path, monkeypatch, selection):
+    """Episodic fine-tuning of a table wider than an episode reads the same most relevant features as its
+    in-context predictions ("relevance"), or a random subset per episode ("random")."""
+    import basisfm.estimators.finetune as finetune
+
+    torch.manual_seed(0)
+    save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")
+    seen = []
+
+    def recording_fine_tune(model, train_batches, validation_score, loss_fn, settings):
+        seen.extend(train_batches(1) + train_batches(2))
+        return model, finetune.FineTuneHistory(stopped_because="recorded")
+
+    monkeypatch.setattr("basisfm.estimators.base.fine_tune", recording_fine_tune)
+    rng = np.random.default_rng(5)
+    x = pd.DataFrame({f"noise{i}": rng.normal(size=240) for i in range(6)})
+    x["signal"] = rng.normal(size=240)
+    y = pd.Series(5 * x.signal + rng.normal(0, 0.1, 240), name="y")
+    BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft", max_columns=3, feature_selection=selection,
+                   **_fast(cache_dir)).fit(x, y)
+    read = [set(b.column_names) - {"y"} for b in seen]
+    assert len(read) > 2 and all(len(columns) == 2 for columns in read)
+    if selection == "relevance":
+        assert all("signal" in columns for columns in read) and len({frozenset(c) for c in read}) == 1
+    else:
+        assert len({frozenset(c) for c in read}) > 1
+
+
+@pytest.mark.parametrize("coding", ["text", "sorted", "ordinal"])
+def test_base_ft_episodes_code_categorical_features_as_predictions_will(cache_dir, tmp_path, monkeypatch, coding):
+    import basisfm.estimators.finetune as finetune
+
+    save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")
+    seen = []
+
+    def recording_fine_tune(model, train_batches, validation_score, loss_fn, settings):
+        seen.extend(b for epoch in range(1, 7) for b in train_batches(epoch))
+        return model, finetune.FineTuneHistory(stopped_because="recorded")
+
+    monkeypatch.setattr("basisfm.estimators.base.fine_tune", recording_fine_tune)
+    x, y = _houses(200, 25)
+    BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft", categorical_features=coding, **_fast(cache_dir)).fit(x, y)
+    area = [int(b.column_kinds[b.column_names.index("area")]) for b in seen]
+    if coding == "text":  # the strings embedded, as pretraining's corpus episodes read them
+        assert set(area) == {int(ColumnKind.CATEGORICAL)}
+        return
+    assert set(area) == {int(ColumnKind.NUMERIC)}
+    gaps = []  # per episode: mean price of the support rows coded 0 minus that of those coded 1
+    for b in seen:
+        area, price = b.values[:, b.column_names.index("area")], b.values[:, b.column_names.index("price")]
+        codes = area[b.support]
+        assert set(codes.tolist()) <= {0.0, 1.0}
+        gaps.append(float(price[b.support][codes == 0].mean() - price[b.support][codes == 1].mean()))
+    assert all(abs(gap) > 100 for gap in gaps)  # north costs 500 more (size adds noise): a code is one category throughout
+    if coding == "sorted":  # "north" < "south": north is 0 in every pass
+        assert all(gap > 0 for gap in gaps)
+    else:  # an order drawn afresh each pass (6 passes here)
+        assert any(gap > 0 for gap in gaps) and any(gap < 0 for gap in gaps)
 
 
 def test_base_ft_of_an_in_context_classifier_scores_its_query_rows(cache_dir, tmp_path):

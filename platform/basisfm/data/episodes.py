@@ -3,8 +3,8 @@
 Per table and epoch, `data.episodes_per_table` episodes, each drawn with its own seeded choices:
   1. target column(s): 1..`max_episode_targets` of the table's candidate targets (numeric, boolean,
      datetime or categorical; text is never a target), or the named `target_columns`;
-  2. feature columns: the others, a random subset when they exceed `data.max_columns` (the token budget
-     then fixes how many rows fit);
+  2. feature columns: the others (or the given `feature_positions`), a random subset when they exceed
+     `data.max_columns` (the token budget then fixes how many rows fit);
   3. rows: a random draw of the table's rows that hold a target (large tables are subsampled this way),
      or with `data.retrieval` an anchor row and its nearest rows (TabDPT-style: a query's context is
      made of rows that resemble it); a `query_fraction` of them become queries, the rest support rows;
@@ -93,8 +93,10 @@ def episodes_from_prepared(
     *,
     seed: int,
     target_positions: np.ndarray,
+    feature_positions: np.ndarray | None = None,
 ) -> list[BatchArrays]:
-    """`table_to_episode_arrays` after the table's cells are prepared (embedded once, reused per episode)."""
+    """`table_to_episode_arrays` after the table's cells are prepared (embedded once, reused per episode);
+    `feature_positions`: the only columns an episode reads beside its targets (default: all the others)."""
     rng = np.random.default_rng(seed)
     n_rows, n_cols = prepared.values.shape
     prepared.row_index = np.arange(n_rows, dtype=np.int64)
@@ -112,7 +114,7 @@ def episodes_from_prepared(
     for _ in range(data_config.episodes_per_table):
         n_targets = int(rng.integers(1, most + 1))
         targets = np.sort(rng.choice(target_positions, n_targets, replace=False))
-        others = np.setdiff1d(np.arange(n_cols), targets)
+        others = np.setdiff1d(np.arange(n_cols) if feature_positions is None else feature_positions, targets)
         free = cap - n_targets
         if len(others) > free:
             others = np.sort(rng.choice(others, free, replace=False))

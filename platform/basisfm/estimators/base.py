@@ -353,12 +353,18 @@ class _BasisEstimator(BaseEstimator, ABC):
                                embedder, seed: int, member: int):
         """Episodic fine-tuning of an in-context model (Mitra's recipe), the episodes pretraining learns from:
         each step draws up to `EPISODE_ROWS` training rows, half of them queries whose targets are hidden and
-        half labelled support rows, scaled by their support rows. Validation predicts the held-out rows in
-        context, the training rows their context, exactly as `predict` will."""
-        from basisfm.data.episodes import table_to_episodes
+        half labelled support rows, scaled by their support rows. The episodes read the table as predictions
+        will: a table wider than an episode by its most relevant features (`feature_selection="relevance"`),
+        categorical features coded as `categorical_features` says (with "ordinal", in an order drawn afresh
+        each pass). Validation predicts the held-out rows in context, the training rows their context,
+        exactly as `predict` will."""
+        from basisfm.data.collate import _prepare
+        from basisfm.data.episodes import episodes_from_prepared
+        from basisfm.estimators.in_context import coded_categories, most_relevant, target_signal
 
         record = self.preprocessor_.record()
-        targets = list(record.candidate_targets)  # every episode hides all of them: they are predicted jointly
+        names = [c.name for c in record.columns]
+        targets = np.asarray([names.index(t) for t in record.candidate_targets], dtype=np.int64)  # all hidden: predicted jointly
         config = replace(data_config, task="episodes", max_rows=EPISODE_ROWS, query_fraction=EPISODE_QUERY_FRACTION,
                          max_episode_targets=len(targets), retrieval=bool(self.retrieval))
         rows = min(train_table.num_rows, rows_per_batch(min(len(record.columns), column_cap(config)), config))
@@ -366,9 +372,20 @@ class _BasisEstimator(BaseEstimator, ABC):
         config.validate("estimator")
         settings = self._settings(train_table.num_rows, rows, member)
         context = self._in_context_settings(members=1, seed=seed)
+        prepared = _prepare(train_table.select(names), record, embedder)  # cells embedded once for every pass
+        labelled = np.flatnonzero((~prepared.missing[:, targets]).any(axis=1))
+        features = np.setdiff1d(np.arange(len(names)), targets)
+        if context.feature_selection == "relevance":
+            features = most_relevant(prepared, features, targets, labelled, context.max_columns - len(targets), seed)
+        rank_by = target_signal(prepared, targets[0], labelled) if context.categorical_features == "target" else None
 
         def train_batches(epoch: int) -> list[TableBatch]:
-            return table_to_episodes(train_table, record, config, embedder, seed=derive_seed(seed, epoch), target_columns=targets)
+            if train_table.num_rows < 2:
+                return []
+            codes = np.random.default_rng(derive_seed(seed, epoch, "category_codes"))
+            coded = coded_categories(prepared, features, context.categorical_features, codes, rank_by)
+            return [TableBatch.from_arrays(a) for a in episodes_from_prepared(
+                coded, record, config, seed=derive_seed(seed, epoch), target_positions=targets, feature_positions=features)]
 
         def validation(m) -> float:
             return self._in_context_validation_loss(m, record, train_table, val_features, val_truth, embedder, context)

@@ -146,10 +146,8 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
     rank_by = target_signal(ctx.prepared, ctx.targets[0], labelled) if settings.categorical_features == "target" else None
     # A table too wide for one episode: every member reads the same most relevant features (in its own order)
     readable = ctx.features
-    if settings.feature_selection == "relevance" and len(ctx.features) > n_features:
-        relevance = feature_relevance(ctx.prepared, ctx.features, ctx.targets, labelled, settings.seed)
-        if relevance is not None:
-            readable = ctx.features[np.argsort(-relevance, kind="stable")[:n_features]]
+    if settings.feature_selection == "relevance":
+        readable = most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, n_features, settings.seed)
     for member in range(settings.n_estimators):
         rng = np.random.default_rng(derive_seed("in_context", settings.seed, member))
         features = rng.permutation(readable)[:n_features]
@@ -157,9 +155,7 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
         fixed_context = labelled if len(labelled) <= settings.max_context else np.sort(rng.choice(labelled, settings.max_context, replace=False))
         transform = None
         view = replace(ctx, prepared=by_transform[member_kinds[member]])
-        if settings.categorical_features != "text":
-            order = rng if settings.categorical_features == "ordinal" else None
-            view = replace(view, prepared=ordinal_features(view.prepared, view.features, order, rank_by=rank_by))
+        view = replace(view, prepared=coded_categories(view.prepared, view.features, settings.categorical_features, rng, rank_by))
         kind = settings.target_transforms[member % len(settings.target_transforms)]
         if numeric_targets and kind != "none":
             transform = ColumnTransform(kind, view.prepared, view.targets, labelled)
@@ -170,6 +166,16 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
             if settings.retrieval and len(labelled) > settings.max_context:
                 context = nearest_context(view.prepared, features, labelled, view.n_train + queries, settings.max_context)
             yield member, queries, _episode(view, columns, context, queries, reads_context, rng), transform
+
+
+def most_relevant(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
+                  n: int, seed: int) -> np.ndarray:
+    """The `n` of `features` most relevant to the target(s) (`feature_relevance`), in that order; all of
+    `features` when they are no more than `n` or too few rows are labelled to tell."""
+    if len(features) <= n:
+        return features
+    relevance = feature_relevance(prepared, features, targets, labelled, seed)
+    return features if relevance is None else features[np.argsort(-relevance, kind="stable")[:n]]
 
 
 def feature_relevance(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
@@ -227,6 +233,16 @@ def _with_numeric_columns(prepared: _PreparedTable, columns: np.ndarray, values:
     mean[columns], std[columns] = column_moments(np.where(present, values, 0.0), ~present)
     return replace(prepared, values=new_values, missing=missing, string_uids=uids, kinds=kinds,
                    abs_max=abs_max, min_nonzero=min_nonzero, mean=mean, std=std)
+
+
+def coded_categories(prepared: _PreparedTable, features: np.ndarray, coding: str, rng: np.random.Generator,
+                     rank_by: np.ndarray | None = None) -> _PreparedTable:
+    """`prepared` with its categorical `features` coded as `coding` says (`InContextSettings.categorical_features`):
+    "text" leaves the embedded strings, "ordinal" numbers them in an order drawn from `rng`, "sorted" in the
+    strings' order, "target" in the order of `rank_by` (`target_signal`)."""
+    if coding == "text":
+        return prepared
+    return ordinal_features(prepared, features, rng if coding == "ordinal" else None, rank_by=rank_by if coding == "target" else None)
 
 
 def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.random.Generator | None,
