@@ -360,7 +360,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         exactly as `predict` will."""
         from basisfm.data.collate import _prepare
         from basisfm.data.episodes import episodes_from_prepared
-        from basisfm.estimators.in_context import coded_categories, most_relevant, target_signal
+        from basisfm.estimators.in_context import coded_categories, table_reading
 
         record = self.preprocessor_.record()
         names = [c.name for c in record.columns]
@@ -374,14 +374,9 @@ class _BasisEstimator(BaseEstimator, ABC):
         context = self._in_context_settings(members=1, seed=seed)
         prepared = _prepare(train_table.select(names), record, embedder)  # cells embedded once for every pass
         labelled = np.flatnonzero((~prepared.missing[:, targets]).any(axis=1))
-        features = np.setdiff1d(np.arange(len(names)), targets)
-        if context.feature_selection == "relevance":
-            features = most_relevant(prepared, features, targets, labelled, context.max_columns - len(targets), seed)
-        rank_by = target_signal(prepared, targets[0], labelled) if context.categorical_features == "target" else None
+        features, rank_by = table_reading(prepared, np.setdiff1d(np.arange(len(names)), targets), targets, labelled, context)
 
         def train_batches(epoch: int) -> list[TableBatch]:
-            if train_table.num_rows < 2:
-                return []
             codes = np.random.default_rng(derive_seed(seed, epoch, "category_codes"))
             coded = coded_categories(prepared, features, context.categorical_features, codes, rank_by)
             return [TableBatch.from_arrays(a) for a in episodes_from_prepared(

@@ -142,12 +142,8 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
         if kind not in by_transform:
             by_transform[kind] = (ColumnTransform(kind, ctx.prepared, numeric, np.arange(ctx.n_train)).apply(ctx.prepared)
                                   if len(numeric) else ctx.prepared)
-    # "target" coding ranks categories by the target, which no member transform touches: computed once
-    rank_by = target_signal(ctx.prepared, ctx.targets[0], labelled) if settings.categorical_features == "target" else None
-    # A table too wide for one episode: every member reads the same most relevant features (in its own order)
-    readable = ctx.features
-    if settings.feature_selection == "relevance":
-        readable = most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, n_features, settings.seed)
+    # every member reads the same features (in its own order); "target" coding's ranking is computed once
+    readable, rank_by = table_reading(ctx.prepared, ctx.features, ctx.targets, labelled, settings)
     for member in range(settings.n_estimators):
         rng = np.random.default_rng(derive_seed("in_context", settings.seed, member))
         features = rng.permutation(readable)[:n_features]
@@ -166,6 +162,19 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
             if settings.retrieval and len(labelled) > settings.max_context:
                 context = nearest_context(view.prepared, features, labelled, view.n_train + queries, settings.max_context)
             yield member, queries, _episode(view, columns, context, queries, reads_context, rng), transform
+
+
+def table_reading(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
+                  settings: InContextSettings) -> tuple[np.ndarray, np.ndarray | None]:
+    """How every member reads a fitted table, the same for in-context prediction and episodic fine-tuning:
+    (the features it may read: a table too wide for one episode, `max_columns` less its targets, gives its
+    most relevant with `feature_selection="relevance"`; what "target" coding ranks categories by, None for
+    the other codings). Computed on the `labelled` training rows, once per table."""
+    readable = features
+    if settings.feature_selection == "relevance":
+        readable = most_relevant(prepared, features, targets, labelled, max(1, settings.max_columns - len(targets)), settings.seed)
+    rank_by = target_signal(prepared, targets[0], labelled) if settings.categorical_features == "target" else None
+    return readable, rank_by
 
 
 def most_relevant(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
