@@ -226,3 +226,26 @@ def test_a_seed_gives_the_same_tasks_on_any_machine(generator):
     assert chunk.target_positions()[:, 0].tolist() == target
     assert chunk.support.sum(1).tolist() == n_support and int(chunk.missing.sum()) == n_missing
     assert torch.allclose(chunk.values.double().abs().sum(1), torch.tensor(abs_sums, dtype=torch.float64), rtol=1e-5)
+
+
+def test_noise_features_replace_a_drawn_share_of_columns_with_values_unrelated_to_anything():
+    from basisfm.priors.scm import with_noise_features
+
+    latent = torch.randn(64, 400, 1)
+    features = latent.expand(64, 400, 8).clone()  # every column is the same node: perfectly related
+    draws = Draws.from_seed(3)
+    state = draws.rng.bit_generator.state
+    assert with_noise_features(draws, SMALL, features) is features  # fraction 0: untouched, nothing drawn
+    assert draws.rng.bit_generator.state == state
+
+    noisy = with_noise_features(draws, dataclasses.replace(SMALL, max_noise_feature_fraction=1.0), features)
+    centred = noisy - noisy.mean(1, keepdim=True)
+    corr = (centred * (latent - latent.mean(1, keepdim=True))).mean(1) / (centred.std(1, unbiased=False) * latent.std(1, unbiased=False))
+    kept, replaced = corr > 0.999, corr.abs() < 0.25  # [64, 8]
+    assert bool((kept | replaced).all())  # a column is either the node as it was or noise
+    assert bool(kept[:, 0].all())  # no task is noise alone
+    share = replaced.float().mean().item()  # a share drawn uniformly in [0, 1] per task, of 7 of 8 columns
+    assert 0.3 < share < 0.6, share
+    assert 0 < int(replaced.sum(1).min()) or int(replaced.sum(1).max()) > 4  # tasks differ in how many
+    with pytest.raises(ConfigError, match=r"priors\.max_noise_feature_fraction"):
+        from_dict({"priors": {"max_noise_feature_fraction": 1.5}})

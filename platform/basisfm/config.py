@@ -215,6 +215,9 @@ class PriorConfig:
     max_targets: int = 3
     max_categorical_fraction: float = 0.5  # a task draws its share of categorical features in [0, this]
     max_categories: int = 12
+    # a task replaces a share in [0, this] of its features by noise independent of every node: columns that say
+    # nothing about the target, as real tables have, which the model must learn to pass over (0: none, the default)
+    max_noise_feature_fraction: float = 0.0
     boolean_fraction: float = 0.5  # two-level categorical features stored as booleans
     skewed_fraction: float = 0.3  # numeric columns made skewed or heavy-tailed
     integer_fraction: float = 0.15  # numeric columns rounded to integers (counts, years)
@@ -246,7 +249,7 @@ class PriorConfig:
     seed: int = 0
 
     def validate(self, key: str) -> None:
-        for name in ("classification_fraction", "multi_target_fraction", "max_categorical_fraction", "boolean_fraction",
+        for name in ("classification_fraction", "multi_target_fraction", "max_categorical_fraction", "max_noise_feature_fraction", "boolean_fraction",
                      "skewed_fraction", "integer_fraction", "missing_task_fraction", "mnar_fraction", "named_fraction"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"{key}.{name}", "must be in [0, 1]")
         _require(self.mlp_weight >= 0 and self.tree_weight >= 0, f"{key}.mlp_weight", "mlp_weight and tree_weight must be >= 0")

@@ -157,6 +157,21 @@ def tree_scm_nodes(draws: Draws, config: PriorConfig, n_tasks: int, n_rows: int,
 SCM_GENERATORS = {"mlp": mlp_scm_nodes, "tree": tree_scm_nodes}
 
 
+def with_noise_features(draws: Draws, config: PriorConfig, features: torch.Tensor) -> torch.Tensor:
+    """[B, N, F] features with a share of each task's columns, drawn per task in [0, max_noise_feature_fraction],
+    replaced by standard-normal noise independent of every node: features that say nothing about the target,
+    which real tables have and a model must learn to pass over. The first column always stays a real node
+    (columns are shuffled later), so no task is noise alone. Draws nothing when the fraction is 0, so chunks
+    of a prior without noise features are the same as before the option existed."""
+    if config.max_noise_feature_fraction <= 0:
+        return features
+    b, n, f = features.shape
+    share = draws.rng.uniform(0.0, config.max_noise_feature_fraction, (b, 1))
+    noise = draws.rng.random((b, f)) < share
+    noise[:, 0] = False
+    return torch.where(draws.tensor(noise, torch.bool).unsqueeze(1), draws.normal(b, n, f), features)
+
+
 def select_nodes(draws: Draws, nodes: torch.Tensor, layer: torch.Tensor, n_features: int, n_targets: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Read each task's columns from distinct random nodes: ([B, N, F] features, [B, N, T] targets).
 
