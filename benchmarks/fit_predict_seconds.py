@@ -3,11 +3,13 @@
 The table is ggplot2/diamonds from the public suite (9 features: 3 categorical, 6 numeric; target price):
 10,000 training rows and 2,000 test rows drawn with `--seed`. Timing a table is not training on it; nothing
 here is kept. Rows (each a fresh estimator, one process, the machine's threads):
-  - `default base-ft`: `BasisRegressor()`, the shipped checkpoint fine-tuned on the table (its architecture named);
+  - `per-row base-ft`: `BasisRegressor(checkpoint="per_row")`, the shipped per-row checkpoint fine-tuned on the
+    table, row by row (`BasisClassifier`'s default);
   - `in-context inference`: `BasisRegressor(strategy="inference")`, the shipped in-context checkpoint (or
     `--icl-checkpoint DIR`) with the estimator's defaults: no gradient step, each test row reads `max_context`
     training rows in every member, plain and with retrieval (the training rows nearest to each chunk of queries);
-  - `in-context base-ft` (with `--icl-finetune`): episodic fine-tuning of that checkpoint, then in context.
+  - `in-context base-ft` (with `--icl-finetune`): episodic fine-tuning of that checkpoint, then in context
+    (`BasisRegressor()`'s default with the shipped checkpoint).
 Run with `python -m benchmarks.fit_predict_seconds [--icl-checkpoint runs/curriculum/stage4] [--icl-finetune]`.
 """
 
@@ -91,12 +93,12 @@ def main(argv: list[str] | None = None) -> int:
     common = dict(progress=False, random_state=args.seed)
     steps = dict(max_steps=args.max_steps)
     from basisfm.model.checkpoint import read_model_config
-    from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR, shipped_checkpoint
+    from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR, PER_ROW_NAME, shipped_checkpoint
 
-    default = read_model_config(shipped_checkpoint()).architecture
+    per_row = read_model_config(shipped_checkpoint(PER_ROW_NAME)).architecture
     icl_checkpoint = args.icl_checkpoint or str(IN_CONTEXT_CHECKPOINT_DIR)
     icl = dict(checkpoint=icl_checkpoint, max_context=args.max_context, **common)
-    runs = [(f"default checkpoint, base-ft ({default})", lambda: BasisRegressor(**steps, **common)),
+    runs = [(f"per-row checkpoint, base-ft ({per_row})", lambda: BasisRegressor(checkpoint=PER_ROW_NAME, **steps, **common)),
             ("in-context, inference", lambda: BasisRegressor(strategy="inference", **icl)),
             ("in-context, inference + retrieval", lambda: BasisRegressor(strategy="inference", retrieval=True, **icl))]
     if args.icl_finetune:

@@ -20,8 +20,8 @@ def test_a_small_run_times_every_strategy_and_writes_the_page(tmp_path):
     from basisfm.model.checkpoint import read_model_config
     from basisfm.pretrained import shipped_checkpoint
 
-    default = read_model_config(shipped_checkpoint()).architecture
-    for label in (f"default checkpoint, base-ft ({default})", "in-context, inference", "in-context, inference + retrieval",
+    per_row = read_model_config(shipped_checkpoint("per_row")).architecture
+    for label in (f"per-row checkpoint, base-ft ({per_row})", "in-context, inference", "in-context, inference + retrieval",
                   "in-context, base-ft (episodic)"):
         assert f"| {label} |" in page
     assert "| in-context, inference | " in page and "--max-steps 2" in page

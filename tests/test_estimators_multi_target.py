@@ -43,7 +43,7 @@ def _fast(cache_dir, **kw) -> dict:
 @pytest.mark.slow
 def test_per_row_model_learns_two_targets_at_once_and_round_trips(cache_dir, tmp_path):
     x, y = _houses(300)
-    model = BasisRegressor(max_steps=150, validate_every=25, **_fast(cache_dir)).fit(x.iloc[:240], y.iloc[:240])
+    model = BasisRegressor(checkpoint="per_row", max_steps=150, validate_every=25, **_fast(cache_dir)).fit(x.iloc[:240], y.iloc[:240])
     predicted = model.predict(x.iloc[240:])
     assert predicted.shape == (60, 2)
     assert model.target_mean_.shape == (2,) and model.target_scale_[0] > 100 * model.target_scale_[1]

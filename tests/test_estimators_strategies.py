@@ -87,7 +87,7 @@ def test_default_budget_is_sized_to_the_table():
 @pytest.fixture(scope="module")
 def base_ft(cache_dir):
     x, y = _houses(120, 0)
-    return BasisRegressor(strategy="base-ft", **_fast(cache_dir)).fit(x, y)
+    return BasisRegressor(strategy="base-ft", checkpoint="per_row", **_fast(cache_dir)).fit(x, y)
 
 
 def test_base_ft_improves_validation_error_and_is_reproducible(base_ft, cache_dir):
@@ -95,7 +95,7 @@ def test_base_ft_improves_validation_error_and_is_reproducible(base_ft, cache_di
     assert history.steps > 0 and history.best_step >= 1
     assert min(c["val_score"] for c in history.checks[1:]) < history.checks[0]["val_score"]
     x, y = _houses(120, 0)
-    again = BasisRegressor(strategy="base-ft", **_fast(cache_dir)).fit(x, y)
+    again = BasisRegressor(strategy="base-ft", checkpoint="per_row", **_fast(cache_dir)).fit(x, y)
     test, _ = _houses(10, 1)
     np.testing.assert_array_equal(base_ft.predict(test), again.predict(test))
 
@@ -121,7 +121,7 @@ def test_clone_and_params(base_ft):
 
 def test_peft_trains_only_adapters_and_merges_back(cache_dir):
     x, y = _houses(80, 3)
-    model = BasisRegressor(strategy="peft", lora_r=4, **_fast(cache_dir)).fit(x, y)
+    model = BasisRegressor(strategy="peft", lora_r=4, checkpoint="per_row", **_fast(cache_dir)).fit(x, y)
     total = sum(p.numel() for p in model.model_.parameters())
     assert 0 < model.history_.trainable_parameters < total / 5
     shipped = load_pretrained(DEFAULT_CHECKPOINT_DIR)
@@ -132,7 +132,7 @@ def test_peft_trains_only_adapters_and_merges_back(cache_dir):
     changed = [n for n, p in model.model_.state_dict().items() if not torch.equal(p, start[n])]
     assert changed, "LoRA training should change the merged weights"
     with pytest.raises(ConfigError, match="name no linear layer"):
-        BasisRegressor(strategy="peft", lora_target_modules=["nonexistent"], **_fast(cache_dir)).fit(x, y)
+        BasisRegressor(strategy="peft", lora_target_modules=["nonexistent"], checkpoint="per_row", **_fast(cache_dir)).fit(x, y)
 
 
 def test_classifier_fine_tunes_and_round_trips(cache_dir, tmp_path):

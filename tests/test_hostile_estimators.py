@@ -442,9 +442,9 @@ SKIPPED_CHECKS = {
     "check_regressor_data_not_an_array": "compares predictions for X as an array (columns named x0, x1, ...) and as a "
                                          "DataFrame (columns named 0, 1, ...): column names are embedded, so predictions "
                                          "differ by design",
-    "check_methods_subset_invariance": "predictions on subsets agree to about 3e-7 relative (float32 kernels sum in "
-                                       "another order for another batch size), above the check's 1e-7 absolute; "
-                                       "asserted below at 1e-5",
+    "check_methods_subset_invariance": "predictions on subsets agree to about 3e-7 relative, 2e-7 absolute (float32 "
+                                       "kernels sum in another order for another batch size), above the check's 1e-7 "
+                                       "absolute; asserted below at 1e-5 relative, 1e-6 absolute",
 }
 
 
@@ -489,4 +489,4 @@ def test_the_skipped_checks_pass_apart_from_their_stated_reason(cls, cache_dir):
         method = model.predict if cls is BasisRegressor else model.predict_proba
         whole = method(X)
         by_row = np.concatenate([method(X[i: i + 1]) for i in range(len(X))])
-    np.testing.assert_allclose(by_row, whole, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(by_row, whole, rtol=1e-5, atol=1e-6)

@@ -11,7 +11,8 @@ import torch
 
 from basisfm.config import ModelConfig, apply_model_preset
 from basisfm.errors import CheckpointError, ConfigError
-from basisfm.estimators import BasisRegressor
+from basisfm.estimators import BasisClassifier, BasisRegressor
+from basisfm.estimators.checkpoints import resolve_checkpoint
 from basisfm.model import build_model
 from basisfm.model.checkpoint import load_pretrained, save_pretrained
 from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, IN_CONTEXT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, SHIPPED_NAMES, read_provenance
@@ -51,13 +52,17 @@ def test_estimators_start_from_the_shipped_checkpoint_by_default(tmp_path):
     import pandas as pd
 
     x = pd.DataFrame({"a": np.arange(12.0), "b": np.arange(12.0) % 3})
-    # strategy="inference" reads the shipped in-context model; fine-tuning starts from the per-row default
+    # strategy="inference" reads the shipped in-context model, and the regressor fine-tunes it; the classifier
+    # fine-tunes the per-row one
     model = BasisRegressor(strategy="inference", progress=False, embedding_cache_dir=str(tmp_path)).fit(x, (x.a * 2).rename("y"))
     assert model.checkpoint_source_ == "checkpoint in_context"
     shipped = load_pretrained(IN_CONTEXT_CHECKPOINT_DIR).state_dict()
     assert all(torch.equal(shipped[k], v) for k, v in model.model_.state_dict().items())
     assert model.model_.config.architecture == "tab2d" and model.context_.num_rows == 12
-    assert BasisRegressor()._checkpoint_name() == "default" and BasisRegressor(strategy="peft")._checkpoint_name() == "default"
+    assert BasisRegressor()._checkpoint_name() == "in_context" and BasisRegressor(strategy="peft")._checkpoint_name() == "in_context"
+    assert BasisClassifier()._checkpoint_name() == "per_row" and BasisClassifier(strategy="inference")._checkpoint_name() == "in_context"
+    assert BasisRegressor(checkpoint="per_row")._checkpoint_name() == "per_row"
+    assert resolve_checkpoint("per_row") == resolve_checkpoint("default") == DEFAULT_CHECKPOINT_DIR
     assert BasisRegressor(strategy="inference", checkpoint="default")._checkpoint_name() == "in_context"
     assert BasisRegressor(checkpoint="in_context")._checkpoint_name() == "in_context"  # by name, for any strategy
     # inference's member defaults (measured on the public suite); fine-tuned members predict as they trained

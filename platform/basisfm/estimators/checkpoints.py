@@ -21,7 +21,7 @@ from pathlib import Path
 
 from basisfm.errors import CheckpointError
 from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, find_checkpoint_dir
-from basisfm.pretrained import SHIPPED_NAMES, shipped_checkpoint
+from basisfm.pretrained import PER_ROW_NAME, SHIPPED_NAMES, shipped_checkpoint
 
 
 def is_registry_uri(checkpoint: str | Path | None) -> bool:
@@ -31,10 +31,10 @@ def is_registry_uri(checkpoint: str | Path | None) -> bool:
 def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path | None = None,
                        tracking_uri: str | None = None) -> Path | None:
     """A local checkpoint directory, or None when no checkpoint was given (the caller builds from scratch).
-    "default" and "in_context" are the checkpoints shipped with the package (`basisfm.pretrained`)."""
+    "default" (or "per_row") and "in_context" are the checkpoints shipped with the package (`basisfm.pretrained`)."""
     if checkpoint is None or checkpoint == "":
         return None
-    if checkpoint in SHIPPED_NAMES:
+    if checkpoint in SHIPPED_NAMES or checkpoint == PER_ROW_NAME:
         return find_checkpoint_dir(shipped_checkpoint(str(checkpoint)), origin=f"the shipped {checkpoint!r} checkpoint")
     if is_registry_uri(checkpoint):
         from basisfm.config import TrackingConfig
@@ -44,7 +44,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a directory holding "
-                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, 'default' or 'in_context' (shipped), "
+                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, 'default', 'per_row' or 'in_context' (shipped), "
                               "or None to start from scratch")
     return find_checkpoint_dir(path, origin=str(path))
 

@@ -1,6 +1,7 @@
 """Checkpoints shipped with the package, what the estimators' `checkpoint="default"` starts from:
-  - `default`: the per-row Basis Transformer, which fine-tuning (`base-ft`, `peft`) starts from;
-  - `in_context`: an in-context model (tab2d), which `strategy="inference"` predicts with (no gradient step).
+  - `in_context`: an in-context model (tab2d), which `strategy="inference"` predicts with (no gradient step)
+    and `BasisRegressor` fine-tunes (`base-ft`, `peft`) on a table's episodes;
+  - `default` (also named `per_row`): the per-row Basis Transformer, which `BasisClassifier` fine-tunes.
 
     from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, read_provenance
     read_provenance()  # how the default was made: config, corpus fingerprint, steps, hardware, MLflow run, evidence
@@ -22,9 +23,11 @@ from typing import Any
 
 from basisfm.errors import CheckpointError
 
-DEFAULT_NAME = "default"  # BasisRegressor(checkpoint="default"), the estimators' default
-IN_CONTEXT_NAME = "in_context"  # what checkpoint="default" means for strategy="inference"
-SHIPPED_NAMES = (DEFAULT_NAME, IN_CONTEXT_NAME)
+DEFAULT_NAME = "default"  # the per-row checkpoint's directory; as the estimators' `checkpoint`, their default
+PER_ROW_NAME = "per_row"  # the per-row checkpoint by what it is, for an estimator whose default is another one
+IN_CONTEXT_NAME = "in_context"  # what checkpoint="default" means for strategy="inference" and for BasisRegressor
+SHIPPED_NAMES = (DEFAULT_NAME, IN_CONTEXT_NAME)  # the shipped directories
+_ALIASES = {PER_ROW_NAME: DEFAULT_NAME}
 PRETRAINED_DIR = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT_DIR = PRETRAINED_DIR / DEFAULT_NAME
 IN_CONTEXT_CHECKPOINT_DIR = PRETRAINED_DIR / IN_CONTEXT_NAME
@@ -33,9 +36,12 @@ MAX_SHIPPED_BYTES = 5 * 1024 * 1024  # what a package may carry: weights, config
 
 
 def shipped_checkpoint(name: str = DEFAULT_NAME) -> Path:
-    """The directory of the shipped checkpoint `name`; `CheckpointError` when the installed package lacks it."""
+    """The directory of the shipped checkpoint `name` ("per_row" names "default"); `CheckpointError` when the
+    installed package lacks it."""
+    name = _ALIASES.get(name, name)
     if name not in SHIPPED_NAMES:
-        raise CheckpointError(f"basisfm ships the checkpoints {list(SHIPPED_NAMES)}; got {name!r}")
+        raise CheckpointError(f"basisfm ships the checkpoints {list(SHIPPED_NAMES)} ('{PER_ROW_NAME}' names "
+                              f"'{DEFAULT_NAME}'); got {name!r}")
     directory = PRETRAINED_DIR / name
     if not (directory / "model.safetensors").is_file():
         raise CheckpointError(f"the installed basisfm has no shipped checkpoint at {str(directory)!r} (a "
