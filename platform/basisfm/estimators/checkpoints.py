@@ -21,7 +21,7 @@ from pathlib import Path
 
 from basisfm.errors import CheckpointError
 from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, find_checkpoint_dir
-from basisfm.pretrained import PER_ROW_NAME, SHIPPED_NAMES, shipped_checkpoint
+from basisfm.pretrained import CHECKPOINT_NAMES, shipped_checkpoint
 
 
 def is_registry_uri(checkpoint: str | Path | None) -> bool:
@@ -34,7 +34,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
     "default" (or "per_row") and "in_context" are the checkpoints shipped with the package (`basisfm.pretrained`)."""
     if checkpoint is None or checkpoint == "":
         return None
-    if checkpoint in SHIPPED_NAMES or checkpoint == PER_ROW_NAME:
+    if checkpoint in CHECKPOINT_NAMES:
         return find_checkpoint_dir(shipped_checkpoint(str(checkpoint)), origin=f"the shipped {checkpoint!r} checkpoint")
     if is_registry_uri(checkpoint):
         from basisfm.config import TrackingConfig

@@ -28,6 +28,7 @@ PER_ROW_NAME = "per_row"  # the per-row checkpoint by what it is, for an estimat
 IN_CONTEXT_NAME = "in_context"  # what checkpoint="default" means for strategy="inference" and for BasisRegressor
 SHIPPED_NAMES = (DEFAULT_NAME, IN_CONTEXT_NAME)  # the shipped directories
 _ALIASES = {PER_ROW_NAME: DEFAULT_NAME}
+CHECKPOINT_NAMES = (*SHIPPED_NAMES, *_ALIASES)  # every name `shipped_checkpoint` takes
 PRETRAINED_DIR = Path(__file__).resolve().parent
 DEFAULT_CHECKPOINT_DIR = PRETRAINED_DIR / DEFAULT_NAME
 IN_CONTEXT_CHECKPOINT_DIR = PRETRAINED_DIR / IN_CONTEXT_NAME
