@@ -288,7 +288,7 @@ def test_in_context_settings_refuse_unknown_encodings_and_transforms():
         InContextSettings(feature_transforms=()).validate()
 
 
-def _wide(n: int = 300, seed: int = 0, label: bool = False):
+def _wide_frame(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
     """Eight features of which two carry the target (a number and a category); a missing cell in each kind."""
     rng = np.random.default_rng(seed)
     X = pd.DataFrame({f"noise{i}": rng.normal(size=n) for i in range(5)})
@@ -297,6 +297,12 @@ def _wide(n: int = 300, seed: int = 0, label: bool = False):
     X["tag"] = rng.choice(["a", "b", "c", None], n)
     X.loc[3, "signal"] = np.nan
     y = 3 * X["signal"].fillna(0) + X["zone"].map({"north": 4.0, "south": 0.0, "east": -4.0}) + rng.normal(0, 0.1, n)
+    return X, y
+
+
+def _wide(n: int = 300, seed: int = 0, label: bool = False):
+    """`_wide_frame` as a fitted record, its first n - 10 rows as the training table and the last 10 as queries."""
+    X, y = _wide_frame(n, seed)
     if label:
         y = pd.Series(np.where(y > 0, "high", "low"))
     kind = ColumnKind.CATEGORICAL if label else ColumnKind.NUMERIC
@@ -347,3 +353,18 @@ def test_most_relevant_keeps_the_top_n_features_or_all_when_they_fit():
 def test_feature_selection_must_be_relevance_or_random():
     with pytest.raises(ConfigError, match="feature_selection must be one of"):
         InContextSettings(feature_selection="best").validate()
+
+
+def test_a_string_column_with_no_repeated_value_scores_no_relevance_instead_of_failing():
+    """An id or an address (every value its own) tells a new row nothing; scikit-learn's estimate raised on such a
+    column beside a numeric target, so an in-context prediction of a wide table with one failed."""
+    X, y = _wide_frame()
+    X["address"] = [f"{i} Main Street" for i in range(len(X))]
+    pre = TablePreprocessor().fit(X, y.rename("y"), ColumnKind.NUMERIC)
+    train = pre.to_arrow(pre.features(X), y.rename("y").reset_index(drop=True))
+    record = pre.record()
+    ctx = _context(record, train, pre.to_arrow(pre.features(X.iloc[:3]), None), HashEmbedder(), None)
+    relevance = feature_relevance(ctx.prepared, ctx.features, ctx.targets, np.arange(ctx.n_train), seed=0)
+    names = [record.columns[j].name for j in ctx.features]
+    assert relevance[names.index("address")] == 0.0
+    assert {names[i] for i in np.argsort(-relevance)[:2]} == {"signal", "zone"}

@@ -95,6 +95,11 @@ class InContextSettings:
                 raise ConfigError(f"{name} may hold {TRANSFORMS}, got {unknown[0]!r}")
 
 
+# How every member reads a fitted table (`table_reading`): the feature positions it may read, and what "target"
+# coding ranks categories by (None for the other codings).
+Reading = tuple[np.ndarray, "np.ndarray | None"]
+
+
 @dataclass
 class _Context:
     prepared: _PreparedTable  # training rows 0..n_train-1, then the query rows
@@ -122,9 +127,11 @@ def _context(record: TableRecord, train_table: pa.Table, query_table: pa.Table, 
                     features=np.setdiff1d(np.arange(len(names)), target_positions))
 
 
-def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings, *, numeric_targets: bool = False):
+def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings, *, numeric_targets: bool = False,
+             readable: np.ndarray | None = None):
     """Yield (member, query positions [Q] into the query table, TableBatch, the member's target transform or
-    None) for every episode of every member. `numeric_targets`: apply `settings.target_transforms`."""
+    None) for every episode of every member. `numeric_targets`: apply `settings.target_transforms`. `readable`:
+    the features `table_reading` lets these training rows' members read, when already computed."""
     settings.validate()
     n_query = ctx.prepared.values.shape[0] - ctx.n_train
     ctx.prepared.row_index = np.arange(ctx.prepared.values.shape[0], dtype=np.int64)
@@ -143,7 +150,7 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
             by_transform[kind] = (ColumnTransform(kind, ctx.prepared, numeric, np.arange(ctx.n_train)).apply(ctx.prepared)
                                   if len(numeric) else ctx.prepared)
     # every member reads the same features (in its own order); "target" coding's ranking is computed once
-    readable, rank_by = table_reading(ctx.prepared, ctx.features, ctx.targets, labelled, settings)
+    readable, rank_by = table_reading(ctx.prepared, ctx.features, ctx.targets, labelled, settings, readable)
     for member in range(settings.n_estimators):
         rng = np.random.default_rng(derive_seed("in_context", settings.seed, member))
         features = rng.permutation(readable)[:n_features]
@@ -165,14 +172,16 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
 
 
 def table_reading(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
-                  settings: InContextSettings) -> tuple[np.ndarray, np.ndarray | None]:
+                  settings: InContextSettings, readable: np.ndarray | None = None) -> Reading:
     """How every member reads a fitted table, the same for in-context prediction and episodic fine-tuning:
     (the features it may read: a table too wide for one episode, `max_columns` less its targets, gives its
     most relevant with `feature_selection="relevance"`; what "target" coding ranks categories by, None for
-    the other codings). Computed on the `labelled` training rows, once per table."""
-    readable = features
-    if settings.feature_selection == "relevance":
-        readable = most_relevant(prepared, features, targets, labelled, max(1, settings.max_columns - len(targets)), settings.seed)
+    the other codings). Computed on the `labelled` training rows, once per table; `readable`: the first part
+    when already computed for these training rows (the relevance ranking takes about a second on a wide table)."""
+    if readable is None:
+        readable = features
+        if settings.feature_selection == "relevance":
+            readable = most_relevant(prepared, features, targets, labelled, max(1, settings.max_columns - len(targets)), settings.seed)
     rank_by = target_signal(prepared, targets[0], labelled) if settings.categorical_features == "target" else None
     return readable, rank_by
 
@@ -214,13 +223,18 @@ def feature_relevance(prepared: _PreparedTable, features: np.ndarray, targets: n
         known = ~prepared.missing[rows, t]
         if known.sum() < 6:
             continue
+        # A string column whose every value is its own (an id, an address) tells nothing a new row can use, and
+        # scikit-learn's estimate fails on it for a numeric target (no value seen twice): it scores 0.
+        repeats = np.array([not discrete[i] or len(np.unique(x[known, i])) < known.sum() for i in range(len(features))])
+        if not repeats.any():
+            continue
         random_state = derive_seed("relevance", seed, int(t)) % 2**32
         if (prepared.string_uids[:, t] >= 0).any():
-            relevance += mutual_info_classif(x[known], prepared.string_uids[rows[known], t], discrete_features=discrete,
-                                             random_state=random_state)
+            relevance[repeats] += mutual_info_classif(x[known][:, repeats], prepared.string_uids[rows[known], t],
+                                                      discrete_features=discrete[repeats], random_state=random_state)
         else:
-            relevance += mutual_info_regression(x[known], prepared.values[rows[known], t], discrete_features=discrete,
-                                                random_state=random_state)
+            relevance[repeats] += mutual_info_regression(x[known][:, repeats], prepared.values[rows[known], t],
+                                                         discrete_features=discrete[repeats], random_state=random_state)
     return relevance
 
 
@@ -466,12 +480,15 @@ def predict_numeric_in_context(
     *,
     targets: Sequence[str] | None = None,
     quantiles: Sequence[float] | None = None,
+    readable: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(point [n, T] float64, quantiles [n, T, Q] float64 or None) for the query rows' numeric targets.
 
     `targets` default to `record.candidate_targets` (all predicted at once: multi-target regression);
     they must be numeric-like columns. The point is the mean of the predicted distribution; both are
-    averaged over the members and come in the target's own units.
+    averaged over the members and come in the target's own units. `readable`: the features `table_reading`
+    gives `train_table`, when the caller has them (episodic fine-tuning validates against the same training rows
+    again and again).
     """
     from basisfm.losses.objective import decode_numeric
 
@@ -486,7 +503,7 @@ def predict_numeric_in_context(
     q = np.zeros((n_query, n_targets, len(quantiles))) if quantiles is not None else None
     models = _as_models(model)
     slot = {name: j for j, name in enumerate(record.columns[t].name for t in ctx.targets)}
-    for member, queries, batch, transform in _members(models[0], ctx, settings, numeric_targets=True):
+    for member, queries, batch, transform in _members(models[0], ctx, settings, numeric_targets=True, readable=readable):
         model = models[member % len(models)]
         batch = batch.to(_device(model))
         out = model(batch)
@@ -521,9 +538,11 @@ def predict_label_scores_in_context(
     settings: InContextSettings | None = None,
     *,
     target: str | None = None,
+    readable: np.ndarray | None = None,
 ) -> np.ndarray:
     """[n, L] probabilities of each query row's `target` (default: the record's first candidate target)
-    over `labels` (the classes, as strings), the members' softmax probabilities averaged."""
+    over `labels` (the classes, as strings), the members' softmax probabilities averaged. `readable` as for
+    `predict_numeric_in_context`."""
     settings = settings or InContextSettings()
     target = target if target is not None else (record.candidate_targets[0] if record.candidate_targets else None)
     if target is None:
@@ -532,7 +551,7 @@ def predict_label_scores_in_context(
     label_embeddings = torch.as_tensor(np.asarray(embedder.embed(list(labels)), dtype=np.float32))
     scores = np.zeros((query_table.num_rows, len(labels)))
     models = _as_models(model)
-    for member, queries, batch, _ in _members(models[0], ctx, settings):
+    for member, queries, batch, _ in _members(models[0], ctx, settings, readable=readable):
         model = models[member % len(models)]
         device = _device(model)
         batch = batch.to(device)
