@@ -358,6 +358,25 @@ def test_base_ft_of_a_too_wide_table_trains_on_the_features_prediction_reads(cac
         assert len({frozenset(c) for c in read}) > 1
 
 
+def test_base_ft_of_a_too_wide_table_ranks_its_features_once_not_at_every_validation(cache_dir, tmp_path, monkeypatch):
+    """The relevance ranking (about a second on a wide table) depends on the training rows alone: episodic
+    fine-tuning computes it once and each validation check reuses it, with the same predictions."""
+    import basisfm.estimators.in_context as in_context
+
+    torch.manual_seed(0)
+    save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")
+    calls = []
+    real_relevance = in_context.feature_relevance
+    monkeypatch.setattr(in_context, "feature_relevance", lambda *a, **k: calls.append(1) or real_relevance(*a, **k))
+    rng = np.random.default_rng(5)
+    x = pd.DataFrame({f"noise{i}": rng.normal(size=240) for i in range(6)})
+    x["signal"] = rng.normal(size=240)
+    y = pd.Series(5 * x.signal + rng.normal(0, 0.1, 240), name="y")
+    model = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft", max_columns=3,
+                           **_fast(cache_dir, max_steps=9, validate_every=3, patience=5)).fit(x, y)
+    assert len(model.history_.checks) == 4 and len(calls) == 1  # 4 validation checks, one ranking
+
+
 @pytest.mark.parametrize("coding", ["text", "sorted", "ordinal"])
 def test_base_ft_episodes_code_categorical_features_as_predictions_will(cache_dir, tmp_path, monkeypatch, coding):
     import basisfm.estimators.finetune as finetune

@@ -383,15 +383,17 @@ class _BasisEstimator(BaseEstimator, ABC):
             return [TableBatch.from_arrays(a) for a in episodes_from_prepared(
                 coded, record, config, seed=derive_seed(seed, epoch), target_positions=targets, feature_positions=features)]
 
-        def validation(m) -> float:
-            return self._in_context_validation_loss(m, record, train_table, val_features, val_truth, embedder, context)
+        def validation(m) -> float:  # the training rows' readable features are the ones just ranked
+            return self._in_context_validation_loss(m, record, train_table, val_features, val_truth, embedder, context,
+                                                    features)
 
         return fine_tune(model, train_batches, validation, self._loss, settings)
 
     @abstractmethod
-    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings) -> float:
+    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings,
+                                    readable) -> float:
         """Lower-is-better score of the held-out rows `query` (targets null) predicted in context, against `truth`
-        ([n] for one target, [n, n_targets] for several)."""
+        ([n] for one target, [n, n_targets] for several); `readable`: the features `in_context.table_reading` gives `context`."""
 
     def _labelled_batches(self, table, data_config, embedder, seed: int) -> list[TableBatch]:
         from basisfm.data.collate import table_to_batches

@@ -63,10 +63,12 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         # One logit row per query row (every row of a plain batch; an episode's support rows show their labels).
         return torch.nn.functional.cross_entropy(logits, self._label_ids(batch, col)[~batch.support])
 
-    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings) -> float:
+    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings,
+                                    readable) -> float:
         from basisfm.estimators.in_context import predict_label_scores_in_context
 
-        probabilities = predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings)
+        probabilities = predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings,
+                                                        readable=readable)
         index = {text: i for i, text in enumerate(self._class_text)}
         true = np.asarray([index[str(label)] for label in truth])
         return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(true)), true], 1e-12, None))))

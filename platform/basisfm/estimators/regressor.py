@@ -132,10 +132,11 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
                 errors.append((((predicted - truth) / batch.column_std[out.target_columns]) ** 2).cpu().numpy())
         return float(np.mean(np.concatenate(errors))) if errors else math.inf
 
-    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings) -> float:
+    def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings,
+                                    readable) -> float:
         from basisfm.estimators.in_context import predict_numeric_in_context
 
-        point, _ = predict_numeric_in_context(model, record, context, query, embedder, settings)
+        point, _ = predict_numeric_in_context(model, record, context, query, embedder, settings, readable=readable)
         scale = np.asarray(self._per_target("target_scale_"), dtype=np.float64)
         return float(np.mean(((point - truth.astype(np.float64).reshape(len(point), -1)) / scale) ** 2))
 
