@@ -50,6 +50,7 @@ class Check:
     train_loss: float
     ratio: float  # model z-MSE / context-mean z-MSE on the held-out regression targets
     accuracy: float  # held-out categorical targets (NaN when none)
+    real_ratio: float = math.nan  # the same ratio on episodes of held-out corpus tables (with --corpus)
 
 
 def held_out_baselines(episodes) -> dict[str, float]:
@@ -124,6 +125,7 @@ def train(args) -> tuple[list[Check], dict, Path]:
     import torch
 
     from basisfm.config import LossConfig, ModelConfig, PriorConfig, apply_model_preset
+    from basisfm.corpus.manifest import corpus_fingerprint
     from basisfm.losses.objective import build_objective
     from basisfm.model import build_model, count_parameters
     from basisfm.model.checkpoint import load_pretrained, save_pretrained
@@ -155,6 +157,11 @@ def train(args) -> tuple[list[Check], dict, Path]:
     sampler = PriorSampler(prior, seed=args.seed, text_dim=model_config.text_dim, max_cells=args.max_cells)
     held_out = PriorSampler(prior, seed=HELD_OUT_SEED, text_dim=model_config.text_dim, max_cells=args.max_cells).sample(HELD_OUT_TASKS)
     baselines = held_out_baselines(held_out)
+    corpus, real_held_out = None, []
+    if args.corpus:
+        corpus = corpus_tasks(args)
+        real_held_out = corpus.held_out(HELD_OUT_TASKS, seed=HELD_OUT_SEED)
+        baselines.update({f"real_{k}": v for k, v in held_out_baselines(real_held_out).items()})
     fused = device.type == "cuda"
     optimizer = torch.optim.AdamW(objective.parameters(), lr=args.lr, weight_decay=0.01, fused=fused)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: warmup_cosine_factor(s, args.warmup, args.steps, 0.1))
@@ -163,12 +170,17 @@ def train(args) -> tuple[list[Check], dict, Path]:
         return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
 
     checks: list[Check] = []
+    if args.init:  # where a stage starts: the checkpoint's own scores on the held-out tasks, before any step
+        ratio, accuracy = evaluate(objective, held_out, device, autocast)
+        real_ratio = evaluate(objective, real_held_out, device, autocast)[0] if real_held_out else math.nan
+        checks.append(Check(0, 0, 0.0, math.nan, ratio, accuracy, real_ratio))
     started, tasks, losses = time.perf_counter(), 0, []
     deadline = started + 60 * args.minutes if args.minutes else math.inf
     step = 0
     while step < args.steps:
         sampler.set_step(step)  # the prior's row / feature curriculum (--prior curriculum=linear)
-        episodes = sampler.sample(args.batch_tasks)
+        n_real = int(np.random.default_rng([args.seed, step]).binomial(args.batch_tasks, args.real_fraction)) if corpus else 0
+        episodes = sampler.sample(args.batch_tasks - n_real) + (corpus.sample(n_real) if n_real else [])
         with autocast():
             loss = torch.stack([objective(e.to(device)).loss for e in episodes]).mean()
         optimizer.zero_grad(set_to_none=True)
@@ -182,11 +194,13 @@ def train(args) -> tuple[list[Check], dict, Path]:
         out_of_time = time.perf_counter() >= deadline
         if step % args.eval_every == 0 or step == args.steps or out_of_time:
             ratio, accuracy = evaluate(objective, held_out, device, autocast)
-            checks.append(Check(step, tasks, (time.perf_counter() - started) / 60, float(torch.stack(losses).mean()), ratio, accuracy))
+            real_ratio = evaluate(objective, real_held_out, device, autocast)[0] if real_held_out else math.nan
+            checks.append(Check(step, tasks, (time.perf_counter() - started) / 60, float(torch.stack(losses).mean()), ratio, accuracy, real_ratio))
             losses = []
             print(f"step {step:>6}  tasks {tasks:>8}  {checks[-1].minutes:6.1f} min  train loss {checks[-1].train_loss:.3f}  "
                   f"held-out MSE / context-mean MSE {ratio:.3f} (ridge {baselines['ridge']:.3f}, 5-NN {baselines['knn']:.3f})  "
-                  f"accuracy {accuracy:.3f}", flush=True)
+                  f"accuracy {accuracy:.3f}" + (f"  held-out corpus tables {real_ratio:.3f} (ridge {baselines['real_ridge']:.3f}, "
+                                                f"5-NN {baselines['real_knn']:.3f})" if real_held_out else ""), flush=True)
         if out_of_time:
             break
 
@@ -203,9 +217,24 @@ def train(args) -> tuple[list[Check], dict, Path]:
         "total_minutes": round((time.perf_counter() - started) / 60 + float(before.get("total_minutes", before.get("minutes", 0.0))), 2),
         "parameters": count_parameters(model), "commit": commit(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "held_out_ratio": checks[-1].ratio if checks else None, "baselines": baselines,
+        "corpus": ({"dir": args.corpus, "fingerprint": corpus_fingerprint(args.corpus), "real_fraction": args.real_fraction,
+                    "training_tables": len(corpus.train_records), "held_out_tables": len(corpus.held_out_records),
+                    "held_out_ratio": checks[-1].real_ratio if checks else None} if corpus else None),
     }
     (out / "provenance.json").write_text(json.dumps(provenance, indent=2, default=str) + "\n")
     return checks, provenance, out
+
+
+def corpus_tasks(args):
+    """Real-table episodes (`basisfm.estimators.corpus_tasks`) from `--corpus`, embedded as the checkpoint's text is."""
+    from basisfm.config import DataConfig
+    from basisfm.encoding.text import shared_embedder
+    from basisfm.estimators.corpus_tasks import CorpusTaskSettings, CorpusTasks
+    from basisfm.model.checkpoint import read_text_top_k
+
+    text_top_k = read_text_top_k(args.init) if args.init else DataConfig.text_top_k
+    settings = CorpusTaskSettings(max_rows=args.max_rows, max_columns=args.corpus_max_columns, max_cells=args.max_cells)
+    return CorpusTasks(args.corpus, shared_embedder(args.embedding_cache_dir, text_top_k), settings, seed=args.seed)
 
 
 def read_provenance(directory) -> dict:
@@ -225,14 +254,23 @@ def device_name(device) -> str:
 
 
 def render_markdown(checks: list[Check], provenance: dict, command: str, checkpoint: Path) -> str:
+    corpus = provenance.get("corpus")
     lines = [f"# In-context pretraining on the prior: {provenance['model_config']['architecture']}, "
              f"{provenance['model_config']['preset']} preset", "",
              "Held-out ratio: the model's squared error on a held-out prior task's numeric query targets over that of "
              "the context-mean predictor, median over 64 tasks (below 1: it reads the features). Ridge and 5-NN on the same tasks: "
-             f"{provenance['baselines']['ridge']:.3f} and {provenance['baselines']['knn']:.3f}.", "",
-             "| step | tasks seen | minutes | train loss | held-out ratio | categorical accuracy |",
-             "| ---: | ---: | ---: | ---: | ---: | ---: |"]
-    lines += [f"| {c.step} | {c.tasks_seen:,} | {c.minutes:.1f} | {c.train_loss:.3f} | {c.ratio:.3f} | {c.accuracy:.3f} |" for c in checks]
+             f"{provenance['baselines']['ridge']:.3f} and {provenance['baselines']['knn']:.3f}.", ""]
+    header, rule = "| step | tasks seen | minutes | train loss | held-out ratio | categorical accuracy |", "| ---: " * 6 + "|"
+    if corpus:
+        lines += [f"With real tables: {corpus['real_fraction']:.0%} of each step's tasks are episodes of "
+                  f"{corpus['training_tables']:,} corpus tables ({corpus['dir']}: {corpus['fingerprint'][:40]}), "
+                  "read as the in-context estimators read a table; the last column is the same ratio on 64 episodes of "
+                  f"{corpus['held_out_tables']} held-out corpus tables (ridge {provenance['baselines']['real_ridge']:.3f}, "
+                  f"5-NN {provenance['baselines']['real_knn']:.3f}).", ""]
+        header, rule = header + " held-out corpus tables |", rule + " ---: |"
+    lines += [header, rule]
+    lines += [f"| {c.step} | {c.tasks_seen:,} | {c.minutes:.1f} | {c.train_loss:.3f} | {c.ratio:.3f} | {c.accuracy:.3f} |"
+              + (f" {c.real_ratio:.3f} |" if corpus else "") for c in checks]
     return markdown_page(lines + [""], {
         "device": provenance["device"], "parameters": f"{provenance['parameters']:,}",
         "date": provenance["date"], "commit": provenance["commit"], "checkpoint": str(checkpoint),
@@ -252,6 +290,8 @@ def render_png(checks: list[Check], provenance: dict, path: Path) -> Path | None
         return None
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.plot([c.tasks_seen for c in checks], [c.ratio for c in checks], marker="o", label="model")
+    if provenance.get("corpus"):
+        ax.plot([c.tasks_seen for c in checks], [c.real_ratio for c in checks], marker="s", label="model, held-out corpus tables")
     for name, style in (("ridge", "--"), ("knn", ":")):
         ax.axhline(provenance["baselines"][name], linestyle=style, color="grey", label=name)
     ax.axhline(1.0, color="black", linewidth=0.8, label="context mean")
@@ -263,6 +303,8 @@ def render_png(checks: list[Check], provenance: dict, path: Path) -> Path | None
 
 
 def main(argv: list[str] | None = None) -> int:
+    from basisfm.config import DataConfig
+
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--architecture", default="tab2d", choices=["tab2d", "basis_icl"])
     p.add_argument("--preset", default="tiny", choices=["tiny", "small", "base"])
@@ -283,6 +325,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--grow-layers", type=int, default=None, metavar="N",
                    help="with --init: deepen the checkpoint to N layers, each trained layer followed by copies that start as "
                         "the identity (basisfm.model.grow), so training continues from the same predictions with more capacity")
+    p.add_argument("--corpus", default=None, metavar="DIR",
+                   help="also train on episodes of this ingested corpus's tables (public-suite tables are excluded at ingest), "
+                        "read as the in-context estimators read a table; a held-out share of its tables is scored beside the prior")
+    p.add_argument("--real-fraction", type=float, default=0.5, help="with --corpus: the share of each step's tasks from real tables")
+    p.add_argument("--corpus-max-columns", type=int, default=24, help="with --corpus: target + feature columns per real episode")
+    p.add_argument("--embedding-cache-dir", default=DataConfig.embedding_cache_dir,
+                   help="with --corpus: where string embeddings are cached")
     p.add_argument("--device", default="auto")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     p.add_argument("--out", default="runs/icl_prior/model", help="checkpoint directory")
@@ -292,6 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch_tasks < 1 or args.eval_every < 1:
         p.error("--steps, --batch-tasks and --eval-every must be at least 1")
+    if not 0.0 <= args.real_fraction <= 1.0:
+        p.error("--real-fraction must be in [0, 1]")
     if args.grow_layers is not None and not args.init:
         p.error("--grow-layers deepens a trained checkpoint: give it --init DIR")
 

@@ -75,7 +75,11 @@ def test_a_stage_started_from_a_checkpoint_keeps_its_weights_and_counts_the_task
     assert provenance["init_provenance"]["tasks_seen"] == 4
     pages = sorted(p.name for p in (tmp_path / "results").glob("*.md"))
     assert pages == ["icl_prior_pretrain_cpu_stage1.md", "icl_prior_pretrain_cpu_stage2.md"]
-    assert f"started from: {first}" in (tmp_path / "results" / pages[1]).read_text()
+    page = (tmp_path / "results" / pages[1]).read_text()
+    assert f"started from: {first}" in page
+    # a stage's page starts with the checkpoint's own scores (step 0); lr 0 leaves them unchanged after its step
+    rows = [line.split("|")[1:-1] for line in page.splitlines() if line.startswith("| 0 |") or line.startswith("| 1 |")]
+    assert [r[0].strip() for r in rows] == ["0", "1"] and rows[0][4] == rows[1][4] and rows[0][3].strip() == "nan"
 
 
 def test_a_stage_can_deepen_its_checkpoint_and_start_from_a_shipped_one(tmp_path):
@@ -97,3 +101,17 @@ def test_a_stage_can_deepen_its_checkpoint_and_start_from_a_shipped_one(tmp_path
     assert load_pretrained(grown).config.n_layers == 3
     with pytest.raises(SystemExit):
         bench.main(["--grow-layers", "3", "--out", str(tmp_path / "x"), *common])  # growing needs --init
+
+
+def test_a_run_with_a_corpus_mixes_real_table_episodes_and_scores_held_out_tables(tmp_path, tiny_corpus):
+    out = tmp_path / "model"
+    assert bench.main(["--steps", "2", "--eval-every", "1", "--batch-tasks", "4", "--threads", "1", "--device", "cpu",
+                       "--corpus", str(tiny_corpus), "--real-fraction", "1", "--corpus-max-columns", "6", "--max-rows", "64",
+                       "--embedding-cache-dir", str(tmp_path / "cache"), "--out", str(out),
+                       "--results", str(tmp_path / "results"), "--label", "real", "--no-mlflow"]) == 0
+    provenance = json.loads((out / "provenance.json").read_text())
+    corpus = provenance["corpus"]
+    assert corpus["real_fraction"] == 1 and corpus["training_tables"] >= 1 and corpus["held_out_tables"] >= 1
+    assert corpus["fingerprint"].startswith("6 tables") and math.isfinite(corpus["held_out_ratio"])
+    page = (tmp_path / "results" / "icl_prior_pretrain_cpu_real.md").read_text()
+    assert "held-out corpus tables |" in page and "With real tables: 100% of each step's tasks" in page
