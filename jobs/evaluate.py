@@ -20,10 +20,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--splits", nargs="+", type=int, default=None, metavar="SEED", help="split seeds to run (default: all of the protocol's)")
     p.add_argument("--models", nargs="+", default=list(DEFAULT_MODELS), choices=list(MODEL_NAMES), metavar="MODEL",
                    help=f"models to run, from {list(MODEL_NAMES)} (default: {' '.join(DEFAULT_MODELS)})")
-    p.add_argument("--checkpoint", default=None,
-                   help="Basis checkpoint: a directory with model.safetensors + config.json, or models:/basisfm@champion; "
-                        "omitted: a freshly initialised model of --preset (from scratch)")
-    p.add_argument("--preset", default="tiny", help="model preset used when no checkpoint is given")
+    p.add_argument("--checkpoint", default="default", type=lambda value: None if value.lower() == "none" else value,
+                   help="Basis checkpoint: a directory with model.safetensors + config.json, models:/basisfm@champion, a "
+                        "shipped checkpoint's name (in_context, per_row), or none (a freshly initialised model of --preset, "
+                        "from scratch); default: each Basis model's estimator default (basis-inference: in_context)")
+    p.add_argument("--preset", default="tiny", help="model preset used with --checkpoint none")
     p.add_argument("--basis-param", dest="basis_params", action="append", default=[], metavar="KEY=JSON",
                    help="estimator parameter for every Basis model, e.g. --basis-param max_steps=200 (repeatable)")
     p.add_argument("--out", default="runs/eval", help="directory for leaderboard.md, leaderboard.png and scores.json")

@@ -215,3 +215,26 @@ def test_a_basis_model_can_have_its_own_checkpoint(mini_suite, tmp_path):
     assert all(r.error is None for r in result.leaderboard.records), result.leaderboard.records
     with pytest.raises(ConfigError, match=r"only Basis models take a checkpoint"):
         run_suite(mini_suite, models=["lightgbm"], model_checkpoints={"lightgbm": str(per_row)}, out_dir=tmp_path, log_to_mlflow=False)
+
+
+def test_basis_models_start_from_their_estimators_default_checkpoint_unless_told_otherwise(mini_suite, tmp_path):
+    """`python -m jobs.evaluate --models basis-inference` scores the shipped in-context model, as
+    `BasisRegressor(strategy="inference")` would predict; `--checkpoint none` is what trains from scratch."""
+    from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR
+
+    common = dict(tasks=["houses.csv"], splits=[0], log_to_mlflow=False, progress=False,
+                  basis_params={"max_steps": 2, "embedding_cache_dir": str(tmp_path / "embeddings")})
+    shipped = run_suite(mini_suite, models=["basis-inference"], out_dir=tmp_path / "shipped", **common)
+    assert shipped.notes == [f"basis checkpoint: {IN_CONTEXT_CHECKPOINT_DIR}"]
+    scratch = run_suite(mini_suite, models=["basis-inference"], out_dir=tmp_path / "scratch", checkpoint=None, **common)
+    assert scratch.notes == ["basis checkpoint: none (from scratch: a freshly initialised model of the preset)"]
+    (trained,), (untrained,) = shipped.leaderboard.records, scratch.leaderboard.records
+    assert trained.score > untrained.score  # the pretrained model reads the table; a random one does not
+
+
+def test_the_evaluate_command_reads_none_as_from_scratch_and_defaults_to_the_estimators_checkpoints():
+    from jobs.evaluate import build_parser
+
+    assert build_parser().parse_args([]).checkpoint == "default"
+    assert build_parser().parse_args(["--checkpoint", "none"]).checkpoint is None
+    assert build_parser().parse_args(["--checkpoint", "in_context"]).checkpoint == "in_context"

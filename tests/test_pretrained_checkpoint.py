@@ -59,12 +59,12 @@ def test_estimators_start_from_the_shipped_checkpoint_by_default(tmp_path):
     shipped = load_pretrained(IN_CONTEXT_CHECKPOINT_DIR).state_dict()
     assert all(torch.equal(shipped[k], v) for k, v in model.model_.state_dict().items())
     assert model.model_.config.architecture == "tab2d" and model.context_.num_rows == 12
-    assert BasisRegressor()._checkpoint_name() == "in_context" and BasisRegressor(strategy="peft")._checkpoint_name() == "in_context"
-    assert BasisClassifier()._checkpoint_name() == "per_row" and BasisClassifier(strategy="inference")._checkpoint_name() == "in_context"
-    assert BasisRegressor(checkpoint="per_row")._checkpoint_name() == "per_row"
+    assert BasisRegressor().checkpoint_name() == "in_context" and BasisRegressor(strategy="peft").checkpoint_name() == "in_context"
+    assert BasisClassifier().checkpoint_name() == "per_row" and BasisClassifier(strategy="inference").checkpoint_name() == "in_context"
+    assert BasisRegressor(checkpoint="per_row").checkpoint_name() == "per_row"
     assert resolve_checkpoint("per_row") == resolve_checkpoint("default") == DEFAULT_CHECKPOINT_DIR
-    assert BasisRegressor(strategy="inference", checkpoint="default")._checkpoint_name() == "in_context"
-    assert BasisRegressor(checkpoint="in_context")._checkpoint_name() == "in_context"  # by name, for any strategy
+    assert BasisRegressor(strategy="inference", checkpoint="default").checkpoint_name() == "in_context"
+    assert BasisRegressor(checkpoint="in_context").checkpoint_name() == "in_context"  # by name, for any strategy
     # inference's member defaults (measured on the public suite); fine-tuned members predict as they trained
     inference = BasisRegressor(strategy="inference")
     assert (inference._n_estimators(), inference._categorical_features()) == (4, "ordinal")

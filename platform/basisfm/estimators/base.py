@@ -219,7 +219,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         """The model fine-tuning starts from, and a description of where it came from."""
         from basisfm.model import build_model
 
-        checkpoint = self._checkpoint_name()
+        checkpoint = self.checkpoint_name()
         resolved = resolve_checkpoint(checkpoint, tracking_uri=self.tracking_uri)
         if resolved is not None and (self.preset != "tiny" or self.regression_head != "smr_bits"):
             raise ConfigError(f"preset={self.preset!r} and regression_head={self.regression_head!r} choose a model built "
@@ -484,10 +484,10 @@ class _BasisEstimator(BaseEstimator, ABC):
             return int(self.n_estimators)
         return 4 if self.strategy == "inference" else 1
 
-    def _checkpoint_name(self) -> str | None:
-        """`checkpoint`, where "default" names the shipped checkpoint made for the strategy: the in-context one
-        for `inference` (the per-row checkpoint cannot read the training rows), `_fine_tune_default` to
-        fine-tune."""
+    def checkpoint_name(self) -> str | None:
+        """The checkpoint `fit` starts from: `checkpoint`, where "default" names the shipped checkpoint made for
+        the strategy: the in-context one for `inference` (the per-row checkpoint cannot read the training rows),
+        `_fine_tune_default` to fine-tune."""
         if self.checkpoint == DEFAULT_NAME:
             return IN_CONTEXT_NAME if self.strategy == "inference" else self._fine_tune_default
         return self.checkpoint

@@ -77,7 +77,7 @@ def run_suite(
     splits: list[int] | None = None,
     out_dir: str | Path = "runs/eval",
     *,
-    checkpoint: str | None = None,
+    checkpoint: str | None = "default",
     model_checkpoints: dict[str, str | None] | None = None,
     basis_params: dict[str, Any] | None = None,
     tracking_uri: str | None = None,
@@ -88,7 +88,9 @@ def run_suite(
     """Evaluate `models` on the suite's tasks and splits; write and log the leaderboard under `out_dir`.
 
     `tasks` selects tasks by id (or by their table name, e.g. "diamonds"); `splits` selects split seeds.
-    `checkpoint` (a directory or `models:/name@alias`) is resolved once and shared by all Basis runs;
+    `checkpoint` (a directory, `models:/name@alias`, a shipped checkpoint's name, or None: from scratch) is
+    resolved once and shared by all Basis runs; "default" gives each Basis model the checkpoint its estimator
+    starts from by default (`checkpoint_name()`: the shipped in-context one for `basis-inference`, ...);
     `model_checkpoints` gives a Basis model its own (e.g. `{"basis-inference": "in_context"}`: the shipped
     in-context checkpoint in context beside a per-row champion fine-tuned).
     """
@@ -108,10 +110,13 @@ def run_suite(
     checkpoints: dict[str, str | None] = {}
     if any(m in BASIS_STRATEGIES for m in models):
         from basisfm.estimators.checkpoints import resolve_checkpoint
+        from basisfm.pretrained import DEFAULT_NAME
 
         resolved: dict[str | None, str | None] = {}  # each checkpoint resolved (a registry one downloaded) once
         for model_name in (m for m in models if m in BASIS_STRATEGIES):
             wanted = (model_checkpoints or {}).get(model_name, checkpoint)
+            if wanted == DEFAULT_NAME:  # as the estimator would choose for this strategy and task
+                wanted = make_model(model_name, task_type, 0, wanted, {}).checkpoint_name()
             if wanted not in resolved:
                 found = resolve_checkpoint(wanted, tracking_uri=tracking_uri)
                 resolved[wanted] = None if found is None else str(found)
