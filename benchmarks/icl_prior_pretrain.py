@@ -13,11 +13,14 @@ config, steps, tasks seen, minutes, device, commit and last ratio):
     python -m benchmarks.icl_prior_pretrain --minutes 20                      # CPU here, or CUDA when present
     make icl-curriculum   # three stages, each --init from the last: an easy prior first (on the full prior alone
                           # a tiny model stayed at the context mean for 50 CPU-minutes; see docs/model.md)
+    python -m benchmarks.icl_prior_pretrain --init platform/basisfm/pretrained/in_context --corpus runs/corpus \
+        --real-fraction 0.5 --lr 4e-4 --minutes 70   # half of each step's tasks from real corpus tables
     python -m jobs.evaluate --models basis-inference --checkpoint runs/icl_prior/model
     BasisRegressor(checkpoint="runs/icl_prior/model", strategy="inference").fit(X, y).predict(X_test)
 
 Needs torch, numpy, pyyaml, scikit-learn (the baselines) and matplotlib (the PNG); not Ray, DeepSpeed or
-MLflow (results are logged there only when it is importable), so it runs as it is on a lent GPU machine.
+MLflow (results are logged there only when it is importable), so it runs as it is on a lent GPU machine
+(with `--corpus` it also needs the corpus directory and the sentence model that embeds its strings).
 Writes benchmarks/results/icl_prior_pretrain{,_cpu}.{md,png}.
 """
 
