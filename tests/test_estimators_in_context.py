@@ -25,6 +25,7 @@ from basisfm.estimators.in_context import (
     most_relevant,
     nearest_context,
     ordinal_features,
+    predict_class_indicators_in_context,
     predict_label_scores_in_context,
     predict_numeric_in_context,
     smoothed_means,
@@ -368,3 +369,49 @@ def test_a_string_column_with_no_repeated_value_scores_no_relevance_instead_of_f
     names = [record.columns[j].name for j in ctx.features]
     assert relevance[names.index("address")] == 0.0
     assert {names[i] for i in np.argsort(-relevance)[:2]} == {"signal", "zone"}
+
+
+def _classes(labels: list[str], n: int = 260, seed: int = 3):
+    """Two features; the class is which third (or half) of the first feature's range a row falls in."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({"x": rng.uniform(-1, 1, n), "noise": rng.normal(size=n)})
+    cut = np.linspace(-1, 1, len(labels) + 1)[1:-1]
+    y = pd.Series(np.asarray(labels)[np.searchsorted(cut, X.x)], name="y")
+    pre = TablePreprocessor().fit(X.iloc[:200], y.iloc[:200], ColumnKind.CATEGORICAL)
+    train = pre.to_arrow(pre.features(X.iloc[:200]), y.iloc[:200].reset_index(drop=True))
+    query = pre.to_arrow(pre.features(X.iloc[200:]), None)
+    return pre.record(), train, query, y.iloc[200:].to_numpy()
+
+
+@pytest.mark.parametrize("labels", [["no", "yes"], ["low", "mid", "high"]])
+def test_classes_read_as_indicators_give_probabilities_the_pretrained_model_gets_right(labels, tmp_path):
+    from basisfm.encoding.text import StringEmbedder
+    from basisfm.model.checkpoint import load_pretrained
+    from basisfm.pretrained import shipped_checkpoint
+
+    record, train, query, truth = _classes(labels)
+    model = load_pretrained(shipped_checkpoint("in_context"))
+    embedder = StringEmbedder(tmp_path / "cache", text_top_k=32)
+    settings = InContextSettings(n_estimators=2)
+    p = predict_class_indicators_in_context(model, record, train, query, embedder, labels, settings)
+    assert p.shape == (len(truth), len(labels)) and (p >= 0).all() and np.allclose(p.sum(axis=1), 1.0)
+    accuracy = np.mean(np.asarray(labels)[p.argmax(axis=1)] == truth)
+    majority = max(np.mean(truth == label) for label in labels)
+    assert accuracy > 0.85 and accuracy > majority + 0.2, (accuracy, majority)
+    with pytest.raises(TableError, match="not a column"):
+        predict_class_indicators_in_context(model, record, train, query, embedder, labels, settings, target="nope")
+
+
+def test_the_classifier_predicts_in_context_through_class_indicators(tmp_path):
+    """`BasisClassifier(strategy="inference")` reads classes as indicators (its label scoring in context was
+    below the majority class on half of the classification screen); its probabilities are those of the function."""
+    from basisfm.estimators import BasisClassifier
+
+    rng = np.random.default_rng(4)
+    X = pd.DataFrame({"x": rng.uniform(-1, 1, 260), "noise": rng.normal(size=260)})
+    y = np.where(X.x > 0.3, "approved", "rejected")
+    clf = BasisClassifier(strategy="inference", n_estimators=2, progress=False,
+                          embedding_cache_dir=str(tmp_path / "cache")).fit(X.iloc[:200], y[:200])
+    p = clf.predict_proba(X.iloc[200:])
+    assert np.allclose(p.sum(axis=1), 1.0) and list(clf.classes_) == ["approved", "rejected"]
+    assert np.mean(clf.predict(X.iloc[200:]) == y[200:]) > 0.85

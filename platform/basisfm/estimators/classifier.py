@@ -82,10 +82,13 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members."""
         self._check_fitted()
         if self.context_ is not None:
-            from basisfm.estimators.in_context import predict_label_scores_in_context
+            from basisfm.estimators.in_context import predict_class_indicators_in_context, predict_label_scores_in_context
 
             model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            return predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings)
+            # Weights fine-tuned here learned to score the labels (`_loss`); pretrained ones read numbers far better
+            # than labels (classification screen: docs/model.md), so `inference` predicts each class's indicator.
+            read = predict_class_indicators_in_context if self.strategy == "inference" else predict_label_scores_in_context
+            return read(model, record, context, query, embedder, self._class_text, settings)
         labels = self._label_embeddings()
 
         def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
