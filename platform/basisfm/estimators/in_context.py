@@ -527,6 +527,17 @@ def predict_numeric_in_context(
     return point, q
 
 
+def _class_target(record: TableRecord, target: str | None) -> str:
+    """The categorical target a classification reads: `target`, else the record's first candidate target."""
+    target = target if target is not None else (record.candidate_targets[0] if record.candidate_targets else None)
+    if target is None:
+        raise TableError("the record names no target column; pass target=...", table=record.id)
+    names = [c.name for c in record.columns]
+    if target not in names:
+        raise TableError(f"target column {target!r} is not a column of the table {names}", table=record.id, column=target)
+    return target
+
+
 def predict_class_indicators_in_context(
     model: torch.nn.Module | Sequence[torch.nn.Module],
     record: TableRecord,
@@ -547,13 +558,8 @@ def predict_class_indicators_in_context(
     to score labels (its prior's categorical accuracy stayed at the majority rate), and label scoring in context
     fell below always predicting the majority class on half of the classification screen."""
     settings = settings or InContextSettings()
-    target = target if target is not None else (record.candidate_targets[0] if record.candidate_targets else None)
-    if target is None:
-        raise TableError("the record names no target column; pass target=...", table=record.id)
-    names = [c.name for c in record.columns]
-    if target not in names:
-        raise TableError(f"target column {target!r} is not a column of the table {names}", table=record.id, column=target)
-    position = names.index(target)
+    target = _class_target(record, target)
+    position = [c.name for c in record.columns].index(target)
     indicator_column = replace(record.columns[position], kind="numeric",
                                stats=ColumnStats(min=0.0, max=1.0, abs_max=1.0, min_nonzero_abs=1.0, cardinality=2,
                                                  missing_rate=record.columns[position].stats.missing_rate))
@@ -592,9 +598,7 @@ def predict_label_scores_in_context(
     over `labels` (the classes, as strings), the members' softmax probabilities averaged. `readable` as for
     `predict_numeric_in_context`."""
     settings = settings or InContextSettings()
-    target = target if target is not None else (record.candidate_targets[0] if record.candidate_targets else None)
-    if target is None:
-        raise TableError("the record names no target column; pass target=...", table=record.id)
+    target = _class_target(record, target)
     ctx = _context(record, train_table, query_table, embedder, [target])
     label_embeddings = torch.as_tensor(np.asarray(embedder.embed(list(labels)), dtype=np.float32))
     scores = np.zeros((query_table.num_rows, len(labels)))
