@@ -548,11 +548,13 @@ def predict_class_indicators_in_context(
     settings: InContextSettings | None = None,
     *,
     target: str | None = None,
+    readable: np.ndarray | None = None,
 ) -> np.ndarray:
     """[n, L] probabilities of each query row's categorical `target` over `labels`, read as numbers: the target
     column becomes a 0/1 indicator of one class (under its own name) and the model predicts it in context as it
     predicts any numeric target; the mean of that prediction estimates P(class | row). Two classes take one
-    indicator (the second label's), more take one each, the clipped estimates normalised to sum to 1.
+    indicator (the second label's), more take one each, the clipped estimates normalised to sum to 1. The same
+    interface as `predict_label_scores_in_context`, so a caller picks either (`readable` as there).
 
     Why: the shipped in-context checkpoint learned numeric targets from its prior (suite median R² 0.64) but not
     to score labels (its prior's categorical accuracy stayed at the majority rate), and label scoring in context
@@ -572,7 +574,8 @@ def predict_class_indicators_in_context(
     for label in scored:
         indicator = pa.array([None if v is None else float(v == label) for v in observed], pa.float64())
         train = train_table.set_column(train_table.column_names.index(target), target, indicator)
-        point, _ = predict_numeric_in_context(model, numeric_record, train, queries, embedder, settings, targets=[target])
+        point, _ = predict_numeric_in_context(model, numeric_record, train, queries, embedder, settings, targets=[target],
+                                              readable=readable)
         estimates.append(np.clip(point[:, 0], 0.0, 1.0))
     if len(labels) == 2:
         return np.stack([1.0 - estimates[0], estimates[0]], axis=1)
