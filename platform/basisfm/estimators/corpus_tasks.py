@@ -26,7 +26,11 @@ import numpy as np
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord, read_manifest
 from basisfm.data.batch import TableBatch
+from basisfm.data.collate import _prepare, _PreparedTable
+from basisfm.data.episodes import episodes_from_prepared
+from basisfm.data.pipeline import read_shard
 from basisfm.errors import ConfigError
+from basisfm.estimators.in_context import InContextSettings, coded_categories, table_reading
 from basisfm.seeds import derive_seed
 
 
@@ -55,7 +59,7 @@ class CorpusTaskSettings:
 @dataclass
 class _Table:
     record: TableRecord
-    prepared: object  # data.collate._PreparedTable
+    prepared: _PreparedTable
     numeric_targets: np.ndarray
     categorical_targets: np.ndarray
     readings: dict = field(default_factory=dict)  # target position -> (readable features, rank_by): computed once
@@ -80,7 +84,6 @@ class CorpusTasks:
         self.settings.validate()
         self.corpus_dir = Path(corpus_dir)
         self.embedder = embedder
-        self.seed = seed
         records = [r for r in read_manifest(self.corpus_dir) if self._usable(r)]
         if not records:
             raise ConfigError(f"corpus tasks: no table of {self.corpus_dir} has {self.settings.min_rows}+ rows, "
@@ -128,9 +131,6 @@ class CorpusTasks:
     def _table(self, record: TableRecord) -> _Table | None:
         """The record's rows read, subsampled and embedded once (None when nothing usable is left)."""
         if record.id not in self._tables:
-            from basisfm.data.collate import _prepare
-            from basisfm.data.pipeline import read_shard
-
             table = read_shard(self.corpus_dir, record)
             names = [c.name for c in record.columns]
             if table.num_rows > self.settings.max_table_rows:
@@ -139,7 +139,7 @@ class CorpusTasks:
                 table = table.take(np.sort(rows))
             prepared = _prepare(table.select(names), record, self.embedder)
             kinds = {c.name: c.column_kind for c in record.columns}
-            targets = [names.index(t) for t in record.candidate_targets if t in kinds]
+            targets = [names.index(t) for t in record.candidate_targets if t in kinds]  # `_usable`: at least one
             numeric = [j for j in targets if kinds[names[j]] == ColumnKind.NUMERIC]
             categorical = [j for j in targets if kinds[names[j]] == ColumnKind.CATEGORICAL]
             self._tables[record.id] = (_Table(record, prepared, np.asarray(numeric, dtype=np.int64), np.asarray(categorical, dtype=np.int64))
@@ -147,9 +147,6 @@ class CorpusTasks:
         return self._tables[record.id]
 
     def _episode(self, table: _Table, rng: np.random.Generator) -> TableBatch | None:
-        from basisfm.data.episodes import episodes_from_prepared
-        from basisfm.estimators.in_context import InContextSettings, coded_categories, table_reading
-
         use_categorical = len(table.categorical_targets) and (not len(table.numeric_targets) or rng.random() < self.settings.classification_fraction)
         pool = table.categorical_targets if use_categorical else table.numeric_targets
         target = np.asarray([int(rng.choice(pool))], dtype=np.int64)
