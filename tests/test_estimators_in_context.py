@@ -30,6 +30,7 @@ from basisfm.estimators.in_context import (
     predict_numeric_in_context,
     smoothed_means,
     target_signal,
+    validated_features,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor
 from basisfm.model import build_model
@@ -351,9 +352,61 @@ def test_most_relevant_keeps_the_top_n_features_or_all_when_they_fit():
     assert np.array_equal(most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled[:5], 2, seed=0), ctx.features)
 
 
-def test_feature_selection_must_be_relevance_or_random():
-    with pytest.raises(ConfigError, match="feature_selection must be one of"):
+def test_feature_selection_must_be_relevance_validated_or_random():
+    with pytest.raises(ConfigError, match="feature_selection must be one of .*'validated'"):
         InContextSettings(feature_selection="best").validate()
+
+
+def _few_carry_the_target(n: int = 300, n_train: int = 220, seed: int = 0):
+    """24 numeric features of which two carry the target (one through its absolute value), as a fitted record,
+    its training table, its query table and the queries' targets."""
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame({f"noise{i}": rng.normal(size=n) for i in range(22)})
+    X["signal"], X["bump"] = rng.normal(size=n), rng.normal(size=n)
+    y = pd.Series(3 * X["signal"] + 2 * np.abs(X["bump"]) + rng.normal(0, 0.2, n), name="y")
+    pre = TablePreprocessor().fit(X.iloc[:n_train], y.iloc[:n_train], ColumnKind.NUMERIC)
+    train = pre.to_arrow(pre.features(X.iloc[:n_train]), y.iloc[:n_train].reset_index(drop=True))
+    return pre.record(), train, pre.to_arrow(pre.features(X.iloc[n_train:]), None), y.iloc[n_train:].to_numpy()
+
+
+def test_validated_selection_reads_the_few_features_that_predict_held_out_training_rows():
+    """With the shipped in-context checkpoint: 22 of 24 features are noise; reading all of them costs accuracy,
+    and validation on the training rows finds a short list holding the two that matter."""
+    from basisfm.model.checkpoint import load_pretrained
+    from basisfm.pretrained import shipped_checkpoint
+
+    model = load_pretrained(shipped_checkpoint("in_context"))
+    record, train, query, truth = _few_carry_the_target()
+    ctx = _context(record, train, query, HashEmbedder(), None)
+    read = validated_features(model, ctx, InContextSettings())
+    chosen = [record.columns[j].name for j in read]
+    assert {"signal", "bump"} <= set(chosen) and len(chosen) < 24, chosen
+    assert np.array_equal(read, validated_features(model, ctx, InContextSettings()))  # from the settings' seed
+
+    def r2(selection: str) -> float:
+        settings = InContextSettings(feature_selection=selection, n_estimators=1)
+        point, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(), settings)
+        return 1 - float(((point[:, 0] - truth) ** 2).mean() / truth.var())
+
+    reading_all, validated = r2("relevance"), r2("validated")
+    assert validated > reading_all + 0.03, (validated, reading_all)
+
+
+class _NotToBeCalled(torch.nn.Module):
+    def forward(self, batch):
+        raise AssertionError("validation ran the model where it had nothing to choose")
+
+
+def test_validated_selection_runs_no_model_with_too_few_rows_or_nothing_smaller_to_try():
+    record, train, query, _ = _few_carry_the_target(n=80, n_train=60)  # 60 labelled rows: under the minimum of 64
+    ctx = _context(record, train, query, HashEmbedder(), None)
+    labelled = np.arange(ctx.n_train)
+    settings = InContextSettings(max_columns=9)
+    assert np.array_equal(validated_features(_NotToBeCalled(), ctx, settings),
+                          most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, 8, seed=0))
+    record, train, query, y = _fitted(n_train=100)  # three features: no smaller count than all of them
+    ctx = _context(record, train, query, HashEmbedder(), None)
+    assert np.array_equal(validated_features(_NotToBeCalled(), ctx, InContextSettings()), ctx.features)
 
 
 def test_a_string_column_with_no_repeated_value_scores_no_relevance_instead_of_failing():

@@ -135,7 +135,7 @@ def test_an_estimator_saved_before_feature_selection_keeps_its_random_feature_su
         model = BasisRegressor(strategy="inference", **_fast(cache_dir)).fit(x, y["price"])
         with pytest.raises(ConfigError, match="feature_selection"):
             BasisRegressor(strategy="inference", feature_selection="best", **_fast(cache_dir)).fit(x, y["price"])
-    assert model.feature_selection == "relevance"
+    assert model.feature_selection is None and model._feature_selection() == "validated"  # inference's default
     path = model.save(tmp_path / "saved") / "estimator.json"
     state = json.loads(path.read_text())
     del state["params"]["feature_selection"]

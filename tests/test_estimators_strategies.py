@@ -329,6 +329,19 @@ def test_base_ft_of_an_in_context_checkpoint_trains_on_episodes_and_predicts_in_
     np.testing.assert_allclose(BasisRegressor.load(tmp_path / "saved").predict(test), predicted)
 
 
+def test_inference_validates_how_many_features_to_read_and_fine_tuning_reads_the_most_relevant():
+    """`feature_selection=None` resolves per strategy: "validated" in context with no gradient step, "relevance"
+    once fine-tuned (the features its episodes trained on); a value the user passes is kept for either."""
+    def selection(**params) -> str:
+        return BasisRegressor(**params)._in_context_settings(members=1, seed=0).feature_selection
+
+    assert selection(strategy="inference") == "validated"
+    assert selection(strategy="base-ft") == selection(strategy="peft") == "relevance"
+    assert selection(strategy="inference", feature_selection="relevance") == "relevance"
+    assert selection(strategy="base-ft", feature_selection="validated") == "validated"
+    assert BasisClassifier(strategy="inference")._in_context_settings(members=1, seed=0).feature_selection == "validated"
+
+
 @pytest.mark.parametrize("selection", ["relevance", "random"])
 def test_base_ft_of_a_too_wide_table_trains_on_the_features_prediction_reads(cache_dir, tmp_path, monkeypatch, selection):
     """Episodic fine-tuning of a table wider than an episode reads the same most relevant features as its

@@ -43,7 +43,10 @@ the best measured on the public suite; text once fine-tuned, as its episodes wer
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
 on the public suite). A table with more than `max_columns` - 1 features gives every in-context member its
 most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training
-rows) or, with "random", a random subset per member.
+rows) or, with "random", a random subset per member; "validated" (None: the `inference` default) reads the
+most relevant too, as many of them (all, 16, 8 or 4) as predict held-out training rows best in context, at
+any table width (`in_context.validated_features`); fine-tuning (None: "relevance") trains and predicts on
+the relevance-ranked features.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
@@ -134,7 +137,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         target_transforms: list[str] | None = None,
         token_budget: int = 4096,
         max_columns: int = 32,
-        feature_selection: str = "relevance",
+        feature_selection: str | None = None,
         device: str = "auto",
         embedding_cache_dir: str | None = None,
         tracking_uri: str | None = None,
@@ -355,7 +358,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         """Episodic fine-tuning of an in-context model (Mitra's recipe), the episodes pretraining learns from:
         each step draws up to `EPISODE_ROWS` training rows, half of them queries whose targets are hidden and
         half labelled support rows, scaled by their support rows. The episodes read the table as predictions
-        will: a table wider than an episode by its most relevant features (`feature_selection="relevance"`),
+        will: a table wider than an episode by its most relevant features (`table_reading`; "validated" reads
+        as "relevance" here: there is no fine-tuned model yet to validate a shorter list with),
         categorical features coded as `categorical_features` says (with "ordinal", in an order drawn afresh
         each pass). Validation predicts the held-out rows in context, the training rows their context,
         exactly as `predict` will."""
@@ -470,7 +474,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         from basisfm.estimators.in_context import InContextSettings
 
         settings = InContextSettings(max_context=int(self.max_context), n_estimators=members, retrieval=bool(self.retrieval),
-                                     max_columns=int(self.max_columns), feature_selection=self.feature_selection,
+                                     max_columns=int(self.max_columns), feature_selection=self._feature_selection(),
                                      categorical_features=self._categorical_features(),
                                      feature_transforms=tuple(self.feature_transforms or ("none",)),
                                      target_transforms=tuple(self.target_transforms or ("none",)), seed=seed)
@@ -499,6 +503,13 @@ class _BasisEstimator(BaseEstimator, ABC):
         if self.categorical_features is not None:
             return self.categorical_features
         return "ordinal" if self.strategy == "inference" else "text"
+
+    def _feature_selection(self) -> str:
+        """Which features in-context members read: `feature_selection`, else "validated" for `inference` (measured
+        better on the public suite) and "relevance" once fine-tuned (the features its episodes trained on)."""
+        if self.feature_selection is not None:
+            return self.feature_selection
+        return "validated" if self.strategy == "inference" else "relevance"
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "members_"):

@@ -81,7 +81,8 @@ def validate_params(estimator: Any) -> None:
 
     if params.get("categorical_features") is not None:
         _check_choice("categorical_features", params["categorical_features"], CATEGORICAL_FEATURES)
-    _check_choice("feature_selection", params.get("feature_selection", "relevance"), FEATURE_SELECTIONS)
+    if params.get("feature_selection") is not None:
+        _check_choice("feature_selection", params["feature_selection"], FEATURE_SELECTIONS)
     for name in ("feature_transforms", "target_transforms"):
         transforms = params.get(name)
         if transforms is None:
