@@ -206,8 +206,8 @@ def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContex
     smaller count to try, this is `most_relevant`'s choice. Numeric targets only (a class indicator is one).
 
     Why: the model reads every feature it is given, and where the target depends on a few of many features
-    the rest cost it accuracy (loans_full_schema, split 0: R² 0.54 reading its 31 most relevant features;
-    a hand-picked six read 0.74)."""
+    the rest cost it accuracy (public suite, 3 splits: loans_full_schema 0.553 reading its 31 most relevant
+    features, 0.642 validated; `benchmarks/results/evaluate_public_icl_validated.md`)."""
     from basisfm.losses.objective import decode_numeric
 
     labelled = _labelled(ctx)
