@@ -18,6 +18,7 @@ from basisfm.errors import ConfigError, TableError
 from basisfm.estimators.in_context import (
     ColumnTransform,
     InContextSettings,
+    VALIDATED_COUNTS,
     _context,
     _members,
     coded_categories,
@@ -369,9 +370,11 @@ def _few_carry_the_target(n: int = 300, n_train: int = 220, seed: int = 0):
     return pre.record(), train, pre.to_arrow(pre.features(X.iloc[n_train:]), None), y.iloc[n_train:].to_numpy()
 
 
-def test_validated_selection_reads_the_few_features_that_predict_held_out_training_rows():
-    """With the shipped in-context checkpoint: 22 of 24 features are noise; reading all of them costs accuracy,
-    and validation on the training rows finds a short list holding the two that matter."""
+def test_validated_selection_reads_the_few_features_that_predict_held_out_training_rows(monkeypatch):
+    """With the shipped in-context checkpoint: 22 of 24 features are noise; reading all of them costs accuracy.
+    Validation on the training rows picks a short list holding the two that matter, and pruning that list
+    drops the noise it still held."""
+    import basisfm.estimators.in_context as in_context
     from basisfm.model.checkpoint import load_pretrained
     from basisfm.pretrained import shipped_checkpoint
 
@@ -379,9 +382,12 @@ def test_validated_selection_reads_the_few_features_that_predict_held_out_traini
     record, train, query, truth = _few_carry_the_target()
     ctx = _context(record, train, query, HashEmbedder(), None)
     read = validated_features(model, ctx, InContextSettings())
-    chosen = [record.columns[j].name for j in read]
-    assert {"signal", "bump"} <= set(chosen) and len(chosen) < 24, chosen
+    assert {record.columns[j].name for j in read} == {"signal", "bump"}
     assert np.array_equal(read, validated_features(model, ctx, InContextSettings()))  # from the settings' seed
+    with monkeypatch.context() as patched:
+        patched.setattr(in_context, "PRUNED_FEATURES", 0)  # the count alone
+        counted = [record.columns[j].name for j in validated_features(model, ctx, InContextSettings())]
+    assert {"signal", "bump"} < set(counted) and len(counted) in VALIDATED_COUNTS, counted
 
     def r2(selection: str) -> float:
         settings = InContextSettings(feature_selection=selection, n_estimators=1)

@@ -54,8 +54,11 @@ VALIDATED_COUNTS = (16, 8, 4)
 # from the other), with at least this many labelled rows (fewer and the choice is noise: every feature is read).
 VALIDATION_QUERIES = 256
 MIN_VALIDATION_ROWS = 64
-# A smaller feature count replaces all of them only when its held-out squared error is lower by this fraction.
+# A smaller feature count replaces all of them, and a feature is pruned from a short list, only when the held-out
+# squared error is lower by this fraction.
 VALIDATION_MARGIN = 0.02
+# A chosen list of at most this many features is pruned one feature at a time (each costs a validation pass).
+PRUNED_FEATURES = 16
 # Labelled rows (at most) the relevance of a wide table's features is measured on: mutual information's
 # nearest-neighbour estimate costs about a second per 2,000 rows x 50 features at 1 thread.
 RELEVANCE_ROWS = 2_000
@@ -194,20 +197,24 @@ def _reads_context(model: torch.nn.Module) -> bool:
 @torch.no_grad()
 def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContextSettings) -> np.ndarray:
     """The features every member reads with `feature_selection="validated"`: the training rows' features ranked
-    by relevance (`feature_relevance`), as many of them as `model` predicts held-out training rows best with.
+    by relevance (`feature_relevance`), as many of them as `model` predicts held-out training rows best with,
+    less those it predicts better without.
 
-    The counts tried are all a member may read (`max_columns` less the targets) and the `VALIDATED_COUNTS`
-    below that. Each count predicts two folds in context, as a member does (its categorical coding, no
-    transform): up to `VALIDATION_QUERIES` labelled rows of one random half from up to `max_context` rows of
-    the other half, then the other way round; the folds' rows and contexts are the same for every count
-    (four folds, each read from three quarters of the rows, measured lower on the public suite: 0.654 vs 0.662). A smaller count replaces all the
-    features only when its squared error (summed over the targets, each in units of its variance) is lower
-    by `VALIDATION_MARGIN`; the lowest such wins. Under `MIN_VALIDATION_ROWS` labelled rows, or with no
-    smaller count to try, this is `most_relevant`'s choice. Numeric targets only (a class indicator is one).
+    Validation: two folds predicted in context, as a member predicts (its categorical coding, no transform):
+    up to `VALIDATION_QUERIES` labelled rows of one random half from up to `max_context` rows of the other half,
+    then the other way round, the same rows and contexts for every feature list; the error is the squared
+    error summed over the targets, each in units of its variance. First the count: all a member may read
+    (`max_columns` less the targets) or the `VALIDATED_COUNTS` below that; a smaller count replaces all only
+    when it errs `VALIDATION_MARGIN` less, the lowest such wins. Then, when the list holds at most
+    `PRUNED_FEATURES`, each feature in turn, the least relevant first, is dropped when predicting without it
+    errs `VALIDATION_MARGIN` less. Under `MIN_VALIDATION_ROWS` labelled rows, or with no smaller count to try,
+    this is `most_relevant`'s choice. Numeric targets only (a class indicator is one).
 
     Why: the model reads every feature it is given, and where the target depends on a few of many features
-    the rest cost it accuracy (public suite, 3 splits: loans_full_schema 0.553 reading its 31 most relevant
-    features, 0.642 validated; `benchmarks/results/evaluate_public_icl_validated.md`)."""
+    the rest cost it accuracy. Public suite, 3 splits (`benchmarks/results/evaluate_public_icl_validated.md`):
+    median R² 0.637 reading up to 31 most relevant features, 0.662 with the count validated (loans_full_schema
+    0.553 -> 0.642), 0.677 pruned too (loans 0.678, Carseats 0.745); four folds instead of two measured lower
+    (0.654)."""
     from basisfm.losses.objective import decode_numeric
 
     labelled = _labelled(ctx)
@@ -235,9 +242,8 @@ def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContex
     scale = np.where(scale > 0, scale, np.inf)  # a constant target says nothing about the features
     slot = {ctx.record.columns[t].name: j for j, t in enumerate(ctx.targets)}
     reads_context = _reads_context(model)
-    errors = []
-    for count in counts:
-        columns = np.concatenate([ctx.targets, ranked[:count]])
+    def error_of(features: np.ndarray) -> float:
+        columns = np.concatenate([ctx.targets, features])
         squared = np.zeros(len(ctx.targets))
         for view, context, queries in folds:
             for start in range(0, len(queries), settings.query_batch):
@@ -250,12 +256,23 @@ def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContex
                 known = ~ctx.prepared.missing[rows, ctx.targets[cols]]
                 error = (values.cpu().numpy().astype(np.float64) - ctx.prepared.values[rows, ctx.targets[cols]]) ** 2
                 np.add.at(squared, cols[known], error[known])
-        errors.append(float((squared / scale).sum()))
+        return float((squared / scale).sum())
+
+    errors = [error_of(ranked[:count]) for count in counts]
     best = 0
     for i in range(1, len(counts)):
         if errors[i] < errors[0] * (1 - VALIDATION_MARGIN) and errors[i] < errors[best]:
             best = i
-    return ranked[: counts[best]]
+    chosen, error = ranked[: counts[best]], errors[best]
+    if len(chosen) <= PRUNED_FEATURES:
+        for feature in chosen[::-1].copy():  # the least relevant first
+            if len(chosen) == 1:
+                break
+            without = chosen[chosen != feature]
+            error_without = error_of(without)
+            if error_without < error * (1 - VALIDATION_MARGIN):
+                chosen, error = without, error_without
+    return chosen
 
 
 def table_reading(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
