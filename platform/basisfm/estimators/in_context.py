@@ -79,7 +79,7 @@ class InContextSettings:
     max_columns: int = 64  # feature + target columns per episode; wider tables give each member a feature subset
     # which features a member of a too-wide table reads: "relevance" the most informative (mutual information
     # with the target), "random" a random subset per member; "validated": the most relevant, as many of them as
-    # predict held-out training rows best in context (`validated_features`; numeric targets, any table width)
+    # predict held-out training rows best in context, pruned (`validated_features`; numeric targets, any width)
     feature_selection: str = "relevance"
     # numbers 0..m-1, order drawn per member; "sorted": in the strings' order; "target": in the order of the
     # value's mean target on the training rows; "text": embedded strings
@@ -200,10 +200,8 @@ def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContex
     by relevance (`feature_relevance`), as many of them as `model` predicts held-out training rows best with,
     less those it predicts better without.
 
-    Validation: two folds predicted in context, as a member predicts (its categorical coding, no transform):
-    up to `VALIDATION_QUERIES` labelled rows of one random half from up to `max_context` rows of the other half,
-    then the other way round, the same rows and contexts for every feature list; the error is the squared
-    error summed over the targets, each in units of its variance. First the count: all a member may read
+    Validation (`_held_out_error`): each half of the labelled training rows predicted in context from the
+    other, the same rows and contexts for every feature list. First the count: all a member may read
     (`max_columns` less the targets) or the `VALIDATED_COUNTS` below that; a smaller count replaces all only
     when it errs `VALIDATION_MARGIN` less, the lowest such wins. Then, when the list holds at most
     `PRUNED_FEATURES`, each feature in turn, the least relevant first, is dropped when predicting without it
@@ -215,8 +213,6 @@ def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContex
     median R² 0.637 reading up to 31 most relevant features, 0.662 with the count validated (loans_full_schema
     0.553 -> 0.642), 0.677 pruned too (loans 0.678, Carseats 0.745); four folds instead of two measured lower
     (0.654)."""
-    from basisfm.losses.objective import decode_numeric
-
     labelled = _labelled(ctx)
     limit = max(1, settings.max_columns - len(ctx.targets))
     full = min(len(ctx.features), limit)
@@ -227,37 +223,7 @@ def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContex
     if relevance is None:
         return most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, limit, settings.seed)
     ranked = ctx.features[np.argsort(-relevance, kind="stable")]
-    rng = np.random.default_rng(derive_seed("validated_features", settings.seed))
-    folds = []
-    halves = np.array_split(rng.permutation(labelled), 2)
-    for pool, held in ((halves[0], halves[1]), (halves[1], halves[0])):
-        context = pool if len(pool) <= settings.max_context else rng.choice(pool, settings.max_context, replace=False)
-        queries = held if len(held) <= VALIDATION_QUERIES else rng.choice(held, VALIDATION_QUERIES, replace=False)
-        rank_by = target_signal(ctx.prepared, ctx.targets[0], pool) if settings.categorical_features == "target" else None
-        view = replace(ctx, prepared=coded_categories(ctx.prepared, ctx.features, settings.categorical_features, rng, rank_by))
-        folds.append((view, np.sort(context), np.sort(queries)))
-    held_rows = np.concatenate([queries for _, _, queries in folds])
-    truth = np.where(ctx.prepared.missing[np.ix_(held_rows, ctx.targets)], np.nan, ctx.prepared.values[np.ix_(held_rows, ctx.targets)])
-    scale = np.nanvar(truth, axis=0) * np.isfinite(truth).sum(axis=0)  # [T] each target's total squared deviation
-    scale = np.where(scale > 0, scale, np.inf)  # a constant target says nothing about the features
-    slot = {ctx.record.columns[t].name: j for j, t in enumerate(ctx.targets)}
-    reads_context = _reads_context(model)
-    def error_of(features: np.ndarray) -> float:
-        columns = np.concatenate([ctx.targets, features])
-        squared = np.zeros(len(ctx.targets))
-        for view, context, queries in folds:
-            for start in range(0, len(queries), settings.query_batch):
-                chunk = queries[start: start + settings.query_batch]
-                batch = _episode(view, columns, context, chunk, reads_context, rng).to(_device(model))
-                out = model(batch)
-                values, _ = decode_numeric(model, out, batch, None)
-                rows = chunk[(out.target_rows - batch.n_support).cpu().numpy()]
-                cols = np.asarray([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=np.int64)
-                known = ~ctx.prepared.missing[rows, ctx.targets[cols]]
-                error = (values.cpu().numpy().astype(np.float64) - ctx.prepared.values[rows, ctx.targets[cols]]) ** 2
-                np.add.at(squared, cols[known], error[known])
-        return float((squared / scale).sum())
-
+    error_of = _held_out_error(model, ctx, labelled, settings)
     errors = [error_of(ranked[:count]) for count in counts]
     best = 0
     for i in range(1, len(counts)):
@@ -275,13 +241,57 @@ def validated_features(model: torch.nn.Module, ctx: _Context, settings: InContex
     return chosen
 
 
+def _held_out_error(model: torch.nn.Module, ctx: _Context, labelled: np.ndarray, settings: InContextSettings):
+    """`validated_features`' yardstick: a function of a feature list that returns `model`'s squared error on
+    two folds of the `labelled` rows predicted in context (up to `VALIDATION_QUERIES` rows of one random half
+    from up to `max_context` rows of the other, then the other way round; categorical features coded as
+    `settings` says, no transform), summed over the targets in units of each target's variance. The folds are
+    drawn once from the settings' seed, so every list is measured on the same rows and contexts."""
+    from basisfm.losses.objective import decode_numeric
+
+    rng = np.random.default_rng(derive_seed("validated_features", settings.seed))
+    folds = []  # (the table coded for the fold, its context rows, its held-out rows)
+    halves = np.array_split(rng.permutation(labelled), 2)
+    for pool, held in ((halves[0], halves[1]), (halves[1], halves[0])):
+        context = pool if len(pool) <= settings.max_context else rng.choice(pool, settings.max_context, replace=False)
+        queries = held if len(held) <= VALIDATION_QUERIES else rng.choice(held, VALIDATION_QUERIES, replace=False)
+        rank_by = target_signal(ctx.prepared, ctx.targets[0], pool) if settings.categorical_features == "target" else None
+        view = replace(ctx, prepared=coded_categories(ctx.prepared, ctx.features, settings.categorical_features, rng, rank_by))
+        folds.append((view, np.sort(context), np.sort(queries)))
+    held_rows = np.concatenate([queries for _, _, queries in folds])
+    truth = np.where(ctx.prepared.missing[np.ix_(held_rows, ctx.targets)], np.nan, ctx.prepared.values[np.ix_(held_rows, ctx.targets)])
+    scale = np.nanvar(truth, axis=0) * np.isfinite(truth).sum(axis=0)  # [T] each target's total squared deviation
+    scale = np.where(scale > 0, scale, np.inf)  # a constant target says nothing about the features
+    slot = {ctx.record.columns[t].name: j for j, t in enumerate(ctx.targets)}
+    reads_context = _reads_context(model)
+
+    def error_of(features: np.ndarray) -> float:
+        columns = np.concatenate([ctx.targets, features])
+        squared = np.zeros(len(ctx.targets))
+        for view, context, queries in folds:
+            for start in range(0, len(queries), settings.query_batch):
+                chunk = queries[start: start + settings.query_batch]
+                batch = _episode(view, columns, context, chunk, reads_context, rng).to(_device(model))
+                out = model(batch)
+                values, _ = decode_numeric(model, out, batch, None)
+                rows = chunk[(out.target_rows - batch.n_support).cpu().numpy()]
+                cols = np.asarray([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=np.int64)
+                known = ~ctx.prepared.missing[rows, ctx.targets[cols]]
+                error = (values.cpu().numpy().astype(np.float64) - ctx.prepared.values[rows, ctx.targets[cols]]) ** 2
+                np.add.at(squared, cols[known], error[known])
+        return float((squared / scale).sum())
+
+    return error_of
+
+
 def table_reading(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
                   settings: InContextSettings, readable: np.ndarray | None = None) -> Reading:
     """How every member reads a fitted table, the same for in-context prediction and episodic fine-tuning:
     (the features it may read: a table too wide for one episode, `max_columns` less its targets, gives its
     most relevant with `feature_selection="relevance"` or "validated", which `validated_features` then cuts
-    where a model predicts; what "target" coding ranks categories by, None for the other codings). Computed on the `labelled` training rows, once per table; `readable`: the first part
-    when already computed for these training rows (the relevance ranking takes about a second on a wide table)."""
+    where a model predicts; what "target" coding ranks categories by, None for the other codings). Computed on
+    the `labelled` training rows, once per table; `readable`: the first part when already computed for these
+    training rows (the relevance ranking takes about a second on a wide table)."""
     if readable is None:
         readable = features
         if settings.feature_selection in ("relevance", "validated"):
