@@ -21,6 +21,7 @@ from basisfm.estimators.in_context import (
     VALIDATED_COUNTS,
     _context,
     _members,
+    _search_features,
     coded_categories,
     feature_relevance,
     most_relevant,
@@ -396,6 +397,26 @@ def test_validated_selection_reads_the_few_features_that_predict_held_out_traini
 
     reading_all, validated = r2("relevance"), r2("validated")
     assert validated > reading_all + 0.03, (validated, reading_all)
+
+
+def test_the_feature_search_counts_then_prunes_then_offers_back_by_the_validation_error():
+    """The search alone, on a made-up error: features 0 and 3 carry the target, 1, 2 and the rest cost a little
+    each, and 4 helps only once 1 has gone (it leans on a feature 1 confounds)."""
+    ranked = np.array([0, 1, 2, 3, 4] + list(range(5, 20)))
+    calls = []
+
+    def error_of(features) -> float:
+        read = set(int(f) for f in features)
+        calls.append(read)
+        return 1.0 - 0.3 * (0 in read) - 0.3 * (3 in read) + 0.03 * len(read - {0, 3, 4}) - 0.2 * (4 in read and 1 not in read)
+
+    chosen = _search_features(ranked, [20, 16, 8, 4], error_of, limit=31)
+    # counts: 4 ([0, 1, 2, 3]: 0.46) beats 20, 16 and 8; pruning drops 2 then 1; 4 then helps and joins
+    assert chosen.tolist() == [0, 3, 4]
+    assert calls[:4] == [set(range(20)), set(range(16)), set(range(8)), {0, 1, 2, 3}]
+    # a shorter count that errs less but not by the margin leaves every feature read (no pruning past 16)
+    flat = _search_features(ranked, [20, 16], lambda f: 1.0 - 0.001 * (len(f) == 16), limit=31)
+    assert flat.tolist() == ranked.tolist()
 
 
 class _NotToBeCalled(torch.nn.Module):
