@@ -45,7 +45,7 @@ on the public suite). A table with more than `max_columns` - 1 features gives ev
 most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training
 rows) or, with "random", a random subset per member; "validated" (None: the `inference` default) reads the
 most relevant too, as many of them (all, 16, 8 or 4) as predict held-out training rows best in context,
-less those they are predicted better without, at any table width (`in_context.validated_features`);
+pruned and offered back one by one, at any table width (`in_context.validated_features`);
 fine-tuning (None: "relevance") trains and predicts on the relevance-ranked features.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
