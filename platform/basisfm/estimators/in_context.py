@@ -292,8 +292,8 @@ def _held_out_error(model: torch.nn.Module, ctx: _Context, labelled: np.ndarray,
                 batch = _episode(view, columns, context, chunk, reads_context, rng).to(_device(model))
                 out = model(batch)
                 values, _ = decode_numeric(model, out, batch, None)
-                rows = chunk[(out.target_rows - batch.n_support).cpu().numpy()]
-                cols = np.asarray([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=np.int64)
+                rows, cols = _predicted_cells(out, batch, slot)
+                rows = chunk[rows]
                 known = ~ctx.prepared.missing[rows, ctx.targets[cols]]
                 error = (values.cpu().numpy().astype(np.float64) - ctx.prepared.values[rows, ctx.targets[cols]]) ** 2
                 np.add.at(squared, cols[known], error[known])
@@ -587,6 +587,14 @@ def _reorder_columns(batch: TableBatch, order: torch.Tensor) -> TableBatch:
     )
 
 
+def _predicted_cells(out, batch: TableBatch, slot: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """For each target cell the model predicted: its query row (0 = the episode's first query) and its target's
+    index in `slot` (target column name -> index)."""
+    rows = (out.target_rows - batch.n_support).cpu().numpy()
+    cols = np.asarray([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=np.int64)
+    return rows, cols
+
+
 def _device(model: torch.nn.Module) -> torch.device:
     return next(model.parameters()).device
 
@@ -642,8 +650,7 @@ def predict_numeric_in_context(
         model = models[member % len(models)]
         batch = batch.to(_device(model))
         out = model(batch)
-        rows = (out.target_rows - batch.n_support).cpu().numpy()
-        cols = np.asarray([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=np.int64)
+        rows, cols = _predicted_cells(out, batch, slot)
         if transform is None:
             values, levels = decode_numeric(model, out, batch, quantiles)
             values, levels = values.cpu().numpy(), None if levels is None else levels.cpu().numpy()
