@@ -1,4 +1,4 @@
-"""Evaluation: splits, GBDT baselines, leaderboard output and the suite runner on a 2-task suite written here."""
+"""Evaluation: splits, baselines (GBDTs, RandomForest), leaderboard output and the suite runner on a 2-task suite written here."""
 
 from __future__ import annotations
 
@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 
 from basisfm.errors import ConfigError, TableError
-from basisfm.evaluation import GBDTBaseline, Leaderboard, ScoreRecord, SplitProtocol, make_split, run_suite
+from basisfm.evaluation import Baseline, Leaderboard, ScoreRecord, SplitProtocol, make_split, run_suite
 from basisfm.evaluation.splits import rows_with_usable_target, split_seeds
 
-GBDTS = ["xgboost", "lightgbm", "catboost", "hist_gbm"]
+BASELINES = ["xgboost", "lightgbm", "catboost", "hist_gbm", "random_forest"]
 
 
 def _regression_frame(n: int, seed: int) -> pd.DataFrame:
@@ -68,11 +68,11 @@ def test_rows_without_target_are_dropped_and_a_missing_target_column_is_named():
         rows_with_usable_target(frame, "nope", "t")
 
 
-@pytest.mark.parametrize("name", GBDTS)
+@pytest.mark.parametrize("name", BASELINES)
 def test_baselines_fit_categoricals_with_unseen_and_many_levels(name):
     frame = _regression_frame(200, 3)
     x, y = frame.drop(columns=["price", "row_id"]), frame["price"]
-    model = GBDTBaseline(name, seed=0).fit(x.iloc[:150], y.iloc[:150])
+    model = Baseline(name, seed=0).fit(x.iloc[:150], y.iloc[:150])
     test = x.iloc[150:].copy()
     test.loc[test.index[0], "area"] = "never seen"
     pred = model.predict(test)
@@ -80,20 +80,34 @@ def test_baselines_fit_categoricals_with_unseen_and_many_levels(name):
     assert np.corrcoef(pred, y.iloc[150:])[0, 1] > 0.8
     # 300 distinct levels: more than HistGradientBoosting's 255 categorical bins (it gets ordinal codes).
     x["street"] = [f"street {i % 300}" for i in range(200)]
-    wide = GBDTBaseline(name, seed=0).fit(x.iloc[:150], y.iloc[:150])
+    wide = Baseline(name, seed=0).fit(x.iloc[:150], y.iloc[:150])
     assert np.isfinite(wide.predict(x.iloc[150:])).all()
 
 
-def test_baseline_classification_returns_original_labels():
+def test_random_forest_reads_few_levels_one_hot_and_many_as_codes():
+    frame = _regression_frame(200, 5)
+    x = frame.drop(columns=["price", "row_id"])
+    x["street"] = [f"street {i % 300}" for i in range(200)]
+    x.loc[0, "area"] = None
+    features = Baseline("random_forest").fit(x, frame["price"])._features(x)
+    assert [c for c in features.columns if c.startswith("area")] == [f"area={a}" for a in ("east", "north", "south", "west")]
+    assert features.loc[0, [f"area={a}" for a in ("east", "north", "south", "west")]].sum() == 0  # missing: no level
+    assert features["street"].dtype == np.float64 and features["street"].nunique() == 200
+    assert (features["area=north"] == (x["area"] == "north")).all()
+
+
+@pytest.mark.parametrize("name", ["lightgbm", "random_forest"])
+def test_baseline_classification_returns_original_labels(name):
     frame = _regression_frame(150, 4)
     labels = np.where(frame.price > frame.price.median(), "dear", "cheap")
-    model = GBDTBaseline("lightgbm", task="classification").fit(frame.drop(columns=["price"]), labels)
-    assert set(model.predict(frame.drop(columns=["price"]))) <= {"dear", "cheap"}
+    model = Baseline(name, task="classification").fit(frame.drop(columns=["price"]), labels)
+    pred = model.predict(frame.drop(columns=["price"]))
+    assert set(pred) <= {"dear", "cheap"} and (pred == labels).mean() > 0.8
 
 
 def test_unknown_baseline_is_a_config_error():
     with pytest.raises(ConfigError, match="randomforest"):
-        GBDTBaseline("randomforest")
+        Baseline("randomforest")
 
 
 def test_leaderboard_marks_failed_runs_and_takes_the_median_over_tasks(tmp_path):
@@ -115,12 +129,12 @@ def test_leaderboard_marks_failed_runs_and_takes_the_median_over_tasks(tmp_path)
     assert again.to_markdown() == text
 
 
-def test_run_suite_scores_gbdts_on_the_same_splits_and_logs_to_mlflow(mini_suite, mlflow_uri, tmp_path):
+def test_run_suite_scores_baselines_on_the_same_splits_and_logs_to_mlflow(mini_suite, mlflow_uri, tmp_path):
     uri = mlflow_uri
-    result = run_suite(mini_suite, models=GBDTS, splits=[1], out_dir=tmp_path / "out",
+    result = run_suite(mini_suite, models=BASELINES, splits=[1], out_dir=tmp_path / "out",
                        tracking_uri=uri, experiment="eval-test", progress=False)
     board = result.leaderboard
-    assert board.suite == "mini-suite" and board.models == GBDTS
+    assert board.suite == "mini-suite" and board.models == BASELINES
     assert board.tasks == ["files/houses.csv", "files/flats.csv"]
     assert {r.split for r in board.records} == {1}
     # Same split for every model: equal train/test sizes per task, capped as the protocol says.

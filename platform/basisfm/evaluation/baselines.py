@@ -1,8 +1,11 @@
-"""The GBDT baselines at their libraries' default settings: XGBoost, LightGBM, CatBoost, HistGradientBoosting.
+"""The baselines at their libraries' default settings: four GBDTs (XGBoost, LightGBM, CatBoost,
+HistGradientBoosting) and scikit-learn's RandomForest, the in-context goal's yardstick.
 
-Each library gets categoricals the way it expects them: XGBoost, LightGBM and scikit-learn read pandas
-`category` columns natively (scikit-learn only up to 255 levels, so wider ones become ordinal codes),
-CatBoost takes string columns listed in `cat_features`. Only the seed and thread count are set.
+Each library gets categoricals the way it expects them: XGBoost, LightGBM and HistGradientBoosting read pandas
+`category` columns natively (HistGradientBoosting only up to 255 levels, so wider ones become ordinal codes),
+CatBoost takes string columns listed in `cat_features`, and RandomForest, which reads numbers only, gets each
+categorical one-hot when it has at most 32 training levels and as ordinal codes when it has more (missing stays
+NaN, which its trees route natively). Only the seed and thread count are set.
 """
 
 from __future__ import annotations
@@ -14,9 +17,12 @@ import pandas as pd
 
 from basisfm.errors import ConfigError
 
-BASELINE_NAMES = ("xgboost", "lightgbm", "catboost", "hist_gbm")
+GBDT_NAMES = ("xgboost", "lightgbm", "catboost", "hist_gbm")
+BASELINE_NAMES = (*GBDT_NAMES, "random_forest")
 # HistGradientBoosting bins categories into at most 255 bins; wider columns are passed as ordinal codes.
 _HIST_GBM_MAX_CATEGORIES = 255
+# RandomForest reads a categorical with at most this many training levels one-hot, a wider one as ordinal codes.
+_FOREST_ONE_HOT_MAX_LEVELS = 32
 
 
 @dataclass
@@ -24,7 +30,7 @@ class CategoricalFrameEncoder:
     """Fixes, at fit time, which columns are categorical and their levels, so test frames encode alike.
 
     Numeric and boolean columns become float64, datetimes float days since 1970-01-01, everything else
-    a pandas Categorical over the train levels (unseen test levels become missing, as all four libraries
+    a pandas Categorical over the train levels (unseen test levels become missing, as every baseline library
     handle missing values natively).
     """
 
@@ -62,6 +68,12 @@ class CategoricalFrameEncoder:
         return pd.DataFrame(out, index=frame.index)[self.columns]
 
 
+def _ordinal_codes(col: pd.Series) -> pd.Series:
+    """A Categorical's codes as floats, missing (code -1) as NaN."""
+    codes = col.cat.codes.astype("float64")
+    return codes.where(codes >= 0, np.nan)
+
+
 def _is_numeric_like(col: pd.Series) -> bool:
     return (
         pd.api.types.is_numeric_dtype(col)
@@ -77,8 +89,8 @@ def _to_float(col: pd.Series) -> pd.Series:
     return col.astype("float64")
 
 
-class GBDTBaseline:
-    """One GBDT library behind fit(frame, y) / predict(frame); `task` is "regression" or "classification"."""
+class Baseline:
+    """One baseline library behind fit(frame, y) / predict(frame); `task` is "regression" or "classification"."""
 
     def __init__(self, name: str, task: str = "regression", seed: int = 0, n_jobs: int = 2):
         if name not in BASELINE_NAMES:
@@ -90,7 +102,7 @@ class GBDTBaseline:
         self.model = None
         self._label_values: np.ndarray | None = None
 
-    def fit(self, frame: pd.DataFrame, y: pd.Series | np.ndarray) -> "GBDTBaseline":
+    def fit(self, frame: pd.DataFrame, y: pd.Series | np.ndarray) -> "Baseline":
         self.encoder.fit(frame)
         y_arr = np.asarray(y)
         if self.task == "classification":
@@ -122,8 +134,20 @@ class GBDTBaseline:
         if self.name == "hist_gbm":
             for name in self.encoder.categorical_columns:
                 if len(self.encoder.levels[name]) > _HIST_GBM_MAX_CATEGORIES:
-                    codes = features[name].cat.codes.astype("float64")
-                    features[name] = codes.where(codes >= 0, np.nan)
+                    features[name] = _ordinal_codes(features[name])
+        if self.name == "random_forest":
+            columns = {}
+            for name in features.columns:
+                col = features[name]
+                if name not in self.encoder.levels:
+                    columns[name] = col
+                elif len(self.encoder.levels[name]) <= _FOREST_ONE_HOT_MAX_LEVELS:
+                    # Every training level gets its column, so train and test frames line up; missing is all zeros.
+                    for level in self.encoder.levels[name]:
+                        columns[f"{name}={level}"] = (col == level).astype("float64")
+                else:
+                    columns[name] = _ordinal_codes(col)
+            features = pd.DataFrame(columns, index=features.index)
         return features
 
     def _build(self):
@@ -143,6 +167,11 @@ class GBDTBaseline:
 
             cls = catboost.CatBoostRegressor if regression else catboost.CatBoostClassifier
             return cls(random_seed=self.seed, thread_count=self.n_jobs, verbose=False, allow_writing_files=False)
+        if self.name == "random_forest":
+            from sklearn.ensemble import RandomForestClassifier, RandomForestRegressor
+
+            cls = RandomForestRegressor if regression else RandomForestClassifier
+            return cls(random_state=self.seed, n_jobs=self.n_jobs)
         from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 
         cls = HistGradientBoostingRegressor if regression else HistGradientBoostingClassifier

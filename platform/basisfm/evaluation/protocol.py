@@ -17,7 +17,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from basisfm.errors import ConfigError
-from basisfm.evaluation.baselines import BASELINE_NAMES, GBDTBaseline
+from basisfm.evaluation.baselines import BASELINE_NAMES, Baseline
 from basisfm.evaluation.leaderboard import Leaderboard, ScoreRecord
 from basisfm.evaluation.splits import SplitProtocol, make_split, rows_with_usable_target, split_seeds
 
@@ -63,7 +63,7 @@ def check_models(models: list[str] | tuple[str, ...] | None) -> list[str]:
 def make_model(name: str, task_type: str, seed: int, checkpoint: str | None, basis_params: dict[str, Any]):
     """A fresh, unfitted model for one (task, split) run."""
     if name in BASELINE_NAMES:
-        return GBDTBaseline(name, task=task_type, seed=seed)
+        return Baseline(name, task=task_type, seed=seed)
     from basisfm.estimators import BasisClassifier, BasisRegressor
 
     cls = BasisRegressor if task_type == "regression" else BasisClassifier
