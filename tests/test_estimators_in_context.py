@@ -22,6 +22,7 @@ from basisfm.estimators.in_context import (
     _context,
     _members,
     _search_features,
+    class_indicator_readings,
     coded_categories,
     feature_relevance,
     most_relevant,
@@ -32,6 +33,7 @@ from basisfm.estimators.in_context import (
     predict_numeric_in_context,
     smoothed_means,
     target_signal,
+    training_reading,
     validated_features,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor
@@ -399,6 +401,42 @@ def test_validated_selection_reads_the_few_features_that_predict_held_out_traini
     assert validated > reading_all + 0.03, (validated, reading_all)
 
 
+def test_a_fitted_regressor_chooses_its_features_at_fit_and_keeps_them_through_save_and_load(tmp_path, monkeypatch):
+    """`inference` validates which features to read once, on the training rows at fit (`features_read_`), not at
+    every predict; a save keeps the choice, and an estimator saved before it existed chooses again at predict."""
+    import json
+
+    import basisfm.estimators.in_context as in_context
+    from basisfm.estimators import BasisRegressor
+
+    rng = np.random.default_rng(0)
+    X = pd.DataFrame({f"noise{i}": rng.normal(size=300) for i in range(22)})
+    X["signal"], X["bump"] = rng.normal(size=300), rng.normal(size=300)
+    y = pd.Series(3 * X["signal"] + 2 * np.abs(X["bump"]) + rng.normal(0, 0.2, 300), name="y")
+    model = BasisRegressor(strategy="inference", n_estimators=1, progress=False,
+                           embedding_cache_dir=str(tmp_path / "cache")).fit(X.iloc[:220], y.iloc[:220])
+    assert sorted(model.features_read_) == ["bump", "signal"]
+    record, train, query, truth = _few_carry_the_target()  # the same rows, as the functions take them
+    settings = InContextSettings(n_estimators=1, feature_selection="validated")
+    assert sorted(record.columns[j].name for j in training_reading(model.members_, record, train, HashEmbedder(),
+                                                                    settings)) == ["bump", "signal"]
+    calls = []
+    real = in_context.validated_features
+    monkeypatch.setattr(in_context, "validated_features", lambda *a, **k: calls.append(1) or real(*a, **k))
+    point = model.predict(X.iloc[220:])
+    assert not calls and 1 - ((point - truth) ** 2).mean() / truth.var() > 0.8
+    model.save(tmp_path / "saved")
+    loaded = BasisRegressor.load(tmp_path / "saved")
+    assert loaded.features_read_ == model.features_read_ and np.allclose(loaded.predict(X.iloc[220:]), point)
+    assert not calls
+    state = json.loads((tmp_path / "saved" / "estimator.json").read_text())
+    del state["features_read"]  # as saved before features_read_ existed
+    (tmp_path / "saved" / "estimator.json").write_text(json.dumps(state))
+    older = BasisRegressor.load(tmp_path / "saved")
+    assert older.features_read_ is None and np.allclose(older.predict(X.iloc[220:]), point)
+    assert len(calls) == 1 and older.features_read_ == model.features_read_
+
+
 def test_the_feature_search_counts_then_prunes_then_offers_back_by_the_validation_error():
     """The search alone, on a made-up error: features 0 and 3 carry the target, 1, 2 and the rest cost a little
     each, and 4 helps only once 1 has gone (it leans on a feature 1 confounds)."""
@@ -480,6 +518,12 @@ def test_classes_read_as_indicators_give_probabilities_the_pretrained_model_gets
     assert accuracy > 0.85 and accuracy > majority + 0.2, (accuracy, majority)
     with pytest.raises(TableError, match="not a column"):
         predict_class_indicators_in_context(model, record, train, query, embedder, labels, settings, target="nope")
+    # what each indicator reads, chosen once from the training rows: one per class, the second alone of two
+    readings = class_indicator_readings(model, record, train, embedder, labels, settings)
+    assert list(readings) == (labels[1:] if len(labels) == 2 else labels)
+    assert all({record.columns[j].name for j in read} == {"x", "noise"} for read in readings.values())  # two: nothing to cut
+    again = predict_class_indicators_in_context(model, record, train, query, embedder, labels, settings, readings=readings)
+    assert np.allclose(again, p)
 
 
 def test_the_classifier_predicts_in_context_through_class_indicators(tmp_path):
@@ -495,3 +539,4 @@ def test_the_classifier_predicts_in_context_through_class_indicators(tmp_path):
     p = clf.predict_proba(X.iloc[200:])
     assert np.allclose(p.sum(axis=1), 1.0) and list(clf.classes_) == ["approved", "rejected"]
     assert np.mean(clf.predict(X.iloc[200:]) == y[200:]) > 0.85
+    assert list(clf.features_read_) == ["rejected"] and "x" in clf.features_read_["rejected"]  # the second class's indicator

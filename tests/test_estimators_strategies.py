@@ -373,7 +373,8 @@ def test_base_ft_of_a_too_wide_table_trains_on_the_features_prediction_reads(cac
 
 def test_base_ft_of_a_too_wide_table_ranks_its_features_once_not_at_every_validation(cache_dir, tmp_path, monkeypatch):
     """The relevance ranking (about a second on a wide table) depends on the training rows alone: episodic
-    fine-tuning computes it once and each validation check reuses it, with the same predictions."""
+    fine-tuning computes it once and each validation check reuses it, with the same predictions; fit ranks once
+    more, on all the training rows, for what predictions read, and predict reuses that."""
     import basisfm.estimators.in_context as in_context
 
     torch.manual_seed(0)
@@ -387,7 +388,11 @@ def test_base_ft_of_a_too_wide_table_ranks_its_features_once_not_at_every_valida
     y = pd.Series(5 * x.signal + rng.normal(0, 0.1, 240), name="y")
     model = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft", max_columns=3,
                            **_fast(cache_dir, max_steps=9, validate_every=3, patience=5)).fit(x, y)
-    assert len(model.history_.checks) == 4 and len(calls) == 1  # 4 validation checks, one ranking
+    assert len(model.history_.checks) == 4 and len(calls) == 2  # 4 validation checks, one ranking; then features_read_
+    assert len(model.features_read_) == 2 and "signal" in model.features_read_
+    model.predict(x.iloc[:5])
+    model.predict(x.iloc[5:10])
+    assert len(calls) == 2
 
 
 @pytest.mark.parametrize("coding", ["text", "sorted", "ordinal"])

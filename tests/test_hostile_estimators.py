@@ -300,6 +300,9 @@ _TAMPERINGS = [
     ("classifier", _set("fitted", "classes", value=[1, "1"]), r"key 'fitted.classes' mixes label types"),
     ("classifier", _set("fitted", "classes", value=[{"a": 1}, "b"]), r"key 'fitted.classes\[0\]' must be"),
     ("classifier", _set("estimator", value="BasisRegressor"), r"holds a saved BasisRegressor"),
+    ("regressor", _set("features_read", value="price"), r"key 'features_read' must be a list or a mapping"),
+    ("regressor", _set("features_read", value=["../../etc/passwd"]), r"key 'features_read' names '../../etc/passwd'"),
+    ("classifier", _set("features_read", value={"dear": "x"}), r"key 'features_read.dear' must be a list"),
 ]
 
 

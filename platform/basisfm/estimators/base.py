@@ -46,7 +46,9 @@ most relevant ones (`feature_selection="relevance"`: mutual information with the
 rows) or, with "random", a random subset per member; "validated" (None: the `inference` default) reads the
 most relevant too, as many of them (all, 16, 8 or 4) as predict held-out training rows best in context,
 pruned and offered back one by one, at any table width (`in_context.validated_features`);
-fine-tuning (None: "relevance") trains and predicts on the relevance-ranked features.
+fine-tuning (None: "relevance") trains and predicts on the relevance-ranked features. Fit chooses from the
+training rows alone and keeps the choice as `features_read_` (a regressor: the feature names; a classifier:
+{class: names}, one list per class indicator with `inference`), which every predict reuses and a save keeps.
 
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
@@ -308,15 +310,15 @@ class _BasisEstimator(BaseEstimator, ABC):
         if self.strategy == "inference":  # no gradient step
             self.members_ = [start.to(resolve_device(self.device)).eval()]
             self.histories_ = [FineTuneHistory(stopped_because="strategy='inference': no gradient step")]
-            return self
-
-        self.members_, self.histories_ = [], []
-        n_members = self._n_estimators()
-        for member in range(n_members):
-            model, history = self._fit_member(start if member == n_members - 1 else copy_model(start),
-                                              features, target, member)
-            self.members_.append(model)
-            self.histories_.append(history)
+        else:
+            self.members_, self.histories_ = [], []
+            n_members = self._n_estimators()
+            for member in range(n_members):
+                model, history = self._fit_member(start if member == n_members - 1 else copy_model(start),
+                                                  features, target, member)
+                self.members_.append(model)
+                self.histories_.append(history)
+        self.features_read_ = self._choose_features_read() if self.context_ is not None else None
         return self
 
     def _fit_member(self, model, features: pd.DataFrame, target: pd.Series | pd.DataFrame, member: int):
@@ -463,10 +465,26 @@ class _BasisEstimator(BaseEstimator, ABC):
 
     def _in_context_inputs(self, X: Any):
         """(models, record, context table, query table, embedder, settings) for `estimators.in_context`."""
-        settings = self._in_context_settings(members=self._n_estimators(), seed=int(self.random_state))
         query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
+        models, record, context, embedder, settings = self._training_rows_inputs()
+        return models, record, context, query, embedder, settings
+
+    def _training_rows_inputs(self):
+        """(models, record, context table, embedder, settings): `_in_context_inputs` without a query table."""
+        settings = self._in_context_settings(members=self._n_estimators(), seed=int(self.random_state))
         # every fitted member predicts (member k of the in-context ensemble with model k), not the first alone
-        return list(self.members_), self.preprocessor_.record(), self.context_, query, self._embedder(), settings
+        return list(self.members_), self.preprocessor_.record(), self.context_, self._embedder(), settings
+
+    def _features_read(self):
+        """`features_read_`, chosen now for an estimator saved before it existed."""
+        if getattr(self, "features_read_", None) is None:
+            self.features_read_ = self._choose_features_read()
+        return self.features_read_
+
+    def _positions(self, names: list[str]) -> np.ndarray:
+        """Positions of feature `names` among the fitted record's columns (what in-context reading takes)."""
+        columns = [c.name for c in self.preprocessor_.record().columns]
+        return np.asarray([columns.index(name) for name in names], dtype=np.int64)
 
     def _in_context_settings(self, members: int, seed: int):
         """`estimators.in_context` settings from this estimator's parameters, for `members` members (member k
@@ -554,6 +572,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             "members": names,
             "column_scale": self.column_scale_,
             "context": CONTEXT_FILE if self.context_ is not None else None,
+            "features_read": getattr(self, "features_read_", None),
             "histories": [asdict(h) for h in self.histories_],
             "fitted": self._fitted_state(),
         }
@@ -579,6 +598,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
         estimator.context_ = None
+        estimator.features_read_ = state.get("features_read")  # None when saved before it existed: chosen at predict
         if state.get("context") is not None:
             import pyarrow.parquet as pq
 
@@ -615,6 +635,10 @@ class _BasisEstimator(BaseEstimator, ABC):
     @abstractmethod
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
         """Lower-is-better score on the held-out batches."""
+
+    @abstractmethod
+    def _choose_features_read(self):
+        """`features_read_` from the fitted training rows (`context_`): the features in-context members read."""
 
     @abstractmethod
     def _fitted_state(self) -> dict[str, Any]:

@@ -85,10 +85,12 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
             from basisfm.estimators.in_context import predict_class_indicators_in_context, predict_label_scores_in_context
 
             model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            # Weights fine-tuned here learned to score the labels (`_loss`); pretrained ones read numbers far better
-            # than labels (classification screen: docs/model.md), so `inference` predicts each class's indicator.
-            read = predict_class_indicators_in_context if self.strategy == "inference" else predict_label_scores_in_context
-            return read(model, record, context, query, embedder, self._class_text, settings)
+            read = {label: self._positions(names) for label, names in self._features_read().items()}
+            if self._reads_indicators():
+                return predict_class_indicators_in_context(model, record, context, query, embedder, self._class_text, settings,
+                                                           readings=read)
+            return predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings,
+                                                   readable=next(iter(read.values())))
         labels = self._label_embeddings()
 
         def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
@@ -100,6 +102,25 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
     def predict(self, X: Any) -> np.ndarray:
         probabilities = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
         return self.classes_[np.argmax(probabilities, axis=1)]
+
+    def _reads_indicators(self) -> bool:
+        """Weights fine-tuned here learned to score the labels (`_loss`); pretrained ones read numbers far better than
+        labels (classification screen: docs/model.md), so `inference` predicts each class's 0/1 indicator."""
+        return self.strategy == "inference"
+
+    def _choose_features_read(self) -> dict[str, list[str]]:
+        """{class: the features every in-context member reads to predict it}, chosen on the training rows: one list
+        per class indicator with `inference` (two classes: the second's alone, the first's is its complement),
+        the same list for every class when the labels are scored."""
+        from basisfm.estimators.in_context import class_indicator_readings, training_reading
+
+        models, record, context, embedder, settings = self._training_rows_inputs()
+        if self._reads_indicators():
+            readings = class_indicator_readings(models, record, context, embedder, self._class_text, settings)
+        else:
+            shared = training_reading(models, record, context, embedder, settings)
+            readings = {label: shared for label in self._class_text}
+        return {label: [record.columns[j].name for j in positions] for label, positions in readings.items()}
 
     def _fitted_state(self) -> dict[str, Any]:
         return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}

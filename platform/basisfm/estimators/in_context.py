@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -300,6 +300,24 @@ def _held_out_error(model: torch.nn.Module, ctx: _Context, labelled: np.ndarray,
         return float((squared / scale).sum())
 
     return error_of
+
+
+@torch.no_grad()
+def training_reading(model: torch.nn.Module | Sequence[torch.nn.Module], record: TableRecord, train_table: pa.Table,
+                     embedder: Embedder, settings: InContextSettings | None = None, *,
+                     targets: Sequence[str] | None = None) -> np.ndarray:
+    """The features every member reads from `train_table`'s rows (positions into `record.columns`): those
+    `table_reading` allows, cut by `validated_features` with `model` (the first of a list) under
+    `feature_selection="validated"` when the targets are numeric. From the training rows alone, so an estimator
+    chooses once, at fit, and passes the choice to every prediction as `readable` (`predict_numeric_in_context`
+    without it chooses again, from the training rows coded beside its query rows)."""
+    settings = settings or InContextSettings()
+    ctx = _context(record, train_table, train_table.slice(0, 0), embedder, targets)
+    numeric = not any(ColumnKind(int(k)).is_string for k in ctx.prepared.kinds[ctx.targets])
+    if settings.feature_selection == "validated" and numeric:
+        return validated_features(_as_models(model)[0], ctx, settings)
+    readable, _ = table_reading(ctx.prepared, ctx.features, ctx.targets, _labelled(ctx), settings)
+    return readable
 
 
 def table_reading(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
@@ -690,19 +708,49 @@ def predict_class_indicators_in_context(
     settings: InContextSettings | None = None,
     *,
     target: str | None = None,
-    readable: np.ndarray | None = None,
+    readings: Mapping[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """[n, L] probabilities of each query row's categorical `target` over `labels`, read as numbers: the target
     column becomes a 0/1 indicator of one class (under its own name) and the model predicts it in context as it
     predicts any numeric target; the mean of that prediction estimates P(class | row). Two classes take one
     indicator (the second label's), more take one each, the clipped estimates normalised to sum to 1. The same
-    interface as `predict_label_scores_in_context`, so a caller picks either (`readable` as there).
+    arguments as `predict_label_scores_in_context`, but `readings`: the features read for each indicator
+    (`class_indicator_readings`), when the caller has them.
 
     Why: the shipped in-context checkpoint learned numeric targets from its prior (suite median R² 0.64) but not
     to score labels (its prior's categorical accuracy stayed at the majority rate), and label scoring in context
     fell below always predicting the majority class on half of the classification screen."""
     settings = settings or InContextSettings()
     target = _class_target(record, target)
+    numeric_record, indicator_tables = _class_indicators(record, train_table, labels, target)
+    queries = query_table.set_column(query_table.column_names.index(target), target, pa.nulls(query_table.num_rows, pa.float64()))
+    estimates = []
+    for label, train in indicator_tables.items():
+        point, _ = predict_numeric_in_context(model, numeric_record, train, queries, embedder, settings, targets=[target],
+                                              readable=None if readings is None else readings[label])
+        estimates.append(np.clip(point[:, 0], 0.0, 1.0))
+    if len(labels) == 2:
+        return np.stack([1.0 - estimates[0], estimates[0]], axis=1)
+    scores = np.stack(estimates, axis=1)
+    total = scores.sum(axis=1, keepdims=True)
+    return np.where(total > 0, scores / np.where(total > 0, total, 1.0), 1.0 / len(labels))
+
+
+def class_indicator_readings(model: torch.nn.Module | Sequence[torch.nn.Module], record: TableRecord, train_table: pa.Table,
+                             embedder: Embedder, labels: Sequence[str], settings: InContextSettings | None = None, *,
+                             target: str | None = None) -> dict[str, np.ndarray]:
+    """{label: the features read to predict its indicator} for `predict_class_indicators_in_context`'s
+    `readings`: `training_reading` of each indicator's training rows (two classes: the second label alone)."""
+    target = _class_target(record, target)
+    numeric_record, indicator_tables = _class_indicators(record, train_table, labels, target)
+    return {label: training_reading(model, numeric_record, train, embedder, settings, targets=[target])
+            for label, train in indicator_tables.items()}
+
+
+def _class_indicators(record: TableRecord, train_table: pa.Table, labels: Sequence[str], target: str
+                      ) -> tuple[TableRecord, dict[str, pa.Table]]:
+    """(`record` with `target` a numeric 0/1 column, {label: `train_table` with `target` that label's indicator})
+    for each label an indicator is predicted for: the second of two, else every one."""
     position = [c.name for c in record.columns].index(target)
     indicator_column = replace(record.columns[position], kind="numeric",
                                stats=ColumnStats(min=0.0, max=1.0, abs_max=1.0, min_nonzero_abs=1.0, cardinality=2,
@@ -710,20 +758,11 @@ def predict_class_indicators_in_context(
     numeric_record = replace(record, columns=[indicator_column if j == position else c for j, c in enumerate(record.columns)],
                              candidate_targets=[target])
     observed = train_table.column(target).cast(pa.string()).to_pylist()
-    queries = query_table.set_column(query_table.column_names.index(target), target, pa.nulls(query_table.num_rows, pa.float64()))
-    scored = labels[1:] if len(labels) == 2 else labels
-    estimates = []
-    for label in scored:
+    tables = {}
+    for label in (labels[1:] if len(labels) == 2 else labels):
         indicator = pa.array([None if v is None else float(v == label) for v in observed], pa.float64())
-        train = train_table.set_column(train_table.column_names.index(target), target, indicator)
-        point, _ = predict_numeric_in_context(model, numeric_record, train, queries, embedder, settings, targets=[target],
-                                              readable=readable)
-        estimates.append(np.clip(point[:, 0], 0.0, 1.0))
-    if len(labels) == 2:
-        return np.stack([1.0 - estimates[0], estimates[0]], axis=1)
-    scores = np.stack(estimates, axis=1)
-    total = scores.sum(axis=1, keepdims=True)
-    return np.where(total > 0, scores / np.where(total > 0, total, 1.0), 1.0 / len(labels))
+        tables[label] = train_table.set_column(train_table.column_names.index(target), target, indicator)
+    return numeric_record, tables
 
 
 @torch.no_grad()

@@ -169,7 +169,8 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
             from basisfm.estimators.in_context import predict_numeric_in_context
 
             model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            point, q = predict_numeric_in_context(model, record, context, query, embedder, settings, quantiles=levels)
+            point, q = predict_numeric_in_context(model, record, context, query, embedder, settings, quantiles=levels,
+                                                  readable=self._positions(self._features_read()))
             return point[..., None] if levels is None else q
 
         slot = {name: j for j, name in enumerate(self.preprocessor_.target_names)}
@@ -185,6 +186,13 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
             return result.cpu().numpy()
 
         return self._average_over_members(X, per_batch)
+
+    def _choose_features_read(self) -> list[str]:
+        """The features every in-context member reads, for all targets at once (chosen on the training rows)."""
+        from basisfm.estimators.in_context import training_reading
+
+        models, record, context, embedder, settings = self._training_rows_inputs()
+        return [record.columns[j].name for j in training_reading(models, record, context, embedder, settings)]
 
     def _fitted_state(self) -> dict[str, Any]:
         # Numbers with one target, lists (one entry per target) with several.

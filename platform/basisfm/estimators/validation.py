@@ -309,6 +309,7 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     context = reader.get(state, "context", "", str, optional=True)
     if context is not None and (context != "context.parquet" or not (directory / context).is_file()):
         raise reader.fail("context", f"must be null or 'context.parquet' beside {ESTIMATOR_FILE}, got {_short(context)}")
+    _check_features_read(reader, state, [c["name"] for c in state["preprocessor"]["columns"]])
     column_scale = reader.get(state, "column_scale", "", dict)
     for name, pair in column_scale.items():
         ok = isinstance(pair, list) and len(pair) == 2 and all(
@@ -327,6 +328,22 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     else:
         _check_regression_fit(reader, fitted, n_targets)
     return state
+
+
+def _check_features_read(reader: _StateReader, state: dict, features: list[str]) -> None:
+    """features_read: null (saved before it existed, or no in-context model), a list of feature names (a regressor)
+    or a mapping of class to such a list (a classifier); every name one of the fitted feature columns."""
+    read = reader.get(state, "features_read", "", (list, dict), optional=True)
+    if read is None:
+        return
+    lists = read.items() if isinstance(read, dict) else [("", read)]
+    for label, names in lists:
+        where = f"features_read.{label}" if label else "features_read"
+        if not isinstance(names, list):
+            raise reader.fail(where, f"must be a list of feature names, got {_short(names)}")
+        unknown = [n for n in names if n not in features]
+        if unknown:
+            raise reader.fail(where, f"names {_short(unknown[0])}, not a fitted feature column")
 
 
 def _check_regression_fit(reader: _StateReader, fitted: dict, n_targets: int) -> None:
