@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     lines += [f"| {r['model']} | {r['fit_s']:.1f} | {r['steps']} | {r['predict_s']:.1f} | {r['predict_rows_per_s']:,.0f} | "
               f"{r['r2']:.3f} |" for r in rows]
     lines += ["", "Fit includes preprocessing, loading the checkpoint and embedding the text cells (cached after the first "
-              "run in a process); an in-context `inference` fit only stores the rows, its work is at predict."]
+              "run in a process); an in-context `inference` fit stores the rows and chooses the features to read (`features_read_`), the rest is at predict."]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} thread(s)"
     context = {
         "command": "python -m benchmarks.fit_predict_seconds " + shlex.join(sys.argv[1:] if argv is None else argv),
