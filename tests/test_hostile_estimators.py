@@ -300,8 +300,11 @@ _TAMPERINGS = [
     ("classifier", _set("fitted", "classes", value=[1, "1"]), r"key 'fitted.classes' mixes label types"),
     ("classifier", _set("fitted", "classes", value=[{"a": 1}, "b"]), r"key 'fitted.classes\[0\]' must be"),
     ("classifier", _set("estimator", value="BasisRegressor"), r"holds a saved BasisRegressor"),
-    ("regressor", _set("features_read", value="price"), r"key 'features_read' must be a list or a mapping"),
+    ("regressor", _set("features_read", value="price"), r"key 'features_read' must be a list"),
+    ("regressor", _set("features_read", value={"dear": []}), r"key 'features_read' must be a list"),
     ("regressor", _set("features_read", value=["../../etc/passwd"]), r"key 'features_read' names '../../etc/passwd'"),
+    ("classifier", _set("features_read", value=[]), r"key 'features_read' must be a mapping"),
+    ("classifier", _set("features_read", value={"rich": []}), r"key 'features_read' names 'rich', not one of the classes"),
     ("classifier", _set("features_read", value={"dear": "x"}), r"key 'features_read.dear' must be a list"),
 ]
 

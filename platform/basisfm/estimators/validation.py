@@ -309,7 +309,6 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     context = reader.get(state, "context", "", str, optional=True)
     if context is not None and (context != "context.parquet" or not (directory / context).is_file()):
         raise reader.fail("context", f"must be null or 'context.parquet' beside {ESTIMATOR_FILE}, got {_short(context)}")
-    _check_features_read(reader, state, [c["name"] for c in state["preprocessor"]["columns"]])
     column_scale = reader.get(state, "column_scale", "", dict)
     for name, pair in column_scale.items():
         ok = isinstance(pair, list) and len(pair) == 2 and all(
@@ -323,20 +322,27 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
         if not isinstance(name, str) or Path(name).name != name or name in ("", ".", "..") or not (directory / name).is_dir():
             raise reader.fail(f"members[{i}]", f"must name a model directory beside {ESTIMATOR_FILE}, got {_short(name)}")
     fitted = reader.get(state, "fitted", "", dict)
-    if getattr(cls, "_task", None) == "classification":
+    classification = getattr(cls, "_task", None) == "classification"
+    if classification:
         _check_classes(reader, fitted)
     else:
         _check_regression_fit(reader, fitted, n_targets)
+    classes = [str(c) for c in fitted["classes"]] if classification else None
+    _check_features_read(reader, state, [c["name"] for c in state["preprocessor"]["columns"]], classes)
     return state
 
 
-def _check_features_read(reader: _StateReader, state: dict, features: list[str]) -> None:
-    """features_read: null (saved before it existed, or no in-context model), a list of feature names (a regressor)
-    or a mapping of class to such a list (a classifier); every name one of the fitted feature columns."""
-    read = reader.get(state, "features_read", "", (list, dict), optional=True)
+def _check_features_read(reader: _StateReader, state: dict, features: list[str], classes: list[str] | None) -> None:
+    """features_read: null (saved before it existed, or no in-context model), a regressor's list of feature names,
+    or a classifier's mapping of some of its `classes` (as text) to such lists; every name a fitted feature column."""
+    read = reader.get(state, "features_read", "", list if classes is None else dict, optional=True)
     if read is None:
         return
-    lists = read.items() if isinstance(read, dict) else [("", read)]
+    if classes is not None:
+        strangers = [label for label in read if label not in classes]
+        if strangers:
+            raise reader.fail("features_read", f"names {_short(strangers[0])}, not one of the classes {_short(classes)}")
+    lists = read.items() if classes is not None else [("", read)]
     for label, names in lists:
         where = f"features_read.{label}" if label else "features_read"
         if not isinstance(names, list):
