@@ -74,6 +74,22 @@ def _ordinal_codes(col: pd.Series) -> pd.Series:
     return codes.where(codes >= 0, np.nan)
 
 
+def _numbers_only(features: pd.DataFrame, levels: dict[str, list[str]]) -> pd.DataFrame:
+    """An encoded frame as numbers alone (RandomForest's input): a categorical with at most
+    `_FOREST_ONE_HOT_MAX_LEVELS` training `levels` one-hot, one column per level so train and test frames line
+    up and missing is all zeros; a wider one as ordinal codes."""
+    columns = {}
+    for name in features.columns:
+        col = features[name]
+        if name not in levels:
+            columns[name] = col
+        elif len(levels[name]) <= _FOREST_ONE_HOT_MAX_LEVELS:
+            columns.update({f"{name}={level}": (col == level).astype("float64") for level in levels[name]})
+        else:
+            columns[name] = _ordinal_codes(col)
+    return pd.DataFrame(columns, index=features.index)
+
+
 def _is_numeric_like(col: pd.Series) -> bool:
     return (
         pd.api.types.is_numeric_dtype(col)
@@ -136,18 +152,7 @@ class Baseline:
                 if len(self.encoder.levels[name]) > _HIST_GBM_MAX_CATEGORIES:
                     features[name] = _ordinal_codes(features[name])
         if self.name == "random_forest":
-            columns = {}
-            for name in features.columns:
-                col = features[name]
-                if name not in self.encoder.levels:
-                    columns[name] = col
-                elif len(self.encoder.levels[name]) <= _FOREST_ONE_HOT_MAX_LEVELS:
-                    # Every training level gets its column, so train and test frames line up; missing is all zeros.
-                    for level in self.encoder.levels[name]:
-                        columns[f"{name}={level}"] = (col == level).astype("float64")
-                else:
-                    columns[name] = _ordinal_codes(col)
-            features = pd.DataFrame(columns, index=features.index)
+            features = _numbers_only(features, self.encoder.levels)
         return features
 
     def _build(self):
