@@ -223,8 +223,8 @@ def _in_listing_order(refs: list[TableRef], unchanged: dict[str, TableRecord], p
 
 def _settings_key(config: CorpusConfig, holdout: HoldoutIndex | None) -> str:
     """Everything besides a table's own content that decides its record: normalisation settings, the
-    suites it is checked against, and the code that normalises and matches."""
-    from basisfm.corpus import holdout as holdout_module, normalize as normalize_module
+    suites it is checked against, and the code that reads, normalises and matches."""
+    from basisfm.corpus import holdout as holdout_module, normalize as normalize_module, sources as sources_module
 
     digest = hashlib.sha256()
     settings = {
@@ -234,7 +234,8 @@ def _settings_key(config: CorpusConfig, holdout: HoldoutIndex | None) -> str:
         "suites": sorted(s.fingerprint for s in holdout.signatures) if holdout is not None else [],
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for module in (normalize_module, holdout_module):
+    # The readers count: a file read differently (an encoding, decimal commas) gives a different record.
+    for module in (sources_module, normalize_module, holdout_module):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
@@ -347,7 +348,7 @@ def _process(ref: TableRef) -> TableOutcome:
             n_rows=normalised.n_rows,
             columns=normalised.records,
             candidate_targets=normalised.candidate_targets,
-            treatments=normalised.treatments,
+            treatments=list(loaded.notes) + normalised.treatments,  # how the file was read, then normalised
         )
         return TableOutcome(ref.id, record=record, reused=reused, shard_digest=digest)
     except TableError as exc:
