@@ -87,7 +87,14 @@ def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from basisfm.errors import TrackingError
+    from basisfm.tracking.store import check_tracking_store
+
     name = _parse_registry_uri(uri)["name"]
+    try:  # before any MLflow call: MLflow would create an empty sqlite store, or wait out a silent server
+        check_tracking_store(tracking_uri, must_exist=True)
+    except TrackingError as exc:
+        raise CheckpointError(f"cannot download {uri!r}: {exc}") from None
     target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="basisfm-checkpoint-"))
     target.mkdir(parents=True, exist_ok=True)
     where = f"the MLflow registry at {tracking_uri!r}"

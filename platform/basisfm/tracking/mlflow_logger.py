@@ -73,6 +73,11 @@ def open_experiment(tracking_uri: str, name: str):
 
 
 def make_client(tracking_uri: str):
+    """An `MlflowClient` for `tracking_uri` with the fail-fast HTTP settings; a server that does not answer
+    is a `TrackingError` in seconds (`store.check_tracking_store`), not after MLflow's timed-out retries."""
+    from basisfm.tracking.store import check_tracking_store
+
+    check_tracking_store(tracking_uri)
     for key, value in _FAIL_FAST_HTTP.items():
         os.environ.setdefault(key, value)
     # mlflow is imported here, not at module level, so importing basisfm.tracking stays cheap.
