@@ -44,3 +44,7 @@ class CheckpointError(BasisError, ValueError):
 
 class TrackingError(BasisError, ValueError):
     """A tracking URI names no MLflow store where one must exist, or its server does not answer."""
+
+
+class WorkerLostError(BasisError, RuntimeError):
+    """A worker process ended abnormally (killed by the system for memory, or by a user) mid-job."""

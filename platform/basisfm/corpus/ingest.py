@@ -9,7 +9,8 @@ normalisation code itself); a re-run reuses a record without even loading its ta
 settings are unchanged and the shard on disk still has its recorded size and digest (a damaged or
 replaced shard is re-ingested), so resuming or repeating a full ingest takes seconds.
 Loading and normalising fan out to worker processes; results are consumed in listing order, so the
-manifest order does not depend on timing.
+manifest order does not depend on timing. However the ingest stops (Ctrl-C, SIGTERM, a killed worker), the
+tables finished so far are saved first, so a rerun resumes from them; no worker outlives it or prints a traceback.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections import Counter
@@ -36,7 +38,7 @@ from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, SHARDS_DIR, Tabl
 from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import RawTable, TableRef, TableSource, make_source
 from basisfm.corpus.suite import load_suite
-from basisfm.errors import TableError
+from basisfm.errors import TableError, WorkerLostError
 
 MANIFEST_FLUSH_SECONDS = 5.0
 STATE_NAME = "ingest_state.json"
@@ -129,6 +131,17 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     lines: list[str] = []  # each record serialised once: rewriting the manifest stays cheap
     kinds: Counter[str] = Counter()
     last_flush = time.monotonic()
+
+    def save_progress() -> None:
+        # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
+        done = {r.id for r in records}
+        pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
+        atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
+        kept = (previous[i][0].shard for i in pending)
+        digests = {shard: earlier_shards[shard] for shard in kept if shard in earlier_shards} | shard_digests
+        _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending, digests)
+
+    restore_sigterm = _sigterm_as_interrupt()
     bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
     try:  # the bar is closed before anything else is printed, Ctrl-C included
         for outcome in _outcomes(source, refs, config, holdout, unchanged, earlier_shards):
@@ -152,18 +165,18 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
                 report.skipped.append({"id": outcome.id, "reason": outcome.skipped_reason})
             bar.set_postfix(ingested=report.tables, excluded=len(report.excluded), skipped=len(report.skipped), refresh=False)
             if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
-                # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
-                done = {r.id for r in records}
-                pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
-                atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
-                kept = (previous[i][0].shard for i in pending)
-                digests = {shard: earlier_shards[shard] for shard in kept if shard in earlier_shards} | shard_digests
-                _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending, digests)
+                save_progress()
                 last_flush = time.monotonic()
             if config.max_tables is not None and report.tables >= config.max_tables:
                 break
+    except (KeyboardInterrupt, WorkerLostError):
+        # Saved before the error surfaces, also when it comes before the first periodic save: the job's
+        # "tables already ingested are kept" is then true, and the rerun reuses them.
+        save_progress()
+        raise
     finally:
         bar.close()
+        restore_sigterm()
 
     atomic_write_text(out / MANIFEST_NAME, "".join(lines))
     _write_state(out, settings, versions, [r.id for r in records], {}, [], shard_digests)
@@ -191,11 +204,92 @@ def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, h
         return
     # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
     context = multiprocessing.get_context("spawn")
-    with _sigint_ignored_while_spawning():
+    with _sigint_ignored_while_spawning(), _quiet_resource_tracker():
         pool = context.Pool(workers, initializer=_init_pool_worker, initargs=(source, config, holdout, earlier_shards),
                             maxtasksperchild=200)
     with pool:
-        yield from _in_listing_order(refs, unchanged, pool.imap(_process, todo, chunksize=1))
+        watch = _WorkerWatch()
+        yield from _in_listing_order(refs, unchanged, watch.results(pool.imap(_process, todo, chunksize=1)))
+
+
+class _WorkerWatch:
+    """Results of a pool's `imap`, raising `WorkerLostError` when a worker process ends abnormally.
+
+    A pool replaces a killed worker (out of memory, `kill -9`) but the table it held is never answered, so
+    waiting on it would hang the ingest for ever; the results are awaited a little at a time instead, and
+    between waits the pool's workers are looked at (`multiprocessing.active_children`, held on to so a
+    worker's exit code is still there after the pool has reaped it).
+    """
+
+    POLL_SECONDS = 0.5
+
+    def __init__(self):
+        self.workers: dict[int, multiprocessing.Process] = {}
+        self._look()
+
+    def _look(self) -> None:
+        for child in multiprocessing.active_children():
+            if "PoolWorker" in child.name:
+                self.workers.setdefault(child.pid, child)
+        for pid, worker in self.workers.items():
+            # 0: it ended after its share of tasks (maxtasksperchild); negative: a signal ended it.
+            if worker.exitcode not in (None, 0):
+                raise WorkerLostError(
+                    f"ingest worker process {pid} was ended by {_exit_description(worker.exitcode)} while tables "
+                    "were being ingested (the system ends processes that run out of memory); the tables finished "
+                    "so far are saved: rerun to resume, and if it happens again set corpus.workers=1 to see which "
+                    "table it is, or lower corpus.max_rows_per_table")
+
+    def results(self, imap):
+        while True:
+            try:
+                result = imap.next(timeout=self.POLL_SECONDS)
+            except multiprocessing.TimeoutError:
+                self._look()
+                continue
+            except StopIteration:
+                return
+            yield result
+
+
+def _exit_description(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM (`kill`, a scheduler stopping the job) end the ingest as Ctrl-C does: progress saved,
+    workers ended, one line from the job. Returns the function that puts the previous handler back.
+    Only where the default still stands (a caller's own handler wins) and only on the main thread."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _quiet_resource_tracker():
+    """Start multiprocessing's resource tracker (it starts with the pool's first lock) without its leaked-
+    semaphore warning. When the ingest is killed with SIGKILL, which nothing can catch, the tracker removes
+    the pool's semaphores as it should, then warns about them: a message about internals, after the shell has
+    already said "Killed". The tracker takes its warning filters from `sys.warnoptions` when it starts."""
+    option = "ignore:resource_tracker:UserWarning"
+    added = option not in sys.warnoptions
+    if added:
+        sys.warnoptions.append(option)
+    try:
+        yield
+    finally:
+        if added and option in sys.warnoptions:
+            sys.warnoptions.remove(option)
 
 
 @contextlib.contextmanager
@@ -318,7 +412,26 @@ def _init_pool_worker(*args) -> None:
     # Ctrl-C reaches every process of the terminal's group; the parent alone handles it (and ends the pool),
     # so workers do not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     _init_worker(*args)
+
+
+def _end_with_parent() -> None:
+    """End this worker the moment its parent dies (Linux). A parent killed with SIGKILL cannot end its
+    pool; its workers would finish their tables and each print two BrokenPipeError tracebacks trying to
+    send them back to no one."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):  # not a worker process (a test calling this)
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:  # it died before the line above
+        os._exit(0)
 
 
 def _process(ref: TableRef) -> TableOutcome:
