@@ -86,6 +86,13 @@ def test_text_in_the_usual_encodings_is_read(tmp_path, encoding, notes):
     assert loaded.notes == notes
 
 
+def test_mostly_utf8_with_one_broken_byte_stays_utf8(tmp_path):
+    (tmp_path / "t.csv").write_bytes(_TABLE.encode("utf-8") + "Lyon\xe9,5,a\n".encode("latin-1"))
+    loaded = _load_only(tmp_path)
+    assert loaded.frame["name"].tolist() == ["café", "naïve", "soufflé", "Zürich", "Lyon\ufffd"]
+    assert loaded.notes == ["UTF-8 with 1 invalid byte sequence(s), read as U+FFFD"]
+
+
 def test_a_latin1_file_is_ingested_with_its_encoding_noted(tmp_path):
     data = tmp_path / "data"
     data.mkdir()

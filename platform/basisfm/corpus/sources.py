@@ -336,8 +336,9 @@ def decode_table_text(raw: bytes, path: str, notes: list[str] | None = None) -> 
     """The text of a delimited table file, whatever of the usual encodings it was saved in.
 
     A byte-order mark decides (UTF-8, UTF-16, UTF-32, as spreadsheet programs write them); without one,
-    UTF-16 shows as a NUL in every other byte; then strict UTF-8; then Windows-1252, the superset of Latin-1
-    that Excel and most Western tools write (Latin-1 for the five bytes it leaves undefined). What was
+    UTF-16 shows as a NUL in every other byte; then UTF-8 (a file of mostly valid UTF-8 with a few broken
+    bytes keeps its UTF-8, the broken bytes replaced); then Windows-1252, the superset of Latin-1 that Excel
+    and most Western tools write (Latin-1 for the five bytes it leaves undefined). What was
     chosen, when not plain UTF-8, is added to `notes`. Bytes that are no text at all (a binary file named
     .csv) raise `TableError` naming the file and what to do.
     """
@@ -362,12 +363,18 @@ def decode_table_text(raw: bytes, path: str, notes: list[str] | None = None) -> 
         try:
             text = raw.decode("utf-8")
         except UnicodeDecodeError:
-            try:
-                text = raw.decode("cp1252")
-                notes.append("not UTF-8: read as Windows-1252 / Latin-1 text")
-            except UnicodeDecodeError:
-                text = raw.decode("latin-1")
-                notes.append("not UTF-8: read as Latin-1 text")
+            text = raw.decode("utf-8", errors="replace")
+            invalid = text.count("\ufffd") - raw.count("\ufffd".encode())
+            valid = sum(1 for ch in text if ord(ch) > 127) - text.count("\ufffd")
+            if valid > invalid:  # mostly UTF-8 with a few broken bytes: read as UTF-8, not all as mojibake
+                notes.append(f"UTF-8 with {invalid} invalid byte sequence(s), read as U+FFFD")
+            else:
+                try:
+                    text = raw.decode("cp1252")
+                    notes.append("not UTF-8: read as Windows-1252 / Latin-1 text")
+                except UnicodeDecodeError:
+                    text = raw.decode("latin-1")
+                    notes.append("not UTF-8: read as Latin-1 text")
     sample = text[:65_536]
     if sample and len(_CONTROL_CHARS.findall(sample)) > 0.01 * len(sample):
         raise TableError(f"file {path} holds binary bytes (NUL or other control characters), not delimited text; "
@@ -397,7 +404,7 @@ def parse_decimal_commas(frame: pd.DataFrame, notes: list[str] | None = None) ->
         if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
             continue
         present = column.dropna()
-        if not len(present) or not all(isinstance(v, str) for v in present):
+        if not len(present) or pd.api.types.infer_dtype(present, skipna=True) != "string":
             continue
         cells = present.str.strip()
         numbers = cells.str.fullmatch(_DECIMAL_COMMA)
