@@ -69,6 +69,14 @@ def test_a_registry_uri_in_a_missing_folder_creates_nothing_and_says_there_is_no
     assert not missing.exists() and not (tmp_path / "dl").exists()
 
 
+def test_a_registry_uri_with_no_tracking_uri_given_leaves_no_runs_folder_behind(tmp_path, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.chdir(tmp_path)  # the embedded store is runs/mlflow.db under the working directory
+    with pytest.raises(CheckpointError, match="no MLflow registry at tracking URI 'sqlite:///"):
+        resolve_checkpoint("models:/basisfm@champion", download_dir=tmp_path / "dl")
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
 def test_promote_and_download_from_a_missing_store_create_nothing(tmp_path):
     missing = tmp_path / "typo" / "runs"
     uri = f"sqlite:///{missing / 'mlflow.db'}"

@@ -40,7 +40,9 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
         from basisfm.config import TrackingConfig
         from basisfm.tracking.mlflow_logger import resolve_tracking_uri
 
-        return _download_registered(str(checkpoint), download_dir, tracking_uri or resolve_tracking_uri(TrackingConfig()))
+        # A lookup: the embedded store's folder is not created (there would be nothing in it to find).
+        tracking_uri = tracking_uri or resolve_tracking_uri(TrackingConfig(), create_local_dir=False)
+        return _download_registered(str(checkpoint), download_dir, tracking_uri)
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a directory holding "
