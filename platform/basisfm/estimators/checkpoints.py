@@ -85,10 +85,6 @@ def fail_fast_http():
 
 
 def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri: str) -> Path:
-    import mlflow
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     from basisfm.errors import TrackingError
     from basisfm.tracking.store import check_tracking_store
 
@@ -97,6 +93,10 @@ def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri
         check_tracking_store(tracking_uri, must_exist=True)
     except TrackingError as exc:
         raise CheckpointError(f"cannot download {uri!r}: {exc}") from None
+    import mlflow
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
     target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="basisfm-checkpoint-"))
     target.mkdir(parents=True, exist_ok=True)
     where = f"the MLflow registry at {tracking_uri!r}"
