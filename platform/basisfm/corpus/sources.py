@@ -366,7 +366,7 @@ def decode_table_text(raw: bytes, path: str, notes: list[str] | None = None) -> 
         except UnicodeDecodeError:
             text = raw.decode("utf-8", errors="replace")
             invalid = text.count("\ufffd") - raw.count("\ufffd".encode())
-            valid = sum(1 for ch in text if ord(ch) > 127) - text.count("\ufffd")
+            valid = len(text) - len(text.encode("ascii", errors="ignore")) - text.count("\ufffd")  # non-ASCII
             if valid > invalid:  # mostly UTF-8 with a few broken bytes: read as UTF-8, not all as mojibake
                 notes.append(f"UTF-8 with {invalid} invalid byte sequence(s), read as U+FFFD")
             else:
