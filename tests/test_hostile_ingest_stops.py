@@ -92,5 +92,5 @@ def test_a_two_worker_ingest_stopped_by_a_signal_says_one_line_and_leaves_nothin
         assert process.returncode == 2, stderr
         assert last.startswith(f"error: ingest worker process {workers[0].pid} was ended by SIGKILL"), stderr
         assert "rerun to resume" in last
-    if process.returncode != -signal.SIGKILL:  # stopped cleanly: what was ingested is saved for the rerun
-        assert (out / MANIFEST_NAME).read_text().count("\n") >= 1
+    if process.returncode != -signal.SIGKILL:  # stopped cleanly: saved on the way out, before any periodic save
+        assert (out / MANIFEST_NAME).is_file()

@@ -26,6 +26,8 @@ import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -202,54 +204,78 @@ def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, h
         processed = map(_process, todo)
         yield from _in_listing_order(refs, unchanged, processed)
         return
-    # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
+    # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely. An executor,
+    # not multiprocessing.Pool: a Pool replaces a killed worker but never answers the table it held, and its
+    # locks may die held by it, so waiting or even terminating can hang; the executor notices the death at once
+    # (BrokenProcessPool) and tears down without those locks.
     context = multiprocessing.get_context("spawn")
+    # The executor's processes are the children born after this (others of the caller's are left alone).
+    workers_seen: dict[int, multiprocessing.Process | None] = {p.pid: None for p in multiprocessing.active_children()}
     with _sigint_ignored_while_spawning(), _quiet_resource_tracker():
-        pool = context.Pool(workers, initializer=_init_pool_worker, initargs=(source, config, holdout, earlier_shards),
-                            maxtasksperchild=200)
-    with pool:
-        watch = _WorkerWatch()
-        yield from _in_listing_order(refs, unchanged, watch.results(pool.imap(_process, todo, chunksize=1)))
+        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
+                                       initargs=(source, config, holdout, earlier_shards), max_tasks_per_child=200)
+        futures = [executor.submit(_process, ref) for ref in todo]  # the workers start with the first ones
+    try:
+        _note_workers(workers_seen)
+        yield from _in_listing_order(refs, unchanged, _results_in_order(futures, workers_seen))
+    finally:
+        _stop_workers(executor, futures, workers_seen)
 
 
-class _WorkerWatch:
-    """Results of a pool's `imap`, raising `WorkerLostError` when a worker process ends abnormally.
+def _results_in_order(futures: list[Future], workers_seen: dict[int, multiprocessing.Process | None]):
+    for future in futures:
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            raise WorkerLostError(
+                f"{_lost_worker(workers_seen)} while tables were being ingested (the system ends processes that run "
+                "out of memory); the tables finished so far are saved: rerun to resume, and if it happens again set "
+                "corpus.workers=1 to see which table it is, or lower corpus.max_rows_per_table") from None
+        _note_workers(workers_seen)  # replacements (max_tasks_per_child) too, while they can still be named
+        yield result
 
-    A pool replaces a killed worker (out of memory, `kill -9`) but the table it held is never answered, so
-    waiting on it would hang the ingest for ever; the results are awaited a little at a time instead, and
-    between waits the pool's workers are looked at (`multiprocessing.active_children`, held on to so a
-    worker's exit code is still there after the pool has reaped it).
-    """
 
-    POLL_SECONDS = 0.5
+def _note_workers(seen: dict[int, multiprocessing.Process | None]) -> None:
+    """Hold on to the worker processes (children not in `seen` yet; pids already there map to None), so that
+    their exit codes can still be read after the executor has joined (and so forgotten) them."""
+    for child in multiprocessing.active_children():
+        seen.setdefault(child.pid, child)
 
-    def __init__(self):
-        self.workers: dict[int, multiprocessing.Process] = {}
-        self._look()
 
-    def _look(self) -> None:
-        for child in multiprocessing.active_children():
-            if "PoolWorker" in child.name:
-                self.workers.setdefault(child.pid, child)
-        for pid, worker in self.workers.items():
-            # 0: it ended after its share of tasks (maxtasksperchild); negative: a signal ended it.
-            if worker.exitcode not in (None, 0):
-                raise WorkerLostError(
-                    f"ingest worker process {pid} was ended by {_exit_description(worker.exitcode)} while tables "
-                    "were being ingested (the system ends processes that run out of memory); the tables finished "
-                    "so far are saved: rerun to resume, and if it happens again set corpus.workers=1 to see which "
-                    "table it is, or lower corpus.max_rows_per_table")
+def _workers(seen: dict[int, multiprocessing.Process | None]) -> list[multiprocessing.Process]:
+    return [p for p in seen.values() if p is not None]
 
-    def results(self, imap):
-        while True:
-            try:
-                result = imap.next(timeout=self.POLL_SECONDS)
-            except multiprocessing.TimeoutError:
-                self._look()
-                continue
-            except StopIteration:
-                return
-            yield result
+
+def _lost_worker(seen: dict[int, multiprocessing.Process | None]) -> str:
+    """"ingest worker process <pid> was ended by SIGKILL" for the worker that died first, as far as can be told:
+    the executor ends the others with SIGTERM after one dies, so a death by another signal is the cause."""
+    deadline = time.monotonic() + 2.0
+    while True:  # the executor's thread may be reaping the dead worker this very moment: its code comes soon
+        ended = [(p.pid, p.exitcode) for p in _workers(seen) if p.exitcode not in (None, 0)]
+        if ended or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    ended.sort(key=lambda item: item[1] == -signal.SIGTERM)
+    if not ended:
+        return "an ingest worker process ended abruptly"
+    pid, exitcode = ended[0]
+    return f"ingest worker process {pid} was ended by {_exit_description(exitcode)}"
+
+
+def _stop_workers(executor: ProcessPoolExecutor, futures: list[Future],
+                  seen: dict[int, multiprocessing.Process | None]) -> None:
+    """End the executor: at once when the ingest stops early (Ctrl-C, SIGTERM, max_tables, a lost worker),
+    without waiting for the tables the workers hold; politely when every table is done."""
+    if all(future.done() for future in futures):
+        executor.shutdown(wait=True)
+        return
+    executor.shutdown(wait=False, cancel_futures=True)
+    _note_workers(seen)
+    for worker in _workers(seen):
+        if worker.exitcode is None:
+            worker.terminate()  # SIGTERM: workers keep its default action, so they end without a word
+    for worker in _workers(seen):
+        worker.join(timeout=10)
 
 
 def _exit_description(exitcode: int) -> str:
