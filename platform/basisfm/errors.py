@@ -40,3 +40,11 @@ class InputShapeError(InputTypeError, ValueError):
 
 class CheckpointError(BasisError, ValueError):
     """A checkpoint directory is missing files, or its files disagree with each other."""
+
+
+class TrackingError(BasisError, ValueError):
+    """A tracking URI names no MLflow store where one must exist, or its server does not answer."""
+
+
+class WorkerLostError(BasisError, RuntimeError):
+    """A worker process ended abnormally (killed by the system for memory, or by a user) mid-job."""

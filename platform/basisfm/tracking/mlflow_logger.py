@@ -43,14 +43,16 @@ def describe_hardware(num_workers: int, use_gpu: bool) -> str:
             f"({platform.machine()}, {os.cpu_count()} cores)")
 
 
-def resolve_tracking_uri(config: TrackingConfig) -> str:
-    """`tracking.tracking_uri`, else $MLFLOW_TRACKING_URI, else the embedded sqlite file under `local_dir`."""
+def resolve_tracking_uri(config: TrackingConfig, *, create_local_dir: bool = True) -> str:
+    """`tracking.tracking_uri`, else $MLFLOW_TRACKING_URI, else the embedded sqlite file under `local_dir`
+    (created for writers; a reader passes `create_local_dir=False` so that looking leaves no folder behind)."""
     if config.tracking_uri:
         return config.tracking_uri
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return os.environ["MLFLOW_TRACKING_URI"]
     local = Path(config.local_dir).absolute()
-    local.mkdir(parents=True, exist_ok=True)
+    if create_local_dir:
+        local.mkdir(parents=True, exist_ok=True)
     return f"sqlite:///{local / 'mlflow.db'}"
 
 
@@ -73,6 +75,11 @@ def open_experiment(tracking_uri: str, name: str):
 
 
 def make_client(tracking_uri: str):
+    """An `MlflowClient` for `tracking_uri` with the fail-fast HTTP settings; a server that does not answer
+    is a `TrackingError` in seconds (`store.check_tracking_store`), not after MLflow's timed-out retries."""
+    from basisfm.tracking.store import check_tracking_store
+
+    check_tracking_store(tracking_uri)
     for key, value in _FAIL_FAST_HTTP.items():
         os.environ.setdefault(key, value)
     # mlflow is imported here, not at module level, so importing basisfm.tracking stays cheap.

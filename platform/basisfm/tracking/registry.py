@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 from basisfm.errors import CheckpointError
 from basisfm.tracking.mlflow_logger import make_client, open_experiment
+from basisfm.tracking.store import check_tracking_store
 
 MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
 # What the logged model's environment needs beyond basisfm itself (which must be installed where it is served).
@@ -41,6 +42,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     if missing:
         raise CheckpointError(f"checkpoint {str(checkpoint_dir)!r} has no {', '.join(missing)}; "
                               "only a consolidated checkpoint (written at the end of pretraining) can be registered")
+    check_tracking_store(tracking_uri)  # a silent server: fail in seconds, before the fluent API retries
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
@@ -91,6 +93,7 @@ def download_checkpoint(registered_name: str, version: str, tracking_uri: str, d
     """The consolidated checkpoint directory of one registered version, downloaded locally."""
     import mlflow
 
+    check_tracking_store(tracking_uri, must_exist=True)  # reading: never create an empty store by looking
     dst = Path(dst_dir) if dst_dir else Path(tempfile.mkdtemp(prefix=f"basisfm-v{version}-"))
     dst.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(tracking_uri)
@@ -145,6 +148,7 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
     if mode not in ("min", "max"):
         raise ValueError(f"promotion mode must be 'min' or 'max', got {mode!r}")
     candidate_version = str(candidate_version)
+    check_tracking_store(tracking_uri, must_exist=True)  # the candidate must already be registered there
     client = make_client(tracking_uri)
     try:
         client.get_model_version(registered_name, candidate_version)
