@@ -111,11 +111,11 @@ def test_several_numeric_targets_at_once():
 
 
 def test_retrieval_reads_each_query_chunks_nearest_training_rows():
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     record, train, query, _ = _fitted(n_train=200, n_query=4)
     table = pa.concat_tables([train, query.cast(train.schema)])
-    prepared = _prepare(table, record, HashEmbedder())
+    prepared = prepare_table(table, record, HashEmbedder())
     features = np.asarray([0])  # x0 alone
     chosen = nearest_context(prepared, features, np.arange(200), np.asarray([200]), 10)
     x0 = prepared.values[:, 0]
@@ -130,10 +130,10 @@ def test_retrieval_reads_each_query_chunks_nearest_training_rows():
 
 
 def _prepared(n_train: int = 60, n_query: int = 12, y=None):
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     record, train, query, y = _fitted(n_train, n_query, y=y)
-    return record, _prepare(pa.concat_tables([train, query.cast(train.schema)]), record, HashEmbedder())
+    return record, prepare_table(pa.concat_tables([train, query.cast(train.schema)]), record, HashEmbedder())
 
 
 def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per_member():
@@ -141,9 +141,9 @@ def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per
     X = pd.DataFrame({"x0": rng.normal(size=80), "shade": rng.choice(["red", "blue", "green", "grey", None], 80)})
     y = pd.Series(rng.normal(size=80), name="price")
     pre = TablePreprocessor().fit(X, y, ColumnKind.NUMERIC)
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
-    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
     names = [c.name for c in pre.record().columns]
     shade = names.index("shade")
     features = np.asarray([names.index("x0"), shade])
@@ -170,7 +170,7 @@ def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per
 
 
 def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_training_rows_only():
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     rng = np.random.default_rng(0)
     effect = {"a": 3.0, "b": -1.0, "c": 1.0, "d": 0.0}
@@ -184,7 +184,7 @@ def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_trainin
     grade, target = names.index("grade"), names.index("price")
     y_query = y.copy()
     y_query[100:] = np.nan  # the last 20 rows are queries: their targets are unknown
-    prepared = _prepare(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
     labelled = np.arange(100)
     signal = target_signal(prepared, target, labelled)
     assert np.isnan(signal[100:]).all() and np.allclose(signal[:100], y[:100])
@@ -195,14 +195,14 @@ def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_trainin
     assert ranks == [0.0, 1.0, 2.0, 3.0, 4.0]  # by mean target; the singleton shrunk below "a", not at the top
     # a query row's target never moves a code: give the queries other targets and nothing changes
     y_query[100:] = 1e6
-    leaked = _prepare(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
+    leaked = prepare_table(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
     again = ordinal_features(leaked, np.asarray([grade]), None, rank_by=target_signal(leaked, target, labelled))
     assert np.array_equal(again.values[:, grade], coded.values[:, grade])
     assert np.allclose(smoothed_means(np.array([0, 0, 1]), np.array([2.0, 2.0, np.nan]), 3), [2.0, 2.0, 2.0])
 
 
 def test_target_coding_of_a_categorical_target_ranks_by_the_majority_class_rate():
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     rng = np.random.default_rng(1)
     region = rng.choice(["north", "south", "east"], 300)
@@ -212,7 +212,7 @@ def test_target_coding_of_a_categorical_target_ranks_by_the_majority_class_rate(
     y = pd.Series(label, name="bought")
     pre = TablePreprocessor().fit(X, y, ColumnKind.CATEGORICAL)
     names = [c.name for c in pre.record().columns]
-    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
     signal = target_signal(prepared, names.index("bought"), np.arange(300))
     majority = pd.Series(label).value_counts().idxmax()
     assert np.array_equal(signal, (label == majority).astype(float))
@@ -255,9 +255,9 @@ def test_feature_transforms_map_numeric_features_fitted_on_training_rows_and_lea
                       "shade": rng.choice(["red", "blue"], 80)})
     y = pd.Series(rng.normal(size=80), name="price")
     pre = TablePreprocessor().fit(X.iloc[:60], y.iloc[:60], ColumnKind.NUMERIC)
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
-    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
     names = [c.name for c in pre.record().columns]
     income, flat, price = names.index("income"), names.index("flat"), names.index("price")
     moved = ColumnTransform("quantile", prepared, np.asarray([income, flat]), np.arange(60)).apply(prepared)

@@ -18,7 +18,7 @@ from basisfm.errors import CheckpointError, ConfigError
 from basisfm.estimators import BasisClassifier, BasisRegressor
 from basisfm.model import build_model
 from basisfm.model.checkpoint import load_pretrained, save_pretrained
-from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR
+from basisfm.pretrained import PER_ROW_CHECKPOINT_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_budget_counts_steps_across_passes_and_validates_every_n_steps():
 
 
 def test_default_budget_is_sized_to_the_table():
-    from basisfm.estimators.finetune import MAX_STEPS, MIN_STEPS, default_steps
+    from basisfm.estimators.finetune import MAX_DEFAULT_STEPS as MAX_STEPS, MIN_DEFAULT_STEPS as MIN_STEPS, default_steps
 
     assert default_steps(300, 256) == MIN_STEPS  # a small table still gets many passes
     assert default_steps(8_000, 256) == MAX_STEPS  # a large one is capped for fit time
@@ -124,7 +124,7 @@ def test_peft_trains_only_adapters_and_merges_back(cache_dir):
     model = BasisRegressor(strategy="peft", lora_r=4, checkpoint="per_row", **_fast(cache_dir)).fit(x, y)
     total = sum(p.numel() for p in model.model_.parameters())
     assert 0 < model.history_.trainable_parameters < total / 5
-    shipped = load_pretrained(DEFAULT_CHECKPOINT_DIR)
+    shipped = load_pretrained(PER_ROW_CHECKPOINT_DIR)
     assert type(model.model_) is type(shipped)  # adapters merged: a plain model, saved as safetensors
     assert not any("lora" in name for name in model.model_.state_dict())
     start = shipped.state_dict()

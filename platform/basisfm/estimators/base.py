@@ -78,8 +78,10 @@ from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
 from basisfm.data.collate import column_cap, rows_per_batch
 from basisfm.errors import ConfigError, InputTypeError, TableError
-from basisfm.estimators.checkpoints import resolve_checkpoint
+from basisfm.model import reads_context
+from basisfm.pretrained.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import (
+    MIN_VALIDATION_ROWS,
     FineTuneHistory,
     FineTuneSettings,
     copy_model,
@@ -88,6 +90,7 @@ from basisfm.estimators.finetune import (
     resolve_device,
 )
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
+from basisfm.estimators.saved_files import CONTEXT_FILE, ESTIMATOR_FILE, FORMAT_VERSION, MODEL_DIR
 from basisfm.estimators.validation import (
     prepare_target,
     read_estimator_state,
@@ -96,19 +99,12 @@ from basisfm.estimators.validation import (
 from basisfm.pretrained import DEFAULT_NAME, IN_CONTEXT_NAME, PER_ROW_NAME
 from basisfm.seeds import derive_seed
 
-FORMAT_VERSION = 3  # 3: the preprocessor lists its "targets" (format 2 saved one "target"; still read)
-READABLE_FORMATS = (2, 3)
-ESTIMATOR_FILE = "estimator.json"
-CONTEXT_FILE = "context.parquet"  # strategy='inference' with an in-context model: the training rows it reads
-MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
-MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Boston's 40 did)
 MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
 MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
 # In-context architectures fine-tune on episodes (Mitra's guide: 128 support and 128 query rows each).
 EPISODE_ROWS = 256
 EPISODE_QUERY_FRACTION = 0.5
 CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
-REGRESSION_LOSSES = ("bits+mse", "bits")  # BasisRegressor(regression_loss=...)
 
 
 class _BasisEstimator(BaseEstimator, ABC):
@@ -306,7 +302,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             return self
 
         # An in-context model keeps the training rows, whatever the strategy: they are its context at predict.
-        self.context_ = preprocessor.to_arrow(features, target) if _reads_context(start) else None
+        self.context_ = preprocessor.to_arrow(features, target) if reads_context(start) else None
         if self.strategy == "inference":  # no gradient step
             self.members_ = [start.to(resolve_device(self.device)).eval()]
             self.histories_ = [FineTuneHistory(stopped_because="strategy='inference': no gradient step")]
@@ -338,7 +334,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             return preprocessor.to_arrow(features.iloc[rows].reset_index(drop=True), target.iloc[rows].reset_index(drop=True))
 
         train_table = arrow(train_rows)
-        if _reads_context(model):
+        if reads_context(model):
             val_features = preprocessor.to_arrow(features.iloc[val_rows].reset_index(drop=True), None)
             return self._fit_member_in_context(model, train_table, val_features, target.iloc[val_rows].to_numpy(),
                                                data_config, embedder, seed, member)
@@ -365,7 +361,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         categorical features coded as `categorical_features` says (with "ordinal", in an order drawn afresh
         each pass). Validation predicts the held-out rows in context, the training rows their context,
         exactly as `predict` will."""
-        from basisfm.data.collate import _prepare
+        from basisfm.data.collate import prepare_table
         from basisfm.data.episodes import episodes_from_prepared
         from basisfm.estimators.in_context import coded_categories, table_reading
 
@@ -379,7 +375,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         config.validate("estimator")
         settings = self._settings(train_table.num_rows, rows, member)
         context = self._in_context_settings(members=1, seed=seed)
-        prepared = _prepare(train_table.select(names), record, embedder)  # cells embedded once for every pass
+        prepared = prepare_table(train_table.select(names), record, embedder)  # cells embedded once for every pass
         labelled = np.flatnonzero((~prepared.missing[:, targets]).any(axis=1))
         features, rank_by = table_reading(prepared, np.setdiff1d(np.arange(len(names)), targets), targets, labelled, context)
 
@@ -663,11 +659,6 @@ def _column_scale(features: pd.DataFrame) -> dict[str, tuple[float, float]]:
         std = float(values.std())
         scale[str(name)] = (float(values.mean()), std if std > 0 and np.isfinite(std) else 1.0)
     return scale
-
-
-def _reads_context(model) -> bool:
-    """Whether the model predicts from a table's labelled rows (in-context architectures)."""
-    return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
 
 
 def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:

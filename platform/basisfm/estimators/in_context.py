@@ -41,7 +41,8 @@ import torch
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import ColumnKind, ColumnStats, TableRecord
 from basisfm.data.batch import TableBatch
-from basisfm.data.collate import Embedder, _make_arrays, _prepare, _PreparedTable, column_moments
+from basisfm.data.collate import Embedder, PreparedTable, batch_arrays, column_moments, prepare_table
+from basisfm.model import reads_context
 from basisfm.seeds import derive_seed
 from basisfm.errors import ConfigError, TableError
 
@@ -115,7 +116,7 @@ Reading = tuple[np.ndarray, "np.ndarray | None"]
 
 @dataclass
 class _Context:
-    prepared: _PreparedTable  # training rows 0..n_train-1, then the query rows
+    prepared: PreparedTable  # training rows 0..n_train-1, then the query rows
     record: TableRecord
     n_train: int
     targets: np.ndarray  # [T] positions of the target columns
@@ -134,7 +135,7 @@ def _context(record: TableRecord, train_table: pa.Table, query_table: pa.Table, 
     if train_table.num_rows < 1:
         raise TableError("in-context prediction needs at least one training row", table=record.id)
     table = pa.concat_tables([train_table.select(names), query_table.select(names).cast(train_table.select(names).schema)])
-    prepared = _prepare(table, record, embedder)
+    prepared = prepare_table(table, record, embedder)
     target_positions = np.asarray([names.index(t) for t in targets], dtype=np.int64)
     return _Context(prepared=prepared, record=record, n_train=train_table.num_rows, targets=target_positions,
                     features=np.setdiff1d(np.arange(len(names)), target_positions))
@@ -150,7 +151,7 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
     labelled = _labelled(ctx)
     if len(labelled) == 0:
         raise TableError("no training row has a target value; nothing to learn from", table=ctx.record.id)
-    reads_context = _reads_context(model)
+    shows_support = reads_context(model)
     n_features = max(1, settings.max_columns - len(ctx.targets))
     numeric = ctx.features[(ctx.prepared.kinds[ctx.features] == int(ColumnKind.NUMERIC))
                            & (ctx.prepared.string_uids[:, ctx.features] < 0).all(axis=0)]
@@ -180,7 +181,7 @@ def _members(model: torch.nn.Module, ctx: _Context, settings: InContextSettings,
             context = fixed_context
             if settings.retrieval and len(labelled) > settings.max_context:
                 context = nearest_context(view.prepared, features, labelled, view.n_train + queries, settings.max_context)
-            yield member, queries, _episode(view, columns, context, view.n_train + queries, reads_context, rng), transform
+            yield member, queries, _episode(view, columns, context, view.n_train + queries, shows_support, rng), transform
 
 
 def _labelled(ctx: _Context) -> np.ndarray:
@@ -188,11 +189,6 @@ def _labelled(ctx: _Context) -> np.ndarray:
     table's row index, which episodes carry."""
     ctx.prepared.row_index = np.arange(ctx.prepared.values.shape[0], dtype=np.int64)
     return np.flatnonzero((~ctx.prepared.missing[: ctx.n_train][:, ctx.targets]).any(axis=1))
-
-
-def _reads_context(model: torch.nn.Module) -> bool:
-    """Whether `model` reads support rows (every architecture but the per-row `basis` model)."""
-    return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
 
 
 @torch.no_grad()
@@ -281,7 +277,7 @@ def _held_out_error(model: torch.nn.Module, ctx: _Context, labelled: np.ndarray,
     scale = np.nanvar(truth, axis=0) * np.isfinite(truth).sum(axis=0)  # [T] each target's total squared deviation
     scale = np.where(scale > 0, scale, np.inf)  # a constant target says nothing about the features
     slot = {ctx.record.columns[t].name: j for j, t in enumerate(ctx.targets)}
-    reads_context = _reads_context(model)
+    shows_support = reads_context(model)
 
     def error_of(features: np.ndarray) -> float:
         columns = np.concatenate([ctx.targets, features])
@@ -289,7 +285,7 @@ def _held_out_error(model: torch.nn.Module, ctx: _Context, labelled: np.ndarray,
         for view, context, queries in folds:
             for start in range(0, len(queries), settings.query_batch):
                 chunk = queries[start: start + settings.query_batch]
-                batch = _episode(view, columns, context, chunk, reads_context, rng).to(_device(model))
+                batch = _episode(view, columns, context, chunk, shows_support, rng).to(_device(model))
                 out = model(batch)
                 values, _ = decode_numeric(model, out, batch, None)
                 rows, cols = _predicted_cells(out, batch, slot)
@@ -320,7 +316,7 @@ def training_reading(model: torch.nn.Module | Sequence[torch.nn.Module], record:
     return readable
 
 
-def table_reading(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
+def table_reading(prepared: PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
                   settings: InContextSettings, readable: np.ndarray | None = None) -> Reading:
     """How every member reads a fitted table, the same for in-context prediction and episodic fine-tuning:
     (the features it may read: a table too wide for one episode, `max_columns` less its targets, gives its
@@ -336,7 +332,7 @@ def table_reading(prepared: _PreparedTable, features: np.ndarray, targets: np.nd
     return readable, rank_by
 
 
-def most_relevant(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
+def most_relevant(prepared: PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
                   n: int, seed: int) -> np.ndarray:
     """The `n` of `features` most relevant to the target(s) (`feature_relevance`), in that order; all of
     `features` when they are no more than `n` or too few rows are labelled to tell."""
@@ -346,7 +342,7 @@ def most_relevant(prepared: _PreparedTable, features: np.ndarray, targets: np.nd
     return features if relevance is None else features[np.argsort(-relevance, kind="stable")[:n]]
 
 
-def feature_relevance(prepared: _PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
+def feature_relevance(prepared: PreparedTable, features: np.ndarray, targets: np.ndarray, labelled: np.ndarray,
                       seed: int) -> np.ndarray | None:
     """[F] how much each of `features` tells about the target(s): its mutual information with each target
     (scikit-learn's nearest-neighbour estimate; a classifier's target as classes), summed over the targets,
@@ -388,7 +384,7 @@ def feature_relevance(prepared: _PreparedTable, features: np.ndarray, targets: n
     return relevance
 
 
-def _with_numeric_columns(prepared: _PreparedTable, columns: np.ndarray, values: np.ndarray) -> _PreparedTable:
+def _with_numeric_columns(prepared: PreparedTable, columns: np.ndarray, values: np.ndarray) -> PreparedTable:
     """A copy of `prepared` whose `columns` hold the numbers `values` [N, len(columns)] (NaN = missing),
     their kind, scale window and moments recomputed from the present cells."""
     present = np.isfinite(values)
@@ -408,8 +404,8 @@ def _with_numeric_columns(prepared: _PreparedTable, columns: np.ndarray, values:
                    abs_max=abs_max, min_nonzero=min_nonzero, mean=mean, std=std)
 
 
-def coded_categories(prepared: _PreparedTable, features: np.ndarray, coding: str, rng: np.random.Generator,
-                     rank_by: np.ndarray | None = None) -> _PreparedTable:
+def coded_categories(prepared: PreparedTable, features: np.ndarray, coding: str, rng: np.random.Generator,
+                     rank_by: np.ndarray | None = None) -> PreparedTable:
     """`prepared` with its categorical `features` coded as `coding` says (`InContextSettings.categorical_features`):
     "text" leaves the embedded strings, "ordinal" numbers them in an order drawn from `rng`, "sorted" in the
     strings' order, "target" in the order of `rank_by` (`target_signal`)."""
@@ -418,8 +414,8 @@ def coded_categories(prepared: _PreparedTable, features: np.ndarray, coding: str
     return ordinal_features(prepared, features, rng if coding == "ordinal" else None, rank_by=rank_by if coding == "target" else None)
 
 
-def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.random.Generator | None,
-                     rank_by: np.ndarray | None = None) -> _PreparedTable:
+def ordinal_features(prepared: PreparedTable, features: np.ndarray, rng: np.random.Generator | None,
+                     rank_by: np.ndarray | None = None) -> PreparedTable:
     """Categorical feature columns coded as numbers (TabPFN's encoding): a column's m distinct values become
     0..m-1 in an order drawn from `rng` (so members disagree on it), or with `rng=None` in the strings'
     sorted order (which keeps grades "A" < "B" and levels "1-2" < "3-4" in order), or with `rank_by` (one
@@ -446,7 +442,7 @@ def ordinal_features(prepared: _PreparedTable, features: np.ndarray, rng: np.ran
     return _with_numeric_columns(prepared, columns, codes)
 
 
-def target_signal(prepared: _PreparedTable, target: int, labelled: np.ndarray) -> np.ndarray:
+def target_signal(prepared: PreparedTable, target: int, labelled: np.ndarray) -> np.ndarray:
     """What "target" coding ranks categories by: per row, the target's value (a numeric target) or whether it
     is the training rows' most common class (a categorical one; for two classes, the class rate); NaN on
     every row outside `labelled` (query rows and unlabelled ones never inform a code)."""
@@ -500,7 +496,7 @@ class ColumnTransform:
     do not: a point prediction is the mean of the mapped-back `TRANSFORM_LEVELS` quantiles. A column the
     transform cannot fit (no training value, or a constant Yeo-Johnson cannot scale) stays as it is."""
 
-    def __init__(self, kind: str, prepared: _PreparedTable, columns: np.ndarray, fit_rows: np.ndarray):
+    def __init__(self, kind: str, prepared: PreparedTable, columns: np.ndarray, fit_rows: np.ndarray):
         from sklearn.preprocessing import PowerTransformer
 
         self.kind, self.columns = kind, columns
@@ -524,7 +520,7 @@ class ColumnTransform:
             self.fitted.append(transformer)
             self.bounds.append(bounds)
 
-    def apply(self, prepared: _PreparedTable) -> _PreparedTable:
+    def apply(self, prepared: PreparedTable) -> PreparedTable:
         values = np.where(prepared.missing[:, self.columns], np.nan, prepared.values[:, self.columns])
         for i, transformer in enumerate(self.fitted):
             present = np.isfinite(values[:, i])
@@ -548,7 +544,7 @@ class ColumnTransform:
         return out
 
 
-def nearest_context(prepared: _PreparedTable, features: np.ndarray, pool: np.ndarray, queries: np.ndarray, size: int) -> np.ndarray:
+def nearest_context(prepared: PreparedTable, features: np.ndarray, pool: np.ndarray, queries: np.ndarray, size: int) -> np.ndarray:
     """[<= size] rows of `pool` nearest to the `queries` (positions in `prepared`): each query's
     ceil(size / Q) nearest first, by squared distance of standardised numeric-like features (a missing
     cell counts as the mean) plus 1 per differing string; filled up to `size` by overall nearness."""
@@ -576,7 +572,7 @@ def _episode(ctx: _Context, columns: np.ndarray, context: np.ndarray, queries: n
     `ctx.prepared`: query-table rows, or held-out training rows when validating), targets hidden."""
     support = context if reads_context else context[:0]
     rows = np.concatenate([support, queries])
-    arrays = _make_arrays(ctx.record, ctx.prepared, rows, np.sort(columns), ctx.targets, DataConfig(), rng)
+    arrays = batch_arrays(ctx.record, ctx.prepared, rows, np.sort(columns), ctx.targets, DataConfig(), rng)
     n_support = len(support)
     target_column = np.isin(np.sort(columns), ctx.targets)
     arrays["target_mask"][n_support:] = target_column[None, :]  # every query's targets, unknown (null) cells

@@ -15,8 +15,8 @@ from sklearn.base import RegressorMixin
 from basisfm.corpus.manifest import ColumnKind
 from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError, TableError
-from basisfm.estimators.base import REGRESSION_LOSSES, _BasisEstimator, _target_series
-from basisfm.estimators.finetune import base_model
+from basisfm.estimators.base import _BasisEstimator, _target_series
+from basisfm.estimators.finetune import REGRESSION_LOSSES, base_model
 from basisfm.estimators.validation import check_regression_target
 from basisfm.pretrained import IN_CONTEXT_NAME
 

@@ -18,12 +18,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from basisfm.config import MAX_LEARNING_RATE
 from basisfm.corpus.manifest import ColumnKind, ColumnStats
 from basisfm.errors import CheckpointError, ConfigError, InputShapeError, InputTypeError, TableError
+from basisfm.estimators.finetune import MAX_STEPS, REGRESSION_LOSSES, STRATEGIES
+from basisfm.estimators.saved_files import ESTIMATOR_FILE, FORMAT_VERSION, READABLE_FORMATS
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeding both take [0, 2**32)
-MAX_LEARNING_RATE = 10.0  # beyond this the first step destroys any model (as `train.lr` in basisfm.config)
-MAX_STEPS = 10**9  # far beyond any budget; large enough never to matter, small enough to stay an int64
 PRESETS = ("tiny", "small", "base")
 REGRESSION_HEADS = ("smr_bits", "binned")
 
@@ -69,9 +70,6 @@ def validate_params(estimator: Any) -> None:
     budget = params.get("time_budget_s")
     if budget is not None:
         _check_float("time_budget_s", budget, 0.0, math.inf, False, False, "None or a positive number of seconds")
-    from basisfm.estimators.base import REGRESSION_LOSSES  # base imports this module: import at call time
-    from basisfm.estimators.finetune import STRATEGIES
-
     _check_choice("strategy", params.get("strategy"), STRATEGIES)
     _check_choice("preset", params.get("preset"), PRESETS)
     if getattr(estimator, "_task", None) == "regression":
@@ -276,8 +274,6 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     Broken JSON, a missing or mistyped key, a non-finite or absurd number, an unknown parameter or a
     parameter `validate_params` refuses: each raises `CheckpointError` naming the file and the key.
     """
-    from basisfm.estimators.base import ESTIMATOR_FILE, FORMAT_VERSION, READABLE_FORMATS
-
     directory = Path(directory)
     path = directory / ESTIMATOR_FILE
     if not path.is_file():
