@@ -15,24 +15,26 @@ from basisfm.config import CorpusConfig, ModelConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord
 from basisfm.corpus.normalize import normalise_table
 from basisfm.errors import ConfigError, TableError
-from basisfm.estimators.in_context import (
+from basisfm.data.reading import (
     ColumnTransform,
     InContextSettings,
-    VALIDATED_COUNTS,
-    _context,
-    _members,
-    _search_features,
-    class_indicator_readings,
     coded_categories,
     feature_relevance,
+    in_context_table,
+    member_episodes,
     most_relevant,
     nearest_context,
     ordinal_features,
+    smoothed_means,
+    target_signal,
+)
+from basisfm.estimators.in_context import (
+    VALIDATED_COUNTS,
+    _search_features,
+    class_indicator_readings,
     predict_class_indicators_in_context,
     predict_label_scores_in_context,
     predict_numeric_in_context,
-    smoothed_means,
-    target_signal,
     training_reading,
     validated_features,
 )
@@ -321,7 +323,7 @@ def _wide(n: int = 300, seed: int = 0, label: bool = False):
 @pytest.mark.parametrize("label", [False, True])
 def test_feature_relevance_ranks_the_features_that_carry_the_target_first(label):
     record, train, query = _wide(label=label)
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     labelled = np.arange(ctx.n_train)
     relevance = feature_relevance(ctx.prepared, ctx.features, ctx.targets, labelled, seed=0)
     names = [record.columns[j].name for j in ctx.features[np.argsort(-relevance)]]
@@ -332,12 +334,12 @@ def test_feature_relevance_ranks_the_features_that_carry_the_target_first(label)
 
 def test_a_too_wide_table_gives_every_member_its_most_relevant_features_or_random_ones():
     record, train, query = _wide()
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     model = build_model(ModelConfig(architecture="tab2d", regression_head="binned"))
 
     def read(selection: str) -> list[set[str]]:
         settings = InContextSettings(max_columns=3, n_estimators=4, feature_selection=selection)  # 2 features a member
-        return [set(batch.column_names) - {"y"} for _, _, batch, _ in _members(model, ctx, settings)]
+        return [set(batch.column_names) - {"y"} for _, _, batch, _ in member_episodes(ctx, settings, shows_support=True)]
 
     assert all(columns == {"signal", "zone"} for columns in read("relevance"))
     drawn = read("random")
@@ -348,7 +350,7 @@ def test_a_too_wide_table_gives_every_member_its_most_relevant_features_or_rando
 
 def test_most_relevant_keeps_the_top_n_features_or_all_when_they_fit():
     record, train, query = _wide()
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     labelled = np.arange(ctx.n_train)
     top = most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, 2, seed=0)
     assert {record.columns[j].name for j in top} == {"signal", "zone"}
@@ -383,7 +385,7 @@ def test_validated_selection_reads_the_few_features_that_predict_held_out_traini
 
     model = load_pretrained(shipped_checkpoint("in_context"))
     record, train, query, truth = _few_carry_the_target()
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     read = validated_features(model, ctx, InContextSettings())
     assert {record.columns[j].name for j in read} == {"signal", "bump"}
     assert np.array_equal(read, validated_features(model, ctx, InContextSettings()))  # from the settings' seed
@@ -464,13 +466,13 @@ class _NotToBeCalled(torch.nn.Module):
 
 def test_validated_selection_runs_no_model_with_too_few_rows_or_nothing_smaller_to_try():
     record, train, query, _ = _few_carry_the_target(n=80, n_train=60)  # 60 labelled rows: under the minimum of 64
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     labelled = np.arange(ctx.n_train)
     settings = InContextSettings(max_columns=9)
     assert np.array_equal(validated_features(_NotToBeCalled(), ctx, settings),
                           most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, 8, seed=0))
     record, train, query, y = _fitted(n_train=100)  # three features: no smaller count than all of them
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     assert np.array_equal(validated_features(_NotToBeCalled(), ctx, InContextSettings()), ctx.features)
 
 
@@ -482,7 +484,7 @@ def test_a_string_column_with_no_repeated_value_scores_no_relevance_instead_of_f
     pre = TablePreprocessor().fit(X, y.rename("y"), ColumnKind.NUMERIC)
     train = pre.to_arrow(pre.features(X), y.rename("y").reset_index(drop=True))
     record = pre.record()
-    ctx = _context(record, train, pre.to_arrow(pre.features(X.iloc[:3]), None), HashEmbedder(), None)
+    ctx = in_context_table(record, train, pre.to_arrow(pre.features(X.iloc[:3]), None), HashEmbedder(), None)
     relevance = feature_relevance(ctx.prepared, ctx.features, ctx.targets, np.arange(ctx.n_train), seed=0)
     names = [record.columns[j].name for j in ctx.features]
     assert relevance[names.index("address")] == 0.0

@@ -375,7 +375,7 @@ def test_base_ft_of_a_too_wide_table_ranks_its_features_once_not_at_every_valida
     """The relevance ranking (about a second on a wide table) depends on the training rows alone: episodic
     fine-tuning computes it once and each validation check reuses it, with the same predictions; fit ranks once
     more, on all the training rows, for what predictions read, and predict reuses that."""
-    import basisfm.estimators.in_context as in_context
+    import basisfm.data.reading.features as in_context
 
     torch.manual_seed(0)
     save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")

@@ -363,7 +363,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         exactly as `predict` will."""
         from basisfm.data.collate import prepare_table
         from basisfm.data.episodes import episodes_from_prepared
-        from basisfm.estimators.in_context import coded_categories, table_reading
+        from basisfm.data.reading import coded_categories, table_reading
 
         record = self.preprocessor_.record()
         names = [c.name for c in record.columns]
@@ -485,7 +485,7 @@ class _BasisEstimator(BaseEstimator, ABC):
     def _in_context_settings(self, members: int, seed: int):
         """`estimators.in_context` settings from this estimator's parameters, for `members` members (member k
         takes entry k % len of each transform cycle)."""
-        from basisfm.estimators.in_context import InContextSettings
+        from basisfm.data.reading import InContextSettings
 
         settings = InContextSettings(max_context=int(self.max_context), n_estimators=members, retrieval=bool(self.retrieval),
                                      max_columns=int(self.max_columns), feature_selection=self._feature_selection(),

@@ -75,7 +75,7 @@ def validate_params(estimator: Any) -> None:
     if getattr(estimator, "_task", None) == "regression":
         _check_choice("regression_loss", params.get("regression_loss"), REGRESSION_LOSSES)
     _check_choice("regression_head", params.get("regression_head", "smr_bits"), REGRESSION_HEADS)
-    from basisfm.estimators.in_context import CATEGORICAL_FEATURES, FEATURE_SELECTIONS, TRANSFORMS
+    from basisfm.data.reading import CATEGORICAL_FEATURES, FEATURE_SELECTIONS, TRANSFORMS
 
     if params.get("categorical_features") is not None:
         _check_choice("categorical_features", params["categorical_features"], CATEGORICAL_FEATURES)

@@ -17,7 +17,7 @@ column's strings. Targets are grouped into a fixed set of tasks (numeric / categ
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
@@ -29,9 +29,8 @@ from basisfm.errors import ConfigError
 from basisfm.encoding.missing import stable_name_bucket
 from basisfm.encoding.smr import SMRCodec, sanitize
 from basisfm.losses.smr_loss import adaptive_weight, smr_bit_loss
-# Decoding is the model's (the loss reads predictions the way the model reads them out); re-exported here for
-# callers that import it with the loss.
-from basisfm.model.decoding import bit_quantiles, decode_numeric, numeric_targets, truth_and_scale, unwrap_model
+# Decoding is the model's: the loss reads predictions out the way the model does.
+from basisfm.model.decoding import decode_numeric, numeric_targets, truth_and_scale, unwrap_model
 from basisfm.losses.weighting import GradientNormWeighting, MGDAWeighting, UncertaintyWeighting
 
 if TYPE_CHECKING:

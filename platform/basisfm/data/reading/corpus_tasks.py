@@ -26,11 +26,11 @@ import numpy as np
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord, read_manifest
 from basisfm.data.batch import TableBatch
-from basisfm.data.collate import prepare_table, PreparedTable
+from basisfm.data.collate import PreparedTable, prepare_table
 from basisfm.data.episodes import episodes_from_prepared
 from basisfm.data.pipeline import read_shard
 from basisfm.errors import ConfigError
-from basisfm.estimators.in_context import InContextSettings, coded_categories, table_reading
+from basisfm.data.reading import InContextSettings, coded_categories, table_reading
 from basisfm.seeds import derive_seed
 
 
