@@ -307,7 +307,7 @@ def test_base_ft_of_an_in_context_checkpoint_trains_on_episodes_and_predicts_in_
             return batches
         return real_fine_tune(model, recorded, validation_score, loss_fn, settings)
 
-    monkeypatch.setattr("basisfm.estimators.base.fine_tune", spying_fine_tune)
+    monkeypatch.setattr("basisfm.estimators.strategies.episodic.fine_tune", spying_fine_tune)
     x, y = _houses(200, 21)
     model = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft",
                            **_fast(cache_dir, max_steps=40, validate_every=10, patience=4)).fit(x, y)
@@ -356,7 +356,7 @@ def test_base_ft_of_a_too_wide_table_trains_on_the_features_prediction_reads(cac
         seen.extend(train_batches(1) + train_batches(2))
         return model, finetune.FineTuneHistory(stopped_because="recorded")
 
-    monkeypatch.setattr("basisfm.estimators.base.fine_tune", recording_fine_tune)
+    monkeypatch.setattr("basisfm.estimators.strategies.episodic.fine_tune", recording_fine_tune)
     rng = np.random.default_rng(5)
     x = pd.DataFrame({f"noise{i}": rng.normal(size=240) for i in range(6)})
     x["signal"] = rng.normal(size=240)
@@ -406,7 +406,7 @@ def test_base_ft_episodes_code_categorical_features_as_predictions_will(cache_di
         seen.extend(b for epoch in range(1, 7) for b in train_batches(epoch))
         return model, finetune.FineTuneHistory(stopped_because="recorded")
 
-    monkeypatch.setattr("basisfm.estimators.base.fine_tune", recording_fine_tune)
+    monkeypatch.setattr("basisfm.estimators.strategies.episodic.fine_tune", recording_fine_tune)
     x, y = _houses(200, 25)
     BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft", categorical_features=coding, **_fast(cache_dir)).fit(x, y)
     area = [int(b.column_kinds[b.column_names.index("area")]) for b in seen]

@@ -163,35 +163,13 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
 
     def _predict_targets(self, X: Any, levels: list[float] | None) -> np.ndarray:
         """[n_rows, n_targets, len(levels) or 1]: quantiles at `levels`, or the mean when `levels` is None."""
-        from basisfm.losses import decode_numeric
-
-        if self.context_ is not None:
-            from basisfm.estimators.in_context import predict_numeric_in_context
-
-            model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            point, q = predict_numeric_in_context(model, record, context, query, embedder, settings, quantiles=levels,
-                                                  readable=self._positions(self._features_read()))
-            return point[..., None] if levels is None else q
-
-        slot = {name: j for j, name in enumerate(self.preprocessor_.target_names)}
-
-        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
-            out = model(batch)
-            point, q = decode_numeric(model, out, batch, levels)
-            values = point[:, None] if levels is None else q
-            cols = torch.as_tensor([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=torch.long,
-                                   device=values.device)
-            result = torch.zeros((batch.n_rows, len(slot), values.shape[1]), dtype=torch.float64, device=values.device)
-            result[out.target_rows, cols] = values.double()
-            return result.cpu().numpy()
-
-        return self._average_over_members(X, per_batch)
+        return self.strategy_.predict_numeric(self, X, levels)
 
     def _choose_features_read(self) -> list[str]:
         """The features every in-context member reads, for all targets at once (chosen on the training rows)."""
         from basisfm.estimators.in_context import training_reading
 
-        models, record, context, embedder, settings = self._training_rows_inputs()
+        models, record, context, embedder, settings = self.strategy_.training_rows(self)
         return [record.columns[j].name for j in training_reading(models, record, context, embedder, settings)]
 
     def _fitted_state(self) -> dict[str, Any]:
