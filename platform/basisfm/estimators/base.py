@@ -282,8 +282,12 @@ class _BasisEstimator(BaseEstimator, ABC):
         # 5. keep the training rows when the strategy reads them as context, fit the members
         self.context_ = preprocessor.to_arrow(features, target) if self.strategy_.keeps_context else None
         self.members_, self.histories_ = self.strategy_.fit_members(self, start, features, target)
-        # 6. choose, from the training rows alone, the features every in-context predict reads
+        # 6. choose, from the training rows alone, the features every in-context predict reads, and prepare those
+        # rows once for every predict
         self.features_read_ = self._choose_features_read() if self.context_ is not None else None
+        self._prepared_training_rows = None
+        if self.context_ is not None:
+            self.strategy_.prepare(self)
         return self
 
     @abstractmethod

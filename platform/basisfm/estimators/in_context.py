@@ -43,7 +43,7 @@ import torch
 
 from basisfm.corpus.manifest import ColumnKind, ColumnStats, TableRecord
 from basisfm.data.batch import TableBatch
-from basisfm.data.collate import Embedder
+from basisfm.data.collate import Embedder, PreparedTable
 from basisfm.data.reading import (
     TRANSFORM_LEVELS,
     InContextSettings,
@@ -55,6 +55,7 @@ from basisfm.data.reading import (
     labelled_rows,
     member_episodes,
     most_relevant,
+    prepare_training_rows,
     table_reading,
     target_signal,
 )
@@ -236,6 +237,7 @@ def predict_numeric_in_context(
     targets: Sequence[str] | None = None,
     quantiles: Sequence[float] | None = None,
     readable: np.ndarray | None = None,
+    prepared_train: PreparedTable | None = None,
 ) -> tuple[np.ndarray, np.ndarray | None]:
     """(point [n, T] float64, quantiles [n, T, Q] float64 or None) for the query rows' numeric targets.
 
@@ -243,10 +245,11 @@ def predict_numeric_in_context(
     they must be numeric-like columns. The point is the mean of the predicted distribution; both are
     averaged over the members and come in the target's own units. `readable`: the features `table_reading`
     gives `train_table`, when the caller has them (episodic fine-tuning validates against the same training rows
-    again and again).
+    again and again). `prepared_train`: `train_table` already prepared (`data.reading.prepare_training_rows`), so
+    only the query rows are read and embedded (a fitted estimator prepares its training rows once, at fit).
     """
     settings = settings or InContextSettings()
-    ctx = in_context_table(record, train_table, query_table, embedder, targets)
+    ctx = in_context_table(record, train_table, query_table, embedder, targets, prepared_train)
     kinds = ctx.prepared.kinds[ctx.targets]
     strings = [record.columns[t].name for t, k in zip(ctx.targets, kinds) if ColumnKind(int(k)).is_string]
     if strings:
@@ -304,13 +307,15 @@ def predict_class_indicators_in_context(
     *,
     target: str | None = None,
     readings: Mapping[str, np.ndarray] | None = None,
+    prepared: Mapping[str, PreparedTable] | None = None,
 ) -> np.ndarray:
     """[n, L] probabilities of each query row's categorical `target` over `labels`, read as numbers: the target
     column becomes a 0/1 indicator of one class (under its own name) and the model predicts it in context as it
     predicts any numeric target; the mean of that prediction estimates P(class | row). Two classes take one
     indicator (the second label's), more take one each, the clipped estimates normalised to sum to 1. The same
     arguments as `predict_label_scores_in_context`, but `readings`: the features read for each indicator
-    (`class_indicator_readings`), when the caller has them.
+    (`class_indicator_readings`), when the caller has them, and `prepared`: each indicator's training rows
+    already prepared (`class_indicator_rows`).
 
     Why: the shipped in-context checkpoint learned numeric targets from its prior (suite median R² 0.64) but not
     to score labels (its prior's categorical accuracy stayed at the majority rate), and label scoring in context
@@ -322,7 +327,8 @@ def predict_class_indicators_in_context(
     estimates = []
     for label, train in indicator_tables.items():
         point, _ = predict_numeric_in_context(model, numeric_record, train, queries, embedder, settings, targets=[target],
-                                              readable=None if readings is None else readings[label])
+                                              readable=None if readings is None else readings[label],
+                                              prepared_train=None if prepared is None else prepared[label])
         estimates.append(np.clip(point[:, 0], 0.0, 1.0))
     if len(labels) == 2:
         return np.stack([1.0 - estimates[0], estimates[0]], axis=1)
@@ -340,6 +346,13 @@ def class_indicator_readings(model: torch.nn.Module | Sequence[torch.nn.Module],
     numeric_record, indicator_tables = _class_indicators(record, train_table, labels, target)
     return {label: training_reading(model, numeric_record, train, embedder, settings, targets=[target])
             for label, train in indicator_tables.items()}
+
+
+def class_indicator_rows(record: TableRecord, train_table: pa.Table, embedder: Embedder, labels: Sequence[str], *,
+                         target: str | None = None) -> dict[str, PreparedTable]:
+    """{label: its indicator's training rows, prepared} for `predict_class_indicators_in_context`'s `prepared`."""
+    numeric_record, indicator_tables = _class_indicators(record, train_table, labels, _class_target(record, target))
+    return {label: prepare_training_rows(numeric_record, train, embedder) for label, train in indicator_tables.items()}
 
 
 def _class_indicators(record: TableRecord, train_table: pa.Table, labels: Sequence[str], target: str
@@ -372,13 +385,14 @@ def predict_label_scores_in_context(
     *,
     target: str | None = None,
     readable: np.ndarray | None = None,
+    prepared_train: PreparedTable | None = None,
 ) -> np.ndarray:
     """[n, L] probabilities of each query row's `target` (default: the record's first candidate target)
     over `labels` (the classes, as strings), the members' softmax probabilities averaged. `readable` as for
     `predict_numeric_in_context`."""
     settings = settings or InContextSettings()
     target = _class_target(record, target)
-    ctx = in_context_table(record, train_table, query_table, embedder, [target])
+    ctx = in_context_table(record, train_table, query_table, embedder, [target], prepared_train)
     label_embeddings = torch.as_tensor(np.asarray(embedder.embed(list(labels)), dtype=np.float32))
     scores = np.zeros((query_table.num_rows, len(labels)))
     models = _as_models(model)

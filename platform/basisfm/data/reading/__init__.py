@@ -17,12 +17,12 @@ from basisfm.data.reading.features import feature_relevance, most_relevant, tabl
 from basisfm.data.reading.members import episode, member_episodes
 from basisfm.data.reading.retrieval import nearest_context
 from basisfm.data.reading.settings import CATEGORICAL_FEATURES, FEATURE_SELECTIONS, TRANSFORMS, InContextSettings
-from basisfm.data.reading.table import InContextTable, in_context_table, labelled_rows
+from basisfm.data.reading.table import InContextTable, in_context_table, labelled_rows, prepare_training_rows, stacked
 from basisfm.data.reading.transforms import TRANSFORM_LEVELS, ColumnTransform, NormalScores
 
 __all__ = [
     "CATEGORICAL_FEATURES", "FEATURE_SELECTIONS", "TRANSFORMS", "TRANSFORM_LEVELS", "ColumnTransform", "InContextSettings",
     "InContextTable", "NormalScores", "coded_categories", "episode", "feature_relevance", "in_context_table",
-    "labelled_rows", "member_episodes", "most_relevant", "nearest_context", "ordinal_features", "smoothed_means",
+    "labelled_rows", "member_episodes", "prepare_training_rows", "stacked", "most_relevant", "nearest_context", "ordinal_features", "smoothed_means",
     "table_reading", "target_signal",
 ]

@@ -24,7 +24,11 @@ class InContextTable:
 
 
 def in_context_table(record: TableRecord, train_table: pa.Table, query_table: pa.Table, embedder: Embedder,
-             targets: Sequence[str] | None) -> InContextTable:
+                     targets: Sequence[str] | None, prepared_train: PreparedTable | None = None) -> InContextTable:
+    """The training rows, then the query rows, prepared as one table. `prepared_train`: the training rows already
+    prepared (`prepare_training_rows`, kept by a fitted estimator), so only the query rows are read and embedded
+    here; the result is the same table but in one case: a query string the training rows lack takes its id after
+    theirs (not among them), and long text new to the queries is pruned by the queries' word rarity alone."""
     names = [c.name for c in record.columns]
     targets = list(targets) if targets is not None else list(record.candidate_targets)
     if not targets:
@@ -34,11 +38,45 @@ def in_context_table(record: TableRecord, train_table: pa.Table, query_table: pa
         raise TableError(f"target column(s) {unknown} are not columns of the table {names}", table=record.id, column=unknown[0])
     if train_table.num_rows < 1:
         raise TableError("in-context prediction needs at least one training row", table=record.id)
-    table = pa.concat_tables([train_table.select(names), query_table.select(names).cast(train_table.select(names).schema)])
-    prepared = prepare_table(table, record, embedder)
+    query = query_table.select(names).cast(train_table.select(names).schema)
+    if prepared_train is None:
+        prepared = prepare_table(pa.concat_tables([train_table.select(names), query]), record, embedder)
+    else:
+        if prepared_train.values.shape[0] != train_table.num_rows:
+            raise ValueError(f"prepared_train holds {prepared_train.values.shape[0]} rows, the training table "
+                             f"{train_table.num_rows}: it was prepared from other rows")
+        prepared = stacked(prepared_train, prepare_table(query, record, embedder), record)
     target_positions = np.asarray([names.index(t) for t in targets], dtype=np.int64)
     return InContextTable(prepared=prepared, record=record, n_train=train_table.num_rows, targets=target_positions,
-                    features=np.setdiff1d(np.arange(len(names)), target_positions))
+                          features=np.setdiff1d(np.arange(len(names)), target_positions))
+
+
+def prepare_training_rows(record: TableRecord, train_table: pa.Table, embedder: Embedder) -> PreparedTable:
+    """`train_table`'s rows prepared once (cells read, strings embedded), for `in_context_table(...,
+    prepared_train=)` to reuse at every prediction."""
+    return prepare_table(train_table.select([c.name for c in record.columns]), record, embedder)
+
+
+def stacked(first: PreparedTable, second: PreparedTable, record: TableRecord) -> PreparedTable:
+    """`first`'s rows, then `second`'s, as one prepared table: `second`'s strings take `first`'s ids where
+    `first` has them (and its embeddings), new ids after them otherwise; the column moments are those of all
+    rows, as `prepare_table` computes them."""
+    uid_of = {text: uid for uid, text in enumerate(first.strings)}
+    new_strings = [text for text in second.strings if text not in uid_of]
+    for text in new_strings:
+        uid_of[text] = len(uid_of)
+    remap = np.asarray([uid_of[text] for text in second.strings], dtype=np.int64)
+    second_uids = np.where(second.string_uids >= 0, remap[np.maximum(second.string_uids, 0)] if len(remap) else -1, -1)
+    position = {text: row for row, text in enumerate(second.strings)}
+    new_rows = np.asarray([position[text] for text in new_strings], dtype=np.int64)
+    values = np.concatenate([first.values, second.values])
+    missing = np.concatenate([first.missing, second.missing])
+    string_uids = np.concatenate([first.string_uids, second_uids])
+    is_string = np.asarray([c.column_kind.is_string for c in record.columns], dtype=bool)[None, :]
+    mean, std = column_moments(values, missing | (string_uids >= 0) | is_string)
+    return replace(first, values=values, missing=missing, string_uids=string_uids, strings=first.strings + new_strings,
+                   string_embeddings=np.concatenate([first.string_embeddings, second.string_embeddings[new_rows]]),
+                   row_index=None, mean=mean, std=std)
 
 
 def labelled_rows(ctx: InContextTable) -> np.ndarray:

@@ -75,6 +75,24 @@ class InContextPrediction(Strategy):
         settings = in_context_settings(estimator, members=estimator._n_estimators(), seed=int(estimator.random_state))
         return list(estimator.members_), estimator.preprocessor_.record(), estimator.context_, estimator._embedder(), settings
 
+    def prepare(self, estimator) -> None:
+        """Prepare the training rows once (read, embedded), for every predict to reuse; only the query rows are
+        prepared at predict. Not saved: a loaded estimator prepares them at its first predict."""
+        from basisfm.data.reading import prepare_training_rows
+        from basisfm.estimators.in_context import class_indicator_rows
+
+        record, context, embedder = estimator.preprocessor_.record(), estimator.context_, estimator._embedder()
+        if getattr(estimator, "_task", None) == "classification" and estimator._reads_indicators():
+            estimator._prepared_training_rows = class_indicator_rows(record, context, embedder, estimator._class_text)
+        else:
+            estimator._prepared_training_rows = prepare_training_rows(record, context, embedder)
+
+    def prepared(self, estimator):
+        """The training rows as `prepare` left them (prepared now after a load)."""
+        if getattr(estimator, "_prepared_training_rows", None) is None:
+            self.prepare(estimator)
+        return estimator._prepared_training_rows
+
     def features_read(self, estimator):
         """`features_read_`, chosen now for an estimator saved before it existed."""
         if getattr(estimator, "features_read_", None) is None:
@@ -98,7 +116,8 @@ class InContextPrediction(Strategy):
         query = self._query(estimator, X)
         models, record, context, embedder, settings = self.training_rows(estimator)
         point, q = predict_numeric_in_context(models, record, context, query, embedder, settings, quantiles=levels,
-                                              readable=self.positions(estimator, self.features_read(estimator)))
+                                              readable=self.positions(estimator, self.features_read(estimator)),
+                                              prepared_train=self.prepared(estimator))
         return point[..., None] if levels is None else q
 
     def predict_proba(self, estimator, X):
@@ -109,6 +128,6 @@ class InContextPrediction(Strategy):
         read = {label: self.positions(estimator, names) for label, names in self.features_read(estimator).items()}
         if estimator._reads_indicators():
             return predict_class_indicators_in_context(models, record, context, query, embedder, estimator._class_text,
-                                                       settings, readings=read)
+                                                       settings, readings=read, prepared=self.prepared(estimator))
         return predict_label_scores_in_context(models, record, context, query, embedder, estimator._class_text, settings,
-                                               readable=next(iter(read.values())))
+                                               readable=next(iter(read.values())), prepared_train=self.prepared(estimator))
