@@ -76,6 +76,7 @@ from sklearn.base import BaseEstimator
 from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
+from basisfm.encoding.text import CACHE_FILE as EMBEDDING_CACHE_FILE
 from basisfm.errors import ConfigError, InputTypeError, TableError
 from basisfm.pretrained.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import FineTuneHistory, FineTuneSettings, resolve_device
@@ -219,7 +220,8 @@ class _BasisEstimator(BaseEstimator, ABC):
     def _target_name_for(self, y: Any) -> str:
         if self.target_name is not None:
             return str(self.target_name)
-        name = getattr(y, "name", None)
+        # A one-column DataFrame names its target by its column, as a Series by its name (the name is embedded).
+        name = y.columns[0] if isinstance(y, pd.DataFrame) and y.shape[1] == 1 else getattr(y, "name", None)
         return str(name) if name is not None and str(name) != "" else "target"
 
     def _checked_targets(self, y: Any, n_rows: int, table: str) -> pd.Series | pd.DataFrame:
@@ -356,6 +358,10 @@ class _BasisEstimator(BaseEstimator, ABC):
 
         self._check_fitted()
         directory = Path(directory)
+        blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise InputTypeError(f"save({str(directory)!r}): {str(blocking)!r} is a file, not a folder; save writes a "
+                                 "folder (estimator.json and the model weights): pass a new or existing folder's path")
         directory.mkdir(parents=True, exist_ok=True)
         names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
         for name, model in zip(names, self.members_):
@@ -386,8 +392,18 @@ class _BasisEstimator(BaseEstimator, ABC):
 
         directory = Path(directory)
         state = read_estimator_state(directory, cls)  # every key checked: CheckpointError naming file and key
+        params = dict(state["params"])
+        # A saved embedding_cache_dir is where predict would create a folder and write string_embeddings.sqlite: a
+        # tampered file could name "../.." or any absolute folder. It is restored only where an embedding cache
+        # already is (the machine that saved it; its vectors keep predictions identical), else the default is used.
+        saved_cache = params.get("embedding_cache_dir")
+        if saved_cache is not None and not (Path(saved_cache).expanduser() / EMBEDDING_CACHE_FILE).is_file():
+            params["embedding_cache_dir"] = None
+            warnings.warn(f"{directory / ESTIMATOR_FILE}: embedding_cache_dir {saved_cache!r} holds no embedding cache here, "
+                          "so it is not restored; the loaded estimator caches embeddings in the default folder (choose "
+                          "one with set_params(embedding_cache_dir=...))", UserWarning, stacklevel=2)
         # saved before feature_selection existed: such an estimator drew its wide tables' feature subsets at random
-        estimator = cls(**{"feature_selection": "random", **state["params"]})
+        estimator = cls(**{"feature_selection": "random", **params})
         estimator.preprocessor_ = TablePreprocessor.from_state(state["preprocessor"])
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
         estimator.n_features_in_ = len(estimator.preprocessor_.feature_names)

@@ -44,6 +44,15 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
 
     def _check_target(self, y, n_rows, name, table) -> pd.Series:
         series = _target_series(y, n_rows, name, table)
+        # A complex target would lose its imaginary part to a numpy warning: only real ones are read (as features are).
+        imaginary = series.map(lambda v: isinstance(v, (complex, np.complexfloating)) and v.imag != 0).to_numpy(dtype=bool)
+        if imaginary.any():
+            row = int(np.flatnonzero(imaginary)[0])
+            raise TableError(f"target row {row} is the complex number {complex(series.iloc[row])!r} ({int(imaginary.sum())} "
+                             f"of {n_rows} rows have an imaginary part); Complex data not supported: a regression target "
+                             "is one real number per row, fit its real and imaginary parts as two targets",
+                             table=table, column=name)
+        series = series.map(lambda v: v.real if isinstance(v, (complex, np.complexfloating)) else v)
         numbers = pd.to_numeric(series.map(lambda v: np.nan if v is None else v), errors="coerce").astype(np.float64)
         bad = ~np.isfinite(numbers.to_numpy())
         if bad.any():

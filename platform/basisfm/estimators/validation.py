@@ -25,6 +25,10 @@ from basisfm.estimators.finetune import MAX_STEPS, REGRESSION_LOSSES, STRATEGIES
 from basisfm.estimators.saved_files import ESTIMATOR_FILE, FORMAT_VERSION, READABLE_FORMATS
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeding both take [0, 2**32)
+# The largest target magnitude a fit can leave in estimator.json: `check_regression_target` refuses targets whose
+# doubled squares overflow float64 (about 6.7e153 for one row), so a mean, spread or constant beyond this was
+# written by someone else, and predictions decoded with it would be wrong (or inf).
+MAX_TARGET_MAGNITUDE = 1e154
 PRESETS = ("tiny", "small", "base")
 REGRESSION_HEADS = ("smr_bits", "binned")
 
@@ -362,11 +366,19 @@ def _check_regression_fit(reader: _StateReader, fitted: dict, n_targets: int) ->
                 raise reader.fail(f"fitted.{key}[{i}]", f"must be a finite number{' or null' if optional else ''}, got {_short(item)}")
         return items
 
-    values("constant", optional=True)
-    for i, scale in enumerate(values("target_scale", optional=False)):
+    def within_bound(key: str, items: list) -> None:
+        for i, item in enumerate(items):
+            if item is not None and abs(item) > MAX_TARGET_MAGNITUDE:
+                raise reader.fail(f"fitted.{key}" + (f"[{i}]" if n_targets > 1 else ""),
+                                  f"must be within +-{MAX_TARGET_MAGNITUDE:g} (what a fit can produce), got {item!r}")
+
+    within_bound("constant", values("constant", optional=True))
+    scales = values("target_scale", optional=False)
+    for i, scale in enumerate(scales):
         if not scale > 0:
             raise reader.fail("fitted.target_scale" + (f"[{i}]" if n_targets > 1 else ""), f"must be positive, got {scale!r}")
-    values("target_mean", optional=False)
+    within_bound("target_scale", scales)
+    within_bound("target_mean", values("target_mean", optional=False))
 
 
 def _check_params(reader: _StateReader, params: dict, cls: type) -> None:
@@ -420,6 +432,7 @@ def _check_column(reader: _StateReader, column: Any, where: str) -> None:
     kind = reader.get(column, "kind", where, str)
     if kind.upper() not in ColumnKind.__members__ or kind != kind.lower():
         raise reader.fail(f"{where}.kind", f"must be one of {[k.name.lower() for k in ColumnKind]}, got {kind!r}")
+    reader.get(column, "duration", where, bool, optional=True)
     stats = reader.get(column, "stats", where, dict)
     fields = {f.name for f in dataclasses.fields(ColumnStats)}
     unknown = sorted(set(stats) - fields)

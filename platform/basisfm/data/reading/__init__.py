@@ -21,8 +21,8 @@ from basisfm.data.reading.table import InContextTable, in_context_table, labelle
 from basisfm.data.reading.transforms import TRANSFORM_LEVELS, ColumnTransform, NormalScores
 
 __all__ = [
-    "CATEGORICAL_FEATURES", "FEATURE_SELECTIONS", "TRANSFORMS", "TRANSFORM_LEVELS", "ColumnTransform", "InContextSettings",
-    "InContextTable", "NormalScores", "coded_categories", "episode", "feature_relevance", "in_context_table",
-    "labelled_rows", "member_episodes", "prepare_training_rows", "stacked", "most_relevant", "nearest_context", "ordinal_features", "smoothed_means",
-    "table_reading", "target_signal",
+    "CATEGORICAL_FEATURES", "ColumnTransform", "FEATURE_SELECTIONS", "InContextSettings", "InContextTable",
+    "NormalScores", "TRANSFORMS", "TRANSFORM_LEVELS", "coded_categories", "episode", "feature_relevance",
+    "in_context_table", "labelled_rows", "member_episodes", "most_relevant", "nearest_context", "ordinal_features",
+    "prepare_training_rows", "smoothed_means", "stacked", "table_reading", "target_signal",
 ]
