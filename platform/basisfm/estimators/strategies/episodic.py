@@ -19,9 +19,9 @@ from basisfm.data.batch import TableBatch
 from basisfm.data.collate import column_cap, prepare_table, rows_per_batch
 from basisfm.data.episodes import episodes_from_prepared
 from basisfm.data.reading import coded_categories, table_reading
-from basisfm.estimators.finetune import copy_model, fine_tune
+from basisfm.estimators.finetune import fine_tune
 from basisfm.estimators.strategies.in_context import InContextPrediction, in_context_settings
-from basisfm.estimators.strategies.strategy import fine_tune_settings, validation_split
+from basisfm.estimators.strategies.strategy import fine_tune_settings, fit_each_member, validation_split
 from basisfm.seeds import derive_seed
 
 # Episodes of the table (Mitra's guide: 128 support and 128 query rows each).
@@ -33,14 +33,7 @@ class EpisodicFineTuning(InContextPrediction):
     name = "episodic fine-tuning, then in context"
 
     def fit_members(self, estimator, start, features, target):
-        members, histories = [], []
-        n_members = estimator._n_estimators()
-        for member in range(n_members):
-            model, history = self._fit_member(estimator, start if member == n_members - 1 else copy_model(start),
-                                              features, target, member)
-            members.append(model)
-            histories.append(history)
-        return members, histories
+        return fit_each_member(estimator, start, lambda model, member: self._fit_member(estimator, model, features, target, member))
 
     def _fit_member(self, estimator, model, features, target, member: int):
         """One member: its own seeded train/validation split, episodes drawn by its seed.

@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from basisfm.data.batch import TableBatch
-from basisfm.estimators.finetune import FineTuneHistory, copy_model, fine_tune, resolve_device
-from basisfm.estimators.strategies.strategy import Strategy, fine_tune_settings, validation_split
+from basisfm.estimators.finetune import FineTuneHistory, fine_tune, resolve_device
+from basisfm.estimators.strategies.strategy import Strategy, fine_tune_settings, fit_each_member, validation_split
 from basisfm.seeds import derive_seed
 
 
@@ -37,14 +37,7 @@ class PerRowFineTuning(Strategy):
         if not self.fine_tunes:
             return ([start.to(resolve_device(estimator.device)).eval()],
                     [FineTuneHistory(stopped_because="strategy='inference': no gradient step")])
-        members, histories = [], []
-        n_members = estimator._n_estimators()
-        for member in range(n_members):
-            model, history = self._fit_member(estimator, start if member == n_members - 1 else copy_model(start),
-                                              features, target, member)
-            members.append(model)
-            histories.append(history)
-        return members, histories
+        return fit_each_member(estimator, start, lambda model, member: self._fit_member(estimator, model, features, target, member))
 
     def _fit_member(self, estimator, model, features, target, member: int):
         """One member: its own seeded train/validation split and column subsets, fine-tuned from `model`."""

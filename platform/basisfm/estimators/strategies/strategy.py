@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from basisfm.estimators.finetune import MIN_VALIDATION_ROWS, FineTuneSettings, default_steps, resolve_device
+from basisfm.estimators.finetune import MIN_VALIDATION_ROWS, FineTuneSettings, copy_model, default_steps, resolve_device
 
 MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
 MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
@@ -68,3 +68,15 @@ def validation_split(n_rows: int, validation_fraction: float, seed: int) -> tupl
         return order, order
     n_val = min(MAX_VALIDATION_ROWS, max(MIN_VALIDATION_ROWS, round(validation_fraction * n_rows)))
     return order[n_val:], order[:n_val]
+
+
+def fit_each_member(estimator, start, fit_member) -> tuple[list, list]:
+    """(members, histories): `n_estimators` members, member k fitted by `fit_member(model, k)` from its own copy
+    of `start` (the last one from `start` itself: no copy left to keep)."""
+    members, histories = [], []
+    n_members = estimator._n_estimators()
+    for member in range(n_members):
+        model, history = fit_member(start if member == n_members - 1 else copy_model(start), member)
+        members.append(model)
+        histories.append(history)
+    return members, histories
