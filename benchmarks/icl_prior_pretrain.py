@@ -229,10 +229,10 @@ def train(args) -> tuple[list[Check], dict, Path]:
 
 
 def corpus_tasks(args):
-    """Real-table episodes (`basisfm.estimators.corpus_tasks`) from `--corpus`, embedded as the checkpoint's text is."""
+    """Real-table episodes (`basisfm.data.reading.corpus_tasks`) from `--corpus`, embedded as the checkpoint's text is."""
     from basisfm.config import DataConfig
     from basisfm.encoding.text import shared_embedder
-    from basisfm.estimators.corpus_tasks import CorpusTaskSettings, CorpusTasks
+    from basisfm.data.reading.corpus_tasks import CorpusTaskSettings, CorpusTasks
     from basisfm.model.checkpoint import read_text_top_k
 
     text_top_k = read_text_top_k(args.init) if args.init else DataConfig.text_top_k

@@ -4,7 +4,7 @@
         --evidence benchmarks/results/evaluate_public_champion_ft.md \
         --claim "public suite, 3 splits: basis-base-ft median R2 0.668 from it vs 0.635 from scratch"
 
-Copies the weights and config into `platform/basisfm/pretrained/default/` with a provenance.json (training
+Copies the weights and config into `platform/basisfm/pretrained/per_row/` with a provenance.json (training
 config, corpus fingerprint, steps, hardware, MLflow run, evidence). Commit the directory to ship it.
 """
 
@@ -17,7 +17,7 @@ from jobs._cli import run_main
 
 
 def main() -> int:
-    from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR
+    from basisfm.pretrained import PER_ROW_CHECKPOINT_DIR
 
     p = argparse.ArgumentParser(prog="python -m jobs.ship_checkpoint", description=__doc__.splitlines()[0].split(": ", 1)[1])
     p.add_argument("--checkpoint", required=True, metavar="DIR_OR_URI", help="a checkpoint directory or models:/name@alias")
@@ -25,7 +25,7 @@ def main() -> int:
     p.add_argument("--claim", required=True, metavar="TEXT", help="what the evidence shows, in one line")
     p.add_argument("--hardware", metavar="TEXT", help="where it trained (default: the run's basisfm.hardware tag)")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else runs/mlflow.db)")
-    p.add_argument("--out", default=str(DEFAULT_CHECKPOINT_DIR), metavar="DIR", help="where to write it (default: the package's default)")
+    p.add_argument("--out", default=str(PER_ROW_CHECKPOINT_DIR), metavar="DIR", help="where to write it (default: the package's per-row checkpoint)")
     args = p.parse_args()
 
     from basisfm.pretrained.ship import ship_checkpoint

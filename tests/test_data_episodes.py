@@ -13,7 +13,7 @@ from basisfm.config import CorpusConfig, DataConfig, LossConfig, ModelConfig, fr
 from basisfm.corpus.manifest import ColumnKind, TableRecord
 from basisfm.corpus.normalize import normalise_table
 from basisfm.corpus.sources import read_rdataset
-from basisfm.data.collate import _prepare, column_moments
+from basisfm.data.collate import prepare_table, column_moments
 from basisfm.data.episodes import episodes_from_prepared, table_to_episodes
 from basisfm.errors import ConfigError
 from basisfm.losses import build_objective
@@ -84,7 +84,7 @@ def test_given_feature_positions_are_the_only_columns_an_episode_reads(cars):
     target, features = np.asarray([names.index("Price")]), np.asarray([names.index(n) for n in ("Horsepower", "Weight", "Type")])
 
     def read(feature_positions) -> list[set[str]]:
-        prepared = _prepare(table, record, HashEmbedder())
+        prepared = prepare_table(table, record, HashEmbedder())
         episodes = episodes_from_prepared(prepared, record, config, seed=0, target_positions=target, feature_positions=feature_positions)
         return [set(e["column_names"]) for e in episodes]
 

@@ -15,24 +15,26 @@ from basisfm.config import CorpusConfig, ModelConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord
 from basisfm.corpus.normalize import normalise_table
 from basisfm.errors import ConfigError, TableError
-from basisfm.estimators.in_context import (
+from basisfm.data.reading import (
     ColumnTransform,
     InContextSettings,
-    VALIDATED_COUNTS,
-    _context,
-    _members,
-    _search_features,
-    class_indicator_readings,
     coded_categories,
     feature_relevance,
+    in_context_table,
+    member_episodes,
     most_relevant,
     nearest_context,
     ordinal_features,
+    smoothed_means,
+    target_signal,
+)
+from basisfm.estimators.in_context import (
+    VALIDATED_COUNTS,
+    _search_features,
+    class_indicator_readings,
     predict_class_indicators_in_context,
     predict_label_scores_in_context,
     predict_numeric_in_context,
-    smoothed_means,
-    target_signal,
     training_reading,
     validated_features,
 )
@@ -111,11 +113,11 @@ def test_several_numeric_targets_at_once():
 
 
 def test_retrieval_reads_each_query_chunks_nearest_training_rows():
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     record, train, query, _ = _fitted(n_train=200, n_query=4)
     table = pa.concat_tables([train, query.cast(train.schema)])
-    prepared = _prepare(table, record, HashEmbedder())
+    prepared = prepare_table(table, record, HashEmbedder())
     features = np.asarray([0])  # x0 alone
     chosen = nearest_context(prepared, features, np.arange(200), np.asarray([200]), 10)
     x0 = prepared.values[:, 0]
@@ -130,10 +132,10 @@ def test_retrieval_reads_each_query_chunks_nearest_training_rows():
 
 
 def _prepared(n_train: int = 60, n_query: int = 12, y=None):
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     record, train, query, y = _fitted(n_train, n_query, y=y)
-    return record, _prepare(pa.concat_tables([train, query.cast(train.schema)]), record, HashEmbedder())
+    return record, prepare_table(pa.concat_tables([train, query.cast(train.schema)]), record, HashEmbedder())
 
 
 def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per_member():
@@ -141,9 +143,9 @@ def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per
     X = pd.DataFrame({"x0": rng.normal(size=80), "shade": rng.choice(["red", "blue", "green", "grey", None], 80)})
     y = pd.Series(rng.normal(size=80), name="price")
     pre = TablePreprocessor().fit(X, y, ColumnKind.NUMERIC)
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
-    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
     names = [c.name for c in pre.record().columns]
     shade = names.index("shade")
     features = np.asarray([names.index("x0"), shade])
@@ -170,7 +172,7 @@ def test_ordinal_features_code_each_category_as_one_number_in_an_order_drawn_per
 
 
 def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_training_rows_only():
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     rng = np.random.default_rng(0)
     effect = {"a": 3.0, "b": -1.0, "c": 1.0, "d": 0.0}
@@ -184,7 +186,7 @@ def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_trainin
     grade, target = names.index("grade"), names.index("price")
     y_query = y.copy()
     y_query[100:] = np.nan  # the last 20 rows are queries: their targets are unknown
-    prepared = _prepare(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
     labelled = np.arange(100)
     signal = target_signal(prepared, target, labelled)
     assert np.isnan(signal[100:]).all() and np.allclose(signal[:100], y[:100])
@@ -195,14 +197,14 @@ def test_target_coding_ranks_categories_by_their_smoothed_mean_target_on_trainin
     assert ranks == [0.0, 1.0, 2.0, 3.0, 4.0]  # by mean target; the singleton shrunk below "a", not at the top
     # a query row's target never moves a code: give the queries other targets and nothing changes
     y_query[100:] = 1e6
-    leaked = _prepare(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
+    leaked = prepare_table(pre.to_arrow(pre.features(X), y_query), record, HashEmbedder())
     again = ordinal_features(leaked, np.asarray([grade]), None, rank_by=target_signal(leaked, target, labelled))
     assert np.array_equal(again.values[:, grade], coded.values[:, grade])
     assert np.allclose(smoothed_means(np.array([0, 0, 1]), np.array([2.0, 2.0, np.nan]), 3), [2.0, 2.0, 2.0])
 
 
 def test_target_coding_of_a_categorical_target_ranks_by_the_majority_class_rate():
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
     rng = np.random.default_rng(1)
     region = rng.choice(["north", "south", "east"], 300)
@@ -212,7 +214,7 @@ def test_target_coding_of_a_categorical_target_ranks_by_the_majority_class_rate(
     y = pd.Series(label, name="bought")
     pre = TablePreprocessor().fit(X, y, ColumnKind.CATEGORICAL)
     names = [c.name for c in pre.record().columns]
-    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
     signal = target_signal(prepared, names.index("bought"), np.arange(300))
     majority = pd.Series(label).value_counts().idxmax()
     assert np.array_equal(signal, (label == majority).astype(float))
@@ -255,9 +257,9 @@ def test_feature_transforms_map_numeric_features_fitted_on_training_rows_and_lea
                       "shade": rng.choice(["red", "blue"], 80)})
     y = pd.Series(rng.normal(size=80), name="price")
     pre = TablePreprocessor().fit(X.iloc[:60], y.iloc[:60], ColumnKind.NUMERIC)
-    from basisfm.data.collate import _prepare
+    from basisfm.data.collate import prepare_table
 
-    prepared = _prepare(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
     names = [c.name for c in pre.record().columns]
     income, flat, price = names.index("income"), names.index("flat"), names.index("price")
     moved = ColumnTransform("quantile", prepared, np.asarray([income, flat]), np.arange(60)).apply(prepared)
@@ -321,7 +323,7 @@ def _wide(n: int = 300, seed: int = 0, label: bool = False):
 @pytest.mark.parametrize("label", [False, True])
 def test_feature_relevance_ranks_the_features_that_carry_the_target_first(label):
     record, train, query = _wide(label=label)
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     labelled = np.arange(ctx.n_train)
     relevance = feature_relevance(ctx.prepared, ctx.features, ctx.targets, labelled, seed=0)
     names = [record.columns[j].name for j in ctx.features[np.argsort(-relevance)]]
@@ -332,12 +334,12 @@ def test_feature_relevance_ranks_the_features_that_carry_the_target_first(label)
 
 def test_a_too_wide_table_gives_every_member_its_most_relevant_features_or_random_ones():
     record, train, query = _wide()
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     model = build_model(ModelConfig(architecture="tab2d", regression_head="binned"))
 
     def read(selection: str) -> list[set[str]]:
         settings = InContextSettings(max_columns=3, n_estimators=4, feature_selection=selection)  # 2 features a member
-        return [set(batch.column_names) - {"y"} for _, _, batch, _ in _members(model, ctx, settings)]
+        return [set(batch.column_names) - {"y"} for _, _, batch, _ in member_episodes(ctx, settings, shows_support=True)]
 
     assert all(columns == {"signal", "zone"} for columns in read("relevance"))
     drawn = read("random")
@@ -348,7 +350,7 @@ def test_a_too_wide_table_gives_every_member_its_most_relevant_features_or_rando
 
 def test_most_relevant_keeps_the_top_n_features_or_all_when_they_fit():
     record, train, query = _wide()
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     labelled = np.arange(ctx.n_train)
     top = most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, 2, seed=0)
     assert {record.columns[j].name for j in top} == {"signal", "zone"}
@@ -383,7 +385,7 @@ def test_validated_selection_reads_the_few_features_that_predict_held_out_traini
 
     model = load_pretrained(shipped_checkpoint("in_context"))
     record, train, query, truth = _few_carry_the_target()
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     read = validated_features(model, ctx, InContextSettings())
     assert {record.columns[j].name for j in read} == {"signal", "bump"}
     assert np.array_equal(read, validated_features(model, ctx, InContextSettings()))  # from the settings' seed
@@ -464,13 +466,13 @@ class _NotToBeCalled(torch.nn.Module):
 
 def test_validated_selection_runs_no_model_with_too_few_rows_or_nothing_smaller_to_try():
     record, train, query, _ = _few_carry_the_target(n=80, n_train=60)  # 60 labelled rows: under the minimum of 64
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     labelled = np.arange(ctx.n_train)
     settings = InContextSettings(max_columns=9)
     assert np.array_equal(validated_features(_NotToBeCalled(), ctx, settings),
                           most_relevant(ctx.prepared, ctx.features, ctx.targets, labelled, 8, seed=0))
     record, train, query, y = _fitted(n_train=100)  # three features: no smaller count than all of them
-    ctx = _context(record, train, query, HashEmbedder(), None)
+    ctx = in_context_table(record, train, query, HashEmbedder(), None)
     assert np.array_equal(validated_features(_NotToBeCalled(), ctx, InContextSettings()), ctx.features)
 
 
@@ -482,7 +484,7 @@ def test_a_string_column_with_no_repeated_value_scores_no_relevance_instead_of_f
     pre = TablePreprocessor().fit(X, y.rename("y"), ColumnKind.NUMERIC)
     train = pre.to_arrow(pre.features(X), y.rename("y").reset_index(drop=True))
     record = pre.record()
-    ctx = _context(record, train, pre.to_arrow(pre.features(X.iloc[:3]), None), HashEmbedder(), None)
+    ctx = in_context_table(record, train, pre.to_arrow(pre.features(X.iloc[:3]), None), HashEmbedder(), None)
     relevance = feature_relevance(ctx.prepared, ctx.features, ctx.targets, np.arange(ctx.n_train), seed=0)
     names = [record.columns[j].name for j in ctx.features]
     assert relevance[names.index("address")] == 0.0

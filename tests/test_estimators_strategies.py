@@ -18,7 +18,7 @@ from basisfm.errors import CheckpointError, ConfigError
 from basisfm.estimators import BasisClassifier, BasisRegressor
 from basisfm.model import build_model
 from basisfm.model.checkpoint import load_pretrained, save_pretrained
-from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR
+from basisfm.pretrained import PER_ROW_CHECKPOINT_DIR
 
 pytestmark = pytest.mark.slow
 
@@ -77,7 +77,7 @@ def test_budget_counts_steps_across_passes_and_validates_every_n_steps():
 
 
 def test_default_budget_is_sized_to_the_table():
-    from basisfm.estimators.finetune import MAX_STEPS, MIN_STEPS, default_steps
+    from basisfm.estimators.finetune import MAX_DEFAULT_STEPS as MAX_STEPS, MIN_DEFAULT_STEPS as MIN_STEPS, default_steps
 
     assert default_steps(300, 256) == MIN_STEPS  # a small table still gets many passes
     assert default_steps(8_000, 256) == MAX_STEPS  # a large one is capped for fit time
@@ -124,7 +124,7 @@ def test_peft_trains_only_adapters_and_merges_back(cache_dir):
     model = BasisRegressor(strategy="peft", lora_r=4, checkpoint="per_row", **_fast(cache_dir)).fit(x, y)
     total = sum(p.numel() for p in model.model_.parameters())
     assert 0 < model.history_.trainable_parameters < total / 5
-    shipped = load_pretrained(DEFAULT_CHECKPOINT_DIR)
+    shipped = load_pretrained(PER_ROW_CHECKPOINT_DIR)
     assert type(model.model_) is type(shipped)  # adapters merged: a plain model, saved as safetensors
     assert not any("lora" in name for name in model.model_.state_dict())
     start = shipped.state_dict()
@@ -307,7 +307,7 @@ def test_base_ft_of_an_in_context_checkpoint_trains_on_episodes_and_predicts_in_
             return batches
         return real_fine_tune(model, recorded, validation_score, loss_fn, settings)
 
-    monkeypatch.setattr("basisfm.estimators.base.fine_tune", spying_fine_tune)
+    monkeypatch.setattr("basisfm.estimators.strategies.episodic.fine_tune", spying_fine_tune)
     x, y = _houses(200, 21)
     model = BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft",
                            **_fast(cache_dir, max_steps=40, validate_every=10, patience=4)).fit(x, y)
@@ -356,7 +356,7 @@ def test_base_ft_of_a_too_wide_table_trains_on_the_features_prediction_reads(cac
         seen.extend(train_batches(1) + train_batches(2))
         return model, finetune.FineTuneHistory(stopped_because="recorded")
 
-    monkeypatch.setattr("basisfm.estimators.base.fine_tune", recording_fine_tune)
+    monkeypatch.setattr("basisfm.estimators.strategies.episodic.fine_tune", recording_fine_tune)
     rng = np.random.default_rng(5)
     x = pd.DataFrame({f"noise{i}": rng.normal(size=240) for i in range(6)})
     x["signal"] = rng.normal(size=240)
@@ -375,7 +375,7 @@ def test_base_ft_of_a_too_wide_table_ranks_its_features_once_not_at_every_valida
     """The relevance ranking (about a second on a wide table) depends on the training rows alone: episodic
     fine-tuning computes it once and each validation check reuses it, with the same predictions; fit ranks once
     more, on all the training rows, for what predictions read, and predict reuses that."""
-    import basisfm.estimators.in_context as in_context
+    import basisfm.data.reading.features as in_context
 
     torch.manual_seed(0)
     save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")
@@ -406,7 +406,7 @@ def test_base_ft_episodes_code_categorical_features_as_predictions_will(cache_di
         seen.extend(b for epoch in range(1, 7) for b in train_batches(epoch))
         return model, finetune.FineTuneHistory(stopped_because="recorded")
 
-    monkeypatch.setattr("basisfm.estimators.base.fine_tune", recording_fine_tune)
+    monkeypatch.setattr("basisfm.estimators.strategies.episodic.fine_tune", recording_fine_tune)
     x, y = _houses(200, 25)
     BasisRegressor(checkpoint=str(tmp_path / "icl"), strategy="base-ft", categorical_features=coding, **_fast(cache_dir)).fit(x, y)
     area = [int(b.column_kinds[b.column_names.index("area")]) for b in seen]

@@ -405,7 +405,7 @@ def _registered(tmp_path: Path) -> tuple[str, str]:
 def test_downloading_a_checkpoint_leaves_the_global_tracking_uri_alone(tmp_path, monkeypatch):
     import mlflow
 
-    from basisfm.estimators.checkpoints import resolve_checkpoint
+    from basisfm.pretrained.checkpoints import resolve_checkpoint
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     uri, model_uri = _registered(tmp_path)
@@ -426,7 +426,7 @@ def test_downloading_a_checkpoint_leaves_the_global_tracking_uri_alone(tmp_path,
 
 
 def test_an_unreachable_tracking_server_fails_in_seconds(tmp_path, monkeypatch):
-    from basisfm.estimators.checkpoints import resolve_checkpoint
+    from basisfm.pretrained.checkpoints import resolve_checkpoint
 
     for key in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
         monkeypatch.delenv(key, raising=False)

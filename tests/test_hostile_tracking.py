@@ -16,7 +16,7 @@ import pytest
 
 from basisfm.config import TrackingConfig
 from basisfm.errors import CheckpointError, TrackingError
-from basisfm.estimators.checkpoints import resolve_checkpoint
+from basisfm.pretrained.checkpoints import resolve_checkpoint
 from basisfm.tracking import TrackingLogger, download_checkpoint, promote
 from basisfm.tracking.mlflow_logger import make_client
 from basisfm.tracking.store import SERVER_ANSWER_SECONDS, local_store_path

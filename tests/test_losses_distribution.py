@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from basisfm.losses.distribution import TargetScale, ZBins
+from basisfm.model.distribution import TargetScale, ZBins
 
 
 def test_soft_targets_sum_to_one_and_peak_at_the_truth():

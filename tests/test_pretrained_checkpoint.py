@@ -12,10 +12,10 @@ import torch
 from basisfm.config import ModelConfig, apply_model_preset
 from basisfm.errors import CheckpointError, ConfigError
 from basisfm.estimators import BasisClassifier, BasisRegressor
-from basisfm.estimators.checkpoints import resolve_checkpoint
+from basisfm.pretrained.checkpoints import resolve_checkpoint
 from basisfm.model import build_model
 from basisfm.model.checkpoint import load_pretrained, save_pretrained
-from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, IN_CONTEXT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, SHIPPED_NAMES, read_provenance
+from basisfm.pretrained import PER_ROW_CHECKPOINT_DIR, IN_CONTEXT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, SHIPPED_NAMES, read_provenance
 from basisfm.pretrained import ship as ship_module
 from basisfm.pretrained.ship import ship_checkpoint
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.mark.parametrize("name", SHIPPED_NAMES)
 def test_the_shipped_checkpoint_loads_is_small_and_says_how_it_was_made(name):
-    directory = DEFAULT_CHECKPOINT_DIR.parent / name
+    directory = PER_ROW_CHECKPOINT_DIR.parent / name
     size = sum(p.stat().st_size for p in directory.iterdir())
     assert size < MAX_SHIPPED_BYTES
     model = load_pretrained(directory)
@@ -62,7 +62,7 @@ def test_estimators_start_from_the_shipped_checkpoint_by_default(tmp_path):
     assert BasisRegressor().checkpoint_name() == "in_context" and BasisRegressor(strategy="peft").checkpoint_name() == "in_context"
     assert BasisClassifier().checkpoint_name() == "per_row" and BasisClassifier(strategy="inference").checkpoint_name() == "in_context"
     assert BasisRegressor(checkpoint="per_row").checkpoint_name() == "per_row"
-    assert resolve_checkpoint("per_row") == resolve_checkpoint("default") == DEFAULT_CHECKPOINT_DIR
+    assert resolve_checkpoint("per_row") == resolve_checkpoint("default") == PER_ROW_CHECKPOINT_DIR
     assert BasisRegressor(strategy="inference", checkpoint="default").checkpoint_name() == "in_context"
     assert BasisRegressor(checkpoint="in_context").checkpoint_name() == "in_context"  # by name, for any strategy
     # inference's member defaults (measured on the public suite); fine-tuned members predict as they trained

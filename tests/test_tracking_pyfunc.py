@@ -43,32 +43,6 @@ def test_registered_model_predicts_missing_numeric_cells(tmp_path, monkeypatch):
         model.predict(pd.DataFrame({"x": [1.0, 2.0, 3.0], "y": [np.nan, np.nan, 1.0]}))
 
 
-def test_a_model_registered_with_the_earlier_entry_script_still_loads(tmp_path, monkeypatch):
-    # MLflow copies the entry script into the model; models registered before serving moved to
-    # basisfm.estimators import their class from basisfm.tracking.pyfunc_model.
-    import mlflow
-    import torch
-
-    from basisfm.model import build_model
-    from basisfm.model.checkpoint import save_pretrained
-    from basisfm.tracking import registry
-
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    torch.manual_seed(0)
-    save_pretrained(build_model(ModelConfig()), tmp_path / "ckpt")
-    earlier = tmp_path / "pyfunc_entry.py"
-    earlier.write_text("from mlflow.models import set_model\n\n"
-                       "from basisfm.tracking.pyfunc_model import BasisPyfuncModel\n\n"
-                       "set_model(BasisPyfuncModel())\n")
-    monkeypatch.setattr(registry, "serving_entry_path", lambda: earlier)
-    uri = resolve_tracking_uri(TrackingConfig(local_dir=str(tmp_path / "runs")))
-    version = log_checkpoint_model(tmp_path / "ckpt", "basisfm-earlier", tracking_uri=uri, experiment="pyfunc")
-    mlflow.set_tracking_uri(uri)
-    model = mlflow.pyfunc.load_model(f"models:/basisfm-earlier/{version}")
-    frame = pd.DataFrame({"x": [1.0, 2.0, 3.0, 4.0], "y": [2.0, np.nan, 6.0, 8.0]})
-    assert np.isfinite(model.predict(frame)["y"]).all()
-
-
 def test_tracking_never_imports_the_estimators():
     import subprocess
     import sys

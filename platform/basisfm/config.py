@@ -124,7 +124,7 @@ class ModelConfig:
     # labelled (support) rows when predicting its query rows.
     architecture: Architecture = "basis"
     # Numeric targets: the paper's SMR bits, or a softmax over bins of the target standardised on its
-    # training rows (`losses.distribution.ZBins`).
+    # training rows (`model.distribution.ZBins`).
     regression_head: RegressionHead = "smr_bits"
     n_bins: int = 128  # `binned` head: bins over [-z_max, z_max] of the standardised target
     z_max: float = 5.0

@@ -23,7 +23,7 @@ import torch
 
 from basisfm.corpus.manifest import ColumnKind
 
-_TENSOR_FIELDS = (
+TENSOR_FIELDS = (
     "column_kinds",
     "column_name_embeddings",
     "column_abs_max",
@@ -112,7 +112,7 @@ class TableBatch:
         return (self.column_kinds == ColumnKind.CATEGORICAL) | (self.column_kinds == ColumnKind.TEXT)
 
     def to(self, device: torch.device | str) -> "TableBatch":
-        return replace(self, **{name: getattr(self, name).to(device) for name in _TENSOR_FIELDS})
+        return replace(self, **{name: getattr(self, name).to(device) for name in TENSOR_FIELDS})
 
     def with_targets(self, target_mask: torch.Tensor) -> "TableBatch":
         return replace(self, target_mask=target_mask.to(torch.bool))
@@ -130,7 +130,7 @@ class TableBatch:
 
     # Ray Data moves plain numpy arrays and strings between processes: these two are the wire format.
     def to_arrays(self) -> dict[str, Any]:
-        out: dict[str, Any] = {name: getattr(self, name).cpu().numpy() for name in _TENSOR_FIELDS}
+        out: dict[str, Any] = {name: getattr(self, name).cpu().numpy() for name in TENSOR_FIELDS}
         out["table_id"] = self.table_id
         out["column_names"] = np.asarray(self.column_names, dtype=object)
         out["vocab"] = np.asarray(self.vocab, dtype=object)
@@ -138,7 +138,7 @@ class TableBatch:
 
     @classmethod
     def from_arrays(cls, arrays: dict[str, Any]) -> "TableBatch":
-        kwargs: dict[str, Any] = {name: torch.as_tensor(np.asarray(arrays[name])) for name in _TENSOR_FIELDS
+        kwargs: dict[str, Any] = {name: torch.as_tensor(np.asarray(arrays[name])) for name in TENSOR_FIELDS
                                   if arrays.get(name) is not None}
         kwargs["missing"] = kwargs["missing"].to(torch.bool)
         kwargs["target_mask"] = kwargs["target_mask"].to(torch.bool)

@@ -107,7 +107,7 @@ def mask_targets(eligible: np.ndarray, mask_rate: float, rng: np.random.Generato
 
 
 @dataclass
-class _PreparedTable:
+class PreparedTable:
     """A table's cells as dense arrays, strings replaced by ids into one table-wide string list."""
 
     values: np.ndarray  # [N, C] float64, 0 where missing or string-like
@@ -124,7 +124,7 @@ class _PreparedTable:
     std: np.ndarray | None = None  # [C] float64, 1 where a column is constant, empty or string-like
 
 
-def _prepare(table: pa.Table, record: TableRecord, embedder: Embedder) -> _PreparedTable:
+def prepare_table(table: pa.Table, record: TableRecord, embedder: Embedder) -> PreparedTable:
     names = [c.name for c in record.columns]
     present = set(table.column_names)  # the property builds a fresh list on every access
     absent = [n for n in names if n not in present]
@@ -182,7 +182,7 @@ def _prepare(table: pa.Table, record: TableRecord, embedder: Embedder) -> _Prepa
     string_embeddings = np.concatenate(embedding_rows).astype(np.float32) if embedding_rows else np.zeros((0, dim), np.float32)
     stats = [c.stats for c in record.columns]
     mean, std = column_moments(values, missing | (string_uids >= 0) | _string_columns(record, n_rows))
-    return _PreparedTable(
+    return PreparedTable(
         mean=mean,
         std=std,
         values=values,
@@ -272,7 +272,7 @@ def table_to_arrays(
     if table.num_rows == 0 or not record.columns:
         return []
     rng = np.random.default_rng(seed)
-    prepared = _prepare(table, record, embedder)
+    prepared = prepare_table(table, record, embedder)
     n_rows, n_cols = prepared.values.shape
     cap = column_cap(data_config)
     targets = _target_positions(record, target_columns, cap) if target_columns else np.zeros(0, dtype=np.int64)
@@ -307,13 +307,13 @@ def table_to_arrays(
             subsets = [others]
         for subset in subsets:
             columns = np.sort(np.concatenate([targets, subset]))
-            batches.append(_make_arrays(record, prepared, rows, columns, targets, data_config, rng))
+            batches.append(batch_arrays(record, prepared, rows, columns, targets, data_config, rng))
     return batches
 
 
-def _make_arrays(
+def batch_arrays(
     record: TableRecord,
-    prepared: _PreparedTable,
+    prepared: PreparedTable,
     rows: slice,
     columns: np.ndarray,
     targets: np.ndarray,

@@ -26,9 +26,9 @@ from basisfm.corpus.manifest import ColumnKind, TableRecord
 from basisfm.data.collate import (
     BatchArrays,
     Embedder,
-    _make_arrays,  # one table's cells -> batch arrays: shared with masked-cell collation, not copied
-    _prepare,
-    _PreparedTable,
+    batch_arrays,  # one table's cells -> batch arrays: shared with masked-cell collation, not copied
+    prepare_table,
+    PreparedTable,
     _target_positions,
     column_cap,
     column_moments,
@@ -53,7 +53,7 @@ def candidate_target_positions(record: TableRecord, target_columns: Sequence[str
     return np.asarray([j for j, c in enumerate(record.columns) if c.column_kind != ColumnKind.TEXT], dtype=np.int64)
 
 
-def nearest_rows(prepared: _PreparedTable, features: np.ndarray, anchor: int, pool: np.ndarray, n: int) -> np.ndarray:
+def nearest_rows(prepared: PreparedTable, features: np.ndarray, anchor: int, pool: np.ndarray, n: int) -> np.ndarray:
     """The `n` rows of `pool` nearest to row `anchor` (itself first): squared distance of standardised
     numeric-like features (a missing cell counts as the column mean) plus 1 per differing string."""
     is_string = (prepared.string_uids[:, features] >= 0).any(axis=0)
@@ -82,12 +82,12 @@ def table_to_episode_arrays(
     (fewer than 2 rows holding a target, or no column that can be a target)."""
     if table.num_rows < 2 or not record.columns:
         return []
-    prepared = _prepare(table, record, embedder)
+    prepared = prepare_table(table, record, embedder)
     return episodes_from_prepared(prepared, record, data_config, seed=seed, target_positions=candidate_target_positions(record, target_columns))
 
 
 def episodes_from_prepared(
-    prepared: _PreparedTable,
+    prepared: PreparedTable,
     record: TableRecord,
     data_config: DataConfig,
     *,
@@ -132,7 +132,7 @@ def episodes_from_prepared(
         n_support = n_episode - n_query
         # support first, each part in table order (row_index maps predictions back)
         rows = np.concatenate([np.sort(rows[n_query:]), np.sort(rows[:n_query])])
-        arrays = _make_arrays(record, prepared, rows, columns, targets, data_config, rng)
+        arrays = batch_arrays(record, prepared, rows, columns, targets, data_config, rng)
         arrays["support"] = np.arange(n_episode) < n_support
         support_values = arrays["values"][:n_support]
         absent = arrays["missing"][:n_support] | (arrays["string_ids"][:n_support] >= 0) | np.isin(arrays["column_kinds"], [int(ColumnKind.CATEGORICAL), int(ColumnKind.TEXT)])[None, :]

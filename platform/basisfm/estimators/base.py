@@ -21,7 +21,7 @@ strategy. `preset` and `regression_head` describe a model built from scratch: se
 (`target_name`, else `y.name`, else "target": names carry meaning, they are embedded); `base-ft` fine-tunes
 every weight; `peft` fine-tunes LoRA adapters (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`).
 
-Fitting (see `basisfm.estimators.finetune`): the budget is `max_steps` optimizer steps (None: sized to
+Fitting (`basisfm.estimators.strategies`, which way is chosen at fit; `finetune`, the loop): the budget is `max_steps` optimizer steps (None: sized to
 the table, 300-600 steps), never cut short by a pass count; `validation_fraction` of the rows (at least
 `MIN_VALIDATION_ROWS`, at most `MAX_VALIDATION_ROWS`; all rows when the table is too small to spare them)
 are held out, scored every `validate_every` steps (None: about 12 checks per budget), and the best
@@ -76,18 +76,14 @@ from sklearn.base import BaseEstimator
 from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
-from basisfm.data.collate import column_cap, rows_per_batch
+from basisfm.encoding.text import CACHE_FILE as EMBEDDING_CACHE_FILE
 from basisfm.errors import ConfigError, InputTypeError, TableError
-from basisfm.estimators.checkpoints import resolve_checkpoint
-from basisfm.estimators.finetune import (
-    FineTuneHistory,
-    FineTuneSettings,
-    copy_model,
-    default_steps,
-    fine_tune,
-    resolve_device,
-)
+from basisfm.pretrained.checkpoints import resolve_checkpoint
+from basisfm.estimators.finetune import FineTuneHistory, FineTuneSettings, resolve_device
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
+from basisfm.estimators.saved_files import CONTEXT_FILE, ESTIMATOR_FILE, FORMAT_VERSION, MODEL_DIR
+from basisfm.estimators.strategies import choose_strategy
+from basisfm.estimators.strategies.in_context import categorical_coding, feature_choice, in_context_settings, member_count
 from basisfm.estimators.validation import (
     prepare_target,
     read_estimator_state,
@@ -96,19 +92,6 @@ from basisfm.estimators.validation import (
 from basisfm.pretrained import DEFAULT_NAME, IN_CONTEXT_NAME, PER_ROW_NAME
 from basisfm.seeds import derive_seed
 
-FORMAT_VERSION = 3  # 3: the preprocessor lists its "targets" (format 2 saved one "target"; still read)
-READABLE_FORMATS = (2, 3)
-ESTIMATOR_FILE = "estimator.json"
-CONTEXT_FILE = "context.parquet"  # strategy='inference' with an in-context model: the training rows it reads
-MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
-MIN_VALIDATION_ROWS = 64  # fewer held-out rows pick the checkpoint by noise (Boston's 40 did)
-MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
-MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
-# In-context architectures fine-tune on episodes (Mitra's guide: 128 support and 128 query rows each).
-EPISODE_ROWS = 256
-EPISODE_QUERY_FRACTION = 0.5
-CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
-REGRESSION_LOSSES = ("bits+mse", "bits")  # BasisRegressor(regression_loss=...)
 
 
 class _BasisEstimator(BaseEstimator, ABC):
@@ -187,20 +170,6 @@ class _BasisEstimator(BaseEstimator, ABC):
 
     # ------------------------------------------------------------------ configuration
 
-    def _settings(self, n_train_rows: int, rows_per_batch: int, member: int) -> FineTuneSettings:
-        steps = self.max_steps if self.max_steps is not None else default_steps(n_train_rows, rows_per_batch)
-        every = self.validate_every if self.validate_every is not None else max(1, round(steps / CHECKS_PER_BUDGET))
-        settings = FineTuneSettings(
-            strategy=self.strategy, max_steps=steps, learning_rate=self.learning_rate, weight_decay=self.weight_decay,
-            patience=self.patience, validate_every=every,
-            lora_r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-            lora_target_modules=self.lora_target_modules, seed=self._member_seed(member), progress=bool(self.progress),
-            time_budget_s=self.time_budget_s, device=str(resolve_device(self.device)),
-            description=f"member {member + 1}/{self._n_estimators()}" if self._n_estimators() > 1 else "",
-        )
-        settings.validate()
-        return settings
-
     def _member_seed(self, member: int) -> int:
         # Member 0 keeps the user's seed; the others derive theirs from it (stable across processes).
         return int(self.random_state) if member == 0 else derive_seed("member", int(self.random_state), member) % 2**31
@@ -251,7 +220,8 @@ class _BasisEstimator(BaseEstimator, ABC):
     def _target_name_for(self, y: Any) -> str:
         if self.target_name is not None:
             return str(self.target_name)
-        name = getattr(y, "name", None)
+        # A one-column DataFrame names its target by its column, as a Series by its name (the name is embedded).
+        name = y.columns[0] if isinstance(y, pd.DataFrame) and y.shape[1] == 1 else getattr(y, "name", None)
         return str(name) if name is not None and str(name) != "" else "target"
 
     def _checked_targets(self, y: Any, n_rows: int, table: str) -> pd.Series | pd.DataFrame:
@@ -277,10 +247,13 @@ class _BasisEstimator(BaseEstimator, ABC):
         return pd.DataFrame({name: self._check_target(y.iloc[:, j], n_rows, name, table) for j, name in enumerate(names)})
 
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
-        """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. fine-tune each member.
+        """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. choose the strategy
+        (`estimators.strategies`) from `strategy` and the model; 5. fit its members (no step for `inference`);
+        6. choose the features in-context members read.
 
         `y`: one target (a Series, array or list), or for `BasisRegressor` several at once (a DataFrame, or a
         2-d array): one model predicts them all, jointly; `predict` then returns [n_rows, n_targets]."""
+        # 1. check the parameters and inputs
         validate_params(self)
         resolve_device(self.device)  # a device this machine lacks fails before any work
         table = "user-table"
@@ -289,6 +262,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         if len(frame) < 2:
             raise TableError(f"fit needs at least 2 rows, got {len(frame)} sample(s)", table=table)
 
+        # 2. the preprocessing and the target's encoding
         preprocessor = TablePreprocessor(table_id=table).fit(frame, target, self._target_kind())
         features = preprocessor.features(frame)
         self.preprocessor_ = preprocessor
@@ -298,115 +272,31 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.column_scale_ = _column_scale(features)
         self._fit_target_encoding(target)
 
+        # 3. load the starting model; 4. choose the way of predicting, once
         start, source = self._base_model()
         self.checkpoint_source_ = source
+        self.strategy_ = choose_strategy(self.strategy, start)
         if self._is_degenerate(target):
             self.members_ = [start.eval()]
             self.histories_ = [FineTuneHistory(stopped_because="constant target: nothing to learn")]
             return self
 
-        # An in-context model keeps the training rows, whatever the strategy: they are its context at predict.
-        self.context_ = preprocessor.to_arrow(features, target) if _reads_context(start) else None
-        if self.strategy == "inference":  # no gradient step
-            self.members_ = [start.to(resolve_device(self.device)).eval()]
-            self.histories_ = [FineTuneHistory(stopped_because="strategy='inference': no gradient step")]
-        else:
-            self.members_, self.histories_ = [], []
-            n_members = self._n_estimators()
-            for member in range(n_members):
-                model, history = self._fit_member(start if member == n_members - 1 else copy_model(start),
-                                                  features, target, member)
-                self.members_.append(model)
-                self.histories_.append(history)
+        # 5. keep the training rows when the strategy reads them as context, fit the members
+        self.context_ = preprocessor.to_arrow(features, target) if self.strategy_.keeps_context else None
+        self.members_, self.histories_ = self.strategy_.fit_members(self, start, features, target)
+        # 6. choose, from the training rows alone, the features every in-context predict reads, and prepare those
+        # rows once for every predict
         self.features_read_ = self._choose_features_read() if self.context_ is not None else None
+        self._prepared_training_rows = None
+        if self.context_ is not None:
+            self.strategy_.prepare(self)
         return self
-
-    def _fit_member(self, model, features: pd.DataFrame, target: pd.Series | pd.DataFrame, member: int):
-        """One member: its own seeded train/validation split and column subsets, fine-tuned from `model`."""
-        seed = self._member_seed(member)
-        order = np.random.default_rng(seed).permutation(len(features))
-        if len(features) < MIN_ROWS_FOR_HOLDOUT:
-            train_rows = val_rows = order
-        else:
-            n_val = min(MAX_VALIDATION_ROWS, max(MIN_VALIDATION_ROWS, round(self.validation_fraction * len(features))))
-            val_rows, train_rows = order[:n_val], order[n_val:]
-        data_config = self._data_config(seed)
-        embedder = self._embedder()
-        preprocessor = self.preprocessor_
-
-        def arrow(rows: np.ndarray):
-            return preprocessor.to_arrow(features.iloc[rows].reset_index(drop=True), target.iloc[rows].reset_index(drop=True))
-
-        train_table = arrow(train_rows)
-        if _reads_context(model):
-            val_features = preprocessor.to_arrow(features.iloc[val_rows].reset_index(drop=True), None)
-            return self._fit_member_in_context(model, train_table, val_features, target.iloc[val_rows].to_numpy(),
-                                               data_config, embedder, seed, member)
-        val_batches = self._labelled_batches(arrow(val_rows), data_config, embedder, seed=seed)
-        first = self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, 1))
-        settings = self._settings(len(train_rows), first[0].n_rows if first else 1, member)
-        device = torch.device(settings.device)
-        val_batches = [b.to(device) for b in val_batches]
-
-        def train_batches(epoch: int) -> list[TableBatch]:
-            if epoch == 1:
-                return first
-            return self._labelled_batches(train_table, data_config, embedder, seed=derive_seed(seed, epoch))
-
-        return fine_tune(model, train_batches, lambda m: self._validation_loss(m, val_batches), self._loss, settings)
-
-    def _fit_member_in_context(self, model, train_table, val_features, val_truth: np.ndarray, data_config: DataConfig,
-                               embedder, seed: int, member: int):
-        """Episodic fine-tuning of an in-context model (Mitra's recipe), the episodes pretraining learns from:
-        each step draws up to `EPISODE_ROWS` training rows, half of them queries whose targets are hidden and
-        half labelled support rows, scaled by their support rows. The episodes read the table as predictions
-        will: a table wider than an episode by its most relevant features (`table_reading`; "validated" reads
-        as "relevance" here: there is no fine-tuned model yet to validate a shorter list with),
-        categorical features coded as `categorical_features` says (with "ordinal", in an order drawn afresh
-        each pass). Validation predicts the held-out rows in context, the training rows their context,
-        exactly as `predict` will."""
-        from basisfm.data.collate import _prepare
-        from basisfm.data.episodes import episodes_from_prepared
-        from basisfm.estimators.in_context import coded_categories, table_reading
-
-        record = self.preprocessor_.record()
-        names = [c.name for c in record.columns]
-        targets = np.asarray([names.index(t) for t in record.candidate_targets], dtype=np.int64)  # all hidden: predicted jointly
-        config = replace(data_config, task="episodes", max_rows=EPISODE_ROWS, query_fraction=EPISODE_QUERY_FRACTION,
-                         max_episode_targets=len(targets), retrieval=bool(self.retrieval))
-        rows = min(train_table.num_rows, rows_per_batch(min(len(record.columns), column_cap(config)), config))
-        config.episodes_per_table = max(1, -(-train_table.num_rows // max(rows, 1)))  # a pass sees each row about once
-        config.validate("estimator")
-        settings = self._settings(train_table.num_rows, rows, member)
-        context = self._in_context_settings(members=1, seed=seed)
-        prepared = _prepare(train_table.select(names), record, embedder)  # cells embedded once for every pass
-        labelled = np.flatnonzero((~prepared.missing[:, targets]).any(axis=1))
-        features, rank_by = table_reading(prepared, np.setdiff1d(np.arange(len(names)), targets), targets, labelled, context)
-
-        def train_batches(epoch: int) -> list[TableBatch]:
-            codes = np.random.default_rng(derive_seed(seed, epoch, "category_codes"))
-            coded = coded_categories(prepared, features, context.categorical_features, codes, rank_by)
-            return [TableBatch.from_arrays(a) for a in episodes_from_prepared(
-                coded, record, config, seed=derive_seed(seed, epoch), target_positions=targets, feature_positions=features)]
-
-        def validation(m) -> float:  # the training rows' readable features are the ones just ranked
-            return self._in_context_validation_loss(m, record, train_table, val_features, val_truth, embedder, context,
-                                                    features)
-
-        return fine_tune(model, train_batches, validation, self._loss, settings)
 
     @abstractmethod
     def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings,
                                     readable) -> float:
         """Lower-is-better score of the held-out rows `query` (targets null) predicted in context, against `truth`
         ([n] for one target, [n, n_targets] for several); `readable`: the features `in_context.table_reading` gives `context`."""
-
-    def _labelled_batches(self, table, data_config, embedder, seed: int) -> list[TableBatch]:
-        from basisfm.data.collate import table_to_batches
-
-        record = self.preprocessor_.record()
-        batches = table_to_batches(table, record, data_config, embedder, seed=seed, target_columns=record.candidate_targets)
-        return [self._with_fitted_scale(b) for b in batches]
 
     def _with_fitted_scale(self, batch: TableBatch) -> TableBatch:
         """Every column standardised with the training rows' statistics (the model reads standardised cells):
@@ -420,91 +310,13 @@ class _BasisEstimator(BaseEstimator, ABC):
 
     # ------------------------------------------------------------------ predict
 
-    def _prediction_batches(self, X: Any, member: int) -> tuple[list[tuple[TableBatch, int]], int]:
-        """Batches over X with the target(s) hidden in every row, each with the (first) target's column index;
-        rows are found again through `batch.row_index`. Wide tables give several batches per row (column
-        subsets, drawn by the member's seed)."""
-        from basisfm.data.collate import table_to_batches
-
-        self._check_fitted()
-        features = self.preprocessor_.features(X)
-        record = self.preprocessor_.record()
-        table = self.preprocessor_.to_arrow(features, None)
-        seed = self._member_seed(member)
-        batches = table_to_batches(table, record, self._data_config(seed), self._embedder(), seed=seed,
-                                   target_columns=record.candidate_targets)
-        out = []
-        for batch in batches:
-            cols = [batch.column_names.index(name) for name in record.candidate_targets]
-            mask = torch.zeros_like(batch.target_mask)
-            mask[:, cols] = True
-            # The targets are unknown here (null columns): mark them as the cells to predict, not as missing.
-            missing = batch.missing.clone()
-            missing[:, cols] = False
-            out.append((self._with_fitted_scale(replace(batch, target_mask=mask, missing=missing)), cols[0]))
-        return out, len(features)
-
-    def _average_over_members(self, X: Any, per_batch) -> np.ndarray:
-        """Mean over members and column subsets of `per_batch(model, batch, col) -> [R, ...] array`, by row."""
-        total, count = None, None
-        for member, model in enumerate(self.members_):
-            device = next(model.parameters()).device
-            batches, n_rows = self._prediction_batches(X, member)
-            with torch.no_grad():
-                for batch, col in batches:
-                    values = per_batch(model, batch.to(device), col)
-                    if total is None:
-                        total = np.zeros((n_rows, *values.shape[1:]))
-                        count = np.zeros(n_rows)
-                    rows = batch.row_index.cpu().numpy()
-                    np.add.at(total, rows, values)
-                    np.add.at(count, rows, 1)
-        if count is None or (count == 0).any():
-            raise RuntimeError("some rows were not predicted: basisfm.data.collate lost rows of the prediction table")
-        return total / count.reshape(-1, *([1] * (total.ndim - 1)))
-
-    def _in_context_inputs(self, X: Any):
-        """(models, record, context table, query table, embedder, settings) for `estimators.in_context`."""
-        query = self.preprocessor_.to_arrow(self.preprocessor_.features(X), None)
-        models, record, context, embedder, settings = self._training_rows_inputs()
-        return models, record, context, query, embedder, settings
-
-    def _training_rows_inputs(self):
-        """(models, record, context table, embedder, settings): `_in_context_inputs` without a query table."""
-        settings = self._in_context_settings(members=self._n_estimators(), seed=int(self.random_state))
-        # every fitted member predicts (member k of the in-context ensemble with model k), not the first alone
-        return list(self.members_), self.preprocessor_.record(), self.context_, self._embedder(), settings
-
-    def _features_read(self):
-        """`features_read_`, chosen now for an estimator saved before it existed."""
-        if getattr(self, "features_read_", None) is None:
-            self.features_read_ = self._choose_features_read()
-        return self.features_read_
-
-    def _positions(self, names: list[str]) -> np.ndarray:
-        """Positions of feature `names` among the fitted record's columns (what in-context reading takes)."""
-        columns = [c.name for c in self.preprocessor_.record().columns]
-        return np.asarray([columns.index(name) for name in names], dtype=np.int64)
+    # The defaults of the in-context settings are the strategies' (`strategies.in_context`); these name them here.
 
     def _in_context_settings(self, members: int, seed: int):
-        """`estimators.in_context` settings from this estimator's parameters, for `members` members (member k
-        takes entry k % len of each transform cycle)."""
-        from basisfm.estimators.in_context import InContextSettings
-
-        settings = InContextSettings(max_context=int(self.max_context), n_estimators=members, retrieval=bool(self.retrieval),
-                                     max_columns=int(self.max_columns), feature_selection=self._feature_selection(),
-                                     categorical_features=self._categorical_features(),
-                                     feature_transforms=tuple(self.feature_transforms or ("none",)),
-                                     target_transforms=tuple(self.target_transforms or ("none",)), seed=seed)
-        settings.validate()
-        return settings
+        return in_context_settings(self, members, seed)
 
     def _n_estimators(self) -> int:
-        """`n_estimators`, else 4 in-context members for `inference` (they cost prediction time alone) and one
-        fitted member for fine-tuning (each costs a fit)."""
-        if self.n_estimators is not None:
-            return int(self.n_estimators)
-        return 4 if self.strategy == "inference" else 1
+        return member_count(self.strategy, self.n_estimators)
 
     def checkpoint_name(self) -> str | None:
         """The checkpoint `fit` starts from: `checkpoint`, where "default" names the shipped checkpoint made for
@@ -515,19 +327,10 @@ class _BasisEstimator(BaseEstimator, ABC):
         return self.checkpoint
 
     def _categorical_features(self) -> str:
-        """How in-context prediction codes categorical features: `categorical_features`, else "ordinal" for
-        `inference` (measured better on the public suite) and "text" once fine-tuned (its training episodes
-        embed the strings, so prediction must too)."""
-        if self.categorical_features is not None:
-            return self.categorical_features
-        return "ordinal" if self.strategy == "inference" else "text"
+        return categorical_coding(self.strategy, self.categorical_features)
 
     def _feature_selection(self) -> str:
-        """Which features in-context members read: `feature_selection`, else "validated" for `inference` (measured
-        better on the public suite) and "relevance" once fine-tuned (the features its episodes trained on)."""
-        if self.feature_selection is not None:
-            return self.feature_selection
-        return "validated" if self.strategy == "inference" else "relevance"
+        return feature_choice(self.strategy, self.feature_selection)
 
     def _check_fitted(self) -> None:
         if not hasattr(self, "members_"):
@@ -555,6 +358,10 @@ class _BasisEstimator(BaseEstimator, ABC):
 
         self._check_fitted()
         directory = Path(directory)
+        blocking = next((p for p in (directory, *directory.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            raise InputTypeError(f"save({str(directory)!r}): {str(blocking)!r} is a file, not a folder; save writes a "
+                                 "folder (estimator.json and the model weights): pass a new or existing folder's path")
         directory.mkdir(parents=True, exist_ok=True)
         names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
         for name, model in zip(names, self.members_):
@@ -585,8 +392,18 @@ class _BasisEstimator(BaseEstimator, ABC):
 
         directory = Path(directory)
         state = read_estimator_state(directory, cls)  # every key checked: CheckpointError naming file and key
+        params = dict(state["params"])
+        # A saved embedding_cache_dir is where predict would create a folder and write string_embeddings.sqlite: a
+        # tampered file could name "../.." or any absolute folder. It is restored only where an embedding cache
+        # already is (the machine that saved it; its vectors keep predictions identical), else the default is used.
+        saved_cache = params.get("embedding_cache_dir")
+        if saved_cache is not None and not (Path(saved_cache).expanduser() / EMBEDDING_CACHE_FILE).is_file():
+            params["embedding_cache_dir"] = None
+            warnings.warn(f"{directory / ESTIMATOR_FILE}: embedding_cache_dir {saved_cache!r} holds no embedding cache here, "
+                          "so it is not restored; the loaded estimator caches embeddings in the default folder (choose "
+                          "one with set_params(embedding_cache_dir=...))", UserWarning, stacklevel=2)
         # saved before feature_selection existed: such an estimator drew its wide tables' feature subsets at random
-        estimator = cls(**{"feature_selection": "random", **state["params"]})
+        estimator = cls(**{"feature_selection": "random", **params})
         estimator.preprocessor_ = TablePreprocessor.from_state(state["preprocessor"])
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
         estimator.n_features_in_ = len(estimator.preprocessor_.feature_names)
@@ -596,6 +413,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         estimator.column_scale_ = {name: (float(m), float(sd)) for name, (m, sd) in state["column_scale"].items()}
         device = resolve_device(estimator.device)
         estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
+        estimator.strategy_ = choose_strategy(estimator.strategy, estimator.members_[0])
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
         estimator.context_ = None
         estimator.features_read_ = state.get("features_read")  # None when saved before it existed: chosen at predict
@@ -663,11 +481,6 @@ def _column_scale(features: pd.DataFrame) -> dict[str, tuple[float, float]]:
         std = float(values.std())
         scale[str(name)] = (float(values.mean()), std if std > 0 and np.isfinite(std) else 1.0)
     return scale
-
-
-def _reads_context(model) -> bool:
-    """Whether the model predicts from a table's labelled rows (in-context architectures)."""
-    return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
 
 
 def _target_series(y: Any, n_rows: int, name: str, table: str) -> pd.Series:

@@ -81,23 +81,7 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
     def predict_proba(self, X: Any) -> np.ndarray:
         """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members."""
         self._check_fitted()
-        if self.context_ is not None:
-            from basisfm.estimators.in_context import predict_class_indicators_in_context, predict_label_scores_in_context
-
-            model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            read = {label: self._positions(names) for label, names in self._features_read().items()}
-            if self._reads_indicators():
-                return predict_class_indicators_in_context(model, record, context, query, embedder, self._class_text, settings,
-                                                           readings=read)
-            return predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings,
-                                                   readable=next(iter(read.values())))
-        labels = self._label_embeddings()
-
-        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
-            scores = model.predict_category_scores(batch, col, labels.to(batch.values.device))
-            return torch.softmax(scores.double(), dim=-1).cpu().numpy()
-
-        return self._average_over_members(X, per_batch)
+        return self.strategy_.predict_proba(self, X)
 
     def predict(self, X: Any) -> np.ndarray:
         probabilities = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
@@ -114,7 +98,7 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         the same list for every class when the labels are scored."""
         from basisfm.estimators.in_context import class_indicator_readings, training_reading
 
-        models, record, context, embedder, settings = self._training_rows_inputs()
+        models, record, context, embedder, settings = self.strategy_.training_rows(self)
         if self._reads_indicators():
             readings = class_indicator_readings(models, record, context, embedder, self._class_text, settings)
         else:

@@ -23,20 +23,28 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from basisfm.config import MAX_LEARNING_RATE
 from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError
 from basisfm.train.deepspeed_config import warmup_cosine_factor
 
 STRATEGIES = ("inference", "base-ft", "peft")
+REGRESSION_LOSSES = ("bits+mse", "bits")  # BasisRegressor(regression_loss=...)
 # The model's linear projections LoRA adapts by default: cell/row attention, basis compression and the heads.
 DEFAULT_LORA_TARGETS = ("query", "key_value", "out", "bit_head", "value_head", "category_head")
 # Step budget sized to the table (`default_steps`): about EPOCHS passes over the training rows, within
-# [MIN_STEPS, MAX_STEPS]. Measured on the public suite (benchmarks/results/finetune_budget.md): 150 steps
+# [MIN_DEFAULT_STEPS, MAX_DEFAULT_STEPS]. Measured on the public suite (benchmarks/results/finetune_budget.md): 150 steps
 # left small tables near the mean, 400 with early stopping reached the per-table optimum on Boston,
 # concrete and Carseats; 600 steps of a 10k-row table fit in about a minute on 2 CPU cores.
 EPOCHS = 60
-MIN_STEPS = 300
-MAX_STEPS = 600
+MIN_DEFAULT_STEPS = 300
+MAX_DEFAULT_STEPS = 600
+# What `max_steps`, `patience` and `validate_every` may be: far beyond any budget, large enough never to matter,
+# small enough to stay an int64.
+MAX_STEPS = 10**9
+# Fewer held-out rows pick the checkpoint by noise (Boston's 40 did); in-context feature validation
+# (`data.reading.features.MIN_VALIDATION_ROWS`) needs as many labelled rows, for the same reason.
+MIN_VALIDATION_ROWS = 64
 MIN_LR_RATIO = 0.1  # cosine decay ends at a tenth of the peak rate
 
 
@@ -65,12 +73,12 @@ class FineTuneSettings:
             raise ConfigError(f"strategy {self.strategy!r} is not one of {list(STRATEGIES)}")
         for name in ("max_steps", "patience", "lora_r", "validate_every"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-                raise ConfigError(f"{name} must be a whole number of at least 1, got {value!r}")
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 1 <= value <= MAX_STEPS:
+                raise ConfigError(f"{name} must be a whole number in [1, {MAX_STEPS}], got {value!r}")
         if self.warmup_steps < 0:
             raise ConfigError(f"warmup_steps must be 0 or more, got {self.warmup_steps!r}")
-        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= 1.0):
-            raise ConfigError(f"learning_rate must be in (0, 1], got {self.learning_rate!r}")
+        if not (math.isfinite(self.learning_rate) and 0 < self.learning_rate <= MAX_LEARNING_RATE):
+            raise ConfigError(f"learning_rate must be in (0, {MAX_LEARNING_RATE}], got {self.learning_rate!r}")
         if not (math.isfinite(self.weight_decay) and self.weight_decay >= 0):
             raise ConfigError(f"weight_decay must be 0 or more, got {self.weight_decay!r}")
         if not 0.0 <= self.lora_dropout < 1.0:
@@ -90,9 +98,9 @@ class FineTuneHistory:
 
 
 def default_steps(n_train_rows: int, rows_per_batch: int) -> int:
-    """The step budget for a table: about EPOCHS passes over its training rows, within [MIN_STEPS, MAX_STEPS]."""
+    """The step budget for a table: about EPOCHS passes over its training rows, within [MIN_DEFAULT_STEPS, MAX_DEFAULT_STEPS]."""
     batches_per_epoch = max(1, math.ceil(n_train_rows / max(1, rows_per_batch)))
-    return int(min(MAX_STEPS, max(MIN_STEPS, EPOCHS * batches_per_epoch)))
+    return int(min(MAX_DEFAULT_STEPS, max(MIN_DEFAULT_STEPS, EPOCHS * batches_per_epoch)))
 
 
 def resolve_device(device: str) -> torch.device:

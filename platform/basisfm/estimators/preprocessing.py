@@ -18,6 +18,8 @@ all documented in the estimators' docstring and tested:
   at predict (any case); other cells become missing with a warning;
 - a column that was datetime at fit takes datetimes or date strings at predict; plain numbers raise (their
   unit, seconds to nanoseconds since 1970, cannot be told apart);
+- a duration (timedelta) column is read in days, as the corpus reads it; one that held durations at fit takes
+  durations at predict and refuses plain numbers (seconds would be read as days: 86,400 times too large);
 - complex numbers are kept when every imaginary part is 0, and raise otherwise (no silent loss of a part).
 Everything else a user can get wrong raises `TableError` / `InputTypeError` naming column and value.
 """
@@ -96,6 +98,7 @@ class FittedColumn:
     name: str
     kind: str  # ColumnKind name, lower case
     stats: ColumnStats = field(default_factory=ColumnStats)
+    duration: bool = False  # held timedeltas at fit (read in days): numbers at predict are refused
 
     @property
     def column_kind(self) -> ColumnKind:
@@ -145,7 +148,8 @@ class TablePreprocessor:
             kind = infer_column_kind(series)
             converted = convert_column(series, kind, self.table_id, name)
             stats = column_stats(converted.to_numpy(), kind)
-            self.columns.append(FittedColumn(name=name, kind=kind.name.lower(), stats=stats))
+            self.columns.append(FittedColumn(name=name, kind=kind.name.lower(), stats=stats,
+                                             duration=bool(pd.api.types.is_timedelta64_dtype(series.dtype))))
         if not self.columns:
             raise TableError(f"every feature column is missing in every row ({self.dropped_columns}); nothing to learn from",
                              table=self.table_id)
@@ -185,7 +189,8 @@ class TablePreprocessor:
         if extra:
             warnings.warn(f"table {self.table_id!r}: columns {extra} were not present at fit and are ignored",
                           UserWarning, stacklevel=3)
-        return pd.DataFrame({c.name: convert_column(frame[c.name], c.column_kind, self.table_id, c.name) for c in self.columns})
+        return pd.DataFrame({c.name: convert_column(frame[c.name], c.column_kind, self.table_id, c.name, duration=c.duration)
+                             for c in self.columns})
 
     def record(self) -> TableRecord:
         """The manifest record of the fitted table (features then targets): what collation reads stats from."""
@@ -220,7 +225,8 @@ class TablePreprocessor:
     @classmethod
     def from_state(cls, raw: dict[str, Any]) -> "TablePreprocessor":
         def column(c: dict[str, Any]) -> FittedColumn:
-            return FittedColumn(name=c["name"], kind=c["kind"], stats=ColumnStats(**c["stats"]))
+            # saved before durations were told apart: such a column takes numbers as it did
+            return FittedColumn(name=c["name"], kind=c["kind"], stats=ColumnStats(**c["stats"]), duration=bool(c.get("duration", False)))
 
         # Format 2 saved one "target"; format 3 saves the list "targets".
         targets = [column(t) for t in raw["targets"]] if "targets" in raw else [column(raw["target"])]
@@ -229,11 +235,14 @@ class TablePreprocessor:
                    treatments=list(raw["treatments"]))
 
 
-def convert_column(series: pd.Series, kind: ColumnKind, table: str, column: str) -> pd.Series:
-    """One column in the shard form of its kind, by the corpus's own cell conversion; its treatments warn."""
+def convert_column(series: pd.Series, kind: ColumnKind, table: str, column: str, duration: bool = False) -> pd.Series:
+    """One column in the shard form of its kind, by the corpus's own cell conversion; its treatments warn.
+    `duration`: the column held timedeltas at fit, so numbers (of an unknown unit) are refused."""
     from basisfm.corpus.normalize import convert_column as corpus_convert
 
     series = plain_cells(series, table, column)
+    if duration:
+        _refuse_numbers_as_durations(series, table, column)
     if kind == ColumnKind.BOOLEAN:
         series = _as_flags(series, table, column)
     elif kind == ColumnKind.DATETIME:
@@ -314,16 +323,29 @@ def _as_flags(series: pd.Series, table: str, column: str) -> pd.Series:
     return flags
 
 
-def _refuse_numbers_as_dates(series: pd.Series, table: str, column: str) -> None:
-    """Numbers in a datetime column could be seconds, milliseconds, microseconds or nanoseconds since 1970;
-    read in the wrong unit they are silently wrong by a factor of 1000 or more, so they are refused."""
+def _holds_numbers(series: pd.Series) -> bool:
+    """Whether the column holds plain numbers (a numeric dtype, or numbers among an object column's cells)."""
     dtype = series.dtype
     numeric = pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
     if not numeric and dtype == object:
         numeric = any(isinstance(v, (int, float, np.integer, np.floating)) and not isinstance(v, (bool, np.bool_))
                       and not pd.isna(v) for v in series.to_numpy())
-    if numeric:
-        raise TableError(f"held dates at fit but got numbers ({dtype}); their unit (s, ms, us or ns since 1970) cannot "
+    return numeric
+
+
+def _refuse_numbers_as_durations(series: pd.Series, table: str, column: str) -> None:
+    """Durations are read in days; a number could be seconds, minutes or days, and read in the wrong unit it
+    is silently wrong by a factor of 60 to 86,400, so numbers are refused where durations were fitted."""
+    if _holds_numbers(series):
+        raise TableError(f"held durations at fit but got numbers ({series.dtype}); their unit cannot be told: pass "
+                         "timedeltas, e.g. pd.to_timedelta(X[col], unit='s')", table=table, column=column)
+
+
+def _refuse_numbers_as_dates(series: pd.Series, table: str, column: str) -> None:
+    """Numbers in a datetime column could be seconds, milliseconds, microseconds or nanoseconds since 1970;
+    read in the wrong unit they are silently wrong by a factor of 1000 or more, so they are refused."""
+    if _holds_numbers(series):
+        raise TableError(f"held dates at fit but got numbers ({series.dtype}); their unit (s, ms, us or ns since 1970) cannot "
                          "be told: pass datetimes, e.g. pd.to_datetime(X[col], unit='s')", table=table, column=column)
 
 

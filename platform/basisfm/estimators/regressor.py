@@ -15,8 +15,8 @@ from sklearn.base import RegressorMixin
 from basisfm.corpus.manifest import ColumnKind
 from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError, TableError
-from basisfm.estimators.base import REGRESSION_LOSSES, _BasisEstimator, _target_series
-from basisfm.estimators.finetune import base_model
+from basisfm.estimators.base import _BasisEstimator, _target_series
+from basisfm.estimators.finetune import REGRESSION_LOSSES, base_model
 from basisfm.estimators.validation import check_regression_target
 from basisfm.pretrained import IN_CONTEXT_NAME
 
@@ -44,6 +44,15 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
 
     def _check_target(self, y, n_rows, name, table) -> pd.Series:
         series = _target_series(y, n_rows, name, table)
+        # A complex target would lose its imaginary part to a numpy warning: only real ones are read (as features are).
+        imaginary = series.map(lambda v: isinstance(v, (complex, np.complexfloating)) and v.imag != 0).to_numpy(dtype=bool)
+        if imaginary.any():
+            row = int(np.flatnonzero(imaginary)[0])
+            raise TableError(f"target row {row} is the complex number {complex(series.iloc[row])!r} ({int(imaginary.sum())} "
+                             f"of {n_rows} rows have an imaginary part); Complex data not supported: a regression target "
+                             "is one real number per row, fit its real and imaginary parts as two targets",
+                             table=table, column=name)
+        series = series.map(lambda v: v.real if isinstance(v, (complex, np.complexfloating)) else v)
         numbers = pd.to_numeric(series.map(lambda v: np.nan if v is None else v), errors="coerce").astype(np.float64)
         bad = ~np.isfinite(numbers.to_numpy())
         if bad.any():
@@ -163,35 +172,13 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
 
     def _predict_targets(self, X: Any, levels: list[float] | None) -> np.ndarray:
         """[n_rows, n_targets, len(levels) or 1]: quantiles at `levels`, or the mean when `levels` is None."""
-        from basisfm.losses import decode_numeric
-
-        if self.context_ is not None:
-            from basisfm.estimators.in_context import predict_numeric_in_context
-
-            model, record, context, query, embedder, settings = self._in_context_inputs(X)
-            point, q = predict_numeric_in_context(model, record, context, query, embedder, settings, quantiles=levels,
-                                                  readable=self._positions(self._features_read()))
-            return point[..., None] if levels is None else q
-
-        slot = {name: j for j, name in enumerate(self.preprocessor_.target_names)}
-
-        def per_batch(model, batch: TableBatch, col: int) -> np.ndarray:
-            out = model(batch)
-            point, q = decode_numeric(model, out, batch, levels)
-            values = point[:, None] if levels is None else q
-            cols = torch.as_tensor([slot[batch.column_names[c]] for c in out.target_columns.tolist()], dtype=torch.long,
-                                   device=values.device)
-            result = torch.zeros((batch.n_rows, len(slot), values.shape[1]), dtype=torch.float64, device=values.device)
-            result[out.target_rows, cols] = values.double()
-            return result.cpu().numpy()
-
-        return self._average_over_members(X, per_batch)
+        return self.strategy_.predict_numeric(self, X, levels)
 
     def _choose_features_read(self) -> list[str]:
         """The features every in-context member reads, for all targets at once (chosen on the training rows)."""
         from basisfm.estimators.in_context import training_reading
 
-        models, record, context, embedder, settings = self._training_rows_inputs()
+        models, record, context, embedder, settings = self.strategy_.training_rows(self)
         return [record.columns[j].name for j in training_reading(models, record, context, embedder, settings)]
 
     def _fitted_state(self) -> dict[str, Any]:

@@ -18,12 +18,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from basisfm.config import MAX_LEARNING_RATE
 from basisfm.corpus.manifest import ColumnKind, ColumnStats
 from basisfm.errors import CheckpointError, ConfigError, InputShapeError, InputTypeError, TableError
+from basisfm.estimators.finetune import MAX_STEPS, REGRESSION_LOSSES, STRATEGIES
+from basisfm.estimators.saved_files import ESTIMATOR_FILE, FORMAT_VERSION, READABLE_FORMATS
 
 MAX_SEED = 2**32 - 1  # numpy's and torch's seeding both take [0, 2**32)
-MAX_LEARNING_RATE = 10.0  # beyond this the first step destroys any model (as `train.lr` in basisfm.config)
-MAX_STEPS = 10**9  # far beyond any budget; large enough never to matter, small enough to stay an int64
+# The largest target magnitude a fit can leave in estimator.json: `check_regression_target` refuses targets whose
+# doubled squares overflow float64 (about 6.7e153 for one row), so a mean, spread or constant beyond this was
+# written by someone else, and predictions decoded with it would be wrong (or inf).
+MAX_TARGET_MAGNITUDE = 1e154
 PRESETS = ("tiny", "small", "base")
 REGRESSION_HEADS = ("smr_bits", "binned")
 
@@ -69,15 +74,12 @@ def validate_params(estimator: Any) -> None:
     budget = params.get("time_budget_s")
     if budget is not None:
         _check_float("time_budget_s", budget, 0.0, math.inf, False, False, "None or a positive number of seconds")
-    from basisfm.estimators.base import REGRESSION_LOSSES  # base imports this module: import at call time
-    from basisfm.estimators.finetune import STRATEGIES
-
     _check_choice("strategy", params.get("strategy"), STRATEGIES)
     _check_choice("preset", params.get("preset"), PRESETS)
     if getattr(estimator, "_task", None) == "regression":
         _check_choice("regression_loss", params.get("regression_loss"), REGRESSION_LOSSES)
     _check_choice("regression_head", params.get("regression_head", "smr_bits"), REGRESSION_HEADS)
-    from basisfm.estimators.in_context import CATEGORICAL_FEATURES, FEATURE_SELECTIONS, TRANSFORMS
+    from basisfm.data.reading import CATEGORICAL_FEATURES, FEATURE_SELECTIONS, TRANSFORMS
 
     if params.get("categorical_features") is not None:
         _check_choice("categorical_features", params["categorical_features"], CATEGORICAL_FEATURES)
@@ -276,8 +278,6 @@ def read_estimator_state(directory: str | Path, cls: type) -> dict[str, Any]:
     Broken JSON, a missing or mistyped key, a non-finite or absurd number, an unknown parameter or a
     parameter `validate_params` refuses: each raises `CheckpointError` naming the file and the key.
     """
-    from basisfm.estimators.base import ESTIMATOR_FILE, FORMAT_VERSION, READABLE_FORMATS
-
     directory = Path(directory)
     path = directory / ESTIMATOR_FILE
     if not path.is_file():
@@ -366,11 +366,19 @@ def _check_regression_fit(reader: _StateReader, fitted: dict, n_targets: int) ->
                 raise reader.fail(f"fitted.{key}[{i}]", f"must be a finite number{' or null' if optional else ''}, got {_short(item)}")
         return items
 
-    values("constant", optional=True)
-    for i, scale in enumerate(values("target_scale", optional=False)):
+    def within_bound(key: str, items: list) -> None:
+        for i, item in enumerate(items):
+            if item is not None and abs(item) > MAX_TARGET_MAGNITUDE:
+                raise reader.fail(f"fitted.{key}" + (f"[{i}]" if n_targets > 1 else ""),
+                                  f"must be within +-{MAX_TARGET_MAGNITUDE:g} (what a fit can produce), got {item!r}")
+
+    within_bound("constant", values("constant", optional=True))
+    scales = values("target_scale", optional=False)
+    for i, scale in enumerate(scales):
         if not scale > 0:
             raise reader.fail("fitted.target_scale" + (f"[{i}]" if n_targets > 1 else ""), f"must be positive, got {scale!r}")
-    values("target_mean", optional=False)
+    within_bound("target_scale", scales)
+    within_bound("target_mean", values("target_mean", optional=False))
 
 
 def _check_params(reader: _StateReader, params: dict, cls: type) -> None:
@@ -424,6 +432,7 @@ def _check_column(reader: _StateReader, column: Any, where: str) -> None:
     kind = reader.get(column, "kind", where, str)
     if kind.upper() not in ColumnKind.__members__ or kind != kind.lower():
         raise reader.fail(f"{where}.kind", f"must be one of {[k.name.lower() for k in ColumnKind]}, got {kind!r}")
+    reader.get(column, "duration", where, bool, optional=True)
     stats = reader.get(column, "stats", where, dict)
     fields = {f.name for f in dataclasses.fields(ColumnStats)}
     unknown = sorted(set(stats) - fields)

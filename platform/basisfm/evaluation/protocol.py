@@ -109,7 +109,7 @@ def run_suite(
         raise ConfigError(f"model_checkpoints names {unknown}: only Basis models take a checkpoint ({sorted(BASIS_STRATEGIES)})")
     checkpoints: dict[str, str | None] = {}
     if any(m in BASIS_STRATEGIES for m in models):
-        from basisfm.estimators.checkpoints import resolve_checkpoint
+        from basisfm.pretrained.checkpoints import resolve_checkpoint
         from basisfm.pretrained import DEFAULT_NAME
 
         resolved: dict[str | None, str | None] = {}  # each checkpoint resolved (a registry one downloaded) once

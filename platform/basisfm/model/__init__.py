@@ -32,4 +32,10 @@ def build_model(model_config: ModelConfig) -> TableModel:
     raise ConfigError(f"config key 'model.architecture': unknown architecture {architecture!r}; choose basis, basis_icl or tab2d")
 
 
-__all__ = ["BasisTransformer", "ModelOutput", "TableModel", "build_model", "count_parameters", "describe_model"]
+def reads_context(model) -> bool:
+    """Whether `model` (or the model inside a peft wrapper) predicts from a table's labelled rows: every
+    architecture but the per-row `basis` model."""
+    return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
+
+
+__all__ = ["BasisTransformer", "ModelOutput", "TableModel", "build_model", "count_parameters", "reads_context", "describe_model"]

@@ -3,7 +3,7 @@
 Numeric targets are read out by the configured `model.regression_head`:
 - `smr_bits`: the paper's 1 + W sign/magnitude bits of the raw value, one sigmoid each;
 - `binned`: a softmax over `n_bins` bins of the standardised value z = (y - column_mean) / column_std
-  (`losses.distribution.ZBins`), the scale coming with the batch (the support / training rows' statistics).
+  (`model.distribution.ZBins`), the scale coming with the batch (the support / training rows' statistics).
 Either way the target column's own token adds a direct path to the logits (a learned per-column prior),
 so a column's typical value is learned in a few steps instead of through every layer.
 Categorical targets score a query state against the projected embeddings of candidate strings, so label
@@ -20,7 +20,7 @@ from torch import nn
 from basisfm.config import ModelConfig
 from basisfm.encoding.smr import SMRCodec
 from basisfm.errors import ConfigError
-from basisfm.losses.distribution import ZBins
+from basisfm.model.distribution import ZBins
 
 
 def value_bins(config: ModelConfig) -> ZBins:

@@ -218,7 +218,7 @@ class TableModel(nn.Module):
         read-out, best for R2); `"threshold"` (SMR bits only) rounds each bit at 0.5, the paper's decoding,
         which can land far off when a high bit is uncertain.
         """
-        from basisfm.losses.objective import decode_numeric, threshold_decode
+        from basisfm.model.decoding import decode_numeric, threshold_decode
 
         if readout not in ("expected", "threshold"):
             raise ValueError(f"readout must be 'expected' or 'threshold', got {readout!r}")

@@ -24,7 +24,7 @@ from typing import Any
 
 from basisfm.corpus.manifest import corpus_fingerprint
 from basisfm.errors import CheckpointError, ConfigError
-from basisfm.pretrained import DEFAULT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, PROVENANCE_NAME
+from basisfm.pretrained import PER_ROW_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, PROVENANCE_NAME
 from basisfm.tracking.mlflow_logger import CORPUS_TAG, HARDWARE_TAG
 
 @dataclass
@@ -40,7 +40,7 @@ class _RunInfo:
 def _registry_run(checkpoint: str, tracking_uri: str) -> _RunInfo:
     from mlflow.tracking import MlflowClient
 
-    from basisfm.estimators.checkpoints import fail_fast_http, registered_version
+    from basisfm.pretrained.checkpoints import fail_fast_http, registered_version
 
     with fail_fast_http():
         client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
@@ -84,12 +84,12 @@ def _size(directory: Path) -> int:
     return sum(p.stat().st_size for p in directory.iterdir() if p.is_file())
 
 
-def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: str | Path = DEFAULT_CHECKPOINT_DIR,
+def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: str | Path = PER_ROW_CHECKPOINT_DIR,
                     tracking_uri: str | None = None, hardware: str | None = None) -> dict[str, Any]:
     """Copy `checkpoint` (a directory or models:/name@alias) to `out_dir` with provenance.json; returns the
     provenance. The previous contents of `out_dir` are replaced only once the new ones are complete."""
     from basisfm.config import TrackingConfig
-    from basisfm.estimators.checkpoints import is_registry_uri, resolve_checkpoint
+    from basisfm.pretrained.checkpoints import is_registry_uri, resolve_checkpoint
     from basisfm.model.checkpoint import CONFIG_NAME, WEIGHTS_NAME, load_pretrained
     from basisfm.tracking.mlflow_logger import resolve_tracking_uri
 

@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 
 # MLflow retries an unreachable server with exponential backoff for minutes by default; a training job
 # would stall at every log call. A few quick retries are enough to ride out a blip.
-_FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
+FAIL_FAST_HTTP = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
                    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
 
 RUN_KEY_TAG = "basisfm.run_key"  # "<storage>/<run name>": one MLflow run per Ray Train run, across resumes
@@ -80,7 +80,7 @@ def make_client(tracking_uri: str):
     from basisfm.tracking.store import check_tracking_store
 
     check_tracking_store(tracking_uri)
-    for key, value in _FAIL_FAST_HTTP.items():
+    for key, value in FAIL_FAST_HTTP.items():
         os.environ.setdefault(key, value)
     # mlflow is imported here, not at module level, so importing basisfm.tracking stays cheap.
     from mlflow.tracking import MlflowClient

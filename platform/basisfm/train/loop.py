@@ -189,12 +189,12 @@ def to_device(batch: TableBatch, device: torch.device) -> TableBatch:
     waiting for it."""
     if device.type != "cuda":
         return batch.to(device)
-    from basisfm.data.batch import _TENSOR_FIELDS
+    from basisfm.data.batch import TENSOR_FIELDS
 
     def move(tensor: torch.Tensor) -> torch.Tensor:
         return (tensor.pin_memory() if tensor.device.type == "cpu" else tensor).to(device, non_blocking=True)
 
-    return dataclasses.replace(batch, **{name: move(getattr(batch, name)) for name in _TENSOR_FIELDS})
+    return dataclasses.replace(batch, **{name: move(getattr(batch, name)) for name in TENSOR_FIELDS})
 
 
 def _maybe_inject_fault(fail_at_step: int | None, step: int, worker: Worker, run_dir: Path) -> None:

@@ -26,11 +26,11 @@ import numpy as np
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord, read_manifest
 from basisfm.data.batch import TableBatch
-from basisfm.data.collate import _prepare, _PreparedTable
+from basisfm.data.collate import PreparedTable, prepare_table
 from basisfm.data.episodes import episodes_from_prepared
 from basisfm.data.pipeline import read_shard
 from basisfm.errors import ConfigError
-from basisfm.estimators.in_context import InContextSettings, coded_categories, table_reading
+from basisfm.data.reading import InContextSettings, coded_categories, table_reading
 from basisfm.seeds import derive_seed
 
 
@@ -59,7 +59,7 @@ class CorpusTaskSettings:
 @dataclass
 class _Table:
     record: TableRecord
-    prepared: _PreparedTable
+    prepared: PreparedTable
     numeric_targets: np.ndarray
     categorical_targets: np.ndarray
     readings: dict = field(default_factory=dict)  # target position -> (readable features, rank_by): computed once
@@ -137,7 +137,7 @@ class CorpusTasks:
                 rows = np.random.default_rng(derive_seed("corpus_rows", record.id)).choice(
                     table.num_rows, self.settings.max_table_rows, replace=False)
                 table = table.take(np.sort(rows))
-            prepared = _prepare(table.select(names), record, self.embedder)
+            prepared = prepare_table(table.select(names), record, self.embedder)
             kinds = {c.name: c.column_kind for c in record.columns}
             targets = [names.index(t) for t in record.candidate_targets if t in kinds]  # `_usable`: at least one
             numeric = [j for j in targets if kinds[names[j]] == ColumnKind.NUMERIC]

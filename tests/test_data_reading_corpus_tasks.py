@@ -1,4 +1,4 @@
-"""basisfm.estimators.corpus_tasks: pretraining episodes from real corpus tables, read as in-context inference reads a table."""
+"""basisfm.data.reading.corpus_tasks: pretraining episodes from real corpus tables, read as in-context inference reads a table."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 
 from basisfm.corpus.manifest import ColumnKind, read_manifest
 from basisfm.errors import ConfigError
-from basisfm.estimators.corpus_tasks import CorpusTasks, CorpusTaskSettings, held_out_ids
+from basisfm.data.reading.corpus_tasks import CorpusTasks, CorpusTaskSettings, held_out_ids
 
 
 @pytest.fixture(scope="module")

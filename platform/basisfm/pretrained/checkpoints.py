@@ -1,5 +1,5 @@
 """Finds a consolidated checkpoint (model.safetensors + config.json) from a directory, a registry URI, or
-a shipped checkpoint's name ("default", "in_context": `basisfm.pretrained`).
+a shipped checkpoint's name ("per_row" or its earlier name "default", "in_context": `basisfm.pretrained`).
 
 `models:/basisfm@champion` is downloaded with MLflow from `tracking_uri`, else $MLFLOW_TRACKING_URI, else
 the project's embedded store (runs/mlflow.db, as every job uses); the training job logs the checkpoint directory as the pyfunc model's
@@ -31,7 +31,7 @@ def is_registry_uri(checkpoint: str | Path | None) -> bool:
 def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path | None = None,
                        tracking_uri: str | None = None) -> Path | None:
     """A local checkpoint directory, or None when no checkpoint was given (the caller builds from scratch).
-    "default" (or "per_row") and "in_context" are the checkpoints shipped with the package (`basisfm.pretrained`)."""
+    "per_row" (or "default") and "in_context" are the checkpoints shipped with the package (`basisfm.pretrained`)."""
     if checkpoint is None or checkpoint == "":
         return None
     if checkpoint in CHECKPOINT_NAMES:
@@ -46,7 +46,7 @@ def resolve_checkpoint(checkpoint: str | Path | None, download_dir: str | Path |
     path = Path(checkpoint).expanduser()
     if not path.is_dir():
         raise CheckpointError(f"checkpoint directory {str(path)!r} does not exist; pass a directory holding "
-                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, 'default', 'per_row' or 'in_context' (shipped), "
+                              f"{WEIGHTS_NAME} and {CONFIG_NAME}, a models:/name@alias URI, 'per_row' or 'in_context' (shipped), "
                               "or None to start from scratch")
     return find_checkpoint_dir(path, origin=str(path))
 
@@ -73,9 +73,9 @@ def registered_version(client, uri: str):
 def fail_fast_http():
     """MLflow's HTTP retry settings at the fail-fast values of `basisfm.tracking.mlflow_logger` for the
     duration of the block, unless the user set them; the environment is restored afterwards."""
-    from basisfm.tracking.mlflow_logger import _FAIL_FAST_HTTP
+    from basisfm.tracking.mlflow_logger import FAIL_FAST_HTTP
 
-    added = {key: value for key, value in _FAIL_FAST_HTTP.items() if key not in os.environ}
+    added = {key: value for key, value in FAIL_FAST_HTTP.items() if key not in os.environ}
     os.environ.update(added)
     try:
         yield

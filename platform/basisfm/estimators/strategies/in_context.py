@@ -1,0 +1,133 @@
+"""In-context prediction (`strategy="inference"` with an in-context checkpoint): no gradient step; the training
+rows are the context every prediction reads, through `basisfm.estimators.in_context`.
+
+Settings it reads: `n_estimators` (None: `DEFAULT_MEMBERS`, which cost prediction time alone), `max_context`,
+`retrieval`, `max_columns`, `categorical_features` (None: "ordinal", measured best on the public suite),
+`feature_selection` (None: "validated", likewise), `feature_transforms`, `target_transforms`, `random_state`.
+Fine-tuned in-context members (`EpisodicFineTuning`) predict the same way, with the defaults their episodes
+trained on ("text" codes, "relevance" features).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from basisfm.data.reading import InContextSettings
+from basisfm.estimators.finetune import FineTuneHistory, resolve_device
+from basisfm.estimators.strategies.strategy import Strategy
+
+DEFAULT_MEMBERS = 4  # n_estimators=None with `inference`: in-context members cost prediction time alone
+
+
+def member_count(strategy: str, n_estimators: int | None) -> int:
+    """`n_estimators`, else `DEFAULT_MEMBERS` in-context members for `inference` and one fitted member for
+    fine-tuning (each costs a fit)."""
+    if n_estimators is not None:
+        return int(n_estimators)
+    return DEFAULT_MEMBERS if strategy == "inference" else 1
+
+
+def categorical_coding(strategy: str, categorical_features: str | None) -> str:
+    """How in-context prediction codes categorical features: `categorical_features`, else "ordinal" for `inference`
+    (measured better on the public suite) and "text" once fine-tuned (its training episodes embed the strings,
+    so prediction must too)."""
+    if categorical_features is not None:
+        return categorical_features
+    return "ordinal" if strategy == "inference" else "text"
+
+
+def feature_choice(strategy: str, feature_selection: str | None) -> str:
+    """Which features in-context members read: `feature_selection`, else "validated" for `inference` (measured
+    better on the public suite) and "relevance" once fine-tuned (the features its episodes trained on)."""
+    if feature_selection is not None:
+        return feature_selection
+    return "validated" if strategy == "inference" else "relevance"
+
+
+def in_context_settings(estimator, members: int, seed: int) -> InContextSettings:
+    """`InContextSettings` from the estimator's parameters, for `members` members (member k takes entry k % len
+    of each transform cycle)."""
+    settings = InContextSettings(
+        max_context=int(estimator.max_context), n_estimators=members, retrieval=bool(estimator.retrieval),
+        max_columns=int(estimator.max_columns), feature_selection=feature_choice(estimator.strategy, estimator.feature_selection),
+        categorical_features=categorical_coding(estimator.strategy, estimator.categorical_features),
+        feature_transforms=tuple(estimator.feature_transforms or ("none",)),
+        target_transforms=tuple(estimator.target_transforms or ("none",)), seed=seed)
+    settings.validate()
+    return settings
+
+
+class InContextPrediction(Strategy):
+    name = "in context"
+    keeps_context = True
+
+    def fit_members(self, estimator, start, features, target):
+        return ([start.to(resolve_device(estimator.device)).eval()],
+                [FineTuneHistory(stopped_because="strategy='inference': no gradient step")])
+
+    # ------------------------------------------------------------------ what every in-context predict reads
+
+    def training_rows(self, estimator):
+        """(models, record, context table, embedder, settings): every fitted member predicts (member k of the
+        in-context ensemble with model k), reading the training rows kept at fit."""
+        settings = in_context_settings(estimator, members=estimator._n_estimators(), seed=int(estimator.random_state))
+        return list(estimator.members_), estimator.preprocessor_.record(), estimator.context_, estimator._embedder(), settings
+
+    def prepare(self, estimator) -> None:
+        """Prepare the training rows once (read, embedded), for every predict to reuse; only the query rows are
+        prepared at predict. Not saved: a loaded estimator prepares them at its first predict."""
+        from basisfm.data.reading import prepare_training_rows
+        from basisfm.estimators.in_context import class_indicator_rows
+
+        record, context, embedder = estimator.preprocessor_.record(), estimator.context_, estimator._embedder()
+        if getattr(estimator, "_task", None) == "classification" and estimator._reads_indicators():
+            estimator._prepared_training_rows = class_indicator_rows(record, context, embedder, estimator._class_text)
+        else:
+            estimator._prepared_training_rows = prepare_training_rows(record, context, embedder)
+
+    def prepared(self, estimator):
+        """The training rows as `prepare` left them (prepared now after a load)."""
+        if getattr(estimator, "_prepared_training_rows", None) is None:
+            self.prepare(estimator)
+        return estimator._prepared_training_rows
+
+    def features_read(self, estimator):
+        """`features_read_`, chosen now for an estimator saved before it existed."""
+        if getattr(estimator, "features_read_", None) is None:
+            estimator.features_read_ = estimator._choose_features_read()
+        return estimator.features_read_
+
+    @staticmethod
+    def positions(estimator, names: list[str]) -> np.ndarray:
+        """Positions of feature `names` among the fitted record's columns (what in-context reading takes)."""
+        columns = [c.name for c in estimator.preprocessor_.record().columns]
+        return np.asarray([columns.index(name) for name in names], dtype=np.int64)
+
+    def _query(self, estimator, X: Any):
+        return estimator.preprocessor_.to_arrow(estimator.preprocessor_.features(X), None)
+
+    # ------------------------------------------------------------------ predict
+
+    def predict_numeric(self, estimator, X, levels):
+        from basisfm.estimators.in_context import predict_numeric_in_context
+
+        query = self._query(estimator, X)
+        models, record, context, embedder, settings = self.training_rows(estimator)
+        point, q = predict_numeric_in_context(models, record, context, query, embedder, settings, quantiles=levels,
+                                              readable=self.positions(estimator, self.features_read(estimator)),
+                                              prepared_train=self.prepared(estimator))
+        return point[..., None] if levels is None else q
+
+    def predict_proba(self, estimator, X):
+        from basisfm.estimators.in_context import predict_class_indicators_in_context, predict_label_scores_in_context
+
+        query = self._query(estimator, X)
+        models, record, context, embedder, settings = self.training_rows(estimator)
+        read = {label: self.positions(estimator, names) for label, names in self.features_read(estimator).items()}
+        if estimator._reads_indicators():
+            return predict_class_indicators_in_context(models, record, context, query, embedder, estimator._class_text,
+                                                       settings, readings=read, prepared=self.prepared(estimator))
+        return predict_label_scores_in_context(models, record, context, query, embedder, estimator._class_text, settings,
+                                               readable=next(iter(read.values())), prepared_train=self.prepared(estimator))
