@@ -8,9 +8,9 @@
 `checkpoint`: "default" (the default), a checkpoint shipped with the package (`basisfm.pretrained`, each
 with a provenance.json that says how it was made): `strategy="inference"` predicts with the shipped in-context
 model ("in_context", tab2d pretrained on the synthetic prior by `make icl-curriculum`), `BasisRegressor`
-fine-tunes it too (on the public suite it fine-tunes to a higher median R² than the per-row model), and
-`BasisClassifier` fine-tunes the per-row tiny model `make demo` pretrains ("per_row"; in-context
-classification is not yet measured on a suite); "in_context" and "per_row" name them for any strategy; a directory holding
+fine-tunes it too (on the public suite it fine-tunes better than the per-row model:
+`benchmarks/results/evaluate_public_icl_shipped_ft.md`), and `BasisClassifier` fine-tunes the per-row tiny
+model `make demo` pretrains ("per_row"); "in_context" and "per_row" name them for any strategy; a directory holding
 model.safetensors + config.json; a registry URI `models:/name@alias` (downloaded with MLflow from `tracking_uri`, else
 $MLFLOW_TRACKING_URI, else runs/mlflow.db); or None: *from scratch*, a freshly initialised model of
 `preset` with `regression_head` (seeded by `random_state`), which only makes sense with a fine-tuning

@@ -96,11 +96,8 @@ def validated_features(model: torch.nn.Module, ctx: InContextTable, settings: In
     this is `most_relevant`'s choice. Numeric targets only (a class indicator is one).
 
     Why: the model reads every feature it is given, and where the target depends on a few of many features
-    the rest cost it accuracy. Public suite, 3 splits (`benchmarks/results/evaluate_public_icl_validated.md`):
-    median R² 0.637 reading up to 31 most relevant features, 0.662 with the count validated (loans_full_schema
-    0.553 -> 0.642), 0.677 pruned too (loans 0.678, Carseats 0.745), 0.698 with features offered back (loans
-    0.720: on one 80% split, three payment columns, then `balance` back); four folds instead of two measured
-    lower (0.654)."""
+    the rest cost it accuracy. What each step (count, pruning, add-back, folds) was measured to give:
+    `benchmarks/results/evaluate_public_icl_validated.md` and `evaluate_regression_screen.md`."""
     labelled = labelled_rows(ctx)
     limit = max(1, settings.max_columns - len(ctx.targets))
     full = min(len(ctx.features), limit)
@@ -317,9 +314,10 @@ def predict_class_indicators_in_context(
     (`class_indicator_readings`), when the caller has them, and `prepared`: each indicator's training rows
     already prepared (`class_indicator_rows`).
 
-    Why: the shipped in-context checkpoint learned numeric targets from its prior (suite median R² 0.64) but not
-    to score labels (its prior's categorical accuracy stayed at the majority rate), and label scoring in context
-    fell below always predicting the majority class on half of the classification screen."""
+    Why: the shipped in-context checkpoint learned numeric targets from its prior but not to score labels (its
+    prior's categorical accuracy stayed at the majority rate), and label scoring in context fell below always
+    predicting the majority class on half of the classification screen
+    (`benchmarks/results/evaluate_classification_screen.md`)."""
     settings = settings or InContextSettings()
     target = _class_target(record, target)
     numeric_record, indicator_tables = _class_indicators(record, train_table, labels, target)

@@ -34,9 +34,8 @@ class BasisRegressor(RegressorMixin, _BasisEstimator):
 
     _task = "regression"
     _multi_target = True
-    # Fine-tuned on the public suite's episodes, the in-context checkpoint scores median R2 0.721 against the
-    # per-row one's 0.668: higher on 10 of 12 tasks (by over 0.005 on 5), lower on Sacramento and Carseats
-    # (benchmarks/results/evaluate_public_icl_shipped_ft.md, evaluate_public_champion_ft.md).
+    # Fine-tuned on the public suite's episodes, the in-context checkpoint scores higher than the per-row one on
+    # most tasks (benchmarks/results/evaluate_public_icl_shipped_ft.md beside evaluate_public_champion_ft.md).
     _fine_tune_default = IN_CONTEXT_NAME
 
     def _target_kind(self) -> ColumnKind:
