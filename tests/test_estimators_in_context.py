@@ -224,6 +224,29 @@ def test_target_coding_of_a_categorical_target_ranks_by_the_majority_class_rate(
     assert (code["north"] < code["east"] < code["south"]) == (majority == "no")
 
 
+def test_auto_coding_ranks_wide_categoricals_by_target_and_draws_narrow_ones_per_member():
+    from basisfm.data.collate import prepare_table
+    from basisfm.data.reading import coded_categories, ranks_by_target
+
+    rng = np.random.default_rng(2)
+    grades = list("abcdefg")  # seven values: ranked by their mean target
+    grade = rng.choice(grades, 400)
+    side = rng.choice(["left", "right", "up"], 400)  # three values: an order drawn per member
+    X = pd.DataFrame({"grade": grade, "side": side})
+    y = pd.Series([grades.index(g) for g in grade] + 0.1 * rng.normal(size=400), name="price")
+    pre = TablePreprocessor().fit(X, y, ColumnKind.NUMERIC)
+    names = [c.name for c in pre.record().columns]
+    prepared = prepare_table(pre.to_arrow(pre.features(X), y), pre.record(), HashEmbedder())
+    features = np.asarray([names.index("grade"), names.index("side")])
+    signal = target_signal(prepared, names.index("price"), np.arange(400))
+    assert ranks_by_target("auto") and ranks_by_target("target") and not ranks_by_target("ordinal")
+    members = [coded_categories(prepared, features, "auto", np.random.default_rng(seed), signal) for seed in range(6)]
+    for coded in members:  # every member: the grades in the order of their target
+        assert [coded.values[grade == g, names.index("grade")][0] for g in grades] == list(range(7))
+    orders = {tuple(coded.values[side == s, names.index("side")][0] for s in ("left", "right", "up")) for coded in members}
+    assert len(orders) > 1  # the narrow column's order differs between members
+
+
 @pytest.mark.parametrize("kind", ["power", "quantile"])
 def test_target_transforms_round_trip_and_predict_in_the_targets_units(kind):
     rng = np.random.default_rng(1)

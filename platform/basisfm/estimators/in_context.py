@@ -56,6 +56,7 @@ from basisfm.data.reading import (
     member_episodes,
     most_relevant,
     prepare_training_rows,
+    ranks_by_target,
     table_reading,
     target_signal,
 )
@@ -152,7 +153,7 @@ def _held_out_error(model: torch.nn.Module, ctx: InContextTable, labelled: np.nd
     for pool, held in ((halves[0], halves[1]), (halves[1], halves[0])):
         context = pool if len(pool) <= settings.max_context else rng.choice(pool, settings.max_context, replace=False)
         queries = held if len(held) <= VALIDATION_QUERIES else rng.choice(held, VALIDATION_QUERIES, replace=False)
-        rank_by = target_signal(ctx.prepared, ctx.targets[0], pool) if settings.categorical_features == "target" else None
+        rank_by = target_signal(ctx.prepared, ctx.targets[0], pool) if ranks_by_target(settings.categorical_features) else None
         view = replace(ctx, prepared=coded_categories(ctx.prepared, ctx.features, settings.categorical_features, rng, rank_by))
         folds.append((view, np.sort(context), np.sort(queries)))
     held_rows = np.concatenate([queries for _, _, queries in folds])

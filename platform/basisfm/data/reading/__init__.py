@@ -12,7 +12,7 @@ Settings: `InContextSettings` (`settings`). Nothing here runs a model: the estim
 (`basisfm.estimators.in_context`) does, and chooses features by validation with it.
 """
 
-from basisfm.data.reading.categories import coded_categories, ordinal_features, smoothed_means, target_signal
+from basisfm.data.reading.categories import coded_categories, ordinal_features, ranks_by_target, smoothed_means, target_signal
 from basisfm.data.reading.features import feature_relevance, most_relevant, table_reading
 from basisfm.data.reading.members import episode, member_episodes
 from basisfm.data.reading.retrieval import nearest_context
@@ -24,5 +24,5 @@ __all__ = [
     "CATEGORICAL_FEATURES", "ColumnTransform", "FEATURE_SELECTIONS", "InContextSettings", "InContextTable",
     "NormalScores", "TRANSFORMS", "TRANSFORM_LEVELS", "coded_categories", "episode", "feature_relevance",
     "in_context_table", "labelled_rows", "member_episodes", "most_relevant", "nearest_context", "ordinal_features",
-    "prepare_training_rows", "smoothed_means", "stacked", "table_reading", "target_signal",
+    "prepare_training_rows", "ranks_by_target", "smoothed_means", "stacked", "table_reading", "target_signal",
 ]

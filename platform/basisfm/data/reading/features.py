@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from basisfm.data.collate import PreparedTable
-from basisfm.data.reading.categories import target_signal
+from basisfm.data.reading.categories import ranks_by_target, target_signal
 from basisfm.data.reading.settings import InContextSettings, Reading
 from basisfm.seeds import derive_seed
 
@@ -27,7 +27,7 @@ def table_reading(prepared: PreparedTable, features: np.ndarray, targets: np.nda
         readable = features
         if settings.feature_selection in ("relevance", "validated"):
             readable = most_relevant(prepared, features, targets, labelled, max(1, settings.max_columns - len(targets)), settings.seed)
-    rank_by = target_signal(prepared, targets[0], labelled) if settings.categorical_features == "target" else None
+    rank_by = target_signal(prepared, targets[0], labelled) if ranks_by_target(settings.categorical_features) else None
     return readable, rank_by
 
 

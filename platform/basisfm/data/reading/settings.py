@@ -8,7 +8,7 @@ import numpy as np
 
 from basisfm.errors import ConfigError
 
-CATEGORICAL_FEATURES = ("text", "ordinal", "sorted", "target")
+CATEGORICAL_FEATURES = ("text", "ordinal", "sorted", "target", "auto")
 FEATURE_SELECTIONS = ("relevance", "validated", "random")
 TRANSFORMS = ("none", "power", "quantile")
 
@@ -25,7 +25,8 @@ class InContextSettings:
     # predict held-out training rows best in context, pruned (`validated_features`; numeric targets, any width)
     feature_selection: str = "relevance"
     # numbers 0..m-1, order drawn per member; "sorted": in the strings' order; "target": in the order of the
-    # value's mean target on the training rows; "text": embedded strings
+    # value's mean target on the training rows; "auto": "target" for a column of at least
+    # `categories.TARGET_ORDER_MIN_LEVELS` values, "ordinal" for a narrower one; "text": embedded strings
     categorical_features: str = "ordinal"
     feature_transforms: tuple[str, ...] = ("none",)  # member k's numeric features go through entry k % len
     target_transforms: tuple[str, ...] = ("none",)  # member k's numeric targets go through entry k % len
