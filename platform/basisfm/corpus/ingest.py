@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
+from basisfm.progress import progress_bar
 
 from basisfm.config import CorpusConfig
 from basisfm.corpus.holdout import HoldoutIndex, HoldoutMatch, table_signature
@@ -129,7 +129,7 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
     lines: list[str] = []  # each record serialised once: rewriting the manifest stays cheap
     kinds: Counter[str] = Counter()
     last_flush = time.monotonic()
-    bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
+    bar = progress_bar(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
     try:  # the bar is closed before anything else is printed, Ctrl-C included
         for outcome in _outcomes(source, refs, config, holdout, unchanged, earlier_shards):
             bar.update(1)
