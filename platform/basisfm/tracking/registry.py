@@ -14,6 +14,7 @@ from typing import Callable, Mapping
 
 from basisfm.errors import CheckpointError
 from basisfm.tracking.mlflow_logger import make_client, open_experiment
+from basisfm.tracking.model_card import COMMAND_TAG, checkpoint_summary, command_line, write_model_card
 
 MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
 # What the logged model's environment needs beyond basisfm itself (which must be installed where it is served).
@@ -29,7 +30,8 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
                          tags: Mapping[str, str] | None = None) -> str:
     """Log `checkpoint_dir` (model.safetensors + config.json) as a pyfunc model and register it.
 
-    Logs into `run_id` when given (the training run), else into a new run of `experiment`.
+    Logs into `run_id` when given (the training run), else into a new run of `experiment`. The version's
+    description is its model card (`basisfm.tracking.model_card`), written from the run and the checkpoint.
     Returns the registered version number as a string.
     """
     import mlflow
@@ -58,8 +60,10 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
         )
     version = str(info.registered_model_version)
     client = make_client(tracking_uri)
-    for key, value in (tags or {}).items():
+    card_tags = {**checkpoint_summary(checkpoint_dir), COMMAND_TAG: command_line()}
+    for key, value in {**card_tags, **(tags or {})}.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
+    write_model_card(client, registered_name, version)
     return version
 
 
@@ -138,7 +142,7 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
     """Score the candidate and the current `@alias` holder on `suite`; move the alias only on a strict win.
 
     With no champion yet the candidate becomes champion. Both versions get their scores as tags
-    (`val.<name>`), so the registry shows why each decision was made.
+    (`val.<name>`) and in their model cards, so the registry shows why each decision was made.
     """
     from mlflow.exceptions import MlflowException
 
@@ -183,6 +187,7 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
         if version is not None and scores:
             for name, value in scores.items():
                 client.set_model_version_tag(registered_name, version, f"val.{name}", _fmt(value))
+            write_model_card(client, registered_name, version)
     if promoted:
         client.set_registered_model_alias(registered_name, alias, candidate_version)
     return PromotionDecision(registered_name, alias, metric, mode, candidate_version, dict(candidate_scores),
