@@ -70,8 +70,12 @@ class LineProgress:
             return
         elapsed = time.monotonic() - self._started
         rate = (self.n - self._initial) / elapsed if elapsed > 0 else None
+        # tqdm's wording without the bar: "ingest: 30% 688/2293 [00:24<00:56, 28.2table/s, ingested=673]"
+        lead = "{desc}: " if self.desc else ""
+        bar_format = (lead + "{percentage:3.0f}% {n_fmt}/{total_fmt} [{elapsed}<{remaining}, {rate_fmt}{postfix}]"
+                      if self.total else lead + "{n_fmt} [{elapsed}, {rate_fmt}{postfix}]")
         line = tqdm.format_meter(self.n, self.total, elapsed, prefix=self.desc, unit=self.unit, rate=rate,
-                                 postfix=self._postfix or None, bar_format="{l_bar}{r_bar}" if self.total else None)
+                                 postfix=self._postfix or None, bar_format=bar_format)
         self.file.write(line.strip() + "\n")
         self.file.flush()
         self._last_line_at = time.monotonic()
