@@ -10,7 +10,7 @@ Two protocols (`--task`):
   - `masked_cells`: the pretraining objective instead: every encoding trains on the same six small tables'
     masked cells (fresh masks each epoch) and predicts hidden numeric cells of held-out rows (expected
     value and the paper's thresholded bits). At a CPU budget (600-1000 steps) every encoding stays at the
-    column mean (median R2 -0.13 to -0.02), so it cannot rank them; kept to show that.
+    column mean (benchmarks/results/numeric_encodings_masked_cells.md), so it cannot rank them; kept to show that.
 Only the input encoding changes: the head is `--head` (SMR bits: dynamic-SMR target bits, except `smr`, the
 paper's system, fixed SMR(20, 12) in and out). Run with `python -m benchmarks.numeric_encodings`.
 """
