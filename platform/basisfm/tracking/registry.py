@@ -6,11 +6,15 @@ suite, and the alias moves only when the candidate is strictly better on the cho
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from basisfm.errors import CheckpointError
 from basisfm.tracking.mlflow_logger import make_client, open_experiment
@@ -48,7 +52,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
     experiment_id = None if run_id is not None else open_experiment(tracking_uri, experiment)[1]
     # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id), _quiet_model_logging():
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             # A code file, not an object: MLflow would cloudpickle an object; a file is rebuilt on load.
@@ -65,6 +69,32 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
         client.set_model_version_tag(registered_name, version, key, str(value))
     write_model_card(client, registered_name, version)
     return version
+
+
+class _DropUnsignedModelWarning(logging.Filter):
+    """MLflow warns that it cannot infer the pyfunc's signature: by design, it takes any table's columns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to infer model signature")
+
+
+@contextlib.contextmanager
+def _quiet_model_logging() -> Iterator[None]:
+    """While MLflow logs or downloads a basisfm model: no signature warning (see the filter), and its artifact
+    progress bars only on a terminal, as basisfm.progress does (unless $MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR says)."""
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    unsigned = _DropUnsignedModelWarning()
+    pyfunc_logger.addFilter(unsigned)
+    bars_key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    set_bars = bars_key not in os.environ and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    if set_bars:
+        os.environ[bars_key] = "false"
+    try:
+        yield
+    finally:
+        pyfunc_logger.removeFilter(unsigned)
+        if set_bars:
+            os.environ.pop(bars_key, None)
 
 
 def serving_entry_path() -> Path:
@@ -102,7 +132,8 @@ def download_checkpoint(registered_name: str, version: str, tracking_uri: str, d
     from basisfm.model.checkpoint import find_checkpoint_dir
 
     uri = f"models:/{registered_name}/{version}"
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    with _quiet_model_logging():
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     return find_checkpoint_dir(local, origin=uri)
 
 
