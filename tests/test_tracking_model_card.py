@@ -46,7 +46,7 @@ def _pretraining_run(tracking_uri: str) -> str:
                            "data.task": "masked_cells", "model.preset": "tiny"})
         mlflow.set_tags({CORPUS_TAG: "2255 tables, sha256 3ee95c0281", HARDWARE_TAG: "2 worker(s) on CPU",
                          "basisfm.wall_s": "540.0"})
-        mlflow.log_metrics({"val_loss": 0.6256, "val_r2": -3.54, "train_loss": 0.61})
+        mlflow.log_metrics({"val_loss": 0.6256, "val_r2": -3.54, "train_loss": 0.61, "val_cells": 23238})
         return run.info.run_id
 
 
@@ -64,7 +64,7 @@ def test_a_registered_version_carries_its_card_and_promotion_adds_the_scores(tmp
                  "steps: 200; launcher: ray; workers: 2; ZeRO stage: 2", "| val_loss | 0.6256 |", "| val_r2 | -3.54 |",
                  "not measured yet", "python -m pytest", run_id):
         assert fact in card, f"{fact!r} not in the card:\n{card}"
-    assert "train_loss" not in card  # validation metrics only
+    assert "train_loss" not in card and "val_cells" not in card  # validation scores only, not counts
 
     def suite(checkpoint_dir: Path) -> dict[str, float]:
         return {"val_loss": json.loads((checkpoint_dir / "config.json").read_text())["val_loss"]}
@@ -78,4 +78,7 @@ def test_a_card_says_what_it_does_not_know():
     card = build_model_card(name="m", version="3", run_id=None, params={}, run_tags={}, metrics={}, version_tags={})
     assert card.startswith("# m v3: unknown (unknown preset), parameters unknown")
     assert "corpus fingerprint (tables, content hash): not recorded" in card and "none logged" in card
+    local = build_model_card(name="m", version="1", run_id=None, params={"train.launcher": "local",
+                             "train.num_workers": "2"}, run_tags={}, metrics={}, version_tags={})
+    assert "launcher: local; workers: 1;" in local  # the local launcher is one process, whatever num_workers says
     assert "hardware: not recorded" in card and "wall time: not recorded" in card and "`not recorded`" in card

@@ -23,6 +23,7 @@ PROMOTION_PREFIX = "val."  # version tags `promote` writes: the scores promotion
 _ARCHITECTURE_KEYS = ("architecture", "preset", "d_model", "n_layers", "n_heads", "numeric_encoding", "regression_head",
                       "attention")
 _MAX_METRICS = 12
+_COUNT_SUFFIXES = ("_batches", "_cells", "_targets")  # how much was validated, not how well: not on the card
 
 
 def command_line() -> str:
@@ -78,13 +79,16 @@ def build_model_card(*, name: str, version: str, run_id: str | None, params: Map
               f"- training task: {task}"]
 
     wall = run_tags.get(WALL_TAG)
+    launcher = params.get("train.launcher", "unknown")
+    workers = "1" if launcher == "local" else params.get("train.num_workers", "unknown")  # local: one process
     lines += ["", "## Compute", "",
               f"- hardware: {run_tags.get(HARDWARE_TAG, 'not recorded')}",
               f"- wall time: {_minutes(wall)}",
-              f"- steps: {params.get('train.steps', 'unknown')}; launcher: {params.get('train.launcher', 'unknown')}; "
-              f"workers: {params.get('train.num_workers', 'unknown')}; ZeRO stage: {params.get('train.zero_stage', 'unknown')}"]
+              f"- steps: {params.get('train.steps', 'unknown')}; launcher: {launcher}; "
+              f"workers: {workers}; ZeRO stage: {params.get('train.zero_stage', 'unknown')}"]
 
-    validation = {k: v for k, v in sorted(metrics.items()) if k.startswith("val_")}
+    validation = {k: v for k, v in sorted(metrics.items())
+                  if k.startswith("val_") and not k.endswith(_COUNT_SUFFIXES)}
     lines += ["", "## Validation metrics (held-out corpus tables, last evaluation)", ""]
     if validation:
         lines += ["| metric | value |", "| --- | ---: |"]
