@@ -96,9 +96,10 @@ def build_model_card(*, name: str, version: str, run_id: str | None, params: Map
     else:
         lines.append("none logged")
 
-    suite = {k[len(PROMOTION_PREFIX):]: v for k, v in sorted(version_tags.items()) if k.startswith(PROMOTION_PREFIX)}
+    suite = {k[len(PROMOTION_PREFIX):]: v for k, v in sorted(version_tags.items())
+             if k.startswith(PROMOTION_PREFIX) and not k.endswith(_COUNT_SUFFIXES)}
     suite.update({k: f"{v:.4g}" for k, v in sorted(metrics.items()) if k.startswith("suite")})
-    lines += ["", "## Suite scores", ""]
+    lines += ["", "## Suite scores (promotion's validation suite, and suite metrics the run logged)", ""]
     if suite:
         lines += ["| score | value |", "| --- | ---: |"] + [f"| {k} | {v} |" for k, v in suite.items()]
     else:
