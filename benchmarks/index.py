@@ -167,8 +167,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{INDEX_PATH} is up to date")
         return 0
     INDEX_PATH.write_text(text, encoding="utf-8")
-    counts = text.splitlines()[6]
-    print(f"wrote {INDEX_PATH}: {counts}")
+    print(f"wrote {INDEX_PATH}: {next(line for line in text.splitlines() if line.endswith(('current.', 'superseded.', 'not marked.')))}")
     return 0
 
 

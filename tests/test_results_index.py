@@ -78,3 +78,13 @@ def test_check_reports_a_stale_index(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(index, "build_index", lambda: index.render_index(
         [index.read_page(p, git=False) for p in index.result_pages(tmp_path)]))
     assert index.main(["--check"]) == 1
+
+
+def test_a_freshly_written_benchmark_page_is_current(tmp_path):
+    from benchmarks._report import markdown_page
+
+    page = tmp_path / "fresh.md"
+    page.write_text(markdown_page(["# Fresh", "", "| a |", "| - |", "| 1 |"], {"machine": "x"}))
+    entry = index.read_page(page, git=False)
+    assert (entry.title, entry.status, entry.headline) == ("Fresh", "current", "a: 1")
+    assert markdown_page(["# Old", "Status: superseded by fresh.md"], {}).count("Status:") == 1
