@@ -8,18 +8,19 @@ import threading
 import pytest
 
 from basisfm.train import ray_log_filters
-from basisfm.train.ray_log_filters import CLEANER_LOGGER, CLEANER_THREAD, quiet_ray_worker
+from basisfm.train.ray_log_filters import AUTOSCALING_LOGGER, CLEANER_LOGGER, CLEANER_THREAD, quiet_ray_worker
 
 
 @pytest.fixture
 def quiet(monkeypatch):
     monkeypatch.setattr(threading, "excepthook", threading.excepthook)  # restored after the test
-    cleaner = logging.getLogger(CLEANER_LOGGER)
-    before = list(cleaner.filters)
+    loggers = [logging.getLogger(CLEANER_LOGGER), logging.getLogger(AUTOSCALING_LOGGER)]
+    before = [list(logger.filters) for logger in loggers]
     quiet_ray_worker()
-    quiet_ray_worker()  # idempotent: one filter, one hook
-    yield cleaner
-    cleaner.filters[:] = before
+    quiet_ray_worker()  # idempotent: one filter each, one hook
+    yield loggers[0]
+    for logger, filters in zip(loggers, before):
+        logger.filters[:] = filters
 
 
 def test_the_cleaners_polling_warning_is_dropped_and_other_warnings_pass(quiet, caplog):
@@ -28,6 +29,21 @@ def test_the_cleaners_polling_warning_is_dropped_and_other_warnings_pass(quiet, 
         quiet.warning("Failed to query Ray Train Controller actor state. State API may be temporarily unavailable.")
         quiet.warning("Removing placement group after the controller died")
     assert [r.getMessage() for r in caplog.records] == ["Removing placement group after the controller died"]
+
+
+def test_a_failed_resource_request_under_load_is_one_line(quiet, caplog):
+    autoscaling = logging.getLogger(AUTOSCALING_LOGGER)
+    assert len(autoscaling.filters) == 1
+    with caplog.at_level(logging.WARNING, logger=AUTOSCALING_LOGGER):
+        try:
+            raise TimeoutError("Get timed out: some object(s) not ready.")
+        except TimeoutError:
+            autoscaling.warning("Failed to send resource request for %s. It's safe to ignore this error.", "train-1",
+                                exc_info=True)
+    [record] = caplog.records
+    assert record.exc_info is None and "Traceback" not in caplog.text
+    assert record.getMessage() == ("Failed to send resource request for train-1. It's safe to ignore this error. "
+                                   "(TimeoutError: Get timed out: some object(s) not ready.)")
 
 
 def test_the_cleaners_thread_dying_is_one_line_and_other_threads_keep_their_hook(monkeypatch, capsys):

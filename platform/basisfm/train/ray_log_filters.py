@@ -24,6 +24,24 @@ CLEANER_STOPPED = ("[basisfm] Ray Train's placement-group cleaner stopped ({erro
                    "ray.shutdown() frees the workers' resources at the end of the run\n")
 
 
+# Under load, Ray Train's controller cannot reach its AutoscalingCoordinator actor in time and logs the failure with
+# a 20-line traceback each retry, though its own message says this is safe to ignore when transient: a local cluster
+# has no autoscaler, and the controller retries until the worker group starts. The message stays, on one line.
+AUTOSCALING_LOGGER = "ray.train.v2._internal.execution.scaling_policy.autoscaling_coordinator_client"
+RESOURCE_REQUEST_FAILED = "Failed to send resource request"
+
+
+class OneLineResourceRequestFailure(logging.Filter):
+    """Keeps the controller's 'Failed to send resource request ...' warning, its exception as one trailing clause."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.getMessage().startswith(RESOURCE_REQUEST_FAILED):
+            error = record.exc_info[1]
+            record.msg = f"{record.getMessage()} ({type(error).__name__}: {error})"
+            record.args, record.exc_info, record.exc_text = None, None, None
+        return True
+
+
 class DropStateApiPolling(logging.Filter):
     """Drops the PlacementGroupCleaner's per-second 'Failed to query ... actor state' warning (see above)."""
 
@@ -33,9 +51,10 @@ class DropStateApiPolling(logging.Filter):
 
 def quiet_ray_worker() -> None:
     """Install the filters in this process (idempotent)."""
-    cleaner_logger = logging.getLogger(CLEANER_LOGGER)
-    if not any(isinstance(f, DropStateApiPolling) for f in cleaner_logger.filters):
-        cleaner_logger.addFilter(DropStateApiPolling())
+    for name, filter_type in ((CLEANER_LOGGER, DropStateApiPolling), (AUTOSCALING_LOGGER, OneLineResourceRequestFailure)):
+        ray_logger = logging.getLogger(name)
+        if not any(isinstance(f, filter_type) for f in ray_logger.filters):
+            ray_logger.addFilter(filter_type())
     if getattr(threading.excepthook, "_basisfm_quiet", False):
         return
     previous = threading.excepthook
