@@ -7,8 +7,8 @@ import threading
 
 import pytest
 
-from basisfm.train import ray_log_filters
-from basisfm.train.ray_log_filters import AUTOSCALING_LOGGER, CLEANER_LOGGER, CLEANER_THREAD, quiet_ray_worker
+from basisfm import ray_log_filters
+from basisfm.ray_log_filters import AUTOSCALING_LOGGER, CLEANER_LOGGER, CLEANER_THREAD, quiet_ray_worker
 
 
 @pytest.fixture
@@ -84,3 +84,13 @@ def test_a_cluster_basisfm_starts_runs_the_filters_in_its_workers(monkeypatch):
         assert "DropStateApiPolling" in ray.get(filters_here.remote(), timeout=120)
     finally:
         ray.shutdown()
+
+
+def test_the_hook_module_imports_nothing_of_the_training_stack():
+    import subprocess
+    import sys
+
+    code = ("import sys, basisfm.ray_log_filters; "
+            "print(sorted(m for m in sys.modules if m.startswith(('basisfm.train', 'torch', 'yaml', 'ray'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.strip() == "[]"  # it runs in every Ray worker process, idle ones included

@@ -22,7 +22,7 @@ from basisfm.errors import ConfigError
 from basisfm.train.checkpoint import CONSOLIDATED_DIR, TRAIN_STATE_FILE, TrainState
 
 # Run in every worker process of a cluster we start: drops Ray Train's internal noise, each filter with its reason.
-WORKER_SETUP_HOOK = "basisfm.train.ray_log_filters.quiet_ray_worker"
+WORKER_SETUP_HOOK = "basisfm.ray_log_filters.quiet_ray_worker"
 MODEL_DIR = "model"  # <storage>/<run name>/model: the consolidated checkpoint, copied out of Ray's storage
 
 

@@ -2,7 +2,8 @@
 
 `quiet_ray_worker` is the `worker_process_setup_hook` of every Ray cluster basisfm starts itself (`ensure_ray`), so
 it runs in each Ray worker process, Ray Train's internal actors included; a cluster joined through $RAY_ADDRESS
-keeps its own logging.
+keeps its own logging. It lives at the package's top level and imports only the standard library: the hook runs in
+every Ray worker process, idle ones included, and importing `basisfm.train` there would load the training stack.
 """
 
 from __future__ import annotations
