@@ -52,7 +52,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
     experiment_id = None if run_id is not None else open_experiment(tracking_uri, experiment)[1]
     # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id), _quiet_model_logging():
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id), quiet_model_transfer():
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             # A code file, not an object: MLflow would cloudpickle an object; a file is rebuilt on load.
@@ -79,8 +79,8 @@ class _DropUnsignedModelWarning(logging.Filter):
 
 
 @contextlib.contextmanager
-def _quiet_model_logging() -> Iterator[None]:
-    """While MLflow logs or downloads a basisfm model: no signature warning (see the filter), and its artifact
+def quiet_model_transfer() -> Iterator[None]:
+    """While MLflow logs or downloads a basisfm model (here and in the estimators' checkpoint resolution): no signature warning (see the filter), and its artifact
     progress bars only on a terminal, as basisfm.progress does (unless $MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR says)."""
     pyfunc_logger = logging.getLogger("mlflow.pyfunc")
     unsigned = _DropUnsignedModelWarning()
@@ -132,7 +132,7 @@ def download_checkpoint(registered_name: str, version: str, tracking_uri: str, d
     from basisfm.model.checkpoint import find_checkpoint_dir
 
     uri = f"models:/{registered_name}/{version}"
-    with _quiet_model_logging():
+    with quiet_model_transfer():
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     return find_checkpoint_dir(local, origin=uri)
 
