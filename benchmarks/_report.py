@@ -58,7 +58,12 @@ def save_figure(fig, path: Path, dpi: int = 110) -> Path:
 
 def markdown_page(lines: list[str], context: dict[str, Any]) -> str:
     """A results page: `lines` (title, table, notes), then one `- key: value` line per item of `context`
-    (machine, load, command: what a reader needs to trust or rerun the numbers)."""
+    (machine, load, command: what a reader needs to trust or rerun the numbers).
+
+    A page opening with a `# ` title gets a `Status: current` line under it: a fresh measurement stands until a
+    newer page supersedes it (then mark the old one `Status: superseded by NEW.md`; benchmarks.index lists both)."""
+    if lines and lines[0].startswith("# ") and not any(line.startswith("Status:") for line in lines):
+        lines = [lines[0], "", "Status: current", *lines[1:]]
     return "\n".join([*lines, *(f"- {key}: {value}" for key, value in context.items())]) + "\n"
 
 

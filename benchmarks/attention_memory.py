@@ -21,7 +21,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from basisfm.progress import progress_bar
 
 from benchmarks._report import markdown_page, publish, pyplot, save_figure
 
@@ -157,8 +157,8 @@ def main(argv: list[str] | None = None) -> list[Point]:
 
     load_at_start = os.getloadavg()[0]
     points = []
-    for variant in tqdm(args.variants, desc="variants"):
-        for n_columns in tqdm(args.columns, desc=variant, leave=False):
+    for variant in progress_bar(args.variants, desc="variants"):
+        for n_columns in progress_bar(args.columns, desc=variant, leave=False):
             points.append(measure(variant, n_columns, args.rows))
 
     import torch

@@ -239,7 +239,7 @@ def ray_data_cells_per_cpu(path: Path = INGEST_RESULTS) -> tuple[float, str] | N
 
 def data_wait(consumed_cells_per_s: float, per_cpu: float, cpus: int) -> float:
     """Fraction of time the GPU waits for data if `cpus` pipeline CPUs each supply `per_cpu` cells/s
-    (linear in CPUs: optimistic, the ingest benchmark measured 0.75x of linear on 2 CPUs)."""
+    (linear in CPUs: optimistic; benchmarks/results/ingest_throughput.md has how far from linear it scales)."""
     supply = per_cpu * cpus
     return max(0.0, 1.0 - supply / consumed_cells_per_s) if consumed_cells_per_s > 0 else 0.0
 

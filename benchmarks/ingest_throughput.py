@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tqdm import tqdm
+from basisfm.progress import progress_bar
 
 from basisfm.config import CorpusConfig, DataConfig
 from basisfm.corpus.manifest import read_manifest
@@ -65,7 +65,7 @@ def warm_cache(corpus_dir: Path, data_config: DataConfig) -> int:
 
     embedder = StringEmbedder(data_config.embedding_cache_dir, text_top_k=data_config.text_top_k)
     one_epoch = dataclasses.replace(data_config, epochs=1)  # later epochs meet the same strings
-    for record, seed in tqdm(plan_epochs(corpus_dir, one_epoch, "train"), desc="warming embedding cache", unit="table"):
+    for record, seed in progress_bar(plan_epochs(corpus_dir, one_epoch, "train"), desc="warming embedding cache", unit="table"):
         collate_record(corpus_dir, record, data_config, embedder, seed=seed)
     return embedder.stats.encoded
 
@@ -79,7 +79,7 @@ def measure_plain_loop(corpus_dir: Path, data_config: DataConfig) -> Measurement
     start = time.perf_counter()
     first = None
     batches = cells = 0
-    for record, seed in tqdm(plan_epochs(corpus_dir, data_config, "train"), desc="plain loop", unit="table"):
+    for record, seed in progress_bar(plan_epochs(corpus_dir, data_config, "train"), desc="plain loop", unit="table"):
         for batch in collate_record(corpus_dir, record, data_config, embedder, seed=seed):
             first = first or time.perf_counter() - start
             batches += 1
@@ -116,7 +116,7 @@ def measure_ray(corpus_dir: Path, data_config: DataConfig, cpus: int) -> Measure
         start = time.perf_counter()
         first = None
         batches = cells = 0
-        for batch in tqdm(iter_table_batches(build_dataset(corpus_dir, config, "train")), desc=f"Ray Data, {cpus} CPU", unit="batch"):
+        for batch in progress_bar(iter_table_batches(build_dataset(corpus_dir, config, "train")), desc=f"Ray Data, {cpus} CPU", unit="batch"):
             first = first or time.perf_counter() - start
             batches += 1
             cells += batch.n_cells

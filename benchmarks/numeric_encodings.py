@@ -10,7 +10,7 @@ Two protocols (`--task`):
   - `masked_cells`: the pretraining objective instead: every encoding trains on the same six small tables'
     masked cells (fresh masks each epoch) and predicts hidden numeric cells of held-out rows (expected
     value and the paper's thresholded bits). At a CPU budget (600-1000 steps) every encoding stays at the
-    column mean (median R2 -0.13 to -0.02), so it cannot rank them; kept to show that.
+    column mean (benchmarks/results/numeric_encodings_masked_cells.md), so it cannot rank them; kept to show that.
 Only the input encoding changes: the head is `--head` (SMR bits: dynamic-SMR target bits, except `smr`, the
 paper's system, fixed SMR(20, 12) in and out). Run with `python -m benchmarks.numeric_encodings`.
 """
@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from basisfm.progress import progress_bar
 
 from benchmarks._report import RESULTS_DIR, markdown_page, publish, pyplot, save_figure
 
@@ -107,7 +107,7 @@ def run_encoding(encoding: str, tables, data_config, embedder, steps: int, lr: f
     stream = itertools.chain.from_iterable(epochs)
     losses = []
     start = time.perf_counter()
-    for _ in tqdm(range(steps), desc=encoding, leave=False):
+    for _ in progress_bar(range(steps), desc=encoding, leave=False):
         loss = objective(next(stream)).loss
         optimiser.zero_grad(set_to_none=True)
         loss.backward()
@@ -322,7 +322,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
         finetune_tables = load_finetune_tables(args.seed)
         with tempfile.TemporaryDirectory() as workdir:
             tuned = [run_encoding_finetune(e, finetune_tables, args.steps, args.seed, args.head, args.cache_dir, Path(workdir))
-                     for e in tqdm(args.encodings, desc="encodings")]
+                     for e in progress_bar(args.encodings, desc="encodings")]
         context = {
             "protocol": f"BasisRegressor(strategy='base-ft', max_steps={args.steps}) from a fresh tiny model per encoding "
                         f"(seed {args.seed}), 75% of each table's rows, test R2 on the other 25%",
@@ -340,7 +340,7 @@ def main(argv: list[str] | None = None) -> list[Result]:
     embedder = StringEmbedder(args.cache_dir)
     tables = prepare_tables(embedder, data_config, args.seed)
     results = [run_encoding(e, tables, data_config, embedder, args.steps, args.lr, args.seed, args.head)
-               for e in tqdm(args.encodings, desc="encodings")]
+               for e in progress_bar(args.encodings, desc="encodings")]
 
     context = {
         "tables": ", ".join(f"{p}/{i}" for p, i in TABLES) + " (75% of rows train, 25% test)",

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from tqdm import tqdm
+from basisfm.progress import progress_bar
 
 from basisfm.corpus.sources import read_rdataset
 from basisfm.encoding.text import StringEmbedder
@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> list[Variant]:
 
     seconds, full_vectors = time_embedding(columns, None, args.repeats)
     variants = [Variant("full text", None, n_texts, seconds, None)]
-    for top_k in tqdm(args.top_k, desc="pruned variants", unit="k"):
+    for top_k in progress_bar(args.top_k, desc="pruned variants", unit="k"):
         for strategy in ("salient", "head"):
             seconds, vectors = time_embedding(columns, top_k, args.repeats, truncate=strategy == "head")
             cosine = np.sum(vectors * full_vectors, axis=1) / (

@@ -62,7 +62,7 @@ def ensure_corpus(corpus_dir: Path, n_tables: int) -> None:
 def measure_bare_loop(config: RunConfig, steps: int, warmup: int, name: str) -> Measurement:
     """Plain PyTorch: the same model, objective, AdamW, clipping and schedule; batches collated up front."""
     import torch
-    from tqdm import tqdm
+    from basisfm.progress import progress_bar
 
     from basisfm.data.pipeline import collate_record, plan_epochs
     from basisfm.encoding.text import StringEmbedder
@@ -87,7 +87,7 @@ def measure_bare_loop(config: RunConfig, steps: int, warmup: int, name: str) -> 
         scheduler = build_scheduler(optimizer, config.train)
         rates = []
         mark = time.perf_counter()
-        for step in tqdm(range(steps), desc=name, unit="step"):
+        for step in progress_bar(range(steps), desc=name, unit="step"):
             batch = batches[step % len(batches)]
             result = objective(batch)
             optimizer.zero_grad(set_to_none=True)

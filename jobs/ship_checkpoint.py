@@ -2,7 +2,7 @@
 
     python -m jobs.ship_checkpoint --checkpoint models:/basisfm@champion \
         --evidence benchmarks/results/evaluate_public_champion_ft.md \
-        --claim "public suite, 3 splits: basis-base-ft median R2 0.668 from it vs 0.635 from scratch"
+        --claim "what the evidence page shows, in one line"
 
 Copies the weights and config into `platform/basisfm/pretrained/per_row/` with a provenance.json (training
 config, corpus fingerprint, steps, hardware, MLflow run, evidence). Commit the directory to ship it.

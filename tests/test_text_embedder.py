@@ -71,3 +71,15 @@ def test_pruned_and_full_vectors_are_cached_apart_and_stay_close(tmp_path):
     assert np.array_equal(pruned[1], full[1])
     cosine = float(pruned[0] @ full[0])
     assert 0.3 < cosine < 0.999, f"pruned text keeps the gist but is a different input (cosine {cosine:.3f})"
+
+
+def test_loading_the_encoder_draws_no_progress_bar_and_leaves_transformers_setting_alone(tmp_path, capfd):
+    from transformers.utils import logging as transformers_logging
+
+    assert transformers_logging.is_progress_bar_enabled()
+    embedder = StringEmbedder(tmp_path / "cache")
+    embedder.embed(["a column name nobody embedded before"])
+    assert embedder.model_loaded
+    embedder.close()
+    assert "Loading weights" not in capfd.readouterr().err
+    assert transformers_logging.is_progress_bar_enabled()  # on again for the caller's own models

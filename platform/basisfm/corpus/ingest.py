@@ -32,7 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow.parquet as pq
-from tqdm.auto import tqdm
+from basisfm.progress import progress_bar
 
 from basisfm.config import CorpusConfig
 from basisfm.corpus.holdout import HoldoutIndex, HoldoutMatch, table_signature
@@ -144,7 +144,7 @@ def ingest(config: CorpusConfig, progress: bool = True) -> IngestReport:
         _write_state(out, settings, versions, [r.id for r in records], earlier_versions, pending, digests)
 
     restore_sigterm = _sigterm_as_interrupt()
-    bar = tqdm(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
+    bar = progress_bar(total=len(refs), desc=f"ingest {config.source}", unit="table", disable=not progress)
     try:  # the bar is closed before anything else is printed, Ctrl-C included
         for outcome in _outcomes(source, refs, config, holdout, unchanged, earlier_shards):
             bar.update(1)

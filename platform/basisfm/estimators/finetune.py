@@ -21,7 +21,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from basisfm.progress import progress_bar
 
 from basisfm.config import MAX_LEARNING_RATE
 from basisfm.data.batch import TableBatch
@@ -189,7 +189,7 @@ def fine_tune(
     history.checks.append({"step": 0, "train_loss": math.nan, "val_score": best_score})
     stale, step, reason, losses = 0, 0, "max_steps", []
     label = f"fine-tune ({settings.strategy}{', ' + settings.description if settings.description else ''})"
-    bar = tqdm(total=settings.max_steps, desc=label, unit="step", disable=not settings.progress)
+    bar = progress_bar(total=settings.max_steps, desc=label, unit="step", disable=not settings.progress)
     model.train()
     for batch in _endless(train_batches):
         loss = loss_fn(model, batch.to(device))

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from basisfm.progress import progress_bar, write_line
 
 from basisfm.errors import ConfigError
 from basisfm.evaluation.baselines import BASELINE_NAMES, Baseline
@@ -133,7 +133,7 @@ def run_suite(
     # Every finished run is appended here at once: a long evaluation that dies halfway keeps its scores.
     partial = out / PARTIAL_SCORES
     partial.write_text("")
-    bar = tqdm(total=len(runs), desc="evaluate", unit="run", disable=not progress)
+    bar = progress_bar(total=len(runs), desc="evaluate", unit="run", disable=not progress)
     for task in selected_tasks:
         tid = task_id(task)
         frame = rows_with_usable_target(load_task_frame(task), task.target, table=tid)
@@ -150,7 +150,7 @@ def run_suite(
                 with partial.open("a") as f:
                     f.write(json.dumps(asdict(record), allow_nan=True) + "\n")
                 if progress:
-                    tqdm.write(f"{tid} split {seed} {model_name}: {protocol.metric} {record.score:.4f} "
+                    write_line(f"{tid} split {seed} {model_name}: {protocol.metric} {record.score:.4f} "
                                f"(fit {record.fit_seconds:.1f}s, predict {record.predict_seconds:.1f}s)")
                 bar.update(1)
     bar.close()
@@ -193,7 +193,7 @@ def _run_one(model_name, task_type, metric, tid, seed, checkpoint, basis_params,
         raise
     except Exception as exc:  # noqa: BLE001 - recorded in the leaderboard, see above
         value, error = float("nan"), f"{type(exc).__name__}: {str(exc)[:300]}"
-        tqdm.write(f"warning: {model_name} failed on {tid} split {seed}: {error}")
+        write_line(f"warning: {model_name} failed on {tid} split {seed}: {error}")
     return ScoreRecord(task=tid, split=seed, model=model_name, score=value, fit_seconds=fit_s, predict_seconds=predict_s,
                        n_train=len(x_train), n_test=len(x_test), error=error)
 

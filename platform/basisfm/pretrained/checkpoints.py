@@ -97,6 +97,8 @@ def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from basisfm.tracking.registry import quiet_model_transfer
+
     target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="basisfm-checkpoint-"))
     target.mkdir(parents=True, exist_ok=True)
     where = f"the MLflow registry at {tracking_uri!r}"
@@ -108,7 +110,9 @@ def _download_registered(uri: str, download_dir: str | Path | None, tracking_uri
             # The version's storage location, not the models:/ URI: MLflow resolves models:/ through the
             # process-wide registry URI whatever it is passed.
             location = client.get_model_version_download_uri(name, found.version)
-            local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(target), tracking_uri=tracking_uri)
+            with quiet_model_transfer():  # no artifact bar redraws in a log
+                local = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=str(target),
+                                                            tracking_uri=tracking_uri)
         except MlflowException as exc:
             message = " ".join(str(getattr(exc, "message", exc)).split())[:300]
             raise CheckpointError(f"cannot download {uri!r} from {where}: {message}; check the model name and alias "

@@ -1,7 +1,7 @@
 """Ship a pretrained checkpoint with the package: copy it under `basisfm/pretrained/<name>/` with its provenance.
 
     python -m jobs.ship_checkpoint --checkpoint models:/basisfm@champion \
-        --evidence benchmarks/results/evaluate_public_champion_ft.md --claim "median R2 0.668 vs 0.635 from scratch"
+        --evidence benchmarks/results/evaluate_public_champion_ft.md --claim "what the evidence shows, in one line"
 
 The provenance records what a user needs to trust and to remake the checkpoint: the training config (the
 MLflow run's parameters), the corpus it saw (table count and fingerprint), steps, wall time and hardware,

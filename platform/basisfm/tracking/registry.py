@@ -6,15 +6,20 @@ suite, and the alias moves only when the candidate is strictly better on the cho
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import math
+import os
+import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 from basisfm.errors import CheckpointError
 from basisfm.tracking.mlflow_logger import make_client, open_experiment
 from basisfm.tracking.store import check_tracking_store
+from basisfm.tracking.model_card import COMMAND_TAG, checkpoint_summary, command_line, write_model_card
 
 MODEL_ARTIFACT = "model"  # the pyfunc model's name inside its run
 # What the logged model's environment needs beyond basisfm itself (which must be installed where it is served).
@@ -30,7 +35,8 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
                          tags: Mapping[str, str] | None = None) -> str:
     """Log `checkpoint_dir` (model.safetensors + config.json) as a pyfunc model and register it.
 
-    Logs into `run_id` when given (the training run), else into a new run of `experiment`.
+    Logs into `run_id` when given (the training run), else into a new run of `experiment`. The version's
+    description is its model card (`basisfm.tracking.model_card`), written from the run and the checkpoint.
     Returns the registered version number as a string.
     """
     import mlflow
@@ -48,7 +54,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
     experiment_id = None if run_id is not None else open_experiment(tracking_uri, experiment)[1]
     # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
-    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id):
+    with mlflow.start_run(run_id=run_id, experiment_id=experiment_id), quiet_model_transfer():
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
             # A code file, not an object: MLflow would cloudpickle an object; a file is rebuilt on load.
@@ -60,9 +66,37 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
         )
     version = str(info.registered_model_version)
     client = make_client(tracking_uri)
-    for key, value in (tags or {}).items():
+    card_tags = {**checkpoint_summary(checkpoint_dir), COMMAND_TAG: command_line()}
+    for key, value in {**card_tags, **(tags or {})}.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
+    write_model_card(client, registered_name, version)
     return version
+
+
+class _DropUnsignedModelWarning(logging.Filter):
+    """MLflow warns that it cannot infer the pyfunc's signature: by design, it takes any table's columns."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Failed to infer model signature")
+
+
+@contextlib.contextmanager
+def quiet_model_transfer() -> Iterator[None]:
+    """While MLflow logs or downloads a basisfm model (here and in the estimators' checkpoint resolution): no signature warning (see the filter), and its artifact
+    progress bars only on a terminal, as basisfm.progress does (unless $MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR says)."""
+    pyfunc_logger = logging.getLogger("mlflow.pyfunc")
+    unsigned = _DropUnsignedModelWarning()
+    pyfunc_logger.addFilter(unsigned)
+    bars_key = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+    set_bars = bars_key not in os.environ and not (hasattr(sys.stderr, "isatty") and sys.stderr.isatty())
+    if set_bars:
+        os.environ[bars_key] = "false"
+    try:
+        yield
+    finally:
+        pyfunc_logger.removeFilter(unsigned)
+        if set_bars:
+            os.environ.pop(bars_key, None)
 
 
 def serving_entry_path() -> Path:
@@ -101,7 +135,8 @@ def download_checkpoint(registered_name: str, version: str, tracking_uri: str, d
     from basisfm.model.checkpoint import find_checkpoint_dir
 
     uri = f"models:/{registered_name}/{version}"
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
+    with quiet_model_transfer():
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(dst)))
     return find_checkpoint_dir(local, origin=uri)
 
 
@@ -141,7 +176,7 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
     """Score the candidate and the current `@alias` holder on `suite`; move the alias only on a strict win.
 
     With no champion yet the candidate becomes champion. Both versions get their scores as tags
-    (`val.<name>`), so the registry shows why each decision was made.
+    (`val.<name>`) and in their model cards, so the registry shows why each decision was made.
     """
     from mlflow.exceptions import MlflowException
 
@@ -187,6 +222,7 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
         if version is not None and scores:
             for name, value in scores.items():
                 client.set_model_version_tag(registered_name, version, f"val.{name}", _fmt(value))
+            write_model_card(client, registered_name, version)
     if promoted:
         client.set_registered_model_alias(registered_name, alias, candidate_version)
     return PromotionDecision(registered_name, alias, metric, mode, candidate_version, dict(candidate_scores),

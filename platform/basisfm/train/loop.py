@@ -219,14 +219,14 @@ def say(rank: int, message: str) -> None:
 
 
 class _Progress:
-    """tqdm on rank 0 (other ranks stay quiet); a no-op elsewhere."""
+    """A progress bar on rank 0 (other ranks stay quiet; `basisfm.progress`: it redraws only on a terminal)."""
 
     def __init__(self, rank: int, start: int, total: int):
         self.bar = None
         if rank == 0:
-            from tqdm import tqdm
+            from basisfm.progress import progress_bar
 
-            self.bar = tqdm(total=total, initial=start, desc="pretrain", unit="step", mininterval=2.0)
+            self.bar = progress_bar(total=total, initial=start, desc="pretrain", unit="step", mininterval=2.0)
 
     def update(self, metrics: dict[str, float] | None) -> None:
         if self.bar is not None:

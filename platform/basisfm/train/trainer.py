@@ -21,6 +21,8 @@ from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, corpus_fingerpri
 from basisfm.errors import ConfigError
 from basisfm.train.checkpoint import CONSOLIDATED_DIR, TRAIN_STATE_FILE, TrainState
 
+# Run in every worker process of a cluster we start: drops Ray Train's internal noise, each filter with its reason.
+WORKER_SETUP_HOOK = "basisfm.ray_log_filters.quiet_ray_worker"
 MODEL_DIR = "model"  # <storage>/<run name>/model: the consolidated checkpoint, copied out of Ray's storage
 
 
@@ -140,7 +142,7 @@ def ensure_ray(config: RunConfig) -> None:
     needed = config.train.num_workers * config.train.cpus_per_worker + data_cpus
     # address="local": a cluster of our own, even when another `ray start` cluster runs on this machine.
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False,
-             runtime_env={"env_vars": _worker_env(config)})
+             runtime_env={"env_vars": _worker_env(config), "worker_process_setup_hook": WORKER_SETUP_HOOK})
 
 
 @contextlib.contextmanager
