@@ -55,7 +55,7 @@ def test_a_registered_version_carries_its_card_and_promotion_adds_the_scores(tmp
     version = log_checkpoint_model(_checkpoint(tmp_path / "ckpt", 0.4), "basisfm-card", tracking_uri=tracking_uri,
                                    run_id=run_id)
     # Registering says nothing that is not news: no unsigned-model warning, no artifact bar redraws in a log.
-    from basisfm.estimators.checkpoints import resolve_checkpoint
+    from basisfm.pretrained.checkpoints import resolve_checkpoint
 
     assert (resolve_checkpoint("models:/basisfm-card/1", tmp_path / "dl", tracking_uri=tracking_uri) / "config.json").is_file()
     printed = capfd.readouterr().err  # MLflow's loggers print to stderr themselves (they do not propagate)
