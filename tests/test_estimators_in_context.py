@@ -245,6 +245,12 @@ def test_auto_coding_ranks_wide_categoricals_by_target_and_draws_narrow_ones_per
         assert [coded.values[grade == g, names.index("grade")][0] for g in grades] == list(range(7))
     orders = {tuple(coded.values[side == s, names.index("side")][0] for s in ("left", "right", "up")) for coded in members}
     assert len(orders) > 1  # the narrow column's order differs between members
+    # a table whose categoricals are all narrow is coded exactly as "ordinal" codes it, member by member
+    narrow = np.asarray([names.index("side")])
+    for seed in range(3):
+        auto = coded_categories(prepared, narrow, "auto", np.random.default_rng(seed), signal)
+        ordinal = coded_categories(prepared, narrow, "ordinal", np.random.default_rng(seed))
+        assert np.array_equal(auto.values, ordinal.values, equal_nan=True)
 
 
 @pytest.mark.parametrize("kind", ["power", "quantile"])
