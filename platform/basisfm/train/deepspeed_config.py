@@ -51,7 +51,8 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train: TrainConfig) ->
     """torch's AdamW: fused (one kernel for all tensors) when the state lives on the GPU, the default
     (foreach) implementation on the host, whose offloaded state the fused kernel cannot step."""
     fused = train.use_gpu and not train.offload_optimizer
-    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.95), eps=1e-8,
+    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=(float(train.adam_betas[0]), float(train.adam_betas[1])),
+                             eps=1e-8,
                              fused=fused or None)
 
 
@@ -85,7 +86,8 @@ def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> tor
 
 
 def build_engine(config, device: torch.device):
-    """(DeepSpeed engine, lr scheduler) wrapping the model's training objective, on `device`.
+    """(DeepSpeed engine, lr scheduler) wrapping the model's training objective, on `device`: a fresh model, or
+    the warm start `train.init_from` names (grown to `train.grow_layers`); a resumed run then loads its shards over it.
 
     The torch process group must exist (Ray Train makes it; the local launcher makes a one-rank group) and
     DS_ACCELERATOR must be set before `deepspeed` is first imported (it picks its accelerator once).
@@ -94,12 +96,12 @@ def build_engine(config, device: torch.device):
     import deepspeed
 
     from basisfm.losses import build_objective
-    from basisfm.model import build_model
+    from basisfm.train.warm_start import initial_model
 
     train = config.train
     deepspeed.init_distributed(dist_backend="nccl" if train.use_gpu else "gloo")
     torch.manual_seed(train.seed)
-    model = build_model(config.model)
+    model = initial_model(config)
     if train.compile:
         compile_blocks(model)
     # On the device before the optimizer sees the parameters: the fused AdamW steps them where they live.
