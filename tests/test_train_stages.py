@@ -188,3 +188,18 @@ def test_the_run_directory_keeps_the_last_value_of_a_redone_step_and_skips_a_tor
     with open(tmp_path / METRICS_FILE, "a") as out:
         out.write('{"step": 3, "metr')
     assert read_metrics(tmp_path) == [("loss", 1.5, 1), ("loss", 1.0, 2)]
+
+
+def test_a_mix_of_corpus_episodes_and_prior_episodes_reports_both_held_out_ratios(tiny_corpus, tmp_path):
+    from basisfm.train import pretrain
+
+    config = load_config(STAGE1.parents[1] / "tiny.yaml", [
+        f"corpus.out_dir={tiny_corpus}", f"data.embedding_cache_dir={tiny_corpus.parent / 'embedding_cache'}",
+        "data.task=episodes", "data.prior_fraction=0.5", "data.validation_tables=1", "data.token_budget=512",
+        "model.architecture=tab2d", "model.regression_head=binned", "model.n_bins=16", "loss.weighting=none",
+        "train.launcher=local", "train.run_name=mix", "train.steps=2", "train.warmup_steps=1", "train.validate_every=2",
+        "train.validation_batches=2", "train.prior_validation_tasks=2", "priors.tasks_per_chunk=2", "priors.max_rows=32",
+        f"train.storage_path={tmp_path / 'runs'}", f"tracking.local_dir={tmp_path / 'mlflow'}", "tracking.register=false"])
+    result = pretrain(config)
+    assert math.isfinite(result.metrics["val_prior_ratio"]) and math.isfinite(result.metrics["val_real_ratio"])
+    assert math.isfinite(result.metrics["val_loss"])

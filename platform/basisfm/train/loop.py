@@ -102,6 +102,10 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
                 from basisfm.train.evaluate import evaluate_batches
 
                 metrics.update(evaluate_batches(engine, validation, device=worker.device))
+                if config.data.task == "episodes":  # held-out corpus tables read in context: the prior's ratio on real data
+                    from basisfm.train.prior_validation import held_out_ratio
+
+                    metrics.update(held_out_ratio(engine, validation, worker.device, prefix="val_real_"))
             for validator in validators:
                 metrics.update(validator(engine, worker.device))
         if logger is not None:
