@@ -203,3 +203,42 @@ def test_a_mix_of_corpus_episodes_and_prior_episodes_reports_both_held_out_ratio
     result = pretrain(config)
     assert math.isfinite(result.metrics["val_prior_ratio"]) and math.isfinite(result.metrics["val_real_ratio"])
     assert math.isfinite(result.metrics["val_loss"])
+
+
+def test_an_in_context_candidate_is_promoted_by_in_context_prediction_and_only_on_a_win(tmp_path):
+    from basisfm.config import ModelConfig, apply_model_preset
+    from basisfm.model import build_model
+    from basisfm.model.checkpoint import save_pretrained
+    from basisfm.tracking import log_checkpoint_model
+    from basisfm.tracking.mlflow_logger import make_client
+    from basisfm.train import promote_registered
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    model_config = ModelConfig(architecture="tab2d", regression_head="binned", n_bins=16)
+    apply_model_preset(model_config)
+    torch.manual_seed(0)
+    sound = build_model(model_config)
+    wrong = build_model(model_config)
+    with torch.no_grad():  # every query predicted at the top bin, z_max standard deviations away: far worse than the mean
+        wrong.heads.value_head.bias.copy_(torch.linspace(-50, 50, 16))
+    for name, model in (("wrong", wrong), ("sound", sound), ("same", sound)):
+        save_pretrained(model, tmp_path / name)
+        log_checkpoint_model(tmp_path / name, "icl", tracking_uri=uri, experiment="e")
+    config = _stage(tmp_path, f"tracking.tracking_uri={uri}", "tracking.registered_model=icl",
+                    f"corpus.out_dir={tmp_path / 'no_corpus'}")
+
+    first = promote_registered(config, 1)
+    assert first.promoted and first.metric == "val_prior_ratio" and first.candidate_scores["val_prior_ratio"] > 2
+    second = promote_registered(config, 2)
+    assert second.promoted and second.candidate_scores["val_prior_ratio"] < first.candidate_scores["val_prior_ratio"]
+    third = promote_registered(config, 3)  # the same weights: not strictly better, the alias stays
+    assert not third.promoted and third.champion_version == "2"
+    champion = make_client(uri).get_model_version_by_alias("icl", "champion")
+    assert str(champion.version) == "2"
+
+    from basisfm.pretrained.ship import ship_checkpoint  # the shipped checkpoint comes from the champion, with its run
+
+    (tmp_path / "evidence.md").write_text("| model | ratio |\n")
+    shipped = ship_checkpoint("models:/icl@champion", tmp_path / "evidence.md", "wins on held-out prior tasks",
+                              out_dir=tmp_path / "shipped", tracking_uri=uri)
+    assert shipped["mlflow"]["run_id"] == champion.run_id and shipped["architecture"] == "tab2d"
