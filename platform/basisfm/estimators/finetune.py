@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError
-from basisfm.train.deepspeed_config import warmup_cosine_factor
+from basisfm.train.deepspeed_config import adamw, warmup_cosine_schedule
 
 STRATEGIES = ("inference", "base-ft", "peft")
 # The model's linear projections LoRA adapts by default: cell/row attention, basis compression and the heads.
@@ -171,9 +171,9 @@ def fine_tune(
             p.requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history.trainable_parameters = int(sum(p.numel() for p in trainable))
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_factor(step, settings.warmup_steps, settings.max_steps, MIN_LR_RATIO))
+    # The optimizer and schedule pretraining uses (basisfm.train): a short per-table loop, one recipe.
+    optimizer = adamw(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = warmup_cosine_schedule(optimizer, settings.warmup_steps, settings.max_steps, MIN_LR_RATIO)
 
     model.eval()
     best_score = validation_score(model)
