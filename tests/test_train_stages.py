@@ -87,6 +87,8 @@ def test_a_warm_start_takes_a_checkpoints_architecture_and_grows_it_without_chan
         assert torch.allclose(trained(episode).value_logits, grown(episode).value_logits, atol=1e-5)
     with pytest.raises(ConfigError, match="train.grow_layers"):
         resolve_warm_start(_stage(tmp_path, f"train.init_from={tmp_path / 'stage1'}", "train.grow_layers=1"))
+    shipped = resolve_warm_start(_stage(tmp_path, "train.init_from=in_context"))  # a shipped name resolves too
+    assert Path(shipped.train.init_from).is_absolute() and shipped.model.architecture == "tab2d"
 
 
 def test_a_prior_only_stage_stops_by_the_clock_checkpoints_logs_val_prior_ratio_and_the_next_stage_grows_it(tmp_path):
