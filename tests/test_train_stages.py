@@ -135,6 +135,7 @@ def test_without_mlflow_the_run_directory_is_the_record_and_jobs_register_import
         f"result = pretrain(load_config({str(STAGE1)!r}, {_overrides(tmp_path)!r}))\n"
         "assert result.run_id is None and result.registered_version is None\n"
         "assert 'mlflow' not in [m for m in sys.modules if sys.modules[m] is not None]\n"
+        "assert 'ray' not in sys.modules  # a lent GPU machine has no Ray either\n"
     )
     root = Path(__file__).resolve().parents[1]
     env = {**os.environ, "PYTHONPATH": str(root / "platform")}
