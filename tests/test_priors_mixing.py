@@ -75,6 +75,12 @@ def test_curriculum_follows_the_training_step_estimated_from_batches():
     for _ in range(4):
         next(mix)
     assert mix.sampler.step == 5  # 3 + 4 batches yielded before this one // 2 per step
+    packed = load_config(None, SMALL + ["data.prior_fraction=1.0", "priors.curriculum=linear", "priors.curriculum_steps=10",
+                                       "priors.curriculum_start_rows=16", "train.micro_batch_tables=2", "train.pack_tables=4"])
+    mix = mix_prior_episodes(_reals(), packed, start_step=3)
+    for _ in range(9):
+        next(mix)
+    assert mix.sampler.step == 4  # 3 + 8 tables yielded before the ninth // (2 micro-batches x 4 tables) per step
     later = mix_prior_episodes(_reals(), config, start_step=10)
     sizes = [next(later).n_rows for _ in range(20)]
     assert max(sizes) > 16

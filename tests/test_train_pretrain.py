@@ -72,8 +72,10 @@ def test_pretrain_survives_a_worker_death_registers_a_loadable_checkpoint_and_pr
 
     assert result.metrics["step"] == 5 and result.metrics["cells_per_s"] > 0
     assert result.metrics["val_batches"] >= 1 and "val_loss" in result.metrics
-    model = load_pretrained(result.checkpoint_dir)  # safetensors + config.json only
-    assert sorted(p.name for p in result.checkpoint_dir.iterdir()) == ["config.json", "model.safetensors"]
+    model = load_pretrained(result.checkpoint_dir)  # safetensors + config.json, and how it was made (no pickle)
+    assert sorted(p.name for p in result.checkpoint_dir.iterdir()) == ["config.json", "model.safetensors", "provenance.json"]
+    made = json.loads((result.checkpoint_dir / "provenance.json").read_text())
+    assert made["mlflow"]["run_id"] == result.run_id and made["steps"] == 5 and made["launcher"] == "ray"
     assert model.config.d_model == config.model.d_model
     shards = sorted(p.name for p in (result.run_dir / "step_0000005" / "deepspeed").iterdir())
     assert "zero_pp_rank_0_mp_rank_00_optim_states.pt" in shards and "zero_pp_rank_1_mp_rank_00_optim_states.pt" in shards
@@ -82,7 +84,7 @@ def test_pretrain_survives_a_worker_death_registers_a_loadable_checkpoint_and_pr
     run = client.get_run(result.run_id)
     assert run.data.params["train.zero_stage"] == "2" and run.info.status == "FINISHED"
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"loss_curves.png", "config.yaml", "train_state.json", "ingest_report.json"} <= artifacts
+    assert {"loss_curves.png", "config.yaml", "train_state.json", "ingest_report.json", "provenance.json"} <= artifacts
     assert result.registered_version == "1"
     assert client.get_model_version("basisfm", "1").run_id == result.run_id  # the version points at its evidence
 

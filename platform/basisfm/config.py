@@ -311,6 +311,19 @@ class TrainConfig:
     log_every: int = 10  # train metrics are reduced across ranks (one device sync) every this many steps
     pack_tables: int = 1  # tables per micro-batch: their losses are averaged into one backward
     compile: bool = False  # torch.compile the model's transformer blocks (not with ZeRO-3)
+    # AdamW's (beta1, beta2). 0.95 suits long corpus runs; the in-context curriculum that learned used torch's
+    # default 0.999 (jobs/configs/icl/), and its stages set it.
+    adam_betas: list[float] = field(default_factory=lambda: [0.9, 0.95])
+    # Stop by the clock: after this many minutes the step in progress finishes, validation runs and the final
+    # checkpoint (with its consolidated model) is written, as at train.steps. The schedule still spans train.steps.
+    max_minutes: float | None = None
+    # Warm start (not resume): the weights and architecture of a consolidated checkpoint (a directory, a shipped
+    # name such as 'in_context', or models:/name@alias); the model section's shape keys are then ignored.
+    # A run directory that already holds checkpoints resumes from them instead.
+    init_from: str | None = None
+    grow_layers: int | None = None  # with init_from: deepen the checkpoint to this many layers (basisfm.model.grow)
+    # Held-out synthetic tasks scored at each validation while priors are trained on (val_prior_ratio); 0: none.
+    prior_validation_tasks: int = 64
 
     def validate(self, key: str) -> None:
         _require(is_plain_name(self.run_name), f"{key}.run_name", f"{_PLAIN_NAME_RULE}, at most 200 characters (it names "
@@ -336,6 +349,17 @@ class TrainConfig:
                  "must be in [1, train.steps] (or null for no fault injection)")
         _require(self.log_every >= 1, f"{key}.log_every", "must be at least 1")
         _require(self.pack_tables >= 1, f"{key}.pack_tables", "must be at least 1")
+        _require(len(self.adam_betas) == 2 and all(0.0 <= b < 1.0 for b in self.adam_betas), f"{key}.adam_betas",
+                 f"must be two numbers in [0, 1), [beta1, beta2], got {self.adam_betas!r}")
+        _require(self.max_minutes is None or self.max_minutes > 0, f"{key}.max_minutes",
+                 f"must be positive (or null for no time limit), got {self.max_minutes!r}")
+        _require(self.init_from is None or bool(self.init_from.strip()), f"{key}.init_from",
+                 "must name a checkpoint directory, a shipped name or a models:/ URI (or be null to start from scratch)")
+        _require(self.grow_layers is None or self.init_from is not None, f"{key}.grow_layers",
+                 "deepens a trained checkpoint: set train.init_from too (or leave grow_layers null)")
+        _require(self.grow_layers is None or 1 <= self.grow_layers <= MAX_MODEL_DEPTH, f"{key}.grow_layers",
+                 f"must be in [1, {MAX_MODEL_DEPTH}], got {self.grow_layers!r}")
+        _require(0 <= self.prior_validation_tasks <= 100_000, f"{key}.prior_validation_tasks", "must be in [0, 100000]")
         _require(not (self.compile and self.zero_stage == 3), f"{key}.compile",
                  "cannot be combined with train.zero_stage=3 (ZeRO-3's parameter hooks run inside the blocks); "
                  "use zero_stage 0-2 with compile, or compile=false")

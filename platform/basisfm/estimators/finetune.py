@@ -26,7 +26,7 @@ from basisfm.progress import progress_bar
 from basisfm.config import MAX_LEARNING_RATE
 from basisfm.data.batch import TableBatch
 from basisfm.errors import ConfigError
-from basisfm.train.deepspeed_config import warmup_cosine_factor
+from basisfm.train.deepspeed_config import adamw, warmup_cosine_schedule
 
 STRATEGIES = ("inference", "base-ft", "peft")
 REGRESSION_LOSSES = ("bits+mse", "bits")  # BasisRegressor(regression_loss=...)
@@ -179,9 +179,9 @@ def fine_tune(
             p.requires_grad_(True)
     trainable = [p for p in model.parameters() if p.requires_grad]
     history.trainable_parameters = int(sum(p.numel() for p in trainable))
-    optimizer = torch.optim.AdamW(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: warmup_cosine_factor(step, settings.warmup_steps, settings.max_steps, MIN_LR_RATIO))
+    # The optimizer and schedule pretraining uses (basisfm.train): a short per-table loop, one recipe.
+    optimizer = adamw(trainable, lr=settings.learning_rate, weight_decay=settings.weight_decay)
+    schedule = warmup_cosine_schedule(optimizer, settings.warmup_steps, settings.max_steps, MIN_LR_RATIO)
 
     model.eval()
     best_score = validation_score(model)

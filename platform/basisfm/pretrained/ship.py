@@ -106,7 +106,8 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
     model = load_pretrained(source)  # refuses anything that does not load as safetensors + config
     run = _registry_run(str(checkpoint), uri) if is_registry_uri(checkpoint) else _RunInfo()
     params, tags = run.params or {}, run.tags or {}
-    # A directory trained outside jobs.pretrain (benchmarks.icl_prior_pretrain) carries its own provenance.json.
+    # A directory (not a registered version) carries its own provenance.json: jobs.pretrain writes one beside the
+    # model, as the benchmark loop it replaced did.
     made = {} if run.run_id else _own_provenance(source)
 
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
@@ -158,7 +159,7 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
 
 
 def _own_provenance(source: Path) -> dict[str, Any]:
-    """What a checkpoint directory's own provenance.json (written by `benchmarks.icl_prior_pretrain`) says of how
+    """What a checkpoint directory's own provenance.json (written by `jobs.pretrain`, or the benchmark loop before it) says of how
     it was made, summed over its stages (each stage records the one it started from); {} when it has none."""
     path = source / PROVENANCE_NAME
     if not path.is_file():

@@ -3,7 +3,8 @@
 Each worker draws its own seeded coin per batch (seed from `priors.seed`, the worker's rank and the step it
 starts at), so ranks see different prior tasks and a restart from a checkpoint makes a fresh, reproducible
 stream. With `priors.curriculum: linear` the prior's row and feature caps follow the training step,
-estimated as `start_step + batches yielded // train.micro_batch_tables`. Priors never read the corpus, so
+estimated as `start_step + batches yielded // (train.micro_batch_tables * train.pack_tables)` (the tables one
+optimizer step takes). Priors never read the corpus, so
 the hold-out suites cannot leak into them.
 """
 
@@ -27,7 +28,8 @@ class PriorMix:
     def __init__(self, real_batches: Iterable[TableBatch], config: RunConfig, *, rank: int = 0,
                  device: torch.device | str = "cpu", start_step: int = 0):
         self.fraction = config.data.prior_fraction
-        self.micro_batches = config.train.micro_batch_tables
+        # Tables per optimizer step: micro-batches per step, each packing pack_tables tables.
+        self.tables_per_step = config.train.micro_batch_tables * config.train.pack_tables
         self.start_step = start_step
         seed = mix_seed(config.priors.seed, "mix", rank, start_step)
         self._coin = np.random.default_rng(mix_seed(seed, "coin"))
@@ -51,7 +53,7 @@ class PriorMix:
     def __next__(self) -> TableBatch:
         produced = self.prior_batches + self.real_batches
         if self.sampler is not None and (self.fraction >= 1.0 or self._coin.random() < self.fraction):
-            self.sampler.set_step(self.start_step + produced // self.micro_batches)
+            self.sampler.set_step(self.start_step + produced // self.tables_per_step)
             batch = next(self.sampler)
             self.prior_batches += 1
             return batch

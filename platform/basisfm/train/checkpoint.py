@@ -34,6 +34,7 @@ class TrainState:
     # metric name -> [[step, value], ...]: the loss curves, kept across restarts for the final plot
     history: dict[str, list[list[float]]] = field(default_factory=dict)
     cells_seen: int = 0
+    tables_seen: int = 0  # tables (episodes: tasks) this rank trained on, across restarts
     resumed_from: list[int] = field(default_factory=list)  # the step of each checkpoint this run restarted from
 
     def record(self, metrics: dict[str, float], step: int) -> None:

@@ -51,8 +51,14 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], train: TrainConfig) ->
     """torch's AdamW: fused (one kernel for all tensors) when the state lives on the GPU, the default
     (foreach) implementation on the host, whose offloaded state the fused kernel cannot step."""
     fused = train.use_gpu and not train.offload_optimizer
-    return torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay, betas=(0.9, 0.95), eps=1e-8,
-                             fused=fused or None)
+    return adamw(params, lr=train.lr, weight_decay=train.weight_decay, betas=train.adam_betas, fused=fused or None)
+
+
+def adamw(params: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float, betas=(0.9, 0.999),
+          fused: bool | None = None) -> torch.optim.AdamW:
+    """The one optimizer every training loop here uses (pretraining through DeepSpeed, per-table fine-tuning)."""
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, betas=(float(betas[0]), float(betas[1])), eps=1e-8,
+                             fused=fused)
 
 
 def warmup_cosine_factor(step: int, warmup_steps: int, total_steps: int, min_ratio: float) -> float:
@@ -81,11 +87,18 @@ class WarmupCosine:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped by DeepSpeed once per optimizer step (at gradient-accumulation boundaries)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(train.warmup_steps, train.steps, train.min_lr_ratio))
+    return warmup_cosine_schedule(optimizer, train.warmup_steps, train.steps, train.min_lr_ratio)
+
+
+def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
+                           min_lr_ratio: float) -> torch.optim.lr_scheduler.LambdaLR:
+    """`warmup_cosine_factor` as a scheduler stepped once per optimizer step: pretraining's and fine-tuning's."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(warmup_steps, total_steps, min_lr_ratio))
 
 
 def build_engine(config, device: torch.device):
-    """(DeepSpeed engine, lr scheduler) wrapping the model's training objective, on `device`.
+    """(DeepSpeed engine, lr scheduler) wrapping the model's training objective, on `device`: a fresh model, or
+    the warm start `train.init_from` names (grown to `train.grow_layers`); a resumed run then loads its shards over it.
 
     The torch process group must exist (Ray Train makes it; the local launcher makes a one-rank group) and
     DS_ACCELERATOR must be set before `deepspeed` is first imported (it picks its accelerator once).
@@ -94,12 +107,12 @@ def build_engine(config, device: torch.device):
     import deepspeed
 
     from basisfm.losses import build_objective
-    from basisfm.model import build_model
+    from basisfm.train.warm_start import initial_model
 
     train = config.train
     deepspeed.init_distributed(dist_backend="nccl" if train.use_gpu else "gloo")
     torch.manual_seed(train.seed)
-    model = build_model(config.model)
+    model = initial_model(config)
     if train.compile:
         compile_blocks(model)
     # On the device before the optimizer sees the parameters: the fused AdamW steps them where they live.

@@ -1,9 +1,11 @@
 """The local launcher of the training loop: one process, no Ray (a single-GPU machine, or the CPU).
 
 Same config, same loop (`loop.run_training`), same DeepSpeed engine and checkpoints as Ray Train's
-launcher: a one-rank process group, the corpus collated in a background thread by the plan the Ray Data
-pipeline follows (`data.pipeline.plan_epochs` + `collate_record`), and checkpoints written to
-`<run dir>/step_NNNNNNN/` (the layout Ray Train uses), the newest of which a rerun resumes from.
+launcher: a one-rank process group, the data source its config selects (`basisfm.train.data_source`: the corpus collated in a background
+thread by the plan the Ray Data pipeline follows, `data.pipeline.plan_epochs` + `collate_record`; prior episodes;
+or both), and checkpoints written to `<run dir>/step_NNNNNNN/` (the layout Ray Train uses), the newest of which a
+rerun resumes from. Metrics go to `<run dir>/metrics.jsonl` always and to MLflow when a run is open, so a machine
+without MLflow keeps a record `jobs.register` imports later.
 """
 
 from __future__ import annotations
@@ -142,27 +144,36 @@ def train_locally(config: RunConfig, run_dir: Path, *, tracking_uri: str | None 
         state = restore_sharded(engine, existing[-1])
         state.resumed_from.append(state.step)
         say(0, f"resumed from {existing[-1]} at step {state.step}")
-    logger = None
-    if mlflow_run_id:
-        from basisfm.tracking import TrackingLogger
+    from basisfm.tracking.run_directory import MetricFanOut, RunDirectoryLog
+    from basisfm.train.data_source import needs_corpus, prior_validator, training_tables
 
-        logger = TrackingLogger(tracking_uri, mlflow_run_id)
+    mlflow_logger = None
+    if mlflow_run_id:
+        from basisfm.tracking.mlflow_logger import TrackingLogger
+
+        mlflow_logger = TrackingLogger(tracking_uri, mlflow_run_id)
         state.mlflow_run_id = mlflow_run_id
-        logger.skip_logged_steps("train_loss")
+        mlflow_logger.skip_logged_steps("train_loss")
+    logger = MetricFanOut(RunDirectoryLog(run_dir), mlflow_logger)
 
     validation = None
-    if config.data.validation_tables > 0:
+    if needs_corpus(config) and config.data.validation_tables > 0:
         validation = lambda: load_validation_batches(config, train.validation_batches)  # noqa: E731
+    validators = [v for v in (prior_validator(config),) if v is not None]
     reporter = LocalReporter(run_dir, train.keep_checkpoints)
-    tables = local_batches(config)
-    try:
-        from basisfm.priors import mix_prior_episodes
+    opened: list = []
 
-        mixed = mix_prior_episodes(tables, config, rank=0, device=worker.device, start_step=state.step)
-        metrics = run_training(config, engine, scheduler, packed(mixed, train.pack_tables), reporter, state, worker,
-                               run_dir, validation_batches=validation, logger=logger)
+    def corpus_tables():
+        opened.append(local_batches(config))
+        return opened[-1]
+
+    try:
+        tables = training_tables(config, corpus_tables, rank=0, device=worker.device, start_step=state.step)
+        metrics = run_training(config, engine, scheduler, packed(tables, train.pack_tables), reporter, state, worker,
+                               run_dir, validation_batches=validation, logger=logger, validators=validators)
     finally:
-        tables.close()
+        for stream in opened:
+            stream.close()
     final = checkpoints(run_dir)
     if not final:
         raise RuntimeError(f"local run in {run_dir} wrote no checkpoint")

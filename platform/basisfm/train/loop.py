@@ -3,8 +3,9 @@
 Read top to bottom: `run_training` steps the engine over micro-batches (each a list of `train.pack_tables`
 tables); every `log_every` steps it reduces the window's metrics across ranks on the device (the only
 host sync of the loop besides validation and checkpoints); every `validate_every` steps it scores the
-held-out tables; every `checkpoint_every` steps it saves shards from all ranks and hands the directory to
-the reporter; at the end it writes the consolidated model into the final checkpoint. The launchers
+held-out tables and runs the other validators (held-out prior tasks: `val_prior_ratio`); every
+`checkpoint_every` steps it saves shards from all ranks and hands the directory to the reporter; at the end
+(`train.steps`, or `train.max_minutes` on the clock) it writes the consolidated model into the final checkpoint. The launchers
 (`ray_launcher.train_loop_per_worker`, `local_launcher.train_locally`) build the engine, the data iterator
 and the reporter. Nothing here imports Ray.
 """
@@ -16,7 +17,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Protocol
+from typing import Callable, Iterable, Iterator, Protocol, Sequence
 
 import torch
 
@@ -46,11 +47,15 @@ class Worker:
 
 def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[TableBatch]], reporter: Reporter,
                  state: TrainState, worker: Worker, run_dir: Path,
-                 validation_batches: Callable[[], list[TableBatch]] | None = None, logger=None) -> dict[str, float]:
-    """Train from `state.step` to `train.steps`; returns the last reduced metrics ({} if nothing was left).
+                 validation_batches: Callable[[], list[TableBatch]] | None = None, logger=None,
+                 validators: Sequence[Callable[[object, torch.device], dict[str, float]]] = ()) -> dict[str, float]:
+    """Train from `state.step` to `train.steps` (or until `train.max_minutes` have passed); returns the last
+    reduced metrics ({} if nothing was left).
 
     `batches` yields micro-batches (lists of tables) forever; `validation_batches` returns the held-out
-    batches (every rank the same ones: ZeRO-3's forward is collective); `logger` is rank 0's MLflow logger.
+    batches (every rank the same ones: ZeRO-3's forward is collective); `validators` score the engine on other
+    held-out sets (`validate(engine, device) -> metrics`, every rank the same); `logger` is rank 0's metric sink
+    (MLflow, the run directory, or both: `buffer_metrics` and `flush`).
     """
     train = config.train
     # Dropout and sampled attention draw from torch's RNG: seeded by rank and start step, so each (re)start is
@@ -62,6 +67,7 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
     window = MetricWindow(worker.device)
     window_start_step = state.step
     last: dict[str, float] = {}
+    clock = _Clock(train.max_minutes, worker.device)
     while state.step < train.steps:
         for _ in range(train.micro_batch_tables):
             tables = next(batches)
@@ -70,14 +76,15 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
                 result = engine(to_device(table, worker.device))
                 losses.append(result.loss)
                 window.add(result.loss, result.metrics, table.n_cells)
+                state.tables_seen += 1
             # One backward per micro-batch: with ZeRO-2/3 each backward reduces gradients across ranks.
             engine.backward(losses[0] if len(losses) == 1 else torch.stack(losses).mean())
             engine.step()  # steps optimizer + schedule only at the accumulation boundary
         state.step += 1
         _maybe_inject_fault(train.fail_at_step, state.step, worker, run_dir)
 
-        final = state.step >= train.steps
-        validate = validation_batches is not None and (state.step % train.validate_every == 0 or final)
+        final = state.step >= train.steps or clock.out_of_time()
+        validate = (validation_batches is not None or bool(validators)) and (state.step % train.validate_every == 0 or final)
         checkpoint = state.step % train.checkpoint_every == 0 or final
         if not (state.step % train.log_every == 0 or validate or checkpoint):
             progress.update(None)
@@ -86,15 +93,25 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
         window_start_step = state.step
         state.cells_seen += int(metrics.pop("cells"))
         metrics["lr"] = float(scheduler.get_last_lr()[0])
+        metrics["tasks_seen"] = float(state.tables_seen * worker.world_size)  # ranks step in lockstep
+        metrics["wall_minutes"] = clock.minutes()
         if validate:
-            if validation is None:
-                validation = validation_batches()
-            from basisfm.train.evaluate import evaluate_batches
+            if validation_batches is not None:
+                if validation is None:
+                    validation = validation_batches()
+                from basisfm.train.evaluate import evaluate_batches
 
-            metrics.update(evaluate_batches(engine, validation, device=worker.device))
+                metrics.update(evaluate_batches(engine, validation, device=worker.device))
+                if config.data.task == "episodes":  # held-out corpus tables read in context: the prior's ratio on real data
+                    from basisfm.train.prior_validation import held_out_ratio
+
+                    metrics.update(held_out_ratio(engine, validation, worker.device, prefix="val_real_"))
+            for validator in validators:
+                metrics.update(validator(engine, worker.device))
         if logger is not None:
             logger.buffer_metrics(metrics, state.step)
-        state.record({k: v for k, v in metrics.items() if k.endswith("loss") or k in ("val_r2", "cells_per_s", "steps_per_s")}, state.step)
+        state.record({k: v for k, v in metrics.items() if k.endswith(("loss", "_ratio"))
+                      or k in ("val_r2", "cells_per_s", "steps_per_s", "tasks_seen")}, state.step)
         last = metrics
         progress.update(metrics)
 
@@ -108,8 +125,35 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
             # Only now, with a checkpoint holding these steps, do their metrics reach MLflow.
             if logger is not None:
                 logger.flush()
+        if final:
+            break
     progress.close()
     return last
+
+
+class _Clock:
+    """`train.max_minutes` as a stop signal every rank agrees on: rank 0's clock decides, broadcast each step when
+    there are several ranks (their clocks differ by a step's skew; a rank that stopped alone would hang the rest)."""
+
+    def __init__(self, max_minutes: float | None, device: torch.device):
+        self.device = device
+        self.started = time.perf_counter()
+        self.deadline = self.started + 60.0 * max_minutes if max_minutes is not None else None
+
+    def minutes(self) -> float:
+        return (time.perf_counter() - self.started) / 60.0
+
+    def out_of_time(self) -> bool:
+        if self.deadline is None:
+            return False
+        import torch.distributed as dist
+
+        late = time.perf_counter() >= self.deadline
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            flag = torch.tensor([1.0 if late else 0.0], device=self.device)  # NCCL broadcasts device tensors
+            dist.broadcast(flag, src=0)
+            late = bool(flag.item())
+        return late
 
 
 class MetricWindow:

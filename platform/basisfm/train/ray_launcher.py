@@ -79,14 +79,15 @@ def train_loop_per_worker(spec: LoopSpec) -> None:
     if "validation" in spec.datasets:
         shard = ray.train.get_dataset_shard("validation")
         validation = lambda: _take(shard, train.validation_batches)  # noqa: E731
-    from basisfm.priors import mix_prior_episodes
+    from basisfm.train.data_source import prior_validator, training_tables
 
-    # data.prior_fraction of the batches are synthetic prior episodes generated here, on this worker's device.
-    real = _endless(ray.train.get_dataset_shard("train"))
-    mixed = mix_prior_episodes(real, config, rank=worker.rank, device=worker.device, start_step=state.step)
-    batches = packed(mixed, train.pack_tables)
-    last = run_training(config, engine, scheduler, batches, RayReporter(), state, worker, Path(spec.run_dir),
-                        validation_batches=validation, logger=logger)
+    # data.prior_fraction of the batches are synthetic prior episodes generated here, on this worker's device;
+    # a prior-only run has no "train" dataset and never asks for its shard.
+    tables = training_tables(config, lambda: _endless(ray.train.get_dataset_shard("train")), rank=worker.rank,
+                             device=worker.device, start_step=state.step)
+    validators = [v for v in (prior_validator(config),) if v is not None]
+    last = run_training(config, engine, scheduler, packed(tables, train.pack_tables), RayReporter(), state, worker,
+                        Path(spec.run_dir), validation_batches=validation, logger=logger, validators=validators)
     if not last:
         # A rerun of a finished run: its final checkpoint already holds the consolidated model.
         say(worker.rank, f"run already complete at step {state.step}; nothing to train")

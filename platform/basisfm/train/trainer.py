@@ -24,6 +24,7 @@ from basisfm.train.checkpoint import CONSOLIDATED_DIR, TRAIN_STATE_FILE, TrainSt
 # Run in every worker process of a cluster we start: drops Ray Train's internal noise, each filter with its reason.
 WORKER_SETUP_HOOK = "basisfm.ray_log_filters.quiet_ray_worker"
 MODEL_DIR = "model"  # <storage>/<run name>/model: the consolidated checkpoint, copied out of Ray's storage
+PROVENANCE_FILE = "provenance.json"  # beside the consolidated checkpoint: how it was made
 
 
 @dataclass
@@ -39,7 +40,8 @@ class PretrainResult:
         from basisfm.tracking import ui_command
 
         m = self.metrics
-        shown = ", ".join(f"{k}={m[k]:.4g}" for k in ("step", "train_loss", "val_loss", "val_r2", "cells_per_s") if k in m)
+        shown = ", ".join(f"{k}={m[k]:.4g}" for k in ("step", "tasks_seen", "train_loss", "val_loss", "val_r2",
+                                                      "val_prior_ratio", "val_real_ratio", "cells_per_s") if k in m)
         lines = [
             "pretraining finished",
             f"  metrics:     {shown}",
@@ -88,8 +90,12 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
     from basisfm.data.pipeline import build_dataset, ingest_execution_options
     from basisfm.train.ray_launcher import LoopSpec, train_loop_per_worker
 
+    from basisfm.train.data_source import needs_corpus
+
     config = absolute_paths(config)
     train = config.train
+    if datasets is None and not needs_corpus(config):
+        datasets = {}  # prior episodes only: each worker makes its own, nothing is read from disk
     if datasets is None:
         # Our rank-0 tqdm shows progress; Ray Data's bars, drawn from several processes, would garble it.
         # A dataset copies the driver's Data context when built: switch them off for these two only.
@@ -112,8 +118,9 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
         scaling_config=ray.train.ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                                resources_per_worker=resources),
         torch_config=TorchConfig(backend="nccl" if train.use_gpu else "gloo"),
-        datasets=datasets,
-        dataset_config=ray.train.DataConfig(datasets_to_split=["train"], execution_options=ingest_execution_options()),
+        datasets=datasets or None,
+        dataset_config=ray.train.DataConfig(datasets_to_split=["train"] if "train" in datasets else [],
+                                            execution_options=ingest_execution_options()),
         run_config=ray.train.RunConfig(
             name=train.run_name,
             storage_path=train.storage_path,
@@ -137,7 +144,9 @@ def ensure_ray(config: RunConfig) -> None:
     # own or they never start. Logical CPUs may exceed the cores: the OS shares them.
     # One actor pool per dataset: training, and validation when tables are held out. A pool short of CPUs
     # never starts, so the first validation would wait forever.
-    pools = 2 if config.data.validation_tables > 0 else 1
+    from basisfm.train.data_source import needs_corpus
+
+    pools = (2 if config.data.validation_tables > 0 else 1) if needs_corpus(config) else 0
     data_cpus = pools * config.data.embed_actors * getattr(config.data, "cpus_per_actor", 1)
     needed = config.train.num_workers * config.train.cpus_per_worker + data_cpus
     # address="local": a cluster of our own, even when another `ray start` cluster runs on this machine.
@@ -169,31 +178,56 @@ def _worker_env(config: RunConfig) -> dict[str, str]:
 
 
 def pretrain(config: RunConfig) -> PretrainResult:
-    """Pretrain on the corpus with DeepSpeed, launched by Ray Train (`train.launcher=ray`) or in this process
-    (`local`, no Ray); log to MLflow; register the consolidated checkpoint.
+    """Train the model `config` describes on the data source it selects (`basisfm.train.data_source`), launched by
+    Ray Train (`train.launcher=ray`) or in this process (`local`, no Ray); log to MLflow and to the run directory;
+    register the consolidated checkpoint.
 
-    Rerunning with the same `train.run_name` and `train.storage_path` resumes from the last checkpoint and
-    continues the same MLflow run.
+    The model starts from scratch or from `train.init_from` (warm start, optionally grown). Rerunning with the same
+    `train.run_name` and `train.storage_path` resumes from the last checkpoint and continues the same MLflow run.
+    Without MLflow installed the run directory (params.json, metrics.jsonl, tags.json, model/ with its
+    provenance.json) is the whole record, for `python -m jobs.register RUN_DIR` to import later.
     """
-    from basisfm.tracking import TrackingLogger, log_checkpoint_model, plot_loss_curves
-    from basisfm.tracking.mlflow_logger import CORPUS_TAG, HARDWARE_TAG, describe_hardware
+    from basisfm.tracking.mlflow_logger import (CORPUS_TAG, HARDWARE_TAG, RUN_KEY_TAG, TrackingLogger,
+                                                describe_hardware, resolve_tracking_uri)
+    from basisfm.tracking.run_directory import RunDirectoryLog
+    from basisfm.train.data_source import data_source, needs_corpus
+    from basisfm.train.warm_start import resolve_warm_start
 
     config = absolute_paths(config)
-    manifest = Path(config.corpus.out_dir) / MANIFEST_NAME
-    if not manifest.is_file():
-        raise ConfigError(f"config key 'corpus.out_dir' is {config.corpus.out_dir!r}, which has no {MANIFEST_NAME}; "
-                          "run `python -m jobs.ingest` with the same config first")
+    tracking_uri = resolve_tracking_uri(config.tracking)
+    config = resolve_warm_start(config, tracking_uri=tracking_uri)
+    source = data_source(config)
+    tags = {"basisfm.job": "pretrain", "basisfm.data_source": source}
+    if needs_corpus(config):
+        manifest = Path(config.corpus.out_dir) / MANIFEST_NAME
+        if not manifest.is_file():
+            raise ConfigError(f"config key 'corpus.out_dir' is {config.corpus.out_dir!r}, which has no {MANIFEST_NAME}; "
+                              "run `python -m jobs.ingest` with the same config first (or train on the prior alone: "
+                              "data.prior_fraction=1)")
+        tags[CORPUS_TAG] = corpus_fingerprint(config.corpus.out_dir)
     run_dir = run_dir_of(config)
     run_key = f"{config.train.storage_path.rstrip('/')}/{config.train.run_name}"  # what Ray resumes by, too
     workers_n = 1 if config.train.launcher == "local" else config.train.num_workers
-    logger = TrackingLogger.start(config.tracking, config.train.run_name, run_key=run_key,
-                                  tags={"basisfm.job": "pretrain", CORPUS_TAG: corpus_fingerprint(config.corpus.out_dir),
-                                        HARDWARE_TAG: describe_hardware(workers_n, config.train.use_gpu)})
+    tags[HARDWARE_TAG] = describe_hardware(workers_n, config.train.use_gpu)
+    run_log = RunDirectoryLog(run_dir)
+    run_log.log_params(flatten(config))
+    run_log.set_tags({**tags, RUN_KEY_TAG: run_key})
+    if mlflow_importable():
+        logger = TrackingLogger.start(config.tracking, config.train.run_name, run_key=run_key, tags=tags)
+    else:  # a lent GPU machine: the run directory is the record until `jobs.register` imports it
+        logger = TrackingLogger(tracking_uri, None)
+        print(f"[basisfm] MLflow is not installed: the run is recorded in {run_dir} (import it with "
+              f"`python -m jobs.register {run_dir}`)", flush=True)
     if logger.active and not logger.resumed:
         logger.log_params(flatten(config))
+    if logger.active:
+        run_log.set_tags({"basisfm.mlflow_run_id": logger.run_id, "basisfm.tracking_uri": logger.tracking_uri})
     workers = "1 local process" if config.train.launcher == "local" else f"{config.train.num_workers} Ray worker(s)"
-    print(f"[basisfm] pretraining {config.train.run_name!r}: {workers}, ZeRO-{config.train.zero_stage}, "
-          f"{config.train.steps} steps; MLflow run {logger.run_id or '(tracking unavailable)'}", flush=True)
+    limit = f", at most {config.train.max_minutes:g} minutes" if config.train.max_minutes else ""
+    start = f", warm-started from {config.train.init_from}" if config.train.init_from else ""
+    print(f"[basisfm] pretraining {config.train.run_name!r} on {source.replace('_', ' ')}: {workers}, "
+          f"ZeRO-{config.train.zero_stage}, {config.train.steps} steps{limit}{start}; "
+          f"MLflow run {logger.run_id or '(tracking unavailable)'}", flush=True)
 
     model_dir = run_dir / MODEL_DIR
     started = time.perf_counter()
@@ -208,19 +242,28 @@ def pretrain(config: RunConfig) -> PretrainResult:
     wall_s = time.perf_counter() - started
     metrics = {k: float(v) for k, v in raw_metrics.items() if isinstance(v, (int, float))}
     metrics["wall_s"] = wall_s
+    write_provenance(model_dir, config, state, metrics, source=source, hardware=tags[HARDWARE_TAG],
+                     run_id=logger.run_id, tracking_uri=logger.tracking_uri if logger.active else None)
 
     artifacts = run_dir / "artifacts"
     artifacts.mkdir(parents=True, exist_ok=True)
     (artifacts / "config.yaml").write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
     (artifacts / TRAIN_STATE_FILE).write_text(state.to_json())  # loss history, steps resumed from
-    plot_loss_curves({k: v for k, v in state.history.items() if k.endswith("loss")}, artifacts / "loss_curves.png",
-                     title=f"{config.train.run_name}: pretraining loss")
+    try:
+        from basisfm.tracking.plots import plot_loss_curves
+
+        plot_loss_curves({k: v for k, v in state.history.items() if k.endswith("loss")}, artifacts / "loss_curves.png",
+                         title=f"{config.train.run_name}: pretraining loss")
+    except ImportError:  # a lent GPU machine may lack matplotlib: metrics.jsonl holds every number
+        pass
     for path in sorted(artifacts.iterdir()):
         logger.log_artifact(path)
+    logger.log_artifact(model_dir / PROVENANCE_FILE)
     report = Path(config.corpus.out_dir) / REPORT_NAME
-    if report.is_file():
+    if needs_corpus(config) and report.is_file():
         logger.log_artifact(report)
     logger.set_tags({"basisfm.wall_s": f"{wall_s:.1f}"})
+    run_log.set_tags({"basisfm.wall_s": f"{wall_s:.1f}"})
     logger.end()
 
     version = None
@@ -230,6 +273,8 @@ def pretrain(config: RunConfig) -> PretrainResult:
             if version is not None:
                 print(f"[basisfm] MLflow run {logger.run_id} is already registered as version {version}", flush=True)
             else:
+                from basisfm.tracking.registry import log_checkpoint_model
+
                 version = log_checkpoint_model(model_dir, config.tracking.registered_model,
                                                tracking_uri=logger.tracking_uri,
                                                run_id=logger.run_id, tags={"run_name": config.train.run_name,
@@ -237,10 +282,68 @@ def pretrain(config: RunConfig) -> PretrainResult:
         except Exception as exc:  # noqa: BLE001 - the checkpoint is on disk; a registry outage must not lose it
             print(f"[basisfm] warning: could not register the checkpoint in MLflow ({type(exc).__name__}: {exc}); "
                   f"it is at {model_dir}", flush=True)
+    if version is not None:
+        run_log.set_tags({"basisfm.registered_version": version})
     outcome = PretrainResult(run_id=logger.run_id, checkpoint_dir=model_dir, registered_version=version,
                              metrics=metrics, tracking_uri=logger.tracking_uri, run_dir=run_dir)
     return outcome  # jobs print its summary (printing ownership: library calls return, jobs print once)
 
+
+def mlflow_importable() -> bool:
+    """Whether MLflow can be imported here (a lent GPU machine has none; a `None` in sys.modules counts as absent)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("mlflow") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def write_provenance(model_dir: Path, config: RunConfig, state: TrainState, metrics: dict[str, float], *, source: str,
+                     hardware: str, run_id: str | None, tracking_uri: str | None) -> Path:
+    """`model_dir/provenance.json`: how this checkpoint was made, and (through `init_provenance`) the stages before it,
+    so a curriculum's last checkpoint carries its whole history (`basisfm.pretrained.ship` sums it)."""
+    import dataclasses
+    import datetime as dt
+    import json
+
+    from basisfm.model.checkpoint import read_model_config
+
+    before = read_provenance(config.train.init_from) if config.train.init_from else {}
+    workers = 1 if config.train.launcher == "local" else config.train.num_workers
+    tasks = state.tables_seen * workers
+    minutes = metrics["wall_s"] / 60.0
+    record = {
+        "what": f"{config.model.architecture} pretrained by jobs.pretrain on {source.replace('_', ' ')}",
+        "run_name": config.train.run_name, "launcher": config.train.launcher, "workers": workers,
+        "mlflow": {"run_id": run_id, "tracking_uri": tracking_uri},
+        "data_source": source,
+        "model_config": dataclasses.asdict(read_model_config(model_dir)),
+        **({"prior_config": dataclasses.asdict(config.priors)} if source == "prior_episodes" else {}),
+        "seed": config.train.seed, "steps": state.step, "tasks_seen": tasks,
+        "tasks_per_step": config.train.micro_batch_tables * config.train.pack_tables * workers, "lr": config.train.lr,
+        "minutes": round(minutes, 2), "device": hardware, "device_type": "cuda" if config.train.use_gpu else "cpu",
+        "init": config.train.init_from, "init_provenance": before or None, "grown_to_layers": config.train.grow_layers,
+        "total_tasks_seen": tasks + int(before.get("total_tasks_seen", before.get("tasks_seen", 0))),
+        "total_minutes": round(minutes + float(before.get("total_minutes", before.get("minutes", 0.0))), 2),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "held_out_ratio": metrics.get("val_prior_ratio"),
+        "final_metrics": {k: v for k, v in sorted(metrics.items()) if k.startswith("val_")},
+        "config": to_dict(config),
+    }
+    path = model_dir / PROVENANCE_FILE
+    path.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def read_provenance(directory: str | Path) -> dict[str, Any]:
+    """The provenance.json beside a checkpoint ({} when there is none). A shipped checkpoint keeps its training
+    record under "pretraining"."""
+    import json
+
+    path = Path(directory) / PROVENANCE_FILE
+    provenance = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    return provenance.get("pretraining") or provenance
 
 
 def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
