@@ -67,7 +67,7 @@ def test_estimators_start_from_the_shipped_checkpoint_by_default(tmp_path):
     assert BasisRegressor(checkpoint="in_context").checkpoint_name() == "in_context"  # by name, for any strategy
     # inference's member defaults (measured on the public suite); fine-tuned members predict as they trained
     inference = BasisRegressor(strategy="inference")
-    assert (inference._n_estimators(), inference._categorical_features()) == (4, "ordinal")
+    assert (inference._n_estimators(), inference._categorical_features()) == (4, "auto")
     assert (BasisRegressor()._n_estimators(), BasisRegressor()._categorical_features()) == (1, "text")
     with pytest.raises(CheckpointError, match="ships the checkpoints.*'champion'"):
         from basisfm.pretrained import shipped_checkpoint

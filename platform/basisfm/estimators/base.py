@@ -37,8 +37,8 @@ In-context checkpoints (`basis_icl`, `tab2d`) keep the training rows as their co
 hidden queries) and validate by predicting the held-out rows in context. Their members differ as TabPFN's
 do (`basisfm.estimators.in_context`): `categorical_features` "ordinal" codes a categorical feature as the
 numbers 0..m-1 in an order drawn per member, "sorted" in the strings' order, "target" in the order of each
-value's smoothed mean target on the training rows, "text" embeds its strings (None: ordinal for `inference`,
-the best measured on the public suite; text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
+value's smoothed mean target on the training rows, "auto" as "target" a column of 5+ values and as "ordinal" a
+narrower one, "text" embeds its strings (None: auto for `inference`; text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
 `target_transforms` cycle transforms of the numeric features and targets over the members ("power":
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
 on the public suite). A table with more than `max_columns` - 1 features gives every in-context member its

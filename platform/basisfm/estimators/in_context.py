@@ -20,7 +20,8 @@ embedded once for both. Each of `n_estimators` members builds its own episodes:
   - the target's scale (column_mean / column_std) from its context rows, as in pretraining;
   - optionally (TabPFN's member preprocessing) its own coding of categorical features
     (`categorical_features="ordinal"`: a column's values become the numbers 0..m-1 in an order drawn per
-    member; "target": in the order of their smoothed mean target on the training rows), its own transform of the numeric features (`feature_transforms`, cycled over members: "power"
+    member; "target": in the order of their smoothed mean target on the training rows; "auto": "target" for a
+    column of 5+ values, "ordinal" for a narrower one), its own transform of the numeric features (`feature_transforms`, cycled over members: "power"
     is Yeo-Johnson, "quantile" maps a column's training values to a normal) and its own target transform
     (`target_transforms`, the same kinds; the member's quantiles are mapped back, its point is the mean of
     `TRANSFORM_LEVELS` mapped-back quantiles).

@@ -6,8 +6,8 @@ the GBDTs on the tables people bring (skewed prices, many weak or irrelevant col
 excluded by the ingest's hold-out index) exactly as `strategy="inference"` reads a table at predict time:
 one target column drawn from the table's candidate targets, the features a member may read
 (`table_reading`: a table wider than an episode by its most relevant features), categorical features
-coded as numbers in an order drawn per episode ("ordinal", the inference default), then labelled support
-rows and hidden query rows scaled by the support rows (`data.episodes.episodes_from_prepared`). The episodes
+coded as numbers in an order drawn per episode ("ordinal"; inference defaults to "auto", which differs only on
+columns of 5+ values), then labelled support rows and hidden query rows scaled by the support rows (`data.episodes.episodes_from_prepared`). The episodes
 are `TableBatch`es, the same contract as the prior's, so one step can mix both.
 
 Tables are split once, by a hash of their id, into training tables and held-out tables (`held_out`), so a

@@ -2,7 +2,7 @@
 rows are the context every prediction reads, through `basisfm.estimators.in_context`.
 
 Settings it reads: `n_estimators` (None: `DEFAULT_MEMBERS`, which cost prediction time alone), `max_context`,
-`retrieval`, `max_columns`, `categorical_features` (None: "ordinal", measured best on the public suite),
+`retrieval`, `max_columns`, `categorical_features` (None: "auto", benchmarks/results/categorical_coding.md),
 `feature_selection` (None: "validated", likewise), `feature_transforms`, `target_transforms`, `random_state`.
 Fine-tuned in-context members (`EpisodicFineTuning`) predict the same way, with the defaults their episodes
 trained on ("text" codes, "relevance" features).
@@ -30,12 +30,13 @@ def member_count(strategy: str, n_estimators: int | None) -> int:
 
 
 def categorical_coding(strategy: str, categorical_features: str | None) -> str:
-    """How in-context prediction codes categorical features: `categorical_features`, else "ordinal" for `inference`
-    (measured better on the public suite) and "text" once fine-tuned (its training episodes embed the strings,
-    so prediction must too)."""
+    """How in-context prediction codes categorical features: `categorical_features`, else "auto" for `inference`
+    (a categorical of 5+ values ranked by its target, a narrower one in an order drawn per member; measured on
+    both regression suites: benchmarks/results/categorical_coding.md) and "text" once fine-tuned (its training
+    episodes embed the strings, so prediction must too)."""
     if categorical_features is not None:
         return categorical_features
-    return "ordinal" if strategy == "inference" else "text"
+    return "auto" if strategy == "inference" else "text"
 
 
 def feature_choice(strategy: str, feature_selection: str | None) -> str:
