@@ -19,6 +19,7 @@ from basisfm.config import RunConfig, with_overrides
 from basisfm.errors import CheckpointError
 from basisfm.tracking import PromotionDecision, promote, resolve_tracking_uri
 from basisfm.tracking.mlflow_logger import make_client
+from basisfm.tracking.store import check_tracking_store
 from basisfm.train.evaluate import ValidationSuite
 from basisfm.train.trainer import absolute_paths
 
@@ -28,6 +29,7 @@ IN_CONTEXT_ARCHITECTURES = ("basis_icl", "tab2d")
 def latest_version(registered_name: str, tracking_uri: str) -> str:
     from mlflow.exceptions import MlflowException
 
+    check_tracking_store(tracking_uri, must_exist=True)  # listing must not create an empty store at a mistyped path
     try:
         versions = make_client(tracking_uri).search_model_versions(f"name = '{registered_name}'")
     except MlflowException as exc:
