@@ -27,7 +27,7 @@ def main() -> int:
     config = config_from(args, overrides)
 
     from basisfm.tracking import resolve_tracking_uri
-    from basisfm.train import promote_registered
+    from basisfm.evaluation.promotion import promote_registered
 
     decision = promote_registered(config, args.version, metric=args.metric, mode=args.mode, suite_path=args.suite)
     print(decision.summary())

@@ -84,7 +84,7 @@ def test_promote_and_download_from_a_missing_store_create_nothing(tmp_path):
         download_checkpoint("basisfm", "1", uri, tmp_path / "dl")
     with pytest.raises(TrackingError, match="no MLflow registry"):
         promote("1", lambda path: {"val_loss": 0.0}, tracking_uri=uri)
-    from basisfm.train.promotion import latest_version  # `jobs.promote` without --version
+    from basisfm.evaluation.promotion import latest_version  # `jobs.promote` without --version
 
     with pytest.raises(TrackingError, match="no MLflow registry"):
         latest_version("basisfm", uri)

@@ -17,7 +17,7 @@ from basisfm.model import build_model
 from basisfm.model.checkpoint import load_pretrained, save_pretrained
 from basisfm.pretrained import PER_ROW_CHECKPOINT_DIR, IN_CONTEXT_CHECKPOINT_DIR, MAX_SHIPPED_BYTES, SHIPPED_NAMES, read_provenance
 from basisfm.pretrained import ship as ship_module
-from basisfm.pretrained.ship import ship_checkpoint
+from basisfm.pretrained.ship import evidence_digest, ship_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,9 +42,20 @@ def test_the_shipped_checkpoint_loads_is_small_and_says_how_it_was_made(name):
         record = provenance["pretraining"]
         assert record["model_config"]["architecture"] == model.config.architecture
         assert record["total_tasks_seen"] == training["tasks_seen"] > 0
-    # The evidence it shipped on is in the repository, unchanged since (regenerating it means reshipping).
+    # The evidence it shipped on is in the repository, its measurement unchanged since (regenerating it means
+    # reshipping; the results index's Status/Headline lines may change: evidence_digest leaves them out).
     evidence = REPO / provenance["evidence"]["file"]
-    assert hashlib.sha256(evidence.read_bytes()).hexdigest() == provenance["evidence"]["sha256"]
+    assert evidence_digest(evidence) == provenance["evidence"]["sha256"]
+
+
+def test_evidence_digest_ignores_the_index_annotations_but_not_the_measurement(tmp_path):
+    page = tmp_path / "page.md"
+    page.write_text("# Title\n\nmedian R2 0.705\n")
+    shipped = evidence_digest(page)
+    page.write_text("# Title\n\nStatus: superseded by later.md (why)\n\nHeadline: 0.705\n\nmedian R2 0.705\n")
+    assert evidence_digest(page) == shipped
+    page.write_text("# Title\n\nStatus: current\n\nmedian R2 0.715\n")
+    assert evidence_digest(page) != shipped
 
 
 def test_estimators_start_from_the_shipped_checkpoint_by_default(tmp_path):

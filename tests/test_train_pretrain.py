@@ -53,7 +53,8 @@ def test_pretrain_survives_a_worker_death_registers_a_loadable_checkpoint_and_pr
     # One run covers both the happy path and the fault (each Ray Train run costs a minute or more on CI's 2 cores).
     from basisfm.model.checkpoint import load_pretrained
     from basisfm.tracking.mlflow_logger import make_client
-    from basisfm.train import pretrain, promote_registered
+    from basisfm.evaluation.promotion import promote_registered
+    from basisfm.train import pretrain
     from basisfm.train.loop import FAULT_MARKER
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)

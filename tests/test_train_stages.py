@@ -214,7 +214,7 @@ def test_an_in_context_candidate_is_promoted_by_in_context_prediction_and_only_o
     from basisfm.model.checkpoint import save_pretrained
     from basisfm.tracking import log_checkpoint_model
     from basisfm.tracking.mlflow_logger import make_client
-    from basisfm.train import promote_registered
+    from basisfm.evaluation.promotion import promote_registered
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     model_config = ModelConfig(architecture="tab2d", regression_head="binned", n_bins=16)

@@ -37,11 +37,12 @@ def staged(monkeypatch, tmp_path):
     """The demo's three stages replaced by fakes whose summaries are recognisable strings."""
     import basisfm.corpus.ingest
     import basisfm.evaluation
+    import basisfm.evaluation.promotion
     import basisfm.train
 
     monkeypatch.setattr(basisfm.corpus.ingest, "ingest", lambda config: _Summarised(tables=3, text="INGEST-SUMMARY"))
     monkeypatch.setattr(basisfm.train, "pretrain", lambda config: _Summarised(registered_version="4", text="PRETRAIN-SUMMARY"))
-    monkeypatch.setattr(basisfm.train, "promote_registered", lambda config, version: _Summarised(
+    monkeypatch.setattr(basisfm.evaluation.promotion, "promote_registered", lambda config, version: _Summarised(
         text="PROMOTION-SUMMARY", promoted=True, candidate_version=version, champion_version=None))
     monkeypatch.setattr(basisfm.evaluation, "run_suite", _fake_suite)
     config = RunConfig()

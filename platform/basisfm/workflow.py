@@ -60,7 +60,8 @@ def run_demo(config: RunConfig, leaderboard_suite: str | Path | None = None) -> 
     from basisfm.corpus.ingest import ingest
     from basisfm.errors import BasisError
     from basisfm.tracking import resolve_tracking_uri, ui_command
-    from basisfm.train import pretrain, promote_registered
+    from basisfm.evaluation.promotion import promote_registered
+    from basisfm.train import pretrain
 
     started = time.monotonic()
     stages = 4 if leaderboard_suite is not None else 3

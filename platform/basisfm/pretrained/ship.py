@@ -37,6 +37,28 @@ class _RunInfo:
     metrics: dict[str, float] | None = None
 
 
+# Lines `benchmarks.index` reads from a results page (`Status: current`, `Status: superseded by ...`, `Headline:
+# ...`): annotations that change when a later page supersedes it, not part of the measurement a checkpoint shipped on.
+_INDEX_ANNOTATIONS = (b"Status: ", b"Headline: ")
+
+
+def evidence_digest(page: Path) -> str:
+    """sha256 of a results page as evidence: its bytes without the index's annotation lines (and the blank line
+    after each), so marking the page superseded later leaves a shipped checkpoint's provenance valid while any
+    edit to what it measured does not."""
+    kept, after_annotation = [], False
+    for line in Path(page).read_bytes().split(b"\n"):
+        if line.startswith(_INDEX_ANNOTATIONS):
+            after_annotation = True
+            continue
+        if after_annotation and line == b"":
+            after_annotation = False
+            continue
+        after_annotation = False
+        kept.append(line)
+    return hashlib.sha256(b"\n".join(kept)).hexdigest()
+
+
 def _registry_run(checkpoint: str, tracking_uri: str) -> _RunInfo:
     from mlflow.tracking import MlflowClient
 
@@ -136,7 +158,7 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
                         "source": params.get("corpus.source"), "excluded_suites": params.get("corpus.exclude_suites")}),
             "config": _nested(params) if params else json.loads((source / CONFIG_NAME).read_text()),
             **({"pretraining": made["record"]} if "record" in made else {}),
-            "evidence": {"file": evidence.as_posix(), "sha256": hashlib.sha256(evidence.read_bytes()).hexdigest(),
+            "evidence": {"file": evidence.as_posix(), "sha256": evidence_digest(evidence),
                          "claim": claim.strip()},
         }
         (staging / PROVENANCE_NAME).write_text(json.dumps(provenance, indent=1) + "\n", encoding="utf-8")

@@ -2,7 +2,6 @@
 (`ray_launcher`) or in one process without Ray (`local_launcher`); checkpoints, validation, `pretrain()`."""
 
 from basisfm.train.evaluate import ValidationSuite, evaluate_batches
-from basisfm.train.promotion import promote_registered
 from basisfm.train.trainer import PretrainResult, build_trainer, pretrain
 
-__all__ = ["PretrainResult", "ValidationSuite", "build_trainer", "evaluate_batches", "pretrain", "promote_registered"]
+__all__ = ["PretrainResult", "ValidationSuite", "build_trainer", "evaluate_batches", "pretrain"]
