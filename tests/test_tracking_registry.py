@@ -81,3 +81,17 @@ def test_promote_with_r2_maximised_and_errors_named(tmp_path, tracking_uri):
         incomplete.mkdir()
         save_file({"w": torch.zeros(1)}, str(incomplete / "model.safetensors"))
         log_checkpoint_model(incomplete, name, tracking_uri=tracking_uri)
+
+
+def test_a_training_run_registers_whatever_experiment_the_process_set_before(tmp_path, tracking_uri):
+    # An earlier mlflow.set_experiment in the process (a user's, or a previous job's) made MLflow refuse to resume
+    # the training run of another experiment, and the checkpoint went unregistered with only a warning.
+    import mlflow
+
+    client = make_client(tracking_uri)
+    training = client.create_run(client.create_experiment("training", artifact_location=str(tmp_path / "art"))).info.run_id
+    mlflow.set_tracking_uri(tracking_uri)
+    mlflow.set_experiment(experiment_id=client.create_experiment("something else", artifact_location=str(tmp_path / "b")))
+    version = log_checkpoint_model(_checkpoint(tmp_path / "ckpt", 0.4), "basisfm-run-test", tracking_uri=tracking_uri,
+                                   run_id=training)
+    assert client.get_model_version("basisfm-run-test", version).run_id == training

@@ -53,6 +53,11 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     mlflow.set_registry_uri(tracking_uri)
     # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
     experiment_id = None if run_id is not None else open_experiment(tracking_uri, experiment)[1]
+    if run_id is not None:
+        # Resuming the training run: MLflow refuses a run of another experiment than the process's active one (set
+        # by any earlier mlflow.set_experiment in this process, a caller's or a previous job's), so make the run's
+        # own experiment the active one.
+        mlflow.set_experiment(experiment_id=make_client(tracking_uri).get_run(run_id).info.experiment_id)
     # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id), quiet_model_transfer():
         info = mlflow.pyfunc.log_model(
