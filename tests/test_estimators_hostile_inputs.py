@@ -14,6 +14,10 @@ import pytest
 from basisfm.errors import CheckpointError, InputTypeError, TableError
 from basisfm.estimators import BasisRegressor
 
+# The fitted estimator these tests share has a duration column on purpose; every predict says how durations are
+# read (a UserWarning users should see), which here is expected, not news.
+pytestmark = pytest.mark.filterwarnings("ignore:.*durations stored as days:UserWarning")
+
 
 def _frame(n: int = 40, seed: int = 0) -> tuple[pd.DataFrame, pd.Series]:
     rng = np.random.default_rng(seed)

@@ -231,6 +231,7 @@ def test_a_basis_model_can_have_its_own_checkpoint(mini_suite, tmp_path):
         run_suite(mini_suite, models=["lightgbm"], model_checkpoints={"lightgbm": str(per_row)}, out_dir=tmp_path, log_to_mlflow=False)
 
 
+@pytest.mark.filterwarnings("ignore:strategy=.inference. without a checkpoint:UserWarning")  # from scratch on purpose
 def test_basis_models_start_from_their_estimators_default_checkpoint_unless_told_otherwise(mini_suite, tmp_path):
     """`python -m jobs.evaluate --models basis-inference` scores the shipped in-context model, as
     `BasisRegressor(strategy="inference")` would predict; `--checkpoint none` is what trains from scratch."""
