@@ -207,13 +207,15 @@ def _outcomes(source: TableSource, refs: list[TableRef], config: CorpusConfig, h
     # spawn, not fork: the parent may hold Ray or torch threads, which fork does not copy safely. An executor,
     # not multiprocessing.Pool: a Pool replaces a killed worker but never answers the table it held, and its
     # locks may die held by it, so waiting or even terminating can hang; the executor notices the death at once
-    # (BrokenProcessPool) and tears down without those locks.
+    # (BrokenProcessPool) and tears down without those locks. No max_tasks_per_child: on Python 3.11 an executor
+    # that retires a worker after its quota does not always start the replacement, and the ingest then waits for
+    # ever with no worker left (seen in `make demo`: 2 workers, stuck after ~400 tables).
     context = multiprocessing.get_context("spawn")
     # The executor's processes are the children born after this (others of the caller's are left alone).
     workers_seen: dict[int, multiprocessing.Process | None] = {p.pid: None for p in multiprocessing.active_children()}
     with _sigint_ignored_while_spawning(), _quiet_resource_tracker():
         executor = ProcessPoolExecutor(workers, mp_context=context, initializer=_init_pool_worker,
-                                       initargs=(source, config, holdout, earlier_shards), max_tasks_per_child=200)
+                                       initargs=(source, config, holdout, earlier_shards))
         futures = [executor.submit(_process, ref) for ref in todo]  # the workers start with the first ones
     try:
         _note_workers(workers_seen)
@@ -231,7 +233,7 @@ def _results_in_order(futures: list[Future], workers_seen: dict[int, multiproces
                 f"{_lost_worker(workers_seen)} while tables were being ingested (the system ends processes that run "
                 "out of memory); the tables finished so far are saved: rerun to resume, and if it happens again set "
                 "corpus.workers=1 to see which table it is, or lower corpus.max_rows_per_table") from None
-        _note_workers(workers_seen)  # replacements (max_tasks_per_child) too, while they can still be named
+        _note_workers(workers_seen)
         yield result
 
 
