@@ -48,7 +48,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     if missing:
         raise CheckpointError(f"checkpoint {str(checkpoint_dir)!r} has no {', '.join(missing)}; "
                               "only a consolidated checkpoint (written at the end of pretraining) can be registered")
-    check_tracking_store(tracking_uri)  # a silent server: fail in seconds, before the fluent API retries
+    client = make_client(tracking_uri)  # checks the store first: a silent server fails in seconds, before MLflow retries
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
     # A new experiment is opened like every other (artifacts next to an sqlite store, not ./mlruns of the cwd).
@@ -57,7 +57,7 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
         # Resuming the training run: MLflow refuses a run of another experiment than the process's active one (set
         # by any earlier mlflow.set_experiment in this process, a caller's or a previous job's), so make the run's
         # own experiment the active one.
-        mlflow.set_experiment(experiment_id=make_client(tracking_uri).get_run(run_id).info.experiment_id)
+        mlflow.set_experiment(experiment_id=client.get_run(run_id).info.experiment_id)
     # nested=False, and resuming by id: the version is attached to the run whose metrics justify it.
     with mlflow.start_run(run_id=run_id, experiment_id=experiment_id), quiet_model_transfer():
         info = mlflow.pyfunc.log_model(
@@ -70,7 +70,6 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
             pip_requirements=pip_requirements(),
         )
     version = str(info.registered_model_version)
-    client = make_client(tracking_uri)
     card_tags = {**checkpoint_summary(checkpoint_dir), COMMAND_TAG: command_line()}
     for key, value in {**card_tags, **(tags or {})}.items():
         client.set_model_version_tag(registered_name, version, key, str(value))
