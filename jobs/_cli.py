@@ -13,9 +13,10 @@ from basisfm.errors import BasisError
 DEFAULT_CONFIG = Path(__file__).parent / "configs" / "tiny.yaml"
 
 
-def parser(description: str) -> argparse.ArgumentParser:
+def parser(description: str, default_config: Path = DEFAULT_CONFIG) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=description)
-    p.add_argument("--config", default=str(DEFAULT_CONFIG), help="YAML run config (default: jobs/configs/tiny.yaml)")
+    shown = default_config.relative_to(Path(__file__).parent.parent) if default_config.is_absolute() else default_config
+    p.add_argument("--config", default=str(default_config), help=f"YAML run config (default: {shown})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override one config key, e.g. --set data.token_budget=4096 (repeatable)")
     return p

@@ -1,13 +1,18 @@
-"""`python -m jobs.demo` (what `make demo` runs): ingest → pretrain the tiny model on CPU → register → promote →
-a leaderboard of the champion against CatBoost on three public-suite tables."""
+"""`python -m jobs.demo` (what `make demo` runs, on jobs/configs/demo.yaml): ingest → register the shipped in-context
+checkpoint → continue pretraining it on the corpus with 2 Ray workers → register → promote by in-context prediction →
+a leaderboard of the champion in context against CatBoost on three public-suite tables."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from jobs._cli import config_from, parser, run_main
+
+DEMO_CONFIG = Path(__file__).parent / "configs" / "demo.yaml"
 
 
 def main() -> int:
-    args = parser("The end-to-end demo on the embedded default (jobs/configs/tiny.yaml).").parse_args()
+    args = parser("The end-to-end demo on the embedded default (jobs/configs/demo.yaml).", DEMO_CONFIG).parse_args()
     from basisfm.workflow import run_demo
     from jobs.evaluate import DEFAULT_SUITE
 

@@ -95,3 +95,41 @@ def test_a_training_run_registers_whatever_experiment_the_process_set_before(tmp
     version = log_checkpoint_model(_checkpoint(tmp_path / "ckpt", 0.4), "basisfm-run-test", tracking_uri=tracking_uri,
                                    run_id=training)
     assert client.get_model_version("basisfm-run-test", version).run_id == training
+
+
+def test_a_checkpoint_is_registered_once_and_found_again_by_its_weights(tmp_path, tracking_uri):
+    from basisfm.tracking.registry import WEIGHTS_DIGEST_TAG, champion_version, register_checkpoint_once
+
+    name = "basisfm-once"
+    shipped = _checkpoint(tmp_path / "shipped", 0.4)
+    first = register_checkpoint_once(shipped, name, tracking_uri=tracking_uri, experiment="registry-test")
+    assert first == ("1", True)
+    copy = tmp_path / "copy"  # the same weights elsewhere (a download, another clone): the same version
+    copy.mkdir()
+    for f in shipped.iterdir():
+        (copy / f.name).write_bytes(f.read_bytes())
+    assert register_checkpoint_once(copy, name, tracking_uri=tracking_uri) == ("1", False)
+    other = register_checkpoint_once(_checkpoint(tmp_path / "other", 0.6), name, tracking_uri=tracking_uri)
+    assert other == ("2", True)
+    tags = make_client(tracking_uri).get_model_version(name, "1").tags
+    assert len(tags[WEIGHTS_DIGEST_TAG]) == 64
+    assert champion_version(name, "champion", tracking_uri) is None
+
+
+def test_the_demo_registers_its_starting_checkpoint_as_champion_when_there_is_none(tmp_path, tracking_uri):
+    from basisfm.config import RunConfig
+    from basisfm.tracking.registry import champion_version
+    from basisfm.workflow import register_starting_point
+
+    config = RunConfig()
+    config.tracking.registered_model = "basisfm-icl-test"
+    config.train.init_from = str(_checkpoint(tmp_path / "start", 0.4))
+    line = register_starting_point(config, tracking_uri)
+    assert "is basisfm-icl-test version 1 (registered now); it is @champion (there was none)" in line
+    assert champion_version("basisfm-icl-test", "champion", tracking_uri) == "1"
+    # A rerun (the demo run twice on one store) registers nothing new and leaves a promoted champion where it is.
+    make_client(tracking_uri).set_registered_model_alias("basisfm-icl-test", "champion", "1")
+    again = register_starting_point(config, tracking_uri)
+    assert again.endswith("is basisfm-icl-test version 1; @champion is version 1")
+    config.train.init_from = None
+    assert "from scratch" in register_starting_point(config, tracking_uri)

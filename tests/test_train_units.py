@@ -50,6 +50,19 @@ def test_warmup_then_cosine_to_the_floor():
     assert isinstance(scheduler.lr_lambdas[0], WarmupCosine)  # its state survives a checkpoint round trip
 
 
+
+def test_a_stage_can_stop_part_way_down_a_longer_schedule():
+    from basisfm.errors import ConfigError
+
+    param = torch.nn.Parameter(torch.zeros(1))
+    scheduler = build_scheduler(torch.optim.AdamW([param], lr=1.0), TrainConfig(steps=10, schedule_steps=20, warmup_steps=4))
+    for _ in range(10):
+        scheduler.step()
+    assert scheduler.get_last_lr()[0] == pytest.approx(warmup_cosine_factor(10, 4, 20, 0.1))  # not the floor at step 10
+    assert scheduler.get_last_lr()[0] > 0.5
+    with pytest.raises(ConfigError, match="schedule_steps.*at least train.steps"):
+        TrainConfig(steps=10, schedule_steps=5).validate("train")
+
 def test_r2_is_per_column_and_the_median_over_columns():
     r2 = NumericR2()
     y = torch.tensor([1.0, 2.0, 3.0, 4.0], dtype=torch.float64)

@@ -55,7 +55,7 @@ def test_the_demo_returns_its_summaries_and_prints_none_of_them(staged, capsys):
 
     summary = run_demo(staged)
     printed = capsys.readouterr().out
-    assert "[1/3] ingest" in printed and "[3/3] promote" in printed  # progress, not results
+    assert "[1/4] ingest" in printed and "[4/4] promote" in printed  # progress, not results
     for text in ("INGEST-SUMMARY", "PRETRAIN-SUMMARY", "PROMOTION-SUMMARY"):
         assert text not in printed
         assert summary.render().count(text) == 1
@@ -85,31 +85,30 @@ def test_the_pretrain_job_prints_the_summary_the_library_returns(monkeypatch, ca
     assert capsys.readouterr().out.count("PRETRAIN-SUMMARY") == 1
 
 
-def test_the_demo_ends_with_a_leaderboard_of_the_in_context_model_and_the_champion_against_catboost(staged, capsys):
-    from basisfm.pretrained import IN_CONTEXT_NAME
+def test_the_demo_ends_with_a_leaderboard_of_the_champion_in_context_against_catboost(staged, capsys):
     from basisfm.workflow import LEADERBOARD_MODELS, LEADERBOARD_TASKS, run_demo
 
     SUITE_CALLS.clear()
     screen = run_demo(staged, leaderboard_suite="suite.yaml").render()
     printed = capsys.readouterr().out
-    assert "[4/4] leaderboard" in printed and "[1/4] ingest" in printed
+    assert "[5/5] leaderboard" in printed and "[1/5] ingest" in printed
     (call,) = SUITE_CALLS
     assert call["checkpoint"] == "models:/basisfm@champion" and call["log_to_mlflow"]
-    assert call["model_checkpoints"] == {"basis-inference": IN_CONTEXT_NAME}  # in context: the shipped in-context model
-    assert call["models"] == list(LEADERBOARD_MODELS) and "catboost" in call["models"]
+    assert "model_checkpoints" not in call  # every Basis column is the champion the demo made (or kept)
+    assert call["models"] == list(LEADERBOARD_MODELS) == ["basis-inference", "catboost"]
     assert call["tasks"] == list(LEADERBOARD_TASKS) and call["splits"] == [0]
     board = screen[screen.index("leaderboard (r2"):]
-    assert f"basis-inference from {IN_CONTEXT_NAME}; basis-base-ft from models:/basisfm@champion" in board
+    assert "basis-inference from models:/basisfm@champion" in board
     assert "Boston" in board and "concrete" in board and "failed" in board  # a failed run is shown, not hidden
     median_line = next(line for line in board.splitlines() if line.strip().startswith("median"))
-    assert median_line.split()[1:] == ["0.210", "0.720", "0.940"]
+    assert median_line.split()[1:] == ["0.210", "0.720"]
     assert "RUN123" in board
 
 
-def test_the_demo_without_a_suite_has_three_stages(staged, capsys):
+def test_the_demo_without_a_suite_has_four_stages(staged, capsys):
     from basisfm.workflow import run_demo
 
     SUITE_CALLS.clear()
     screen = run_demo(staged).render()
-    assert "[3/3] promote" in capsys.readouterr().out
+    assert "[4/4] promote" in capsys.readouterr().out
     assert not SUITE_CALLS and "leaderboard (" not in screen

@@ -317,6 +317,9 @@ class TrainConfig:
     # Stop by the clock: after this many minutes the step in progress finishes, validation runs and the final
     # checkpoint (with its consolidated model) is written, as at train.steps. The schedule still spans train.steps.
     max_minutes: float | None = None
+    # The cosine schedule's length when it is longer than train.steps: the run stops part-way down its schedule,
+    # at a step count any machine reproduces (what a clock cap did on one machine's speed). null: train.steps.
+    schedule_steps: int | None = None
     # Warm start (not resume): the weights and architecture of a consolidated checkpoint (a directory, a shipped
     # name such as 'in_context', or models:/name@alias); the model section's shape keys are then ignored.
     # A run directory that already holds checkpoints resumes from them instead.
@@ -334,6 +337,9 @@ class TrainConfig:
         _require(0 < self.lr <= MAX_LEARNING_RATE, f"{key}.lr", f"must be in (0, {MAX_LEARNING_RATE}], got {self.lr!r}")
         _require(0 <= self.weight_decay <= MAX_LEARNING_RATE, f"{key}.weight_decay",
                  f"must be in [0, {MAX_LEARNING_RATE}], got {self.weight_decay!r}")
+        _require(self.schedule_steps is None or self.schedule_steps >= self.steps, f"{key}.schedule_steps",
+                 f"must be at least train.steps ({self.steps:,}) or null (the schedule then spans train.steps), "
+                 f"got {self.schedule_steps!r}")
         _require(0 <= self.warmup_steps <= self.steps, f"{key}.warmup_steps", "must be in [0, train.steps]")
         _require(self.checkpoint_every >= 1, f"{key}.checkpoint_every", "must be at least 1")
         _require(self.offload_optimizer is False or self.use_gpu, f"{key}.offload_optimizer", "needs train.use_gpu")

@@ -77,6 +77,52 @@ def log_checkpoint_model(checkpoint_dir: str | Path, registered_name: str, *, tr
     return version
 
 
+WEIGHTS_DIGEST_TAG = "basisfm.weights_sha256"  # version tag: sha256 of the version's model.safetensors
+
+
+def weights_digest(checkpoint_dir: str | Path) -> str:
+    """sha256 of a consolidated checkpoint's weights file: the same weights give the same digest wherever they lie."""
+    import hashlib
+
+    from basisfm.model.checkpoint import WEIGHTS_NAME
+
+    digest = hashlib.sha256()
+    with open(Path(checkpoint_dir) / WEIGHTS_NAME, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def register_checkpoint_once(checkpoint_dir: str | Path, registered_name: str, *, tracking_uri: str,
+                             experiment: str = "basisfm", tags: Mapping[str, str] | None = None) -> tuple[str, bool]:
+    """The version of `registered_name` that holds `checkpoint_dir`'s weights, registered now (in a new run of
+    `experiment`) only if no version holds them yet: (version, registered_now). Run twice, it registers once."""
+    from mlflow.exceptions import MlflowException
+
+    digest = weights_digest(checkpoint_dir)
+    client = make_client(tracking_uri)
+    try:
+        versions = client.search_model_versions(f"name = '{registered_name}'")
+    except MlflowException:
+        versions = []  # no such registered model yet: the first version creates it
+    for version in versions:
+        if version.tags.get(WEIGHTS_DIGEST_TAG) == digest:
+            return str(version.version), False
+    version = log_checkpoint_model(checkpoint_dir, registered_name, tracking_uri=tracking_uri, experiment=experiment,
+                                   tags={**(tags or {}), WEIGHTS_DIGEST_TAG: digest})
+    return version, True
+
+
+def champion_version(registered_name: str, alias: str, tracking_uri: str) -> str | None:
+    """The version `@alias` points at, or None when the alias (or the registered model) does not exist yet."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(make_client(tracking_uri).get_model_version_by_alias(registered_name, alias).version)
+    except MlflowException:
+        return None
+
+
 class _DropUnsignedModelWarning(logging.Filter):
     """MLflow warns that it cannot infer the pyfunc's signature: by design, it takes any table's columns."""
 
@@ -194,25 +240,22 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
     except MlflowException as exc:
         raise CheckpointError(f"registered model {registered_name!r} has no version {candidate_version} at "
                               f"{tracking_uri}; list versions in the MLflow UI or pass one that exists") from exc
-    try:
-        champion_version: str | None = str(client.get_model_version_by_alias(registered_name, alias).version)
-    except MlflowException:
-        champion_version = None  # no alias yet
+    holder = champion_version(registered_name, alias, tracking_uri)  # None: no alias yet
 
     with tempfile.TemporaryDirectory(prefix="basisfm-promote-") as tmp:
         candidate_scores = _score(suite, registered_name, candidate_version, tracking_uri, Path(tmp) / "candidate")
         champion_scores = None
-        if champion_version is not None and champion_version != candidate_version:
-            champion_scores = _score(suite, registered_name, champion_version, tracking_uri, Path(tmp) / "champion")
+        if holder is not None and holder != candidate_version:
+            champion_scores = _score(suite, registered_name, holder, tracking_uri, Path(tmp) / "champion")
 
     if metric not in candidate_scores:
         raise ValueError(f"the validation suite reported {sorted(candidate_scores)}, not the promotion metric {metric!r}")
     cand = candidate_scores[metric]
-    if champion_version is None:
+    if holder is None:
         promoted, reason = math.isfinite(cand), "no champion yet; the candidate becomes champion"
         if not promoted:
             reason = f"no champion yet, but the candidate's {metric} is {cand}: not finite, not promoted"
-    elif champion_version == candidate_version:
+    elif holder == candidate_version:
         promoted, reason = False, f"v{candidate_version} already holds @{alias}"
         champion_scores = dict(candidate_scores)
     else:
@@ -222,7 +265,7 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
         word = "lower" if mode == "min" else "higher"
         reason = (f"{metric} {_fmt(cand)} vs {_fmt(champ)}: candidate is {'' if promoted else 'not '}strictly {word}")
 
-    for version, scores in ((candidate_version, candidate_scores), (champion_version, champion_scores)):
+    for version, scores in ((candidate_version, candidate_scores), (holder, champion_scores)):
         if version is not None and scores:
             for name, value in scores.items():
                 client.set_model_version_tag(registered_name, version, f"val.{name}", _fmt(value))
@@ -230,7 +273,7 @@ def promote(candidate_version: str | int, suite: SuiteScorer, *, registered_name
     if promoted:
         client.set_registered_model_alias(registered_name, alias, candidate_version)
     return PromotionDecision(registered_name, alias, metric, mode, candidate_version, dict(candidate_scores),
-                             champion_version, dict(champion_scores) if champion_scores else None, promoted, reason)
+                             holder, dict(champion_scores) if champion_scores else None, promoted, reason)
 
 
 def _score(suite: SuiteScorer, name: str, version: str, tracking_uri: str, dst: Path) -> dict[str, float]:

@@ -87,7 +87,7 @@ class WarmupCosine:
 
 def build_scheduler(optimizer: torch.optim.Optimizer, train: TrainConfig) -> torch.optim.lr_scheduler.LambdaLR:
     """Stepped by DeepSpeed once per optimizer step (at gradient-accumulation boundaries)."""
-    return warmup_cosine_schedule(optimizer, train.warmup_steps, train.steps, train.min_lr_ratio)
+    return warmup_cosine_schedule(optimizer, train.warmup_steps, train.schedule_steps or train.steps, train.min_lr_ratio)
 
 
 def warmup_cosine_schedule(optimizer: torch.optim.Optimizer, warmup_steps: int, total_steps: int,
