@@ -249,3 +249,24 @@ def test_an_in_context_candidate_is_promoted_by_in_context_prediction_and_only_o
     shipped = ship_checkpoint("models:/icl@champion", tmp_path / "evidence.md", "wins on held-out prior tasks",
                               out_dir=tmp_path / "shipped", tracking_uri=uri)
     assert shipped["mlflow"]["run_id"] == champion.run_id and shipped["architecture"] == "tab2d"
+
+
+def test_a_run_on_real_tables_alone_is_promoted_on_them_without_scoring_the_prior(tiny_corpus, tmp_path):
+    from basisfm.config import ModelConfig, apply_model_preset
+    from basisfm.evaluation.promotion import InContextSuite
+    from basisfm.model import build_model
+    from basisfm.model.checkpoint import save_pretrained
+
+    model_config = ModelConfig(architecture="tab2d", regression_head="binned", n_bins=16)
+    apply_model_preset(model_config)
+    save_pretrained(build_model(model_config), tmp_path / "model")
+    real_only = _stage(tmp_path, f"corpus.out_dir={tiny_corpus}", f"data.embedding_cache_dir={tiny_corpus.parent / 'embedding_cache'}",
+                       "data.prior_fraction=0.0", "data.validation_tables=1", "data.token_budget=512",
+                       "train.validation_batches=2", "train.prior_validation_tasks=0")
+    suite = InContextSuite(real_only)
+    scores = suite(tmp_path / "model")
+    assert suite.deciding_metric() == ("val_real_ratio", "min") and math.isfinite(scores["val_real_ratio"])
+    assert "val_prior_ratio" not in scores  # 0 held-out prior tasks means none, not the default 64
+    no_corpus = _stage(tmp_path, f"corpus.out_dir={tmp_path / 'none'}", "train.prior_validation_tasks=0",
+                       "priors.tasks_per_chunk=4")
+    assert math.isfinite(InContextSuite(no_corpus)(tmp_path / "model")["val_prior_ratio"])  # then the prior decides

@@ -44,7 +44,8 @@ class InContextSuite:
     """Scores a consolidated in-context checkpoint by in-context prediction of held-out tasks and tables.
 
     `suite(checkpoint_dir) -> {"val_prior_ratio", "val_prior_accuracy"[, "val_real_ratio", ...][, "suite_median_<metric>"]}`:
-    the held-out prior tasks training validates on (`config.priors`), episodes of the corpus's validation tables
+    the held-out prior tasks training validates on (`config.priors`; none when `train.prior_validation_tasks` is 0 and
+    a corpus is there to decide, as for a run on real tables alone), episodes of the corpus's validation tables
     when `corpus.out_dir` holds a corpus, and with `suite_path` the median over the suite's tasks of
     `basis-inference`'s mean score over splits. The tasks are the same for every version scored.
     """
@@ -80,10 +81,15 @@ class InContextSuite:
             raise CheckpointError(f"checkpoint {str(checkpoint_dir)!r} is a {model.config.architecture!r} model, which does "
                                   "not predict in context; promote it by its validation loss (without --suite)")
         objective = build_objective(model, model.config, self.config.loss)
-        if self._prior is None:
-            self._prior = held_out_prior_tasks(self.config.priors, self.config.train.prior_validation_tasks or 64,
-                                               text_dim=model.config.text_dim, max_cells=self.config.data.token_budget)
-        scores = held_out_ratio(objective, self._prior)
+        scores: dict[str, float] = {}
+        n_prior = self.config.train.prior_validation_tasks
+        if n_prior == 0 and not self.has_corpus():
+            n_prior = 64  # no held-out table to decide on: the prior's tasks must
+        if n_prior:
+            if self._prior is None:
+                self._prior = held_out_prior_tasks(self.config.priors, n_prior, text_dim=model.config.text_dim,
+                                                   max_cells=self.config.data.token_budget)
+            scores.update(held_out_ratio(objective, self._prior))
         if self.has_corpus():
             if self._real is None:
                 from basisfm.train.evaluate import load_validation_batches
