@@ -388,8 +388,9 @@ def read_provenance(directory: str | Path) -> dict[str, Any]:
 
 
 def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger,
-                startup: StartupClock) -> tuple[dict[str, Any], TrainState]:
+                startup: StartupClock | None = None) -> tuple[dict[str, Any], TrainState]:
     """Ray Train: fit the TorchTrainer; copy the final checkpoint's consolidated model to `model_dir`."""
+    startup = startup if startup is not None else StartupClock(job_started=time.time())
     with ray_cluster(config) as own_cluster:
         startup.mark("ray_ready")
         trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id, startup=startup,
@@ -403,7 +404,7 @@ def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger,
 
 
 def _launch_local(config: RunConfig, run_dir: Path, model_dir: Path, logger,
-                  startup: StartupClock) -> tuple[dict[str, Any], TrainState]:
+                  startup: StartupClock | None = None) -> tuple[dict[str, Any], TrainState]:
     """One process, no Ray: train, then copy the final checkpoint's consolidated model to `model_dir`."""
     from basisfm.train.local_launcher import train_locally
 
