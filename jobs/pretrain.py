@@ -30,8 +30,9 @@ def main() -> int:
     config = config_from(args, overrides)
 
     from basisfm.train import pretrain
+    from basisfm.train.startup import StartupClock
 
-    result = pretrain(config)
+    result = pretrain(config, startup=StartupClock.from_process_start())  # start-up timed from the command
     print(result.summary())  # metrics, checkpoint, MLflow run, registered version, UI command
     return 0 if result.checkpoint_dir.is_dir() else 1
 

@@ -9,6 +9,7 @@ support/query episodes from `data.episodes`) (`{"table_id", "n_cells", "batch"}`
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator, Literal, Sequence
 
@@ -31,6 +32,7 @@ if TYPE_CHECKING:  # the collating actors import this module and never need torc
 # (`basisfm.train.local_launcher`, validation batches).
 
 Split = Literal["train", "validation", "all"]
+PREFETCH_BLOCKS = 2  # blocks (one actor task's batches each) a consumer fetches ahead of the one it decodes
 
 
 def split_tables(records: Sequence[TableRecord], data_config: DataConfig) -> tuple[list[TableRecord], list[TableRecord]]:
@@ -109,8 +111,10 @@ def build_dataset(
     actor_config = dataclasses.replace(data_config, embedding_cache_dir=str(Path(data_config.embedding_cache_dir).resolve()))
     plan = plan_epochs(corpus_dir, data_config, split)
     items = [{"record": record.to_json(), "seed": seed} for record, seed in plan]
-    # One block per table: the actor pool takes tables one at a time, in order.
-    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    # One block per actor task (`tables_per_task` tables, in order): the block is the task's input as it stands. One
+    # block per table made the driver's streaming executor track and bundle 8 tiny blocks for every task, work done
+    # in the process that also decodes the batches (benchmarks/results/ingest_throughput.md).
+    ds = ray.data.from_items(items, override_num_blocks=max(1, math.ceil(len(items) / data_config.tables_per_task)))
     # This dataset's own context (a copy of the driver's): deterministic order without touching others.
     ds.context.execution_options.preserve_order = True
     return ds.map_batches(
@@ -193,9 +197,12 @@ def read_shard(corpus_dir: str | Path, record: TableRecord):
     return pq.read_table(shard)
 
 
-def iter_table_batches(dataset_or_shard: ray.data.Dataset | ray.data.DataIterator) -> Iterator["TableBatch"]:
-    """Decode the rows of a `build_dataset` dataset, or of one of its streaming splits, into TableBatches."""
+def iter_table_batches(dataset_or_shard: ray.data.Dataset | ray.data.DataIterator,
+                       prefetch_blocks: int = PREFETCH_BLOCKS) -> Iterator["TableBatch"]:
+    """Decode the rows of a `build_dataset` dataset, or of one of its streaming splits, into TableBatches.
+
+    `prefetch_blocks` blocks are fetched from the object store ahead of the one being decoded."""
     # Whole blocks as Arrow tables: no per-row dict conversion of the (large) payload column.
-    for block in dataset_or_shard.iter_batches(batch_size=None, batch_format="pyarrow"):
+    for block in dataset_or_shard.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=prefetch_blocks):
         for payload in block.column("batch").to_pylist():
             yield decode_batch(payload)

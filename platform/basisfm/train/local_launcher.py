@@ -20,6 +20,7 @@ from typing import Iterator
 
 from basisfm.config import RunConfig
 from basisfm.train.checkpoint import TRAIN_STATE_FILE
+from basisfm.train.startup import StartupClock
 
 CHECKPOINT_PREFIX = "step_"
 
@@ -120,8 +121,11 @@ def local_batches(config: RunConfig, prefetch: int = 4) -> Iterator:
 
 
 def train_locally(config: RunConfig, run_dir: Path, *, tracking_uri: str | None = None,
-                  mlflow_run_id: str | None = None) -> LocalRun:
-    """Train `config` in this process; resume from the newest checkpoint under `run_dir` if there is one."""
+                  mlflow_run_id: str | None = None, startup: StartupClock | None = None) -> LocalRun:
+    """Train `config` in this process; resume from the newest checkpoint under `run_dir` if there is one.
+    `startup` (the driver's start-up marks) gets this launcher's phases and the first step."""
+    if startup is not None:
+        startup.mark("loop_entered")
     train = config.train
     if not train.use_gpu:
         os.environ["DS_ACCELERATOR"] = "cpu"  # before deepspeed is imported
@@ -136,6 +140,8 @@ def train_locally(config: RunConfig, run_dir: Path, *, tracking_uri: str | None 
     device = torch.device("cuda", 0) if train.use_gpu else torch.device("cpu")
     worker = Worker(0, 1, device)
     engine, scheduler = build_engine(config, device)
+    if startup is not None:
+        startup.mark("engine_ready")
 
     run_dir.mkdir(parents=True, exist_ok=True)
     state = TrainState(step=0, mlflow_run_id=mlflow_run_id)
@@ -170,7 +176,8 @@ def train_locally(config: RunConfig, run_dir: Path, *, tracking_uri: str | None 
     try:
         tables = training_tables(config, corpus_tables, rank=0, device=worker.device, start_step=state.step)
         metrics = run_training(config, engine, scheduler, packed(tables, train.pack_tables), reporter, state, worker,
-                               run_dir, validation_batches=validation, logger=logger, validators=validators)
+                               run_dir, validation_batches=validation, logger=logger, validators=validators,
+                               startup=startup)
     finally:
         for stream in opened:
             stream.close()

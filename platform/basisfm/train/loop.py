@@ -24,6 +24,8 @@ import torch
 from basisfm.config import RunConfig
 from basisfm.data.batch import TableBatch
 from basisfm.train.checkpoint import CONSOLIDATED_DIR, TrainState, consolidate, save_sharded
+from basisfm.train.startup import METRIC_PREFIX as STARTUP_METRIC_PREFIX
+from basisfm.train.startup import StartupClock
 
 FAULT_MARKER = "fault_injected.marker"
 _FAULT_DELAY_S = 6.0
@@ -48,14 +50,16 @@ class Worker:
 def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[TableBatch]], reporter: Reporter,
                  state: TrainState, worker: Worker, run_dir: Path,
                  validation_batches: Callable[[], list[TableBatch]] | None = None, logger=None,
-                 validators: Sequence[Callable[[object, torch.device], dict[str, float]]] = ()) -> dict[str, float]:
+                 validators: Sequence[Callable[[object, torch.device], dict[str, float]]] = (),
+                 startup: StartupClock | None = None) -> dict[str, float]:
     """Train from `state.step` to `train.steps` (or until `train.max_minutes` have passed); returns the last
     reduced metrics ({} if nothing was left).
 
     `batches` yields micro-batches (lists of tables) forever; `validation_batches` returns the held-out
     batches (every rank the same ones: ZeRO-3's forward is collective); `validators` score the engine on other
     held-out sets (`validate(engine, device) -> metrics`, every rank the same); `logger` is rank 0's metric sink
-    (MLflow, the run directory, or both: `buffer_metrics` and `flush`).
+    (MLflow, the run directory, or both: `buffer_metrics` and `flush`). `startup` (the launcher's start-up marks)
+    gets its first step marked; rank 0 says the summary and logs the marks with the first window's metrics.
     """
     train = config.train
     # Dropout and sampled attention draw from torch's RNG: seeded by rank and start step, so each (re)start is
@@ -68,6 +72,7 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
     window_start_step = state.step
     last: dict[str, float] = {}
     clock = _Clock(train.max_minutes, worker.device)
+    pending_startup: dict[str, float] = {}  # the start-up marks, logged once with the first window
     while state.step < train.steps:
         for _ in range(train.micro_batch_tables):
             tables = next(batches)
@@ -81,6 +86,10 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
             engine.backward(losses[0] if len(losses) == 1 else torch.stack(losses).mean())
             engine.step()  # steps optimizer + schedule only at the accumulation boundary
         state.step += 1
+        if startup is not None and "first_step" not in startup.marks:
+            startup.mark("first_step")
+            say(worker.rank, startup.summary())
+            pending_startup = startup.metrics()
         _maybe_inject_fault(train.fail_at_step, state.step, worker, run_dir)
 
         final = state.step >= train.steps or clock.out_of_time()
@@ -95,6 +104,8 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
         metrics["lr"] = float(scheduler.get_last_lr()[0])
         metrics["tasks_seen"] = float(state.tables_seen * worker.world_size)  # ranks step in lockstep
         metrics["wall_minutes"] = clock.minutes()
+        metrics.update(pending_startup)
+        pending_startup = {}
         if validate:
             if validation_batches is not None:
                 if validation is None:
@@ -111,7 +122,8 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
         if logger is not None:
             logger.buffer_metrics(metrics, state.step)
         state.record({k: v for k, v in metrics.items() if k.endswith(("loss", "_ratio"))
-                      or k in ("val_r2", "cells_per_s", "steps_per_s", "tasks_seen")}, state.step)
+                      or k in ("val_r2", "cells_per_s", "steps_per_s", "tasks_seen")
+                      or k.startswith(STARTUP_METRIC_PREFIX)}, state.step)
         last = metrics
         progress.update(metrics)
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Iterator
 
 from basisfm.config import RunConfig
+from basisfm.train.startup import StartupClock
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class LoopSpec:
     tracking_uri: str | None = None
     mlflow_run_id: str | None = None
     datasets: tuple[str, ...] = ("train",)  # the Ray Data datasets the trainer was given
+    startup: StartupClock | None = None  # the driver's start-up marks; each worker adds its own to a copy
 
 
 class RayReporter:
@@ -39,6 +41,9 @@ class RayReporter:
 def train_loop_per_worker(spec: LoopSpec) -> None:
     """Entry point for `TorchTrainer(functools.partial(train_loop_per_worker, spec))`."""
     config = spec.config
+    startup = spec.startup
+    if startup is not None:
+        startup.mark("loop_entered")
     if not config.train.use_gpu:
         # Before deepspeed is imported: DeepSpeed picks its accelerator once, from this variable.
         os.environ["DS_ACCELERATOR"] = "cpu"
@@ -56,6 +61,8 @@ def train_loop_per_worker(spec: LoopSpec) -> None:
     device = torch.device("cuda", torch.cuda.current_device()) if train.use_gpu else torch.device("cpu")
     worker = Worker(context.get_world_rank(), context.get_world_size(), device)
     engine, scheduler = build_engine(config, device)
+    if startup is not None:
+        startup.mark("engine_ready")
 
     state = TrainState(step=0, mlflow_run_id=spec.mlflow_run_id)
     checkpoint = ray.train.get_checkpoint()
@@ -87,7 +94,8 @@ def train_loop_per_worker(spec: LoopSpec) -> None:
                              device=worker.device, start_step=state.step)
     validators = [v for v in (prior_validator(config),) if v is not None]
     last = run_training(config, engine, scheduler, packed(tables, train.pack_tables), RayReporter(), state, worker,
-                        Path(spec.run_dir), validation_batches=validation, logger=logger, validators=validators)
+                        Path(spec.run_dir), validation_batches=validation, logger=logger, validators=validators,
+                        startup=startup)
     if not last:
         # A rerun of a finished run: its final checkpoint already holds the consolidated model.
         say(worker.rank, f"run already complete at step {state.step}; nothing to train")

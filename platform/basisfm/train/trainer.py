@@ -20,6 +20,7 @@ from basisfm.config import RunConfig, flatten, to_dict, with_overrides
 from basisfm.corpus.manifest import MANIFEST_NAME, REPORT_NAME, corpus_fingerprint
 from basisfm.errors import ConfigError
 from basisfm.train.checkpoint import CONSOLIDATED_DIR, TRAIN_STATE_FILE, TrainState
+from basisfm.train.startup import StartupClock
 
 # Run in every worker process of a cluster we start: drops Ray Train's internal noise, each filter with its reason.
 WORKER_SETUP_HOOK = "basisfm.ray_log_filters.quiet_ray_worker"
@@ -75,13 +76,17 @@ def run_dir_of(config: RunConfig) -> Path:
 
 
 def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_run_id: str | None = None,
-                  datasets: dict[str, Any] | None = None, callbacks: list | None = None):
+                  datasets: dict[str, Any] | None = None, callbacks: list | None = None,
+                  startup: StartupClock | None = None, own_cluster: bool = False):
     """A TorchTrainer running `train_loop_per_worker` on `train.num_workers` ranks.
 
     `datasets` defaults to the corpus's train / validation splits from the Ray Data pipeline; only
     "train" is split across ranks (every rank scores the same validation batches, so ZeRO-3's collective
     forward stays in lockstep and rank 0 gets the full validation metrics without a reduction).
     `callbacks` are Ray Train `UserCallback`s (basisfm.tune passes one that forwards reports to Ray Tune).
+    `startup` is the driver's start-up clock; every worker marks its phases on its own copy. `own_cluster`: the
+    run has a local cluster of its own (`ensure_ray` started it), so Ray Train's placement-group cleaner is left out
+    (`own_cluster_trainer`).
     """
     import ray.data
     import ray.train
@@ -109,11 +114,12 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
         finally:
             context.enable_progress_bars, context.print_on_execution_start = saved
     spec = LoopSpec(config=config, run_dir=str(run_dir_of(config)), tracking_uri=tracking_uri,
-                    mlflow_run_id=mlflow_run_id, datasets=tuple(sorted(datasets)))
+                    mlflow_run_id=mlflow_run_id, datasets=tuple(sorted(datasets)), startup=startup)
     resources = {"CPU": train.cpus_per_worker}
     if train.use_gpu:
         resources["GPU"] = 1
-    return TorchTrainer(
+    trainer_class = own_cluster_trainer() if own_cluster else TorchTrainer
+    return trainer_class(
         functools.partial(train_loop_per_worker, spec),  # typed, not a dict: Ray passes it through as is
         scaling_config=ray.train.ScalingConfig(num_workers=train.num_workers, use_gpu=train.use_gpu,
                                                resources_per_worker=resources),
@@ -131,15 +137,37 @@ def build_trainer(config: RunConfig, *, tracking_uri: str | None = None, mlflow_
     )
 
 
-def ensure_ray(config: RunConfig) -> None:
-    """Join the cluster `ray job submit` (or $RAY_ADDRESS) points at, else start a local one sized for the run."""
+def own_cluster_trainer():
+    """Ray Train's TorchTrainer without its PlacementGroupCleaner, for a cluster this process started and shuts down.
+
+    The cleaner is a detached actor (one more Python process) that frees the workers' placement group if the
+    training controller dies without doing so. It learns that from the State API, which the dashboard serves and our
+    local clusters leave off: every poll fails, under load one times out with a traceback, and at the end of every run
+    the controller waits out the cleaner's stop timeout (12 s, measured in benchmarks/results/launcher_overhead.md).
+    A cluster of our own cannot leak the group: `ray.shutdown()` ends the cluster with the run, and Ray's reaper ends
+    it if the driver dies. (`_create_default_callbacks` is Ray's own hook for the controller's callbacks; where a Ray
+    version lacks it, this class is the plain TorchTrainer.)
+    """
+    from ray.train.torch import TorchTrainer
+
+    class OwnClusterTorchTrainer(TorchTrainer):
+        def _create_default_callbacks(self):
+            callbacks = super()._create_default_callbacks()
+            return [c for c in callbacks if type(c).__name__ != "PlacementGroupCleanerCallback"]
+
+    return OwnClusterTorchTrainer
+
+
+def ensure_ray(config: RunConfig) -> bool:
+    """Join the cluster `ray job submit` (or $RAY_ADDRESS) points at, else start a local one sized for the run.
+    Returns whether it started a local cluster (one this process owns and shuts down)."""
     import ray
 
     if ray.is_initialized():
-        return
+        return False
     if os.environ.get("RAY_ADDRESS"):
         ray.init()
-        return
+        return False
     # Training workers hold their CPUs for the whole run; the data pipeline's actors need CPUs of their
     # own or they never start. Logical CPUs may exceed the cores: the OS shares them.
     # One actor pool per dataset: training, and validation when tables are held out. A pool short of CPUs
@@ -150,34 +178,42 @@ def ensure_ray(config: RunConfig) -> None:
     data_cpus = pools * config.data.embed_actors * getattr(config.data, "cpus_per_actor", 1)
     needed = config.train.num_workers * config.train.cpus_per_worker + data_cpus
     # address="local": a cluster of our own, even when another `ray start` cluster runs on this machine.
+    # No prestarted workers: Ray starts one idle Python worker per CPU for jobs without a runtime env, and ours has
+    # one (the env vars and the log filter hook below), so they would never be used; on a 2-core machine the two
+    # processes importing Ray cost ~2 s of the start-up (benchmarks/results/launcher_overhead.md).
     ray.init(address="local", num_cpus=max(os.cpu_count() or 1, needed), include_dashboard=False,
-             runtime_env={"env_vars": _worker_env(config), "worker_process_setup_hook": WORKER_SETUP_HOOK})
+             runtime_env={"env_vars": _worker_env(config), "worker_process_setup_hook": WORKER_SETUP_HOOK},
+             _system_config={"enable_worker_prestart": False, "prestart_worker_first_driver": False})
+    return True
 
 
 @contextlib.contextmanager
-def ray_cluster(config: RunConfig) -> Iterator[None]:
-    """`ensure_ray` for the length of a block. A cluster the block started is shut down when it ends, even on an
-    error, so its workers' buffered log lines print there, not after the job's summary; a cluster joined through
-    $RAY_ADDRESS, or started by the caller, stays up."""
+def ray_cluster(config: RunConfig) -> Iterator[bool]:
+    """`ensure_ray` for the length of a block; yields whether the block started its own local cluster. A cluster
+    the block started is shut down when it ends, even on an error, so its workers' buffered log lines print there,
+    not after the job's summary; a cluster joined through $RAY_ADDRESS, or started by the caller, stays up."""
     import ray
 
     started_ray = not ray.is_initialized()
-    ensure_ray(config)
+    own_cluster = bool(ensure_ray(config))
     try:
-        yield
+        yield own_cluster
     finally:
         if started_ray:
             ray.shutdown()
 
 
 def _worker_env(config: RunConfig) -> dict[str, str]:
-    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1")}
+    env = {"TOKENIZERS_PARALLELISM": "false", "HF_HUB_OFFLINE": os.environ.get("HF_HUB_OFFLINE", "1"),
+           # Ray Train's preemption watcher is one more actor process polling for spot-instance notices; a local
+           # cluster started for one run has none to notice. (Read by the controller, which inherits the job's env.)
+           "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER": "0"}
     if not config.train.use_gpu:
         env["DS_ACCELERATOR"] = "cpu"
     return env
 
 
-def pretrain(config: RunConfig) -> PretrainResult:
+def pretrain(config: RunConfig, startup: StartupClock | None = None) -> PretrainResult:
     """Train the model `config` describes on the data source it selects (`basisfm.train.data_source`), launched by
     Ray Train (`train.launcher=ray`) or in this process (`local`, no Ray); log to MLflow and to the run directory;
     register the consolidated checkpoint.
@@ -186,7 +222,11 @@ def pretrain(config: RunConfig) -> PretrainResult:
     `train.run_name` and `train.storage_path` resumes from the last checkpoint and continues the same MLflow run.
     Without MLflow installed the run directory (params.json, metrics.jsonl, tags.json, model/ with its
     provenance.json) is the whole record, for `python -m jobs.register RUN_DIR` to import later.
+
+    `startup` times the run's start-up from the command (`StartupClock.from_process_start()`, what `jobs.pretrain`
+    passes); without it the clock starts at this call. The marks are logged as `startup_*_s` with the first step.
     """
+    startup = startup if startup is not None else StartupClock(job_started=time.time())
     from basisfm.tracking.mlflow_logger import (CORPUS_TAG, HARDWARE_TAG, RUN_KEY_TAG, TrackingLogger,
                                                 describe_hardware, resolve_tracking_uri)
     from basisfm.tracking.run_directory import RunDirectoryLog
@@ -220,6 +260,7 @@ def pretrain(config: RunConfig) -> PretrainResult:
               f"`python -m jobs.register {run_dir}`)", flush=True)
     if logger.active and not logger.resumed:
         logger.log_params(flatten(config))
+    startup.mark("tracking_ready")
     if logger.active:
         run_log.set_tags({"basisfm.mlflow_run_id": logger.run_id, "basisfm.tracking_uri": logger.tracking_uri})
     workers = "1 local process" if config.train.launcher == "local" else f"{config.train.num_workers} Ray worker(s)"
@@ -233,9 +274,9 @@ def pretrain(config: RunConfig) -> PretrainResult:
     started = time.perf_counter()
     try:
         if config.train.launcher == "local":
-            raw_metrics, state = _launch_local(config, run_dir, model_dir, logger)
+            raw_metrics, state = _launch_local(config, run_dir, model_dir, logger, startup)
         else:
-            raw_metrics, state = _launch_ray(config, run_dir, model_dir, logger)
+            raw_metrics, state = _launch_ray(config, run_dir, model_dir, logger, startup)
     except BaseException:
         logger.end(status="FAILED")
         raise
@@ -346,10 +387,14 @@ def read_provenance(directory: str | Path) -> dict[str, Any]:
     return provenance.get("pretraining") or provenance
 
 
-def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
+def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger,
+                startup: StartupClock | None = None) -> tuple[dict[str, Any], TrainState]:
     """Ray Train: fit the TorchTrainer; copy the final checkpoint's consolidated model to `model_dir`."""
-    with ray_cluster(config):
-        trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
+    startup = startup if startup is not None else StartupClock(job_started=time.time())
+    with ray_cluster(config) as own_cluster:
+        startup.mark("ray_ready")
+        trainer = build_trainer(config, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id, startup=startup,
+                                own_cluster=own_cluster)
         result = trainer.fit()
         if result.checkpoint is None:
             raise RuntimeError(f"run {config.train.run_name!r} finished without a checkpoint; see the Ray logs in {run_dir}")
@@ -358,11 +403,12 @@ def _launch_ray(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tu
         return dict(result.metrics or {}), state
 
 
-def _launch_local(config: RunConfig, run_dir: Path, model_dir: Path, logger) -> tuple[dict[str, Any], TrainState]:
+def _launch_local(config: RunConfig, run_dir: Path, model_dir: Path, logger,
+                  startup: StartupClock | None = None) -> tuple[dict[str, Any], TrainState]:
     """One process, no Ray: train, then copy the final checkpoint's consolidated model to `model_dir`."""
     from basisfm.train.local_launcher import train_locally
 
-    run = train_locally(config, run_dir, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id)
+    run = train_locally(config, run_dir, tracking_uri=logger.tracking_uri, mlflow_run_id=logger.run_id, startup=startup)
     return run.metrics, _collect_final(run.final_checkpoint, model_dir, config)
 
 
