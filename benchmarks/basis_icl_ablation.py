@@ -143,7 +143,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_page(rows: list[dict], args, argv: list[str] | None, *, log: bool) -> None:
-    lines = ["# basis_icl ablation: held-out prior ratio on the curriculum's stage 1 at equal steps", "",
+    title = "# basis_icl ablation: held-out prior ratio on the curriculum's stage 1 at equal steps"
+    lines = [title + (f" ({args.label} run, {args.steps:,} steps)" if args.label else ""), "",
              _headline(rows), "",
              f"Each arm: `jobs/configs/icl/stage1.yaml` through `basisfm.train.pretrain` (local launcher, {args.threads} "
              f"thread(s)) for {args.steps} steps of 8 tasks (the cosine schedule's length; at most {args.minutes:g} wall-clock "
