@@ -178,3 +178,63 @@ def test_a_tiny_model_uses_the_features_and_the_context_scale(architecture):
     after, _ = _z_mse(model.eval(), held_out)
     assert after < 0.7 * baseline, (before, after, baseline)
     assert before > 0.8 * baseline
+
+
+def _query_spread(model, batch: TableBatch) -> float:
+    """How much the query rows' tokens differ as attention across rows reads them (after a layer norm, entries
+    of RMS 1): the RMS over query rows of each token's deviation from their mean. Query rows differ only in
+    their features (every query target is hidden), so this is how much of a token the features make up."""
+    with torch.no_grad():
+        x, _, _ = model.target_tokens(batch, model.column_tokens(batch)[0])  # [R, T, d]
+    normed = torch.nn.functional.layer_norm(x, x.shape[-1:])[~batch.support]
+    return float((normed - normed.mean(dim=0)).pow(2).mean().sqrt())
+
+
+def test_rows_look_different_to_attention_across_rows_from_the_first_step():
+    """Why basis_icl did not learn (benchmarks/results/basis_icl_ablation.md): every row's summary shared a
+    large common part, and the target column's token was the same in every row, so the query rows' tokens
+    were ~97% alike after the layer norm and attention across rows could not tell them apart. Standardised
+    on the support rows, the summary is what a token is made of."""
+    batch = linear_episode(n_support=48, n_query=16)
+    spreads = {}
+    for name, options in {"now": {}, "as was": {"icl_row_norm": "none", "icl_target_column_token": True},
+                          "layer norm": {"icl_row_norm": "layer", "icl_target_column_token": True}}.items():
+        torch.manual_seed(0)
+        spreads[name] = _query_spread(build_model(ModelConfig(architecture="basis_icl", **options)).eval(), batch)
+    assert spreads["now"] > 0.5, spreads  # measured 0.93
+    assert spreads["as was"] < 0.1, spreads  # the failure the fix removes (0.03)
+    assert spreads["layer norm"] < 0.2, spreads  # a norm per row rescales the common part with the rest (0.11)
+
+
+def test_reading_the_support_rows_equals_the_masked_block():
+    """Across rows, queries read the support rows through attention with the support rows as keys (no [R, R]
+    mask, so a 10,000-row context fits): the same numbers as the block under `support_attention`."""
+    from basisfm.model.attention import Block
+    from basisfm.model.basis_icl import read_support_rows, support_attention
+
+    torch.manual_seed(0)
+    block = Block(16, 4).eval()
+    x = torch.randn(2, 12, 16)  # [T, R, d]
+    support = torch.tensor([True, False] * 6)
+    masked = block(x, attend=support_attention(support).unsqueeze(0))
+    assert torch.allclose(read_support_rows(block, x, support), masked, atol=1e-5)
+    alone = torch.zeros(12, dtype=torch.bool)  # no support row: each row reads itself
+    assert torch.allclose(read_support_rows(block, x, alone), block(x, attend=support_attention(alone).unsqueeze(0)))
+
+
+def test_the_row_token_yardstick_reads_numbers_and_refuses_tables_it_cannot():
+    from basisfm.errors import TableError
+    from basisfm.model.basis_icl import NUMBERS_WIDTH
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture="basis_icl", regression_head="binned", icl_row_summary="numbers")).eval()
+    assert torch.isfinite(model(linear_episode()).value_logits).all()
+    batch = linear_episode()
+    wide = torch.arange(NUMBERS_WIDTH + 1) % batch.n_columns  # the columns repeated, past the width it reads
+    wide_batch = TableBatch(
+        **{**batch.__dict__, "column_names": [f"c{i}" for i in range(len(wide))],
+           **{name: getattr(batch, name)[wide] for name in ("column_kinds", "column_name_embeddings", "column_abs_max",
+                                                              "column_min_nonzero", "column_mean", "column_std")},
+           **{name: getattr(batch, name)[:, wide] for name in ("values", "missing", "string_ids", "target_mask")}})
+    with pytest.raises(TableError, match="at most"):
+        model(wide_batch)
