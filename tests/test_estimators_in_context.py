@@ -82,6 +82,23 @@ def test_numeric_predictions_in_the_targets_units_with_quantiles(architecture):
         assert not np.allclose(other, point)  # members draw their context and feature order from the seed
 
 
+
+@pytest.mark.parametrize("architecture, episodes_per_member", [("basis_icl", 1), ("tab2d", 3)])
+def test_basis_icl_reads_all_queries_in_one_episode_with_the_same_predictions(architecture, episodes_per_member, monkeypatch):
+    import basisfm.model
+
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture=architecture, regression_head="binned"))
+    record, train, query, _ = _fitted(n_query=12)
+    settings = InContextSettings(max_context=32, n_estimators=2, query_batch=5)  # 12 queries: 3 chunks of 5
+    calls = []
+    model.register_forward_hook(lambda module, args, out: calls.append(1))
+    point, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(), settings)
+    assert len(calls) == 2 * episodes_per_member  # basis_icl's queries read the support rows alone: one episode
+    monkeypatch.setattr(basisfm.model, "QUERIES_READING_SUPPORT_ONLY", 1)  # back to the settings' chunks of 5
+    chunked, _ = predict_numeric_in_context(model, record, train, query, HashEmbedder(), settings)
+    assert np.allclose(point, chunked, rtol=1e-5, atol=1e-6)
+
 def test_label_scores_are_probabilities_over_the_given_labels():
     torch.manual_seed(0)
     model = build_model(ModelConfig(architecture="basis_icl"))

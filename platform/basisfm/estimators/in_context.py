@@ -63,7 +63,7 @@ from basisfm.data.reading import (
 )
 from basisfm.errors import TableError
 from basisfm.estimators.finetune import MIN_VALIDATION_ROWS
-from basisfm.model import reads_context
+from basisfm.model import query_rows_per_episode, reads_context
 from basisfm.model.decoding import decode_numeric
 from basisfm.seeds import derive_seed
 
@@ -82,6 +82,14 @@ PRUNED_FEATURES = 16
 
 
 @torch.no_grad()
+def _settings_for(model: torch.nn.Module, settings: InContextSettings) -> InContextSettings:
+    """`settings` with as many query rows per episode as `model` reads at once (`query_rows_per_episode`). With
+    retrieval a chunk's queries share their nearest training rows, so the chunk stays the settings' size."""
+    if settings.retrieval:
+        return settings
+    return replace(settings, query_batch=query_rows_per_episode(model, settings.query_batch))
+
+
 def validated_features(model: torch.nn.Module, ctx: InContextTable, settings: InContextSettings) -> np.ndarray:
     """The features every member reads with `feature_selection="validated"`: the training rows' features ranked
     by relevance (`feature_relevance`), as many of them as `model` predicts held-out training rows best with,
@@ -148,6 +156,7 @@ def _held_out_error(model: torch.nn.Module, ctx: InContextTable, labelled: np.nd
     from up to `max_context` rows of the other, then the other way round; categorical features coded as
     `settings` says, no transform), summed over the targets in units of each target's variance. The folds are
     drawn once from the settings' seed, so every list is measured on the same rows and contexts."""
+    settings = _settings_for(model, settings)
     rng = np.random.default_rng(derive_seed("validated_features", settings.seed))
     folds = []  # (the table coded for the fold, its context rows, its held-out rows)
     halves = np.array_split(rng.permutation(labelled), 2)
@@ -257,6 +266,7 @@ def predict_numeric_in_context(
     point = np.zeros((n_query, n_targets))
     q = np.zeros((n_query, n_targets, len(quantiles))) if quantiles is not None else None
     models = _as_models(model)
+    settings = _settings_for(models[0], settings)
     if readable is None and settings.feature_selection == "validated":
         readable = validated_features(models[0], ctx, settings)
     slot = {name: j for j, name in enumerate(record.columns[t].name for t in ctx.targets)}
@@ -396,6 +406,7 @@ def predict_label_scores_in_context(
     label_embeddings = torch.as_tensor(np.asarray(embedder.embed(list(labels)), dtype=np.float32))
     scores = np.zeros((query_table.num_rows, len(labels)))
     models = _as_models(model)
+    settings = _settings_for(models[0], settings)
     for member, queries, batch, _ in member_episodes(ctx, settings, shows_support=reads_context(models[0]), readable=readable):
         model = models[member % len(models)]
         device = _device(model)

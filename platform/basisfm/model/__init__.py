@@ -38,4 +38,20 @@ def reads_context(model) -> bool:
     return getattr(getattr(model, "config", None), "architecture", "basis") != "basis"
 
 
-__all__ = ["BasisTransformer", "ModelOutput", "TableModel", "build_model", "count_parameters", "reads_context", "describe_model"]
+# Query rows one in-context episode may carry when its queries read the support rows alone, as keys (basis_icl): the
+# cost then grows with queries x support rows, so thousands fit at once where tab2d (every row of an episode in each
+# column's attention) reads 128 at a time (`InContextSettings.query_batch`).
+QUERIES_READING_SUPPORT_ONLY = 2048
+
+
+def query_rows_per_episode(model, query_batch: int) -> int:
+    """Query rows per in-context episode for `model` (or the model inside a peft wrapper): `query_batch` (the
+    settings'), or `QUERIES_READING_SUPPORT_ONLY` for basis_icl, which reads the context once per 2,048 queries
+    instead of once per 128 (2,000 queries from 10,000 rows: 3.3 s against 56.5 s,
+    benchmarks/results/large_context_seconds.md). Predictions do not depend on it: queries never read each other."""
+    architecture = getattr(getattr(model, "config", None), "architecture", "basis")
+    return max(query_batch, QUERIES_READING_SUPPORT_ONLY) if architecture == "basis_icl" else query_batch
+
+
+__all__ = ["BasisTransformer", "ModelOutput", "TableModel", "build_model", "count_parameters", "reads_context", "describe_model",
+           "query_rows_per_episode", "QUERIES_READING_SUPPORT_ONLY"]
