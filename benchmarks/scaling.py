@@ -39,15 +39,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS_DIR), help="where the page and PNG go (default benchmarks/results)")
     p.add_argument("--work-dir", default="runs/scaling", help="training runs and their MLflow store")
     p.add_argument("--widths", type=int, nargs="+", help="d_model of each size (default 16 32 64; --quick 16 32)")
-    p.add_argument("--tasks", type=int, nargs="+", help="task budgets (default 800 1600 3200; --quick 200 400 800)")
-    p.add_argument("--holdout", help="WIDTH:TASKS of the held-out run (default 48:2400; --quick 16:600)")
+    p.add_argument("--tasks", type=int, nargs="+", help="task budgets (default 1000 2000 4000; --quick 200 400 800)")
+    p.add_argument("--holdout", help="WIDTH:TASKS of the held-out run (default 48:2800; --quick 16:600)")
     p.add_argument("--bootstrap", type=int, default=200)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="more config overrides, every run")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the results page to MLflow")
     args = p.parse_args(argv)
     widths = args.widths or ([16, 32] if args.quick else [16, 32, 64])
-    budgets = args.tasks or ([200, 400, 800] if args.quick else [800, 1600, 3200])
-    held_width, held_tasks = (int(v) for v in (args.holdout or ("16:600" if args.quick else "48:2400")).split(":"))
+    budgets = args.tasks or ([200, 400, 800] if args.quick else [1000, 2000, 4000])
+    held_width, held_tasks = (int(v) for v in (args.holdout or ("16:600" if args.quick else "48:2800")).split(":"))
 
     from basisfm.config import load_config
     from basisfm.scaling import GridRun, SCALING_EXPERIMENT, run_grid

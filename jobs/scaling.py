@@ -1,8 +1,8 @@
 """`python -m jobs.scaling`: the scaling law of pretraining on the prior.
 
-    python -m jobs.scaling run --config jobs/configs/icl/stage1.yaml --widths 16 32 64 --tasks 800 1600 3200 \\
-        --holdout 48:2400            # pretrain the grid (and one held-out run), each tagged in MLflow
-    python -m jobs.scaling fit [--holdout scaling-d48-t2400]     # fit L(N, D) to the finished runs, with bootstrap
+    python -m jobs.scaling run --config jobs/configs/icl/stage1.yaml --widths 16 32 64 --tasks 1000 2000 4000 \\
+        --holdout 48:2800            # pretrain the grid (and one held-out run), each tagged in MLflow
+    python -m jobs.scaling fit [--holdout scaling-d48-t2800]     # fit L(N, D) to the finished runs, with bootstrap
     python -m jobs.scaling plan --cpu-hours 2                    # the N and D that budget buys, and the expected L
 
 `fit` and `plan` read the runs of `--experiment` (default `scaling`) in the MLflow store the config names
@@ -23,7 +23,7 @@ def _grid_run(text: str, role: str):
     try:
         width, tasks = (int(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTH:TASKS such as 48:2400, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected WIDTH:TASKS such as 48:2800, got {text!r}") from None
     return GridRun(width, tasks, role)
 
 
@@ -33,7 +33,7 @@ def main() -> int:
     p.add_argument("--experiment", default=None, help="MLflow experiment of the scaling runs (default: scaling)")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI (tracking.tracking_uri)")
     p.add_argument("--widths", type=int, nargs="+", default=[16, 32, 64], help="run: model widths (d_model)")
-    p.add_argument("--tasks", type=int, nargs="+", default=[800, 1600, 3200], help="run: task budgets")
+    p.add_argument("--tasks", type=int, nargs="+", default=[1000, 2000, 4000], help="run: task budgets")
     p.add_argument("--holdout", metavar="RUN", help="run: WIDTH:TASKS of an extra run the fit leaves out; "
                                                     "fit: the name of a run to leave out and predict")
     p.add_argument("--form", choices=["auto", "chinchilla", "shared", "data"], default="auto",
