@@ -77,9 +77,10 @@ def main(argv: list[str] | None = None) -> int:
     lines = ["# Scaling law of pretraining on the prior: L(N, D) and a held-out check", "", f"Headline: {headline}", "",
              f"tab2d ({base.model.n_layers} layers, head width 16) at widths {', '.join(map(str, widths))} x budgets of "
              f"{', '.join(f'{b:,}' for b in budgets)} prior tasks (stage 1's prior, {base.train.pack_tables} tasks per "
-             f"step, a cosine schedule spanning each run's budget, lr {base.train.lr:g}, seed {base.train.seed}), one "
-             "process, one thread. L = `val_prior_ratio` at the end of the run (64 held-out prior tasks; the model's "
-             "squared error over the context mean's). N counts all the model's parameters.", "",
+             f"step, a cosine schedule spanning each run's budget, {base.train.optimizer} at lr {base.train.lr:g}, seed "
+             f"{base.train.seed}), one "
+             f"process, one thread. L = `val_prior_ratio` at the end of the run ({base.train.prior_validation_tasks} held-out "
+             "prior tasks; the model's squared error over the context mean's). N counts all the model's parameters.", "",
              "| run | N | D (tasks) | L observed | L fitted | wall s |", "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for pt in sorted(fit.points, key=lambda p: (p.parameters, p.tasks)):
         lines.append(f"| {pt.run} | {pt.parameters:,} | {pt.tasks:,.0f} | {pt.loss:.4f} | "
