@@ -52,6 +52,9 @@ def test_stage_configs_chain_each_stage_from_the_last_and_keep_the_recipe_that_l
         assert stage.train.micro_batch_tables * stage.train.pack_tables == 8 and stage.data.prior_fraction == 1.0
         assert stage.tracking.registered_model == "basisfm-icl"
     assert [s.train.grow_layers for s in stages] == [None, None, None, None, 4, 6, 8]
+    # benchmarks/results/optimizers.md: Muon at 1e-2 beat AdamW on the first two stages; the later ones keep AdamW.
+    assert [(s.train.optimizer, s.train.lr) for s in stages[:2]] == [("muon", 1e-2)] * 2
+    assert {s.train.optimizer for s in stages[2:]} == {"adamw"}
     assert [s.train.max_minutes for s in stages] == [None, None, None, 50, 80, 88, 80]
 
 
