@@ -17,13 +17,13 @@ import argparse
 from jobs._cli import config_from, parser, run_main
 
 
-def _grid_run(text: str, role: str):
+def _grid_run(text: str, role: str, p: argparse.ArgumentParser):
     from basisfm.scaling import GridRun
 
     try:
         width, tasks = (int(v) for v in text.split(":"))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTH:TASKS such as 48:2800, got {text!r}") from None
+        p.error(f"run --holdout takes WIDTH:TASKS such as 48:2800, got {text!r}")
     return GridRun(width, tasks, role)
 
 
@@ -56,7 +56,7 @@ def main() -> int:
 
         runs = [GridRun(w, t) for w in args.widths for t in args.tasks]
         if args.holdout:
-            runs.append(_grid_run(args.holdout, "holdout"))
+            runs.append(_grid_run(args.holdout, "holdout", p))
         points = run_grid(config, runs, experiment)
         print(f"[scaling] {len(points)} runs in experiment {experiment!r} at {resolve_tracking_uri(config.tracking)}; "
               "fit them with `python -m jobs.scaling fit`")
