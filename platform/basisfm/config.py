@@ -336,6 +336,15 @@ class TrainConfig:
     grow_layers: int | None = None  # with init_from: deepen the checkpoint to this many layers (basisfm.model.grow)
     # Held-out synthetic tasks scored at each validation while priors are trained on (val_prior_ratio); 0: none.
     prior_validation_tasks: int = 64
+    # The optimizer (basisfm.train.optimizers): `adamw` (torch's), `lamb` (AdamW with a per-tensor trust ratio),
+    # `sophia` (Sophia-G: momentum over a clipped diagonal Hessian estimate), `muon` (orthogonalised momentum for
+    # the blocks' matrices, AdamW for the rest). lr, weight_decay and adam_betas apply to all four (Sophia's betas
+    # are its own); benchmarks/results/optimizers.md compares them.
+    optimizer: Literal["adamw", "lamb", "sophia", "muon"] = "adamw"
+    sophia_betas: list[float] = field(default_factory=lambda: [0.965, 0.99])  # momentum, Hessian EMA (the paper's)
+    sophia_rho: float = 0.04  # the clip's scale: a step is min(|m| / (rho * h), 1) * lr per coordinate
+    sophia_hessian_every: int = 10  # steps between Gauss-Newton-Bartlett estimates (one extra forward + backward)
+    muon_momentum: float = 0.95
 
     def validate(self, key: str) -> None:
         _require(is_plain_name(self.run_name), f"{key}.run_name", f"{_PLAIN_NAME_RULE}, at most 200 characters (it names "
@@ -375,6 +384,15 @@ class TrainConfig:
         _require(self.grow_layers is None or 1 <= self.grow_layers <= MAX_MODEL_DEPTH, f"{key}.grow_layers",
                  f"must be in [1, {MAX_MODEL_DEPTH}], got {self.grow_layers!r}")
         _require(0 <= self.prior_validation_tasks <= 100_000, f"{key}.prior_validation_tasks", "must be in [0, 100000]")
+        _require(self.optimizer == "adamw" or (self.zero_stage == 0 and not self.offload_optimizer), f"{key}.optimizer",
+                 f"{self.optimizer!r} steps each weight tensor whole, but ZeRO-{self.zero_stage} hands the optimizer flat "
+                 "partitions: set train.zero_stage=0 (and offload_optimizer=false), or use train.optimizer=adamw")
+        _require(len(self.sophia_betas) == 2 and all(0.0 <= b < 1.0 for b in self.sophia_betas), f"{key}.sophia_betas",
+                 f"must be two numbers in [0, 1), [momentum, hessian EMA], got {self.sophia_betas!r}")
+        _require(0 < self.sophia_rho <= 100, f"{key}.sophia_rho", f"must be in (0, 100], got {self.sophia_rho!r}")
+        _require(1 <= self.sophia_hessian_every <= 100_000, f"{key}.sophia_hessian_every",
+                 f"must be in [1, 100000] (steps between Hessian estimates), got {self.sophia_hessian_every!r}")
+        _require(0.0 <= self.muon_momentum < 1.0, f"{key}.muon_momentum", f"must be in [0, 1), got {self.muon_momentum!r}")
         _require(not (self.compile and self.zero_stage == 3), f"{key}.compile",
                  "cannot be combined with train.zero_stage=3 (ZeRO-3's parameter hooks run inside the blocks); "
                  "use zero_stage 0-2 with compile, or compile=false")

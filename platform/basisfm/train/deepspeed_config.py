@@ -2,7 +2,7 @@
 
 On CPU: fp32 and gloo. On GPU: bf16 through DeepSpeed's torch autocast (weights and optimizer stay fp32; a
 batch's float64 values and float32 embeddings need no casting) and NCCL. Everywhere a plain
-`torch.optim.AdamW` (fused on CUDA) handed to DeepSpeed: DeepSpeed's own optimizers JIT-compile C++/CUDA ops
+`torch.optim.AdamW` (fused on CUDA), or one of basisfm.train.optimizers (`train.optimizer`), handed to DeepSpeed: DeepSpeed's own optimizers JIT-compile C++/CUDA ops
 at engine start (~40 s on an H200, and a crash when TORCH_CUDA_ARCH_LIST reads `9.0a`).
 """
 
@@ -47,11 +47,30 @@ def build_deepspeed_config(train: TrainConfig) -> dict[str, Any]:
     return config
 
 
-def build_optimizer(params: Iterable[torch.nn.Parameter], train: TrainConfig) -> torch.optim.Optimizer:
-    """torch's AdamW: fused (one kernel for all tensors) when the state lives on the GPU, the default
-    (foreach) implementation on the host, whose offloaded state the fused kernel cannot step."""
+def build_optimizer(params: Iterable, train: TrainConfig) -> torch.optim.Optimizer:
+    """The optimizer `train.optimizer` names over `params` (parameters, or (name, parameter) pairs: Muon needs the
+    names to tell the blocks' matrices from the rest). `adamw`: torch's, fused (one kernel for all tensors) when the
+    state lives on the GPU, the default (foreach) implementation on the host, whose offloaded state the fused kernel
+    cannot step. The others are basisfm.train.optimizers' (config validation keeps them at ZeRO-0)."""
+    from basisfm.train.optimizers import Lamb, Muon, SophiaG
+
+    named = list(params)
+    has_names = bool(named) and isinstance(named[0], tuple)
+    plain = [p for _, p in named] if has_names else named
+    betas = (float(train.adam_betas[0]), float(train.adam_betas[1]))
+    if train.optimizer == "lamb":
+        return Lamb(plain, lr=train.lr, betas=betas, weight_decay=train.weight_decay)
+    if train.optimizer == "sophia":
+        return SophiaG(plain, lr=train.lr, betas=tuple(train.sophia_betas), rho=train.sophia_rho,
+                       weight_decay=train.weight_decay, hessian_every=train.sophia_hessian_every)
+    if train.optimizer == "muon":
+        if not has_names:
+            raise TypeError("build_optimizer: train.optimizer=muon needs (name, parameter) pairs "
+                            "(module.named_parameters()) to find the blocks' matrices")
+        return Muon.grouped(named, lr=train.lr, momentum=train.muon_momentum, betas=betas,
+                            weight_decay=train.weight_decay)
     fused = train.use_gpu and not train.offload_optimizer
-    return adamw(params, lr=train.lr, weight_decay=train.weight_decay, betas=train.adam_betas, fused=fused or None)
+    return adamw(plain, lr=train.lr, weight_decay=train.weight_decay, betas=train.adam_betas, fused=fused or None)
 
 
 def adamw(params: Iterable[torch.nn.Parameter], *, lr: float, weight_decay: float, betas=(0.9, 0.999),
@@ -117,7 +136,11 @@ def build_engine(config, device: torch.device):
         compile_blocks(model)
     # On the device before the optimizer sees the parameters: the fused AdamW steps them where they live.
     objective = build_objective(model, config.model, config.loss).to(device)
-    optimizer = build_optimizer([p for p in objective.parameters() if p.requires_grad], train)
+    optimizer = build_optimizer([(n, p) for n, p in objective.named_parameters() if p.requires_grad], train)
+    if train.optimizer == "sophia":  # its Hessian estimate needs forwards of its own: hooked on the objective's
+        from basisfm.train.optimizers import attach_gnb_hessian
+
+        attach_gnb_hessian(objective, optimizer)
     engine, _, _, scheduler = deepspeed.initialize(
         model=objective,
         optimizer=optimizer,
