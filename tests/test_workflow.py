@@ -79,7 +79,7 @@ def test_the_pretrain_job_prints_the_summary_the_library_returns(monkeypatch, ca
 
     checkpoint = tmp_path / "model"
     checkpoint.mkdir()
-    monkeypatch.setattr(basisfm.train, "pretrain", lambda config: _Summarised(checkpoint_dir=checkpoint, text="PRETRAIN-SUMMARY"))
+    monkeypatch.setattr(basisfm.train, "pretrain", lambda config, startup=None: _Summarised(checkpoint_dir=checkpoint, text="PRETRAIN-SUMMARY"))
     monkeypatch.setattr(sys, "argv", ["jobs.pretrain", "--steps", "30"])
     assert jobs.pretrain.main() == 0
     assert capsys.readouterr().out.count("PRETRAIN-SUMMARY") == 1
