@@ -55,8 +55,10 @@ def test_a_stage_can_stop_part_way_down_a_longer_schedule():
     from basisfm.errors import ConfigError
 
     param = torch.nn.Parameter(torch.zeros(1))
-    scheduler = build_scheduler(torch.optim.AdamW([param], lr=1.0), TrainConfig(steps=10, schedule_steps=20, warmup_steps=4))
+    optimizer = torch.optim.AdamW([param], lr=1.0)
+    scheduler = build_scheduler(optimizer, TrainConfig(steps=10, schedule_steps=20, warmup_steps=4))
     for _ in range(10):
+        optimizer.step()  # no gradient: nothing moves; stepped first, as the schedule expects
         scheduler.step()
     assert scheduler.get_last_lr()[0] == pytest.approx(warmup_cosine_factor(10, 4, 20, 0.1))  # not the floor at step 10
     assert scheduler.get_last_lr()[0] > 0.5
