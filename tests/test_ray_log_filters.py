@@ -94,3 +94,35 @@ def test_the_hook_module_imports_nothing_of_the_training_stack():
             "print(sorted(m for m in sys.modules if m.startswith(('basisfm.train', 'torch', 'yaml', 'ray'))))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60).stdout
     assert out.strip() == "[]"  # it runs in every Ray worker process, idle ones included
+
+
+def test_rays_routine_lines_are_dropped_and_a_failure_beside_them_is_kept(monkeypatch):
+    from basisfm.ray_log_filters import ROUTINE_LINES, ray_train_context_logger
+
+    import ray.train.v2._internal.execution.context as train_context
+
+    assert ray_train_context_logger() == train_context.__file__  # the name Ray Train's own logger has
+    names = [*ROUTINE_LINES, ray_train_context_logger()]
+    for name in names:
+        monkeypatch.setattr(logging.getLogger(name), "filters", [])  # restored after the test
+    quiet_ray_worker()
+    quiet_ray_worker()
+    executor, storage, context = (logging.getLogger(n) for n in names[1:])
+    assert all(len(logging.getLogger(n).filters) == 1 for n in names)
+    seen: list[str] = []  # a handler on each logger: Ray's own logging setup stops propagation to pytest's
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append(record.getMessage())
+
+    for name in names:
+        logger = logging.getLogger(name)
+        monkeypatch.setattr(logger, "handlers", [Collect()])
+        monkeypatch.setattr(logger, "level", logging.INFO)
+    logging.getLogger(names[0]).warning("Progress bars disabled. To enable, set ...")
+    executor.info("\u2714\ufe0f  Dataset train_1 execution finished in 3.83 seconds")
+    executor.info("\u26a0\ufe0f  Dataset train_2 execution failed")
+    storage.info("Checkpoint successfully created at: Checkpoint(filesystem=local, path=/tmp/step_27)")
+    context.info("Reporting training result 1: TrainingReport(checkpoint=..., metrics={'train_loss': 2.1}) from rank 0")
+    storage.warning("Checkpoint upload failed")
+    assert seen == ["\u26a0\ufe0f  Dataset train_2 execution failed", "Checkpoint upload failed"]

@@ -50,12 +50,58 @@ class DropStateApiPolling(logging.Filter):
         return STATE_API_WARNING not in record.getMessage()
 
 
+# Lines Ray prints from inside its own processes on every run, each a routine event the run's own progress and summary
+# already show: Ray Data's notice that progress bars are off (basisfm turns them off: its own progress bar runs in the
+# training loop) and its note that a dataset finished (a failed one is still logged), and Ray Train's log of each
+# checkpoint persisted and each report, whose metrics dict fills a screen line. Keyed by the logger Ray creates them on
+# (a phrase each line holds);
+# `ray_train_context_logger` names the one Ray Train creates by its file path.
+ROUTINE_LINES = {
+    "ray.data._internal.progress": ("Progress bars disabled",),
+    "ray.data._internal.execution.streaming_executor": (" execution finished in ",),  # "✔️  Dataset ... execution finished in 3.8 seconds"
+    "ray.train.v2._internal.execution.storage": ("Checkpoint successfully created at",),
+}
+TRAIN_CONTEXT_LINES = ("Reporting training result",)
+
+
+def ray_train_context_logger() -> str | None:
+    """The name of the logger Ray Train's execution context reports on: `logging.getLogger(__file__)`, so its file's
+    path, found without importing Ray (this runs in every Ray worker process)."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("ray")  # a top-level package: located, not imported
+    if spec is None or spec.origin is None:
+        return None
+    return os.path.join(os.path.dirname(spec.origin), "train", "v2", "_internal", "execution", "context.py")
+
+
+class DropRoutineLines(logging.Filter):
+    """Drops the records whose message holds one of `phrases` (Ray's routine lines above)."""
+
+    def __init__(self, phrases: tuple[str, ...]):
+        super().__init__()
+        self.phrases = phrases
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(phrase in message for phrase in self.phrases)
+
+
 def quiet_ray_worker() -> None:
     """Install the filters in this process (idempotent)."""
     for name, filter_type in ((CLEANER_LOGGER, DropStateApiPolling), (AUTOSCALING_LOGGER, OneLineResourceRequestFailure)):
         ray_logger = logging.getLogger(name)
         if not any(isinstance(f, filter_type) for f in ray_logger.filters):
             ray_logger.addFilter(filter_type())
+    routine = dict(ROUTINE_LINES)
+    context_logger = ray_train_context_logger()
+    if context_logger is not None:
+        routine[context_logger] = TRAIN_CONTEXT_LINES
+    for name, phrases in routine.items():
+        ray_logger = logging.getLogger(name)
+        if not any(isinstance(f, DropRoutineLines) for f in ray_logger.filters):
+            ray_logger.addFilter(DropRoutineLines(phrases))
     if getattr(threading.excepthook, "_basisfm_quiet", False):
         return
     previous = threading.excepthook
