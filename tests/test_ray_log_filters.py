@@ -126,3 +126,17 @@ def test_rays_routine_lines_are_dropped_and_a_failure_beside_them_is_kept(monkey
     context.info("Reporting training result 1: TrainingReport(checkpoint=..., metrics={'train_loss': 2.1}) from rank 0")
     storage.warning("Checkpoint upload failed")
     assert seen == ["\u26a0\ufe0f  Dataset train_2 execution failed", "Checkpoint upload failed"]
+
+
+def test_deepspeeds_deprecated_all_gather_warning_is_silenced_in_the_worker_and_others_are_not(monkeypatch):
+    import warnings
+
+    monkeypatch.setattr(warnings, "filters", list(warnings.filters))  # restored after the test
+    quiet_ray_worker()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("default")
+        quiet_ray_worker()  # installed inside this block too: catch_warnings resets the filters it entered with
+        warnings.warn("`torch.distributed.all_gather_into_tensor` is deprecated. Please use "
+                      "`torch.distributed.all_gather_single` instead.", FutureWarning)
+        warnings.warn("`torch.distributed.reduce_scatter_tensor` is deprecated.", FutureWarning)
+    assert [str(w.message) for w in caught] == ["`torch.distributed.reduce_scatter_tensor` is deprecated."]

@@ -88,8 +88,16 @@ class DropRoutineLines(logging.Filter):
         return not any(phrase in message for phrase in self.phrases)
 
 
+# DeepSpeed's ZeRO-2 gathers partitions with torch.distributed.all_gather_into_tensor, which torch 2.13 marks deprecated:
+# a FutureWarning from every training worker at its first step, about DeepSpeed's code, not the user's.
+ALL_GATHER_DEPRECATION = r"`torch\.distributed\.all_gather_into_tensor` is deprecated"
+
+
 def quiet_ray_worker() -> None:
     """Install the filters in this process (idempotent)."""
+    import warnings
+
+    warnings.filterwarnings("ignore", message=ALL_GATHER_DEPRECATION, category=FutureWarning)
     for name, filter_type in ((CLEANER_LOGGER, DropStateApiPolling), (AUTOSCALING_LOGGER, OneLineResourceRequestFailure)):
         ray_logger = logging.getLogger(name)
         if not any(isinstance(f, filter_type) for f in ray_logger.filters):
