@@ -142,3 +142,12 @@ def build_cell_attention(variant: str, d_model: int, n_heads: int, dropout: floa
     if variant == "sampled":
         return SampledCellAttention(d_model, n_heads, dropout, keep_ratio)
     raise ConfigError(f"config key 'model.attention': unknown attention variant {variant!r}; choose dense, block_sparse or sampled")
+
+
+def support_attention(support: torch.Tensor) -> torch.Tensor:
+    """[R, R] bool: row i may read row j when j is a support row (queries never read each other, nor
+    themselves: a query's own token would outweigh the context it should read). A batch without support
+    rows (masked cells) lets each row read itself alone."""
+    r = support.shape[0]
+    alone = torch.eye(r, dtype=torch.bool, device=support.device) & ~support.any()
+    return support.unsqueeze(0).expand(r, r) | alone

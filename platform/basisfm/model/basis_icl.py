@@ -34,22 +34,13 @@ from torch import nn
 from basisfm.config import ModelConfig
 from basisfm.data.batch import TableBatch
 from basisfm.errors import TableError
-from basisfm.model.attention import Block
+from basisfm.model.attention import Block, support_attention
 from basisfm.model.basis_transformer import BasisTransformer
 from basisfm.model.table_model import QueryStates, standardized_features
 
 # `icl_row_summary: numbers` (the ablation's row-token yardstick) reads a row's standardised values in column
 # order, zero-padded to this many columns.
 NUMBERS_WIDTH = 32
-
-
-def support_attention(support: torch.Tensor) -> torch.Tensor:
-    """[R, R] bool: row i may read row j when j is a support row (queries never read each other, nor
-    themselves: a query's own token would outweigh the context it should read). A batch without support
-    rows (masked cells) lets each row read itself alone."""
-    r = support.shape[0]
-    alone = torch.eye(r, dtype=torch.bool, device=support.device) & ~support.any()
-    return support.unsqueeze(0).expand(r, r) | alone
 
 
 def standardise_on_support(summary: torch.Tensor, support: torch.Tensor) -> torch.Tensor:

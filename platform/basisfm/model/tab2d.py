@@ -18,7 +18,7 @@ from torch import nn
 from basisfm.config import ModelConfig
 from basisfm.data.batch import TableBatch
 from basisfm.model.attention import Block, build_cell_attention
-from basisfm.model.basis_icl import support_attention
+from basisfm.model.attention import support_attention
 from basisfm.model.table_model import QueryStates, TableModel
 
 
