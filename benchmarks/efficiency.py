@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
 import resource
@@ -39,6 +40,7 @@ COLUMNS = (16, 64, 256, 1024, 2048)
 ROWS = (128, 512, 2048, 8192)
 FIXED_ROWS, FIXED_COLUMNS = 256, 16
 MAX_QUERIES = 128  # the estimators' query batch (`InContextSettings.query_batch`)
+STARTUP_SECONDS = 60  # a point's process: importing torch and basisfm, building the model and the episode
 
 
 @dataclass
@@ -48,6 +50,7 @@ class Point:
     rows: int
     columns: int
     seconds: float | None = None  # median forward seconds; None when capped
+    forwards: int = 0  # forwards timed (after the warm-up; the warm-up alone when it was slow)
     peak_mb: float | None = None
     capped: str = ""  # why the point was not measured ("" when it was)
 
@@ -114,8 +117,9 @@ def limit_memory(max_gb: float) -> None:
 
 
 def measure_in_this_process(architecture: str, variant: str, rows: int, columns: int, repeats: int = 3,
-                            max_gb: float | None = None) -> Point:
-    """One point, in the current process (call it from a fresh one: ru_maxrss never goes down)."""
+                            max_gb: float | None = None, slow_seconds: float = math.inf) -> Point:
+    """One point, in the current process (call it from a fresh one: ru_maxrss never goes down). A warm-up
+    forward slower than `slow_seconds` is the point's only timing (repeating it would not change the story)."""
     import gc
 
     import torch
@@ -128,25 +132,28 @@ def measure_in_this_process(architecture: str, variant: str, rows: int, columns:
     with torch.no_grad():
         gc.collect()
         before = _resident_mb()
+        began = time.perf_counter()
         model.predict_numeric(batch)
+        warm_up = time.perf_counter() - began
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
         times = []
-        for _ in range(repeats):
+        for _ in range(repeats if warm_up <= slow_seconds else 0):
             began = time.perf_counter()
             model.predict_numeric(batch)
             times.append(time.perf_counter() - began)
-    return Point(architecture, variant, rows, columns, sorted(times)[len(times) // 2], max(0.0, peak - before))
+    seconds = sorted(times)[len(times) // 2] if times else warm_up
+    return Point(architecture, variant, rows, columns, seconds, len(times) or 1, max(0.0, peak - before))
 
 
 def measure(architecture: str, variant: str, rows: int, columns: int, max_gb: float, max_seconds: float, repeats: int) -> Point:
     """One point in a fresh interpreter, or the reason it was capped."""
     command = [sys.executable, "-m", "benchmarks.efficiency", "--worker", architecture, variant, str(rows), str(columns),
-               str(repeats), str(max_gb)]
-    try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=max_seconds,
+               str(repeats), str(max_gb), str(max_seconds / (repeats + 1))]
+    try:  # the interpreter's start and the model's build come on top of the forwards
+        done = subprocess.run(command, capture_output=True, text=True, timeout=max_seconds + STARTUP_SECONDS,
                               cwd=Path(__file__).resolve().parents[1])
     except subprocess.TimeoutExpired:
-        return Point(architecture, variant, rows, columns, capped=f"time: over {max_seconds:.0f} s for {repeats + 1} forwards")
+        return Point(architecture, variant, rows, columns, capped=f"time: over {max_seconds:.0f} s")
     if done.returncode != 0:
         last = (done.stderr.strip().splitlines() or ["no message"])[-1]
         if "memory" in last.lower() or "alloc" in last.lower():
@@ -160,7 +167,8 @@ def cell(point: Point | None) -> str:
         return "-"
     if point.capped:
         return f"capped ({point.capped})"
-    return f"{point.seconds:.3f} s, {point.peak_mb:,.0f} MB"
+    once = "" if point.forwards != 1 else " (1 forward)"
+    return f"{point.seconds:.3f} s{once}, {point.peak_mb:,.0f} MB"
 
 
 def table(points: list[Point], axis: str, values: tuple[int, ...]) -> list[str]:
@@ -218,12 +226,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-seconds", type=float, default=120.0, help="stop a point's process after this long")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-mlflow", action="store_true")
-    p.add_argument("--worker", nargs=6, metavar=("ARCHITECTURE", "VARIANT", "ROWS", "COLUMNS", "REPEATS", "MAX_GB"),
+    p.add_argument("--worker", nargs=7, metavar=("ARCHITECTURE", "VARIANT", "ROWS", "COLUMNS", "REPEATS", "MAX_GB", "SLOW"),
                    help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        architecture, variant, rows, columns, repeats, max_gb = args.worker
-        point = measure_in_this_process(architecture, variant, int(rows), int(columns), int(repeats), float(max_gb))
+        architecture, variant, rows, columns, repeats, max_gb, slow = args.worker
+        point = measure_in_this_process(architecture, variant, int(rows), int(columns), int(repeats), float(max_gb),
+                                        float(slow))
         print(json.dumps(asdict(point)))
         return 0
 
@@ -252,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
              f"with no gradient of an episode of R rows (queries min(128, R/2), the rest labelled context) and C numeric "
              "columns, the last the target. Each point is a fresh process: peak = high-water resident memory above the "
              "resident memory before the first forward; seconds = median of "
-             f"{args.repeats} forwards after a warm-up. Capped points were not run to the end: they needed more than "
+             f"{args.repeats} forwards after a warm-up, or the warm-up alone (marked `1 forward`) when it took over "
+             f"{args.max_seconds / (args.repeats + 1):.0f} s. Capped points were not run to the end: they needed more than "
              f"{args.max_gb:g} GB above what the process held (an allocation beyond its address-space limit failed), or "
              f"more than {args.max_seconds:.0f} s for all forwards.", "",
              f"## Columns ({FIXED_ROWS} rows; `block_sparse`: blocks of 8 columns, `sampled`: 25% of columns kept)", "",
