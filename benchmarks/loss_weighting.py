@@ -559,7 +559,20 @@ def headline(in_context: list[Arm], per_row: list[Arm]) -> str:
         if arms:
             parts.append(f"{name}: " + ", ".join(
                 f"{a.weighting} {summary(a.prior, 'large')[0]:.3f}/{summary(a.prior, 'noisy')[0]:.3f}" for a in arms))
-    return "median R2 (large / noisy target) on held-out prior tasks; " + "; ".join(parts)
+    winners = default_winners(in_context, per_row)
+    verdict = (f"{', '.join(winners)} beat the default by 2 SE in both arms" if winners else
+               "no weighting beats the default by 2 SE in both arms: `loss.weighting` stays `paper`")
+    return "median R2 (large / noisy target) on held-out prior tasks; " + "; ".join(parts) + f"; {verdict}"
+
+
+def default_winners(in_context: list[Arm], per_row: list[Arm]) -> list[str]:
+    """The weightings that beat the current default by more than two standard errors in every arm run."""
+    sets = []
+    for arms, default in ((in_context, "none"), (per_row, "paper")):
+        base = next((a for a in arms if a.weighting == default), None)
+        if base is not None:
+            sets.append({a.weighting for a in arms if a is not base and (lambda m, e: m > 2 * e)(*against(a, base))})
+    return sorted(set.intersection(*sets)) if sets else []
 
 
 def decision(in_context: list[Arm], per_row: list[Arm]) -> str:
@@ -567,26 +580,23 @@ def decision(in_context: list[Arm], per_row: list[Arm]) -> str:
 
     The default (`paper`; under the binned head it is the same objective as `none`) changes only for a weighting
     that beats it by more than two standard errors of the paired difference in both arms."""
-    text, winners = [], []
+    text = []
     for name, arms, default in (("In context", in_context, "none"), ("Per-row fine-tuned", per_row, "paper")):
         base = next((a for a in arms if a.weighting == default), None)
         if base is None:
             continue
-        parts, better = [], set()
+        parts = []
         for a in arms:
             if a is base:
                 continue
             mean, error = against(a, base)
             verdict = "better" if mean > 2 * error else "worse" if mean < -2 * error else "within noise"
-            if verdict == "better":
-                better.add(a.weighting)
             parts.append(f"{a.weighting} {mean:+.3f} ± {error:.3f} ({verdict})")
         text.append(f"{name}, mean R2 of the two targets minus `{default}`'s, paired over {len(base.prior)} tasks "
                     f"(± one standard error): " + ", ".join(parts) + ".")
-        winners.append(better)
-    common = set.intersection(*winners) if winners else set()
+    common = default_winners(in_context, per_row)
     if common:
-        text.append(f"{', '.join(sorted(common))} beat the default by more than two standard errors in both arms.")
+        text.append(f"{', '.join(common)} beat the default by more than two standard errors in both arms.")
     else:
         text.append("No weighting beats the default by more than two standard errors in both arms, so "
                     "`loss.weighting` stays `paper` (Eq. 4 where the head is SMR bits; a no-op under the binned head).")

@@ -86,3 +86,11 @@ def test_the_default_changes_only_for_a_weighting_better_by_two_standard_errors_
     assert text.endswith("mgda beat the default by more than two standard errors in both arms.")
     per_row[1] = arm("per_row", "mgda", [0.60, 0.50, 0.40, 0.70])  # better on one task, worse on another
     assert "stays `paper`" in decision(in_context, per_row)
+
+
+def test_the_headline_carries_the_verdict():
+    from benchmarks.loss_weighting import headline
+
+    none = Arm("in_context", "none", prior=[{"large": 0.5, "noisy": 0.5}, {"large": 0.6, "noisy": 0.6}])
+    paper = Arm("per_row", "paper", prior=[{"large": 0.5, "noisy": 0.5}, {"large": 0.6, "noisy": 0.6}])
+    assert headline([none], [paper]).endswith("`loss.weighting` stays `paper`")
