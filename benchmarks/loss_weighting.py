@@ -195,7 +195,6 @@ def train_in_context(weighting: str, train: list[CorruptedTask], steps: int, tas
     from basisfm.losses import build_objective
     from basisfm.model.checkpoint import load_pretrained
     from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR
-    from basisfm.train.deepspeed_config import adamw, warmup_cosine_schedule
 
     torch.manual_seed(seed)
     model = load_pretrained(IN_CONTEXT_CHECKPOINT_DIR)
