@@ -164,13 +164,14 @@ def test_unknown_imputation_is_refused_by_name(cls, value):
         cls(strategy="inference", missing_imputation=value).fit(x, y > y.median())
 
 
-def test_a_damaged_saved_imputer_is_refused_naming_the_file(cache_dir, tmp_path, single_thread):
+@pytest.mark.parametrize("key, value", [("means", [1.0]), ("columns", ["size_m2", "elsewhere"]), ("kind", "median")])
+def test_a_damaged_saved_imputer_is_refused_naming_the_file(key, value, cache_dir, tmp_path, single_thread):
     x, y = _table()
     BasisRegressor(strategy="inference", n_estimators=1, missing_imputation="mean", embedding_cache_dir=cache_dir,
                    progress=False).fit(x, y).save(tmp_path / "saved")
     path = tmp_path / "saved" / "estimator.json"
     state = json.loads(path.read_text())
-    state["imputer"]["means"] = state["imputer"]["means"][:1]
+    state["imputer"][key] = value
     path.write_text(json.dumps(state))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

@@ -444,7 +444,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
         estimator.context_ = None
         estimator.features_read_ = state.get("features_read")  # None when saved before it existed: chosen at predict
-        estimator.imputer_ = _load_imputer(directory, state.get("imputer"))  # None: saved without, or before it existed
+        # None: saved without one, or before imputation existed
+        estimator.imputer_ = _load_imputer(directory, state.get("imputer"), list(estimator.preprocessor_.feature_names))
         if state.get("context") is not None:
             import pyarrow.parquet as pq
 
@@ -495,10 +496,17 @@ class _BasisEstimator(BaseEstimator, ABC):
         """Restore `_fitted_state`."""
 
 
-def _load_imputer(directory: Path, state: dict[str, Any] | None):
+def _load_imputer(directory: Path, state: dict[str, Any] | None, features: list[str]):
     if state is None:
         return None
     from basisfm.encoding.imputation import imputer_from_state
+
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{directory / ESTIMATOR_FILE}: key 'imputer' must be null or a mapping, got {type(state).__name__}")
+    strangers = [c for c in state.get("columns", []) if c not in features]
+    if strangers:
+        raise CheckpointError(f"{directory / ESTIMATOR_FILE}: key 'imputer.columns' names {strangers[0]!r}, not a fitted "
+                              "feature column; the file was changed after saving, save the estimator again")
 
     tensors = {}
     weights = directory / IMPUTER_WEIGHTS_FILE
