@@ -1,0 +1,237 @@
+"""Missing values in context (research question 2): which way of handling a missing cell predicts best when 10, 30
+or 60% of the feature cells of the training and test rows are removed MCAR, MAR or MNAR, beside CatBoost.
+
+Arms, every one `BasisRegressor(strategy="inference")` reading the training rows in context, except CatBoost:
+  - shipped: the shipped in-context checkpoint, which was pretrained with the `learnable` [MISSING] token;
+  - learnable / type_aware / attention_mask, continued: that checkpoint with its missing strategy swapped
+    (`benchmarks.missing_values_arms`: the new tokens start at the learned one) and pretrained on the prior the same
+    50 steps, every task with missing cells (`jobs.pretrain` commands on the page); `learnable, continued` is the
+    control for the other two;
+  - mean / diffusion imputation: the shipped checkpoint reading numeric cells filled before it reads them
+    (`missing_imputation`, `basisfm.encoding.imputation`);
+  - CatBoost at its defaults, one thread, reading NaN natively.
+Cells are removed by `basisfm.encoding.missingness.remove_cells` from every feature column of the training and the
+test rows (separately seeded); the target is never touched. The score is test R² on the suite's split 0.
+
+    python -m benchmarks.missing_values            # the full run (about 40 CPU-minutes at one thread)
+    python -m benchmarks.missing_values --quick    # two tables, 30% MCAR and MNAR: a few minutes
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import sys
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+
+NAME = "missing_values"
+ROOT = Path(__file__).resolve().parents[1]
+SUITES = ROOT / "jobs" / "configs" / "suites"
+# Small tables whose in-context fit and predict take seconds, each suite numeric-only and mixed ones.
+TABLES = [("public_suite.yaml", "concrete"), ("public_suite.yaml", "Boston"), ("public_suite.yaml", "Carseats"),
+          ("regression_screen.yaml", "Hitters"), ("regression_screen.yaml", "Auto"), ("regression_screen.yaml", "Housing")]
+QUICK_TABLES = [("public_suite.yaml", "Boston"), ("regression_screen.yaml", "Hitters")]
+RATES = (0.1, 0.3, 0.6)
+MECHANISMS = ("mcar", "mar", "mnar")
+CONTINUED = ("learnable", "type_aware", "attention_mask")
+IMPUTED = ("mean", "diffusion")
+SPLIT = 0
+
+
+@dataclass
+class Score:
+    table: str
+    suite: str
+    arm: str
+    rate: float
+    mechanism: str
+    r2: float
+    seconds: float
+    error: str | None = None
+
+
+def arms(arms_dir: Path) -> dict[str, dict]:
+    """arm name -> estimator parameters (None for CatBoost); continued arms only where their checkpoint exists."""
+    chosen: dict[str, dict | None] = {"shipped (learnable)": {"checkpoint": "in_context"}}
+    for strategy in CONTINUED:
+        model = arms_dir / f"missing-{strategy}" / "model"
+        if (model / "model.safetensors").is_file():
+            chosen[f"{strategy}, continued"] = {"checkpoint": str(model)}
+        else:
+            print(f"[{NAME}] no {model}: arm '{strategy}, continued' left out", flush=True)
+    for kind in IMPUTED:
+        chosen[f"{kind} imputation"] = {"checkpoint": "in_context", "missing_imputation": kind}
+    chosen["catboost"] = None
+    return chosen
+
+
+def conditions(quick: bool) -> list[tuple[float, str]]:
+    if quick:
+        return [(0.0, "none"), (0.3, "mcar"), (0.3, "mnar")]
+    return [(0.0, "none"), *((rate, mechanism) for mechanism in MECHANISMS for rate in RATES)]
+
+
+def run(args) -> list[Score]:
+    from basisfm.corpus.suite import load_suite, load_task_frame
+    from basisfm.encoding.missingness import remove_cells
+    from basisfm.estimators import BasisRegressor
+    from basisfm.evaluation.baselines import Baseline
+    from basisfm.evaluation.protocol import protocol_of, score, select_tasks
+    from basisfm.evaluation.splits import make_split, rows_with_usable_target
+    from basisfm.seeds import derive_seed
+
+    chosen = arms(Path(args.arms_dir))
+    tables = QUICK_TABLES if args.quick else TABLES
+    scores: list[Score] = []
+    partial = Path(args.work_dir) / "scores.jsonl"
+    partial.parent.mkdir(parents=True, exist_ok=True)
+    partial.write_text("")
+    for suite_file, name in tables:
+        suite = load_suite(SUITES / suite_file)
+        task = select_tasks(suite, [name])[0]
+        frame = rows_with_usable_target(load_task_frame(task), task.target, table=name)
+        features, target = frame.drop(columns=[task.target]), frame[task.target]
+        split = make_split(len(frame), SPLIT, protocol_of(suite))
+        x_train, x_test = features.iloc[split.train_rows], features.iloc[split.test_rows]
+        y_train, y_test = target.iloc[split.train_rows].to_numpy(), target.iloc[split.test_rows].to_numpy()
+        for rate, mechanism in conditions(args.quick):
+            if rate > 0:
+                seed = derive_seed(NAME, name, int(rate * 100), mechanism) % 2**31
+                holey_train = remove_cells(x_train, rate, mechanism, seed=seed)
+                holey_test = remove_cells(x_test, rate, mechanism, seed=seed + 1)
+            else:
+                holey_train, holey_test = x_train, x_test
+            for arm, params in chosen.items():
+                began = time.perf_counter()
+                try:
+                    with warnings.catch_warnings():
+                        warnings.simplefilter("ignore")  # an all-missing column dropped at 60% is expected here
+                        if params is None:
+                            model = Baseline("catboost", task="regression", seed=SPLIT, n_jobs=1)
+                        else:
+                            model = BasisRegressor(strategy="inference", n_estimators=1, feature_selection="relevance",
+                                                   random_state=SPLIT, progress=False, **params)
+                        predicted = np.asarray(model.fit(holey_train, y_train).predict(holey_test), dtype=np.float64)
+                    value, error = score("r2", y_test, predicted), None
+                except Exception as exc:  # noqa: BLE001 - a failed arm is a row of the table, not a dead run
+                    value, error = float("nan"), f"{type(exc).__name__}: {str(exc)[:200]}"
+                result = Score(name, suite_file.removesuffix(".yaml"), arm, rate, mechanism, float(value),
+                               time.perf_counter() - began, error)
+                scores.append(result)
+                with partial.open("a") as f:
+                    f.write(json.dumps(asdict(result)) + "\n")
+                print(f"[{NAME}] {name} {mechanism} {rate:.0%} {arm}: R2 {value:.4f} ({result.seconds:.1f}s)"
+                      + (f" FAILED {error}" if error else ""), flush=True)
+    return scores
+
+
+def median_r2(scores: list[Score], arm: str, rate: float, mechanism: str, suite: str | None = None) -> float:
+    values = [s.r2 for s in scores if s.arm == arm and s.rate == rate and s.mechanism == mechanism
+              and (suite is None or s.suite == suite)]
+    return float(np.median(values)) if values and np.isfinite(values).all() else float("nan")
+
+
+def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict]:
+    arm_names = list(dict.fromkeys(s.arm for s in scores))
+    conds = list(dict.fromkeys((s.rate, s.mechanism) for s in scores))
+    tables = list(dict.fromkeys(s.table for s in scores))
+    label = lambda rate, mech: "clean" if rate == 0 else f"{mech.upper()} {rate:.0%}"  # noqa: E731
+    mean_missing = {arm: float(np.mean([median_r2(scores, arm, r, m) for r, m in conds if r > 0])) for arm in arm_names}
+    best = max(mean_missing, key=mean_missing.get)
+    shipped = "shipped (learnable)"
+    headline = (f"mean over the {sum(r > 0 for r, _ in conds)} missing conditions of the median test R² over "
+                f"{len(tables)} tables: " + ", ".join(f"{a} {mean_missing[a]:.3f}" for a in
+                                                      sorted(arm_names, key=lambda a: -mean_missing[a]))
+                + f"; best {best}")
+    lines = ["# Missing values in context: tokens, masking, imputation and CatBoost with 10-60% of cells removed", "",
+             f"Headline: {headline}", "",
+             f"Tables ({len(tables)}, split {SPLIT} of each suite's protocol): "
+             + ", ".join(f"{t} ({next(s.suite for s in scores if s.table == t)})" for t in tables)
+             + ". Median test R² over the tables per arm and condition (cells removed from every feature column of "
+               "train and test rows; `clean`: none removed):", "",
+             "| arm | " + " | ".join(label(r, m) for r, m in conds) + " | mean of missing |",
+             "| --- | " + " | ".join("---:" for _ in conds) + " | ---: |"]
+    for arm in arm_names:
+        lines.append(f"| {arm} | " + " | ".join(f"{median_r2(scores, arm, r, m):.3f}" for r, m in conds)
+                     + f" | {mean_missing[arm]:.3f} |")
+    lines += ["", "Per table, the mean test R² over the missing conditions (the clean score in brackets):", "",
+              "| arm | " + " | ".join(tables) + " |", "| --- | " + " | ".join("---:" for _ in tables) + " |"]
+    for arm in arm_names:
+        cells = []
+        for t in tables:
+            held = [s.r2 for s in scores if s.arm == arm and s.table == t and s.rate > 0]
+            clean = [s.r2 for s in scores if s.arm == arm and s.table == t and s.rate == 0]
+            cells.append(f"{np.mean(held):.3f} ({clean[0]:.3f})" if held and clean else "n/a")
+        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    failures = [s for s in scores if s.error]
+    if failures:
+        lines += ["", "Failed runs: " + "; ".join(f"{s.arm} on {s.table} {s.mechanism} {s.rate:.0%}: {s.error}" for s in failures)]
+    seconds = {arm: float(np.mean([s.seconds for s in scores if s.arm == arm])) for arm in arm_names}
+    lines += ["", "Seconds per fit + predict (mean over runs; the machine is shared, compare within the run): "
+              + ", ".join(f"{a} {v:.1f}" for a, v in seconds.items()), ""]
+    context = {
+        "command": "python -m benchmarks.missing_values " + shlex.join(args.argv),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
+        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
+        "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
+        "continued arms": f"{Path(args.arms_dir).resolve()} (train runs, MLflow under track/)",
+        "scores": f"{Path(args.work_dir).resolve() / 'scores.jsonl'}",
+        "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+    metrics = {f"{arm.split(' ')[0].rstrip(',')}_{'continued_' if 'continued' in arm else ''}mean_missing_r2": v
+               for arm, v in mean_missing.items()}
+    metrics[f"{shipped.split(' ')[0]}_clean_r2"] = median_r2(scores, shipped, 0.0, "none")
+    return lines, context, metrics
+
+
+def render(scores: list[Score], path: Path) -> Path:
+    plt = pyplot()
+    arm_names = list(dict.fromkeys(s.arm for s in scores))
+    mechanisms = [m for m in MECHANISMS if any(s.mechanism == m for s in scores)]
+    fig, axes = plt.subplots(1, len(mechanisms), figsize=(5 * len(mechanisms), 4), squeeze=False, sharey=True)
+    for ax, mechanism in zip(axes[0], mechanisms):
+        for i, arm in enumerate(arm_names):
+            rates = [0.0, *sorted({s.rate for s in scores if s.mechanism == mechanism})]
+            values = [median_r2(scores, arm, r, mechanism if r > 0 else "none") for r in rates]
+            ax.plot([100 * r for r in rates], values, "o-", color=f"C{i}", label=arm,
+                    linestyle="--" if arm == "catboost" else "-")
+        ax.set_title(mechanism.upper())
+        ax.set_xlabel("% of feature cells removed (train and test rows)")
+    axes[0][0].set_ylabel("median test R² over the tables")
+    axes[0][-1].legend(fontsize=7)
+    return save_figure(fig, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="two tables, 30%% MCAR and MNAR only: a few minutes")
+    p.add_argument("--out", default=str(RESULTS_DIR), help="where the page and PNG go (default benchmarks/results)")
+    p.add_argument("--arms-dir", default="runs/missing-pretrain",
+                   help="the continued arms' training runs (<dir>/missing-<strategy>/model); absent ones are left out")
+    p.add_argument("--work-dir", default="runs/missing-values", help="where each run's score is appended as it lands")
+    p.add_argument("--no-mlflow", action="store_true", help="do not log the results page to MLflow")
+    args = p.parse_args(argv)
+    args.argv = sys.argv[1:] if argv is None else argv
+    began = time.perf_counter()
+    scores = run(args)
+    lines, context, metrics = page(scores, args, began)
+    publish(NAME, markdown_page(lines, context), lambda path: render(scores, path), out_dir=args.out,
+            log=not args.no_mlflow, params={"quick": args.quick, "tables": len({s.table for s in scores}),
+                                            "split": SPLIT, "arms": ",".join(dict.fromkeys(s.arm for s in scores))},
+            metrics=metrics)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
