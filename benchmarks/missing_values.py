@@ -221,10 +221,15 @@ def main(argv: list[str] | None = None) -> int:
                    help="the continued arms' training runs (<dir>/missing-<strategy>/model); absent ones are left out")
     p.add_argument("--work-dir", default="runs/missing-values", help="where each run's score is appended as it lands")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the results page to MLflow")
+    p.add_argument("--from-scores", default=None, metavar="JSONL",
+                   help="write the page from a run's scores.jsonl (e.g. one cut short) instead of running")
     args = p.parse_args(argv)
     args.argv = sys.argv[1:] if argv is None else argv
     began = time.perf_counter()
-    scores = run(args)
+    if args.from_scores:
+        scores = [Score(**json.loads(line)) for line in Path(args.from_scores).read_text().splitlines() if line.strip()]
+    else:
+        scores = run(args)
     lines, context, metrics = page(scores, args, began)
     publish(NAME, markdown_page(lines, context), lambda path: render(scores, path), out_dir=args.out,
             log=not args.no_mlflow, params={"quick": args.quick, "tables": len({s.table for s in scores}),
