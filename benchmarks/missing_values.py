@@ -49,6 +49,36 @@ IMPUTED = ("mean", "diffusion")
 SPLIT = 0
 
 
+# What the page says about how the arms were made and read (the numbers are the run's).
+PROTOCOL = [
+    "Protocol. A missing-value strategy other than `learnable` must be learned before it can be compared, and the "
+    "shipped in-context checkpoint learned `learnable`. So every strategy arm is the shipped checkpoint with its "
+    "strategy swapped (`python -m benchmarks.missing_values_arms`: the new per-kind tokens start at the learned "
+    "[MISSING] token, so at step 0 `type_aware` predicts exactly as the control; `attention_mask` has no token and "
+    "leaves missing cells out of attention) and then pretrained on the prior the same 50 steps of 8 tasks (400 "
+    "tasks), seed 7, lr 1.3e-4 (where the shipped run's schedule ended) on a 50-step cosine, every task with "
+    "missing cells (`priors.missing_task_fraction=1.0`, rates up to 60%, half of them MNAR), one thread:",
+    "",
+    "    python -m jobs.pretrain --config jobs/configs/icl/stage7.yaml --launcher local \\",
+    "      --set train.init_from=runs/missing-arms/STRATEGY-init --set train.grow_layers=null --set train.steps=50 \\",
+    "      --set train.schedule_steps=50 --set train.warmup_steps=5 --set train.lr=1.3e-4 \\",
+    "      --set priors.missing_task_fraction=1.0 --set priors.max_missing_rate=0.6 \\",
+    "      --set train.validate_every=1000 --set train.checkpoint_every=1000 \\",
+    "      --set train.storage_path=runs/missing-pretrain --set tracking.local_dir=runs/missing-pretrain/track \\",
+    "      --run-name missing-STRATEGY",
+    "",
+    "`learnable, continued` is the control: it had the same 50 steps. `per_column` (a token per hashed column name) "
+    "was not continued: on the prior a column's name is a meaningless bank index (`priors.banks.name_string`), so its "
+    "tokens could learn nothing about a real table's names; that needs pretraining on real tables (corpus "
+    "episodes), beyond this budget. The imputation arms use the shipped checkpoint as it is, reading filled numeric "
+    "cells (`missing_imputation`; categorical cells stay missing for its token). Every Basis arm predicts with "
+    "`strategy=\"inference\"`, one member (`n_estimators=1`) and `feature_selection=\"relevance\"` (the "
+    "default is 4 members with validated features: 4-10 times the cost), so the 420 runs fit the 40 CPU-minute "
+    "budget; fine-tuned arms were not run (a fine-tune costs minutes per table: 60 conditions x 6 tables is "
+    "hours). One split per table: differences under about 0.01 R² are within what another split moves.",
+]
+
+
 @dataclass
 class Score:
     table: str
@@ -74,6 +104,18 @@ def arms(arms_dir: Path) -> dict[str, dict]:
         chosen[f"{kind} imputation"] = {"checkpoint": "in_context", "missing_imputation": kind}
     chosen["catboost"] = None
     return chosen
+
+
+def continued_prior_ratios(arms_dir: Path) -> dict[str, float]:
+    """Each continued arm's last `val_prior_ratio`, from its training run's metrics (absent runs left out)."""
+    from basisfm.tracking.run_directory import read_metrics
+
+    ratios = {}
+    for strategy in CONTINUED:
+        values = [value for name, value, _ in read_metrics(arms_dir / f"missing-{strategy}") if name == "val_prior_ratio"]
+        if values:
+            ratios[strategy] = values[-1]
+    return ratios
 
 
 def conditions(quick: bool) -> list[tuple[float, str]]:
@@ -155,7 +197,7 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
                                                       sorted(arm_names, key=lambda a: -mean_missing[a]))
                 + f"; best {best}")
     lines = ["# Missing values in context: tokens, masking, imputation and CatBoost with 10-60% of cells removed", "",
-             f"Headline: {headline}", "",
+             f"Headline: {headline}", "", *PROTOCOL, "",
              f"Tables ({len(tables)}, split {SPLIT} of each suite's protocol): "
              + ", ".join(f"{t} ({next(s.suite for s in scores if s.table == t)})" for t in tables)
              + ". Median test R² over the tables per arm and condition (cells removed from every feature column of "
@@ -174,6 +216,11 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
             clean = [s.r2 for s in scores if s.arm == arm and s.table == t and s.rate == 0]
             cells.append(f"{np.mean(held):.3f} ({clean[0]:.3f})" if held and clean else "n/a")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
+    ratios = continued_prior_ratios(Path(args.arms_dir))
+    if ratios:
+        lines += ["", "Held-out prior ratio after the 50 steps (model / context-mean squared error on the prior's 64 "
+                  "validation tasks, lower is better; the runs' metrics.jsonl): "
+                  + ", ".join(f"{arm} {value:.4f}" for arm, value in ratios.items())]
     failures = [s for s in scores if s.error]
     if failures:
         lines += ["", "Failed runs: " + "; ".join(f"{s.arm} on {s.table} {s.mechanism} {s.rate:.0%}: {s.error}" for s in failures)]
@@ -185,6 +232,7 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
         "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
         "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
+        "fit + predict minutes, summed over the runs": f"{sum(s.seconds for s in scores) / 60:.1f}",
         "continued arms": f"{Path(args.arms_dir).resolve()} (train runs, MLflow under track/)",
         "scores": f"{Path(args.work_dir).resolve() / 'scores.jsonl'}",
         "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
