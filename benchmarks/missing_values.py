@@ -75,7 +75,7 @@ PROTOCOL = [
     "`strategy=\"inference\"`, one member (`n_estimators=1`) and `feature_selection=\"relevance\"` (the "
     "default is 4 members with validated features: 4-10 times the cost), so the 420 runs fit the 40 CPU-minute "
     "budget; fine-tuned arms were not run (a fine-tune costs minutes per table: 60 conditions x 6 tables is "
-    "hours). One split per table: differences under about 0.01 R² are within what another split moves.",
+    "hours).",
 ]
 
 
@@ -89,6 +89,7 @@ class Score:
     r2: float
     seconds: float
     error: str | None = None
+    split: int = 0
 
 
 def arms(arms_dir: Path) -> dict[str, dict]:
@@ -118,6 +119,23 @@ def continued_prior_ratios(arms_dir: Path) -> dict[str, float]:
     return ratios
 
 
+def token_drift(arms_dir: Path) -> dict[str, float]:
+    """How far each continued token arm's [MISSING] token(s) moved from the shipped learned token in its 50 steps:
+    the largest distance over its tokens, relative to the learned token's norm."""
+    from basisfm.model.checkpoint import load_pretrained
+    from basisfm.pretrained.checkpoints import resolve_checkpoint
+
+    learned = load_pretrained(resolve_checkpoint("in_context")).state_dict()["missing.token"]
+    drift = {}
+    for strategy in ("learnable", "type_aware"):
+        model = arms_dir / f"missing-{strategy}" / "model"
+        if (model / "model.safetensors").is_file():
+            state = load_pretrained(model).state_dict()
+            tokens = state["missing.token"].unsqueeze(0) if strategy == "learnable" else state["missing.tokens.weight"]
+            drift[strategy] = float((tokens - learned).norm(dim=-1).max() / learned.norm())
+    return drift
+
+
 def conditions(quick: bool) -> list[tuple[float, str]]:
     if quick:
         return [(0.0, "none"), (0.3, "mcar"), (0.3, "mnar")]
@@ -126,12 +144,8 @@ def conditions(quick: bool) -> list[tuple[float, str]]:
 
 def run(args) -> list[Score]:
     from basisfm.corpus.suite import load_suite, load_task_frame
-    from basisfm.encoding.missingness import remove_cells
-    from basisfm.estimators import BasisRegressor
-    from basisfm.evaluation.baselines import Baseline
-    from basisfm.evaluation.protocol import protocol_of, score, select_tasks
+    from basisfm.evaluation.protocol import protocol_of, select_tasks
     from basisfm.evaluation.splits import make_split, rows_with_usable_target
-    from basisfm.seeds import derive_seed
 
     chosen = arms(Path(args.arms_dir))
     tables = QUICK_TABLES if args.quick else TABLES
@@ -144,43 +158,61 @@ def run(args) -> list[Score]:
         task = select_tasks(suite, [name])[0]
         frame = rows_with_usable_target(load_task_frame(task), task.target, table=name)
         features, target = frame.drop(columns=[task.target]), frame[task.target]
-        split = make_split(len(frame), SPLIT, protocol_of(suite))
-        x_train, x_test = features.iloc[split.train_rows], features.iloc[split.test_rows]
-        y_train, y_test = target.iloc[split.train_rows].to_numpy(), target.iloc[split.test_rows].to_numpy()
-        for rate, mechanism in conditions(args.quick):
-            if rate > 0:
-                seed = derive_seed(NAME, name, int(rate * 100), mechanism) % 2**31
-                holey_train = remove_cells(x_train, rate, mechanism, seed=seed)
-                holey_test = remove_cells(x_test, rate, mechanism, seed=seed + 1)
-            else:
-                holey_train, holey_test = x_train, x_test
-            for arm, params in chosen.items():
-                began = time.perf_counter()
-                try:
-                    with warnings.catch_warnings():
-                        warnings.simplefilter("ignore")  # an all-missing column dropped at 60% is expected here
-                        if params is None:
-                            model = Baseline("catboost", task="regression", seed=SPLIT, n_jobs=1)
-                        else:
-                            model = BasisRegressor(strategy="inference", n_estimators=1, feature_selection="relevance",
-                                                   random_state=SPLIT, progress=False, **params)
-                        predicted = np.asarray(model.fit(holey_train, y_train).predict(holey_test), dtype=np.float64)
-                    value, error = score("r2", y_test, predicted), None
-                except Exception as exc:  # noqa: BLE001 - a failed arm is a row of the table, not a dead run
-                    value, error = float("nan"), f"{type(exc).__name__}: {str(exc)[:200]}"
-                result = Score(name, suite_file.removesuffix(".yaml"), arm, rate, mechanism, float(value),
-                               time.perf_counter() - began, error)
-                scores.append(result)
-                with partial.open("a") as f:
-                    f.write(json.dumps(asdict(result)) + "\n")
-                print(f"[{NAME}] {name} {mechanism} {rate:.0%} {arm}: R2 {value:.4f} ({result.seconds:.1f}s)"
-                      + (f" FAILED {error}" if error else ""), flush=True)
+        for split_seed in args.splits:
+            split = make_split(len(frame), split_seed, protocol_of(suite))
+            x_train, x_test = features.iloc[split.train_rows], features.iloc[split.test_rows]
+            y_train, y_test = target.iloc[split.train_rows].to_numpy(), target.iloc[split.test_rows].to_numpy()
+            scores += _score_split(args, chosen, name, suite_file, split_seed, x_train, y_train, x_test, y_test, partial)
+    return scores
+
+
+def _score_split(args, chosen, name, suite_file, split_seed, x_train, y_train, x_test, y_test, partial) -> list[Score]:
+    from basisfm.encoding.missingness import remove_cells
+    from basisfm.estimators import BasisRegressor
+    from basisfm.evaluation.baselines import Baseline
+    from basisfm.evaluation.protocol import score
+    from basisfm.seeds import derive_seed
+
+    scores = []
+    for rate, mechanism in conditions(args.quick):
+        if rate > 0:
+            parts = (NAME, name, int(rate * 100), mechanism) + ((split_seed,) if split_seed else ())
+            seed = derive_seed(*parts) % 2**31
+            holey_train = remove_cells(x_train, rate, mechanism, seed=seed)
+            holey_test = remove_cells(x_test, rate, mechanism, seed=seed + 1)
+        else:
+            holey_train, holey_test = x_train, x_test
+        for arm, params in chosen.items():
+            began = time.perf_counter()
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # an all-missing column dropped at 60% is expected here
+                    if params is None:
+                        model = Baseline("catboost", task="regression", seed=split_seed, n_jobs=1)
+                    else:
+                        model = BasisRegressor(strategy="inference", n_estimators=1, feature_selection="relevance",
+                                               random_state=split_seed, progress=False, **params)
+                    predicted = np.asarray(model.fit(holey_train, y_train).predict(holey_test), dtype=np.float64)
+                value, error = score("r2", y_test, predicted), None
+            except Exception as exc:  # noqa: BLE001 - a failed arm is a row of the table, not a dead run
+                value, error = float("nan"), f"{type(exc).__name__}: {str(exc)[:200]}"
+            result = Score(name, suite_file.removesuffix(".yaml"), arm, rate, mechanism, float(value),
+                           time.perf_counter() - began, error, split_seed)
+            scores.append(result)
+            with partial.open("a") as f:
+                f.write(json.dumps(asdict(result)) + "\n")
+            print(f"[{NAME}] {name} split {split_seed} {mechanism} {rate:.0%} {arm}: R2 {value:.4f} ({result.seconds:.1f}s)"
+                  + (f" FAILED {error}" if error else ""), flush=True)
     return scores
 
 
 def median_r2(scores: list[Score], arm: str, rate: float, mechanism: str, suite: str | None = None) -> float:
-    values = [s.r2 for s in scores if s.arm == arm and s.rate == rate and s.mechanism == mechanism
-              and (suite is None or s.suite == suite)]
+    """The median over tables of each table's mean test R² over its splits (NaN when a run is missing or failed)."""
+    per_table: dict[str, list[float]] = {}
+    for s in scores:
+        if s.arm == arm and s.rate == rate and s.mechanism == mechanism and (suite is None or s.suite == suite):
+            per_table.setdefault(s.table, []).append(s.r2)
+    values = [float(np.mean(v)) for v in per_table.values()]
     return float(np.median(values)) if values and np.isfinite(values).all() else float("nan")
 
 
@@ -198,7 +230,8 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
                 + f"; best {best}")
     lines = ["# Missing values in context: tokens, masking, imputation and CatBoost with 10-60% of cells removed", "",
              f"Headline: {headline}", "", *PROTOCOL, "",
-             f"Tables ({len(tables)}, split {SPLIT} of each suite's protocol): "
+             f"Tables ({len(tables)}; splits {', '.join(map(str, sorted({s.split for s in scores})))} of each suite's "
+             "protocol, each table's score the mean over them): "
              + ", ".join(f"{t} ({next(s.suite for s in scores if s.table == t)})" for t in tables)
              + ". Median test R² over the tables per arm and condition (cells removed from every feature column of "
                "train and test rows; `clean`: none removed):", "",
@@ -214,13 +247,17 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
         for t in tables:
             held = [s.r2 for s in scores if s.arm == arm and s.table == t and s.rate > 0]
             clean = [s.r2 for s in scores if s.arm == arm and s.table == t and s.rate == 0]
-            cells.append(f"{np.mean(held):.3f} ({clean[0]:.3f})" if held and clean else "n/a")
+            cells.append(f"{np.mean(held):.3f} ({np.mean(clean):.3f})" if held and clean else "n/a")
         lines.append(f"| {arm} | " + " | ".join(cells) + " |")
     ratios = continued_prior_ratios(Path(args.arms_dir))
     if ratios:
         lines += ["", "Held-out prior ratio after the 50 steps (model / context-mean squared error on the prior's 64 "
                   "validation tasks, lower is better; the runs' metrics.jsonl): "
                   + ", ".join(f"{arm} {value:.4f}" for arm, value in ratios.items())]
+    drift = token_drift(Path(args.arms_dir))
+    if drift:
+        lines += ["", "How far the tokens moved in those steps (largest distance from the shipped learned token, relative "
+                  "to its norm): " + ", ".join(f"{arm} {value:.2%}" for arm, value in drift.items())]
     failures = [s for s in scores if s.error]
     if failures:
         lines += ["", "Failed runs: " + "; ".join(f"{s.arm} on {s.table} {s.mechanism} {s.rate:.0%}: {s.error}" for s in failures)]
@@ -231,7 +268,8 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
         "command": "python -m benchmarks.missing_values " + shlex.join(args.argv),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
         "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
+        "total minutes": (f"{(time.perf_counter() - began) / 60:.1f}" if not getattr(args, "from_scores", None) else
+                          f"the page was written from {args.from_scores}, the scores of `python -m benchmarks.missing_values`"),
         "fit + predict minutes, summed over the runs": f"{sum(s.seconds for s in scores) / 60:.1f}",
         "continued arms": f"{Path(args.arms_dir).resolve()} (train runs, MLflow under track/)",
         "scores": f"{Path(args.work_dir).resolve() / 'scores.jsonl'}",
@@ -252,7 +290,7 @@ def render(scores: list[Score], path: Path) -> Path:
         for i, arm in enumerate(arm_names):
             rates = [0.0, *sorted({s.rate for s in scores if s.mechanism == mechanism})]
             values = [median_r2(scores, arm, r, mechanism if r > 0 else "none") for r in rates]
-            ax.plot([100 * r for r in rates], values, "o-", color=f"C{i}", label=arm,
+            ax.plot([100 * r for r in rates], values, marker="o", color=f"C{i}", label=arm,
                     linestyle="--" if arm == "catboost" else "-")
         ax.set_title(mechanism.upper())
         ax.set_xlabel("% of feature cells removed (train and test rows)")
@@ -267,6 +305,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=str(RESULTS_DIR), help="where the page and PNG go (default benchmarks/results)")
     p.add_argument("--arms-dir", default="runs/missing-pretrain",
                    help="the continued arms' training runs (<dir>/missing-<strategy>/model); absent ones are left out")
+    p.add_argument("--splits", nargs="+", type=int, default=[SPLIT], metavar="SEED",
+                   help="the suites' split seeds to score (default: 0)")
     p.add_argument("--work-dir", default="runs/missing-values", help="where each run's score is appended as it lands")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the results page to MLflow")
     p.add_argument("--from-scores", default=None, metavar="JSONL",
@@ -281,7 +321,7 @@ def main(argv: list[str] | None = None) -> int:
     lines, context, metrics = page(scores, args, began)
     publish(NAME, markdown_page(lines, context), lambda path: render(scores, path), out_dir=args.out,
             log=not args.no_mlflow, params={"quick": args.quick, "tables": len({s.table for s in scores}),
-                                            "split": SPLIT, "arms": ",".join(dict.fromkeys(s.arm for s in scores))},
+                                            "splits": ",".join(map(str, sorted({s.split for s in scores}))), "arms": ",".join(dict.fromkeys(s.arm for s in scores))},
             metrics=metrics)
     return 0
 
