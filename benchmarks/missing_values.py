@@ -52,9 +52,10 @@ LEVEL = 0.005  # arms whose mean R² over the missing conditions is this close t
 
 # What the page says about how the arms were made and read (the numbers are the run's).
 PROTOCOL = [
+    "Scored by `python -m benchmarks.missing_values` (the runs behind this page are listed under the tables). "
     "Protocol. A missing-value strategy other than `learnable` must be learned before it can be compared, and the "
     "shipped in-context checkpoint learned `learnable`. So every strategy arm is the shipped checkpoint with its "
-    "strategy swapped (`python -m benchmarks.missing_values_arms`: the new per-kind tokens start at the learned "
+    "strategy swapped (`benchmarks/missing_values_arms.py`: the new per-kind tokens start at the learned "
     "[MISSING] token, so at step 0 `type_aware` predicts exactly as the control; `attention_mask` has no token and "
     "leaves missing cells out of attention) and then pretrained on the prior the same 50 steps of 8 tasks (400 "
     "tasks), seed 7, lr 1.3e-4 (where the shipped run's schedule ended) on a 50-step cosine, every task with "
