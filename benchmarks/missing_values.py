@@ -74,7 +74,7 @@ PROTOCOL = [
     "tokens could learn nothing about a real table's names; that needs pretraining on real tables (corpus "
     "episodes), beyond this budget. The imputation arms use the shipped checkpoint as it is, reading filled numeric "
     "cells (`missing_imputation`; categorical cells stay missing for its token). The diffusion imputer is fitted "
-    "per table, on its training rows' observed cells (a second or so), not once on the corpus as the issue "
+    "per table, on its training rows' observed cells (about 3 s a fit here), not once on the corpus as the issue "
     "sketched: a denoiser that reads one row cannot know which column of a new table is which, so across tables it "
     "could learn only the shrinkage to the mean that mean imputation already gives. Every Basis arm predicts with "
     "`strategy=\"inference\"`, one member (`n_estimators=1`) and `feature_selection=\"relevance\"` (the "
