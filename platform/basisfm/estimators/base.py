@@ -50,6 +50,12 @@ fine-tuning (None: "relevance") trains and predicts on the relevance-ranked feat
 training rows alone and keeps the choice as `features_read_` (a regressor: the feature names; a classifier:
 {class: names}, one list per class indicator with `inference`), which every predict reuses and a save keeps.
 
+`missing_imputation`: None (the default) lets the model read a missing cell as missing (its checkpoint's
+`model.missing` strategy); "mean" fills the missing cells of numeric feature columns with their training-row
+mean, "diffusion" with a small denoising diffusion model fitted on the training rows' observed cells at fit
+(`basisfm.encoding.imputation`), training and predicted rows alike, before the model reads them; categorical,
+text and boolean cells stay missing. Measured in context: `benchmarks/results/missing_values.md`.
+
 Inputs: DataFrames with any column names and types (numpy arrays are named x0, x1, ...). Treatments
 of awkward input are listed in `basisfm.estimators.preprocessing`; at fit the target must be present
 in every row (NaN / inf / None raise naming the row), a constant regression target is predicted as
@@ -77,11 +83,12 @@ from basisfm.config import DataConfig, ModelConfig, apply_model_preset
 from basisfm.corpus.manifest import ColumnKind, atomic_write_text
 from basisfm.data.batch import TableBatch
 from basisfm.encoding.text import CACHE_FILE as EMBEDDING_CACHE_FILE
-from basisfm.errors import ConfigError, InputTypeError, TableError
+from basisfm.errors import CheckpointError, ConfigError, InputTypeError, TableError
 from basisfm.pretrained.checkpoints import resolve_checkpoint
 from basisfm.estimators.finetune import FineTuneHistory, FineTuneSettings, resolve_device
 from basisfm.estimators.preprocessing import TablePreprocessor, as_frame
-from basisfm.estimators.saved_files import CONTEXT_FILE, ESTIMATOR_FILE, FORMAT_VERSION, MODEL_DIR
+from basisfm.encoding.imputation import fit_imputer
+from basisfm.estimators.saved_files import CONTEXT_FILE, ESTIMATOR_FILE, FORMAT_VERSION, IMPUTER_WEIGHTS_FILE, MODEL_DIR
 from basisfm.estimators.strategies import choose_strategy
 from basisfm.estimators.strategies.in_context import categorical_coding, feature_choice, in_context_settings, member_count
 from basisfm.estimators.validation import (
@@ -123,6 +130,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         token_budget: int = 4096,
         max_columns: int = 32,
         feature_selection: str | None = None,
+        missing_imputation: str | None = None,
         device: str = "auto",
         embedding_cache_dir: str | None = None,
         tracking_uri: str | None = None,
@@ -155,6 +163,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.token_budget = token_budget
         self.max_columns = max_columns
         self.feature_selection = feature_selection
+        self.missing_imputation = missing_imputation
         self.device = device
         self.embedding_cache_dir = embedding_cache_dir
         self.tracking_uri = tracking_uri
@@ -269,7 +278,10 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.feature_names_in_ = np.asarray(preprocessor.feature_names, dtype=object)
         self.n_features_in_ = len(preprocessor.feature_names)
         self.constant_ = None
-        self.column_scale_ = _column_scale(features)
+        self.column_scale_ = _column_scale(features)  # the observed cells' scale, before any are filled
+        self.imputer_ = fit_imputer(self.missing_imputation, features, preprocessor.numeric_feature_names(),
+                                    seed=int(self.random_state))
+        features = self._imputed(features)
         self._fit_target_encoding(target)
 
         # 3. load the starting model; 4. choose the way of predicting, once
@@ -291,6 +303,15 @@ class _BasisEstimator(BaseEstimator, ABC):
         if self.context_ is not None:
             self.strategy_.prepare(self)
         return self
+
+    def _imputed(self, features: pd.DataFrame) -> pd.DataFrame:
+        """`features` with their missing numeric cells filled by the fitted imputer (unchanged without one)."""
+        imputer = getattr(self, "imputer_", None)
+        return features if imputer is None else imputer.fill(features)
+
+    def _features(self, X: Any) -> pd.DataFrame:
+        """The fitted preprocessing's typed feature columns of X, filled as the training rows were."""
+        return self._imputed(self.preprocessor_.features(X))
 
     @abstractmethod
     def _in_context_validation_loss(self, model, record, context, query, truth: np.ndarray, embedder, settings,
@@ -370,6 +391,11 @@ class _BasisEstimator(BaseEstimator, ABC):
             import pyarrow.parquet as pq
 
             pq.write_table(self.context_, directory / CONTEXT_FILE)
+        imputer = getattr(self, "imputer_", None)
+        if imputer is not None and imputer.tensors():
+            from safetensors.torch import save_file
+
+            save_file(imputer.tensors(), str(directory / IMPUTER_WEIGHTS_FILE))
         state = {
             "format_version": FORMAT_VERSION,
             "estimator": type(self).__name__,
@@ -380,6 +406,7 @@ class _BasisEstimator(BaseEstimator, ABC):
             "column_scale": self.column_scale_,
             "context": CONTEXT_FILE if self.context_ is not None else None,
             "features_read": getattr(self, "features_read_", None),
+            "imputer": None if imputer is None else imputer.state(),
             "histories": [asdict(h) for h in self.histories_],
             "fitted": self._fitted_state(),
         }
@@ -417,6 +444,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
         estimator.context_ = None
         estimator.features_read_ = state.get("features_read")  # None when saved before it existed: chosen at predict
+        # None: saved without one, or before imputation existed
+        estimator.imputer_ = _load_imputer(directory, state.get("imputer"), list(estimator.preprocessor_.feature_names))
         if state.get("context") is not None:
             import pyarrow.parquet as pq
 
@@ -465,6 +494,32 @@ class _BasisEstimator(BaseEstimator, ABC):
     @abstractmethod
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
         """Restore `_fitted_state`."""
+
+
+def _load_imputer(directory: Path, state: dict[str, Any] | None, features: list[str]):
+    if state is None:
+        return None
+    from basisfm.encoding.imputation import imputer_from_state
+
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{directory / ESTIMATOR_FILE}: key 'imputer' must be null or a mapping, got {type(state).__name__}")
+    strangers = [c for c in state.get("columns", []) if c not in features]
+    if strangers:
+        raise CheckpointError(f"{directory / ESTIMATOR_FILE}: key 'imputer.columns' names {strangers[0]!r}, not a fitted "
+                              "feature column; the file was changed after saving, save the estimator again")
+
+    tensors = {}
+    weights = directory / IMPUTER_WEIGHTS_FILE
+    if state.get("kind") == "diffusion":
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        try:
+            tensors = load_file(str(weights))
+        except (SafetensorError, OSError) as exc:
+            raise CheckpointError(f"{weights}: the diffusion imputer's weights cannot be read ({type(exc).__name__}); "
+                                  "save the estimator again") from None
+    return imputer_from_state(state, tensors, str(directory / ESTIMATOR_FILE))
 
 
 def _column_scale(features: pd.DataFrame) -> dict[str, tuple[float, float]]:

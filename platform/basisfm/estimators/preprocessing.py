@@ -169,6 +169,10 @@ class TablePreprocessor:
     def feature_names(self) -> list[str]:
         return [c.name for c in self.columns]
 
+    def numeric_feature_names(self) -> list[str]:
+        """The feature columns of kind numeric (what an imputer fills)."""
+        return [c.name for c in self.columns if c.column_kind == ColumnKind.NUMERIC]
+
     def features(self, X: Any) -> pd.DataFrame:
         """Typed feature columns in the fitted order: float64 for numeric-like kinds, str/None for string kinds."""
         if not self.targets:

@@ -9,3 +9,4 @@ READABLE_FORMATS = (2, 3)
 ESTIMATOR_FILE = "estimator.json"
 CONTEXT_FILE = "context.parquet"  # an in-context model's training rows, which it reads at predict
 MODEL_DIR = "model"  # member 0; member k > 0 is saved under f"{MODEL_DIR}-{k}"
+IMPUTER_WEIGHTS_FILE = "imputer.safetensors"  # a diffusion imputer's weights (`missing_imputation="diffusion"`)

@@ -85,6 +85,10 @@ def validate_params(estimator: Any) -> None:
         _check_choice("categorical_features", params["categorical_features"], CATEGORICAL_FEATURES)
     if params.get("feature_selection") is not None:
         _check_choice("feature_selection", params["feature_selection"], FEATURE_SELECTIONS)
+    if params.get("missing_imputation") is not None:
+        from basisfm.encoding.imputation import IMPUTATIONS
+
+        _check_choice("missing_imputation", params["missing_imputation"], IMPUTATIONS)
     for name in ("feature_transforms", "target_transforms"):
         transforms = params.get(name)
         if transforms is None:

@@ -107,7 +107,7 @@ class InContextPrediction(Strategy):
         return np.asarray([columns.index(name) for name in names], dtype=np.int64)
 
     def _query(self, estimator, X: Any):
-        return estimator.preprocessor_.to_arrow(estimator.preprocessor_.features(X), None)
+        return estimator.preprocessor_.to_arrow(estimator._features(X), None)
 
     # ------------------------------------------------------------------ predict
 

@@ -108,7 +108,7 @@ def prediction_batches(estimator, X: Any, member: int) -> tuple[list[tuple[Table
     subsets, drawn by the member's seed)."""
     from basisfm.data.collate import table_to_batches
 
-    features = estimator.preprocessor_.features(X)
+    features = estimator._features(X)
     record = estimator.preprocessor_.record()
     table = estimator.preprocessor_.to_arrow(features, None)
     seed = estimator._member_seed(member)

@@ -1,0 +1,53 @@
+"""benchmarks.missing_values: its arms, conditions and page, and the arms' swapped starting checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+
+from benchmarks import missing_values as bench
+from benchmarks.missing_values_arms import swap_missing_strategy
+
+
+def test_continued_arms_are_left_out_when_their_checkpoint_is_absent(tmp_path):
+    (tmp_path / "missing-type_aware" / "model").mkdir(parents=True)
+    (tmp_path / "missing-type_aware" / "model" / "model.safetensors").write_bytes(b"")
+    chosen = bench.arms(tmp_path)
+    assert list(chosen) == ["shipped (learnable)", "type_aware, continued", "mean imputation", "diffusion imputation",
+                            "catboost"]
+    assert chosen["catboost"] is None and chosen["diffusion imputation"]["missing_imputation"] == "diffusion"
+
+
+def test_the_full_run_covers_every_rate_and_mechanism_once_and_a_clean_baseline():
+    full = bench.conditions(quick=False)
+    assert full[0] == (0.0, "none") and len(full) == 1 + len(bench.RATES) * len(bench.MECHANISMS) == len(set(full))
+
+
+def test_the_page_takes_medians_over_tables_and_averages_the_missing_conditions():
+    scores = [bench.Score(t, "s", arm, rate, mech, r2, 1.0)
+              for t, shift in (("A", 0.0), ("B", 0.2), ("C", 0.4))
+              for arm, base in (("shipped (learnable)", 0.5), ("catboost", 0.6))
+              for rate, mech, r2 in ((0.0, "none", base + shift), (0.3, "mcar", base + shift - 0.1),
+                                     (0.3, "mnar", base + shift - 0.3))]
+    args = SimpleNamespace(argv=["--quick"], arms_dir="runs/x", work_dir="runs/y")
+    lines, _, metrics = bench.page(scores, args, began=0.0)
+    text = "\n".join(lines)
+    # catboost: medians 0.8 clean, 0.7 MCAR, 0.5 MNAR; the mean over the two missing conditions 0.6
+    assert "| catboost | 0.800 | 0.700 | 0.500 | 0.600 |" in text
+    assert "best catboost" in text and math.isclose(metrics["catboost_mean_missing_r2"], 0.6)
+
+
+def test_a_swapped_arm_starts_with_every_token_at_the_learned_one_and_the_other_weights_kept(tmp_path):
+    from basisfm.model.checkpoint import load_pretrained
+    from basisfm.pretrained.checkpoints import resolve_checkpoint
+
+    source = resolve_checkpoint("in_context")
+    base = load_pretrained(source).state_dict()
+    swapped = load_pretrained(swap_missing_strategy(source, "type_aware", Path(tmp_path) / "arm"))
+    assert swapped.config.missing == "type_aware"
+    state = swapped.state_dict()
+    assert torch.equal(state["missing.tokens.weight"], base["missing.token"].expand_as(state["missing.tokens.weight"]))
+    assert all(torch.equal(state[name], tensor) for name, tensor in base.items() if not name.startswith("missing."))
