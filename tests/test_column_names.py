@@ -228,6 +228,8 @@ def test_a_checkpoint_records_how_its_model_reads_names(tmp_path):
     directory = save_pretrained(model, tmp_path / "ckpt")
     assert read_name_embedding(directory) == ("sentence", None)
     write_name_embedding(directory, "none")
+    with pytest.raises(ConfigError, match="column_name_embedding"):
+        write_name_embedding(directory, "nothing")
     assert read_name_embedding(directory) == ("none", None)
     projection = save_projection(ContrastiveNameProjection(384), tmp_path / "elsewhere.safetensors")
     write_name_embedding(directory, "contrastive", projection)
@@ -240,3 +242,43 @@ def test_a_checkpoint_records_how_its_model_reads_names(tmp_path):
     (directory / "config.json").write_text(json.dumps(raw))
     with pytest.raises(CheckpointError, match="name_projection"):
         read_name_embedding(directory)
+
+
+# ----------------------------------------------------------------------------- the estimator follows its checkpoint
+
+
+def test_the_in_context_estimator_reads_names_as_its_checkpoint_says(tmp_path):
+    """A random in-context model, stamped `none` with parsed features off, predicts the same whatever the columns
+    are called; as saved (sentence + parsed features) the names change its predictions. A saved fitted estimator
+    keeps the stamp."""
+    from basisfm.estimators import BasisRegressor
+    from basisfm.model import build_model
+    from basisfm.model.checkpoint import save_pretrained, write_name_embedding
+
+    torch.manual_seed(0)
+    sentence = save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "s")
+    config = ModelConfig(architecture="tab2d", regression_head="binned", symbolic_name_features=False)
+    model = build_model(config)
+    from basisfm.model.checkpoint import load_pretrained
+
+    model.load_state_dict(load_pretrained(sentence).state_dict())
+    unnamed = save_pretrained(model, tmp_path / "n")
+    write_name_embedding(unnamed, "none")
+    rng = np.random.default_rng(0)
+    x = pd.DataFrame({"size_m2": rng.uniform(20, 200, 48), "rooms": rng.integers(1, 6, 48).astype(float)})
+    y = pd.Series(40 * x.size_m2 + rng.normal(0, 50, 48), name="price")
+    other_x = x.rename(columns={"size_m2": "tax_rate_pct", "rooms": "year_built"})
+    other_y = y.rename("sale_id")
+    cache = str(tmp_path / "cache")
+
+    def predict(checkpoint, features, target):
+        estimator = BasisRegressor(checkpoint=str(checkpoint), strategy="inference", n_estimators=1, random_state=0,
+                                   progress=False, embedding_cache_dir=cache, feature_selection="relevance")
+        return estimator.fit(features.iloc[:36], target.iloc[:36]), estimator.predict(features.iloc[36:])
+
+    fitted, blind = predict(unnamed, x, y)
+    np.testing.assert_allclose(predict(unnamed, other_x, other_y)[1], blind, rtol=1e-6)
+    assert not np.allclose(predict(sentence, x, y)[1], predict(sentence, other_x, other_y)[1], rtol=1e-6)
+    assert fitted.column_name_embedding_ == ("none", None)
+    fitted.save(tmp_path / "fitted")
+    assert BasisRegressor.load(tmp_path / "fitted").column_name_embedding_ == ("none", None)

@@ -125,6 +125,8 @@ def write_name_embedding(directory: str | Path, mode: str, projection: str | Pat
     import shutil
 
     path, raw = _read_config_json(directory)
+    if mode not in ("sentence", "none", "contrastive"):
+        raise ConfigError(f"column_name_embedding must be 'sentence', 'none' or 'contrastive', got {mode!r}")
     DataConfig(column_name_embedding=mode, name_projection=None if projection is None else str(projection)).validate("data")
     data = dict(raw.get("data") or {})
     data["column_name_embedding"] = mode
