@@ -109,6 +109,19 @@ def test_name_forms_change_names_only_and_reach_prepare_table(tmp_path):
     np.testing.assert_array_equal(embed_column_names(HashEmbedder(), ["a"]), HashEmbedder().embed(["a"]))
 
 
+def test_the_pipeline_collates_names_in_the_configured_form():
+    from basisfm.data.pipeline import collate_arrays
+
+    table = pa.table({"age": np.arange(40.0), "income": np.arange(40.0) * 2, "colour": ["red", "blue"] * 20})
+    record = _record(["age", "income"])
+    record = TableRecord(**{**record.__dict__, "n_rows": 40})
+    for task in ("masked_cells", "episodes"):
+        shown = collate_arrays(table, record, DataConfig(task=task), HashEmbedder(), seed=0)
+        hidden = collate_arrays(table, record, DataConfig(task=task, column_name_embedding="none"), HashEmbedder(), seed=0)
+        assert shown and all(np.abs(a["column_name_embeddings"]).sum() > 0 for a in shown)
+        assert hidden and all(np.all(a["column_name_embeddings"] == 0) for a in hidden)
+
+
 def test_data_config_checks_the_name_form_and_its_projection():
     with pytest.raises(ConfigError, match="name_projection"):
         DataConfig(column_name_embedding="contrastive").validate("data")
