@@ -242,7 +242,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="an ingested corpus with the public suite and the regression screen (and copies) left out")
     p.add_argument("--embedding-cache-dir", default="runs/embedding_cache")
     p.add_argument("--steps", type=int, default=None, help="continued-pretraining steps per arm (default 40; --quick 8)")
-    p.add_argument("--max-minutes", type=float, default=8.0, help="safety cap per arm (the table shows steps done)")
+    p.add_argument("--max-minutes", type=float, default=30.0,
+                   help="safety cap per arm; an arm it stops runs fewer steps (the table shows steps done). At 8 the "
+                        "2026-12-07 run's arms stopped at 20-odd of 40 steps under the shared machine's load")
     p.add_argument("--splits", type=int, nargs="+", default=None, help="split seeds (default 0 1 2; --quick 0)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the results page to MLflow")
     args = p.parse_args(argv)
@@ -353,6 +355,12 @@ def main(argv: list[str] | None = None) -> int:
                      f"{suite_mean(rows['scrambled'], 'public'):.4f} | {suite_mean(rows['scrambled'], 'screen'):.4f} | "
                      f"{d:+.4f}, {lo} of {n} |")
     reads_after = {a.name: paired_delta(arm_rows[a.name]["scrambled"], arm_rows[a.name]["real"])[0] for a in ARMS}
+    steps_done = {int(m.get("step", 0)) for m in arm_metrics.values()}
+    if steps_done != {args.steps}:
+        done = ", ".join(f"{a}: {m.get('step', 0):.0f}" for a, m in arm_metrics.items())
+        lines += ["", f"Arms stopped by the {args.max_minutes:g}-minute cap ran fewer than {args.steps} steps ({done}). "
+                  f"The cosine schedule is {args.steps} steps long in every arm and the episode stream is the same, so "
+                  "up to the shortest arm's last step every arm had the same learning rate and saw the same episodes."]
     lines += ["", "Scrambled minus real after continued pretraining: " + ", ".join(
         f"{a} {d:+.4f}" for a, d in reads_after.items()) + ".", "",
         "## Decision", "",
