@@ -165,6 +165,7 @@ def pretrain_arm(arm: Arm, start: Path, args, work: Path) -> tuple[Path, dict[st
         overrides["data.name_projection"] = str(args.projection)
     for key, value in overrides.items():
         command += ["--set", f"{key}={value}"]
+    shutil.rmtree(work / "runs" / run, ignore_errors=True)  # the same run name would resume an earlier run, not start
     log = work / f"{run}.log"
     with log.open("w") as out:
         done = subprocess.run(command, stdout=out, stderr=subprocess.STDOUT, env={**os.environ, "OMP_NUM_THREADS": "1"})
@@ -179,6 +180,21 @@ def pretrain_arm(arm: Arm, start: Path, args, work: Path) -> tuple[Path, dict[st
 
 
 # ----------------------------------------------------------------------------- name forms on their own
+
+
+def held_out_pair_counts(corpus: str, seeds: list[int]) -> list[int]:
+    """Held-out pairs per seed, as `train_name_projection` counts them (no training)."""
+    from basisfm.config import NameProjectionConfig
+    from basisfm.corpus.column_matches import positive_pairs, same_quantity_groups, split_groups
+    from basisfm.corpus.manifest import read_manifest
+
+    groups = same_quantity_groups(read_manifest(corpus))
+    counts = []
+    for seed in seeds:
+        train, held = split_groups(groups, NameProjectionConfig.holdout_fraction, seed)
+        seen = {frozenset(pair) for pair in positive_pairs(train)}
+        counts.append(sum(frozenset(pair) not in seen for pair in positive_pairs(held)))
+    return counts
 
 
 def name_form_recall(args, seeds: list[int]) -> tuple[dict[str, list[float]], list[int]]:
@@ -247,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
                         "2026-12-07 run's arms stopped at 20-odd of 40 steps under the shared machine's load")
     p.add_argument("--splits", type=int, nargs="+", default=None, help="split seeds (default 0 1 2; --quick 0)")
     p.add_argument("--no-mlflow", action="store_true", help="do not log the results page to MLflow")
+    p.add_argument("--reuse-scores", metavar="FILE", help="a scores.json of an earlier run with the same settings: "
+                   "parts 1-2 and its arms are taken from it, only the arms named by --arms are run again")
+    p.add_argument("--arms", nargs="+", default=[], choices=[a.name for a in ARMS], help="with --reuse-scores: arms to rerun")
     args = p.parse_args(argv)
     args.steps = args.steps or (8 if args.quick else 40)
     seeds = args.splits or ([0] if args.quick else [0, 1, 2])
@@ -262,25 +281,30 @@ def main(argv: list[str] | None = None) -> int:
     tasks = load_tasks(tables)
     say = lambda text: print(f"[{NAME}] {text} ({(time.perf_counter() - began) / 60:.1f} min)", flush=True)  # noqa: E731
 
+    reused = json.loads(Path(args.reuse_scores).read_text()) if args.reuse_scores else None
     # 1. the shipped model under name variants; CatBoost beside it
     unnamed = named_checkpoint(shipped, work / "shipped_no_names", embedding="none", symbolic=False)
-    part1: dict[str, list[dict]] = {}
-    for variant in VARIANTS:
+    part1: dict[str, list[dict]] = reused["part1"] if reused else {}
+    for variant in VARIANTS if reused is None else ():
         part1[variant] = evaluate("basis", unnamed if variant == "none" else shipped, tasks, seeds, variant,
                                   args.embedding_cache_dir)
         say(f"shipped, {variant} names: public {suite_mean(part1[variant], 'public'):.3f}, "
             f"screen {suite_mean(part1[variant], 'screen'):.3f}")
-    catboost = {v: evaluate("catboost", None, tasks, seeds, v, args.embedding_cache_dir) for v in ("real", "scrambled")}
+    catboost = reused["catboost"] if reused else {
+        v: evaluate("catboost", None, tasks, seeds, v, args.embedding_cache_dir) for v in ("real", "scrambled")}
     say(f"catboost real {suite_mean(catboost['real'], 'public'):.3f} / scrambled {suite_mean(catboost['scrambled'], 'public'):.3f}")
 
     # 2. the name forms on held-out same-quantity pairs (also writes the projection the contrastive arm reads)
-    recall, held_pairs = name_form_recall(args, [0, 1, 2])
+    recall, held_pairs = (reused["recall"], held_out_pair_counts(args.corpus, [0, 1, 2])) if reused else \
+        name_form_recall(args, [0, 1, 2])
     say("recall@1 " + ", ".join(f"{f} {np.mean(v):.3f}" for f, v in recall.items()))
 
     # 3. equal continued-pretraining runs, one per name form
-    arm_rows: dict[str, dict[str, list[dict]]] = {}
-    arm_metrics: dict[str, dict[str, float]] = {}
+    arm_rows: dict[str, dict[str, list[dict]]] = dict(reused["arms"]) if reused else {}
+    arm_metrics: dict[str, dict[str, float]] = dict(reused["arm_metrics"]) if reused else {}
     for arm in ARMS:
+        if reused is not None and arm.name in arm_rows and arm.name not in args.arms:
+            continue
         start = named_checkpoint(shipped, work / f"start-{arm.name.replace('+', '-')}", embedding=arm.embedding,
                                  symbolic=arm.symbolic, projection=args.projection)
         checkpoint, arm_metrics[arm.name] = pretrain_arm(arm, start, args, work)
@@ -378,6 +402,9 @@ def main(argv: list[str] | None = None) -> int:
          "suite table and all three splits: beyond this page's 40 CPU-minutes."), ""]
     context = {
         "command": "python -m benchmarks.column_names " + shlex.join(sys.argv[1:] if argv is None else argv),
+        **({"reused": f"parts 1-2 and the arms not rerun ({', '.join(a.name for a in ARMS if a.name not in args.arms)}) "
+                      f"from {args.reuse_scores}, an earlier run of this benchmark; total minutes count this run only"}
+           if reused else {}),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
         "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
         "training runs": f"{work}/track (MLflow experiment {NAME!r})",
