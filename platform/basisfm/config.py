@@ -93,6 +93,11 @@ class DataConfig:
     query_fraction: float = 0.25  # share of an episode's rows that are queries (at least one)
     max_episode_targets: int = 1  # target columns per episode: 1..this many, drawn per episode
     retrieval: bool = False  # episode rows = an anchor row's nearest rows (TabDPT-style), not a random draw
+    # The vector a column's name becomes (`encoding.name_embedding`): its sentence embedding; none (zero
+    # vectors, what the prior's unnamed tasks show); or its sentence embedding through a contrastively
+    # pretrained projection (`name_projection`: a safetensors file written by `jobs.name_projection`).
+    column_name_embedding: Literal["sentence", "none", "contrastive"] = "sentence"
+    name_projection: str | None = None
 
     def validate(self, key: str) -> None:
         _require(0.0 <= self.prior_fraction <= 1.0, f"{key}.prior_fraction", "must be in [0, 1]")
@@ -113,6 +118,12 @@ class DataConfig:
                  f"must be null or at least {MIN_TEXT_TOP_K}")
         _require(self.cpus_per_actor > 0, f"{key}.cpus_per_actor", "must be positive")
         _require(self.tables_per_task >= 1, f"{key}.tables_per_task", "must be at least 1")
+        _require(self.column_name_embedding != "contrastive" or bool(self.name_projection), f"{key}.name_projection",
+                 "must name the projection's safetensors file when column_name_embedding is 'contrastive' "
+                 "(train one with python -m jobs.name_projection)")
+        _require(self.column_name_embedding == "contrastive" or self.name_projection is None, f"{key}.name_projection",
+                 f"is only read when column_name_embedding is 'contrastive' (it is {self.column_name_embedding!r}); "
+                 "remove it or set column_name_embedding=contrastive")
 
 
 @dataclass
@@ -154,6 +165,9 @@ class ModelConfig:
     icl_row_norm: Literal["support", "layer", "none"] = "support"
     icl_summary_sees_targets: bool = False
     icl_target_column_token: bool = False
+    # The parsed name features (units, prefixes, shapes: `encoding.columns.symbolic_name_features`) in each
+    # column token. Off, a column token holds no trace of its name beyond the name embedding.
+    symbolic_name_features: bool = True
 
     def validate(self, key: str) -> None:
         _require(self.cell_layers >= 0, f"{key}.cell_layers", "must be at least 0")
@@ -442,6 +456,36 @@ class TuneConfig:
         # At most 128: trials run as train.run_name "<tune.name>-trial-<trial id>".
         _require(is_plain_name(self.name, max_length=128), f"{key}.name", f"{_PLAIN_NAME_RULE}, at most 128 characters "
                  f"(it names a directory under train.storage_path), got {self.name!r}")
+
+
+@dataclass
+class NameProjectionConfig:
+    """Contrastive pretraining of the column-name projection (`encoding.name_embedding`, `jobs.name_projection`).
+
+    Positive pairs are columns of different corpus tables that hold the same quantity, judged from the data
+    (`corpus.column_matches`); the other names in a batch are the negatives (InfoNCE).
+    """
+
+    corpus_dir: str = "runs/corpus"
+    out: str = "runs/name_projection/name_projection.safetensors"
+    exclude_tables: list[str] = field(default_factory=list)  # table ids never trained on (suite tables, copies)
+    embedding_cache_dir: str = "runs/embedding_cache"
+    steps: int = 400
+    batch_size: int = 128  # positive pairs per step; the batch's other names are each pair's negatives
+    lr: float = 1.0e-3
+    temperature: float = 0.07
+    holdout_fraction: float = 0.2  # groups of matched columns kept out of training, scored after
+    seed: int = 0
+
+    def validate(self, key: str) -> None:
+        _require(1 <= self.steps <= 1_000_000, f"{key}.steps", f"must be in [1, 1000000], got {self.steps!r}")
+        _require(2 <= self.batch_size <= 65_536, f"{key}.batch_size", f"must be in [2, 65536], got {self.batch_size!r}")
+        _require(0.0 < self.lr <= 1.0, f"{key}.lr", f"must be in (0, 1], got {self.lr!r}")
+        _require(0.0 < self.temperature <= 10.0, f"{key}.temperature", f"must be in (0, 10], got {self.temperature!r}")
+        _require(0.0 < self.holdout_fraction < 1.0, f"{key}.holdout_fraction",
+                 f"must be in (0, 1), got {self.holdout_fraction!r}")
+        _require(str(self.out).endswith(".safetensors"), f"{key}.out",
+                 f"must be a .safetensors file, got {self.out!r}")
 
 
 @dataclass

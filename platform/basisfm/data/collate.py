@@ -21,6 +21,7 @@ import pyarrow.compute as pc
 
 from basisfm.config import DataConfig
 from basisfm.corpus.manifest import ColumnKind, TableRecord
+from basisfm.encoding.name_embedding import embed_column_names
 from basisfm.errors import ConfigError, TableError
 
 if TYPE_CHECKING:
@@ -177,7 +178,7 @@ def prepare_table(table: pa.Table, record: TableRecord, embedder: Embedder) -> P
             missing[:, j] = bad
 
     dim = embedding_rows[0].shape[1] if embedding_rows else None
-    name_embeddings = embedder.embed(names).astype(np.float32)
+    name_embeddings = embed_column_names(embedder, names)  # the form `data.column_name_embedding` chose
     dim = dim or name_embeddings.shape[1]
     string_embeddings = np.concatenate(embedding_rows).astype(np.float32) if embedding_rows else np.zeros((0, dim), np.float32)
     stats = [c.stats for c in record.columns]

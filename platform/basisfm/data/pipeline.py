@@ -165,6 +165,9 @@ class TableBatchCollator:
 def collate_arrays(table, record: TableRecord, data_config: DataConfig, embedder, *, seed: int,
                    target_columns: Sequence[str] | None = None) -> list[dict[str, Any]]:
     """One table's batches for `data.task`: masked-cell batches (`collate`) or episodes (`episodes`)."""
+    from basisfm.encoding.name_embedding import name_embedder_for
+
+    embedder = name_embedder_for(data_config, embedder)  # column names as `data.column_name_embedding` asks
     if data_config.task == "episodes":
         from basisfm.data.episodes import table_to_episode_arrays
 

@@ -74,8 +74,11 @@ class ColumnEncoder(nn.Module):
     same one that embeds category and text cells and label strings), so names and values share a space.
     """
 
-    def __init__(self, d_model: int, n_window_features: int = 2):
+    def __init__(self, d_model: int, n_window_features: int = 2, *, symbolic_features: bool = True):
         super().__init__()
+        # Off (`model.symbolic_name_features=false`), the layer stays, so checkpoints keep one shape, but reads
+        # nothing: a column's name then reaches the model only through its embedding.
+        self.symbolic_features = symbolic_features
         self.symbolic = nn.Linear(N_SYMBOLIC_FEATURES, d_model, bias=False)
         self.kind = nn.Embedding(len(ColumnKind), d_model)
         nn.init.normal_(self.kind.weight, std=0.5)  # on the scale of names and values, not above them
@@ -90,4 +93,6 @@ class ColumnEncoder(nn.Module):
     ) -> torch.Tensor:
         dtype = self.symbolic.weight.dtype  # bf16/fp16 when DeepSpeed casts the model
         symbolic = symbolic_name_features(column_names).to(device=projected_names.device, dtype=dtype)
+        if not self.symbolic_features:
+            symbolic = torch.zeros_like(symbolic)  # what an unnamed prior column shows: every feature off
         return projected_names + self.symbolic(symbolic) + self.kind(column_kinds) + self.window(window_features.to(dtype))

@@ -194,9 +194,13 @@ class _BasisEstimator(BaseEstimator, ABC):
     def _embedder(self):
         # Text is pruned as the model's pretraining pruned it (`text_top_k_`, from the checkpoint), so
         # fine-tuning and prediction see the text the model learned from.
+        from basisfm.encoding.name_embedding import ColumnNameEmbedder
         from basisfm.encoding.text import shared_embedder
 
-        return shared_embedder(self._data_config().embedding_cache_dir, self.text_top_k_)
+        strings = shared_embedder(self._data_config().embedding_cache_dir, self.text_top_k_)
+        # Names, too, take the form the model was trained on (`data.column_name_embedding`, from the checkpoint).
+        mode, projection = getattr(self, "column_name_embedding_", ("sentence", None))
+        return strings if mode == "sentence" else ColumnNameEmbedder(strings, mode, projection)
 
     def _base_model(self):
         """The model fine-tuning starts from, and a description of where it came from."""
@@ -209,11 +213,13 @@ class _BasisEstimator(BaseEstimator, ABC):
                               f"from scratch, but checkpoint={self.checkpoint!r} gives a pretrained one (its config fixes "
                               "both); pass checkpoint=None to build that model from scratch")
         if resolved is not None:
-            from basisfm.model.checkpoint import load_pretrained, read_text_top_k
+            from basisfm.model.checkpoint import load_pretrained, read_name_embedding, read_text_top_k
 
             self.text_top_k_ = read_text_top_k(resolved)
+            self.column_name_embedding_ = read_name_embedding(resolved)
             return load_pretrained(resolved), f"checkpoint {checkpoint}"
         self.text_top_k_ = DataConfig.text_top_k  # as pretraining would prune it
+        self.column_name_embedding_ = ("sentence", None)
         if self.preset not in ("tiny", "small", "base"):
             raise ConfigError(f"preset {self.preset!r} is not one of ['tiny', 'small', 'base']")
         config = ModelConfig(preset=self.preset, regression_head=self.regression_head)
@@ -375,7 +381,7 @@ class _BasisEstimator(BaseEstimator, ABC):
 
     def save(self, directory: str | Path) -> Path:
         """estimator.json + one model directory per member (safetensors and config.json); loadable anywhere."""
-        from basisfm.model.checkpoint import save_pretrained
+        from basisfm.model.checkpoint import save_pretrained, write_name_embedding
 
         self._check_fitted()
         directory = Path(directory)
@@ -387,6 +393,9 @@ class _BasisEstimator(BaseEstimator, ABC):
         names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
         for name, model in zip(names, self.members_):
             save_pretrained(model, directory / name, text_top_k=self.text_top_k_)
+            mode, projection = getattr(self, "column_name_embedding_", ("sentence", None))
+            if mode != "sentence":
+                write_name_embedding(directory / name, mode, projection)
         if self.context_ is not None:  # an in-context model's training rows: Parquet, never a pickle
             import pyarrow.parquet as pq
 
@@ -415,7 +424,7 @@ class _BasisEstimator(BaseEstimator, ABC):
 
     @classmethod
     def load(cls, directory: str | Path) -> "_BasisEstimator":
-        from basisfm.model.checkpoint import load_pretrained, read_text_top_k
+        from basisfm.model.checkpoint import load_pretrained, read_name_embedding, read_text_top_k
 
         directory = Path(directory)
         state = read_estimator_state(directory, cls)  # every key checked: CheckpointError naming file and key
@@ -442,6 +451,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         estimator.members_ = [load_pretrained(directory / name).to(device).eval() for name in state["members"]]
         estimator.strategy_ = choose_strategy(estimator.strategy, estimator.members_[0])
         estimator.text_top_k_ = read_text_top_k(directory / MODEL_DIR)
+        estimator.column_name_embedding_ = read_name_embedding(directory / MODEL_DIR)
         estimator.context_ = None
         estimator.features_read_ = state.get("features_read")  # None when saved before it existed: chosen at predict
         # None: saved without one, or before imputation existed

@@ -27,6 +27,7 @@ WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 FORMAT = "basisfm.basis_transformer"
 FORMAT_VERSION = 1
+PROJECTION_NAME = "name_projection.safetensors"  # a contrastive name projection the checkpoint's model reads
 # ModelConfig keys older checkpoints hold that no longer exist and never changed the model: dropped on read.
 # `text_top_k`: text pruning is the data layer's (`data.text_top_k`); the model key was read by nothing.
 RETIRED_MODEL_KEYS = frozenset({"text_top_k"})
@@ -90,6 +91,53 @@ def read_text_top_k(directory: str | Path) -> int | None:
     except ConfigError as exc:
         raise CheckpointError(f"{path}: invalid data.text_top_k ({exc})") from exc
     return top_k
+
+
+def read_name_embedding(directory: str | Path) -> tuple[str, str | None]:
+    """(`data.column_name_embedding`, the projection file's path or None) the checkpoint's model was trained with.
+
+    Checkpoints that do not record it read sentence embeddings of names, as every model before it did.
+    """
+    path, raw = _read_config_json(directory)
+    data = raw.get("data", {})
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: key 'data' must be a mapping, got {data!r}")
+    mode = data.get("column_name_embedding", "sentence")
+    projection = data.get("name_projection")
+    if projection is not None:
+        if not isinstance(projection, str) or Path(projection).name != projection:
+            raise CheckpointError(f"{path}: key 'data.name_projection' must be a file name inside the checkpoint "
+                                  f"directory, got {projection!r}")
+        projection = str(Path(directory) / projection)
+    try:
+        DataConfig(column_name_embedding=mode, name_projection=projection).validate("data")
+    except ConfigError as exc:
+        raise CheckpointError(f"{path}: invalid data.column_name_embedding ({exc})") from exc
+    if mode not in ("sentence", "none", "contrastive"):
+        raise CheckpointError(f"{path}: key 'data.column_name_embedding' must be 'sentence', 'none' or 'contrastive', "
+                              f"got {mode!r}")
+    return mode, projection
+
+
+def write_name_embedding(directory: str | Path, mode: str, projection: str | Path | None = None) -> None:
+    """Record in the checkpoint how its model reads column names (`data.column_name_embedding`); a projection
+    file is copied into the directory, so the checkpoint stays whole when moved."""
+    import shutil
+
+    path, raw = _read_config_json(directory)
+    if mode not in ("sentence", "none", "contrastive"):
+        raise ConfigError(f"column_name_embedding must be 'sentence', 'none' or 'contrastive', got {mode!r}")
+    DataConfig(column_name_embedding=mode, name_projection=None if projection is None else str(projection)).validate("data")
+    data = dict(raw.get("data") or {})
+    data["column_name_embedding"] = mode
+    data.pop("name_projection", None)
+    if projection is not None:
+        target = Path(directory) / PROJECTION_NAME
+        if Path(projection).resolve() != target.resolve():
+            shutil.copyfile(projection, target)
+        data["name_projection"] = PROJECTION_NAME
+    raw["data"] = data
+    path.write_text(json.dumps(raw, indent=2, sort_keys=True) + "\n")
 
 
 def find_checkpoint_dir(root: str | Path, origin: str) -> Path:

@@ -102,7 +102,7 @@ class TableModel(nn.Module):
         # name to ~3% of its token, far below its kind and value, and the model would be slow to tell
         # columns apart. Scale it so names weigh as much as values from the first step.
         nn.init.normal_(self.text_projection.weight, std=0.5)
-        self.columns = ColumnEncoder(d)
+        self.columns = ColumnEncoder(d, symbolic_features=config.symbolic_name_features)
         self.column_scale = nn.Linear(2, d, bias=False)  # the column's mean / std, see scale_features
         self.numeric = build_numeric_encoder(config)
         # The value relative to its column: what a head over z needs, and what in-context models compare
