@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -118,3 +119,16 @@ def test_suite_parsing_and_task_frames():
     frame = load_task_frame(wage)
     assert "logwage" not in frame.columns and "rownames" not in frame.columns and "wage" in frame.columns
     assert suite.protocol["metric"] == "r2"
+
+
+def test_every_shipped_training_config_keeps_both_regression_suites_out_of_its_corpus():
+    """The brief's rule: never train on the public suite's tables, nor on the regression screen's when pretraining on
+    real tables. Every job config that ingests a corpus names both suite files (copies are then found by content)."""
+    root = Path(__file__).resolve().parents[1]
+    configs = sorted((root / "jobs" / "configs").glob("*.yaml"))
+    with_corpus = {path.name: yaml.safe_load(path.read_text()).get("corpus") for path in configs}
+    with_corpus = {name: section for name, section in with_corpus.items() if section}
+    assert with_corpus, "no job config with a corpus section found"
+    for name, section in with_corpus.items():
+        excluded = set(section.get("exclude_suites") or [])
+        assert {"jobs/configs/suites/public_suite.yaml", "jobs/configs/suites/regression_screen.yaml"} <= excluded, (name, excluded)
