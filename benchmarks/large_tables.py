@@ -115,11 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--min-train-rows", type=int, default=5_000)
     p.add_argument("--split", type=int, default=0, help="the protocol's split seed")
     p.add_argument("--tasks", nargs="+", help="only these tables (by name, e.g. diamonds)")
+    p.add_argument("--readings", nargs="+", metavar="LABEL", help=f"only these readings, from {[label for label, _ in READINGS]}")
     p.add_argument("--out", default=str(RESULTS_DIR), help="where the page and PNG go (default benchmarks/results)")
     p.add_argument("--no-mlflow", action="store_true")
     args = p.parse_args(argv)
     n_queries = args.queries or (300 if args.quick else 1_000)
     readings = [r for r in READINGS if r[0] in QUICK_READINGS] if args.quick else READINGS
+    if args.readings:
+        unknown = sorted(set(args.readings) - {label for label, _ in READINGS})
+        if unknown:
+            p.error(f"unknown readings {unknown}; choose from {[label for label, _ in READINGS]}")
+        readings = [r for r in READINGS if r[0] in args.readings]
 
     tasks = large_tasks(args.min_train_rows, args.split)
     if args.tasks:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 
 from benchmarks import large_tables as bench
 
@@ -31,6 +32,8 @@ def test_a_quick_run_scores_every_reading_and_catboost_and_writes_the_page(tmp_p
     monkeypatch.setattr(bench, "READINGS", [("random 32 x1", dict(max_context=32, retrieval=False, n_estimators=1)),
                                             ("retrieval 32 x1", dict(max_context=32, retrieval=True, n_estimators=1))])
     monkeypatch.setattr(bench, "QUICK_READINGS", ("random 32 x1", "retrieval 32 x1"))
+    with pytest.raises(SystemExit):
+        bench.main(["--readings", "random 9 x9", "--no-mlflow"])
     assert bench.main(["--quick", "--queries", "20", "--out", str(tmp_path), "--no-mlflow"]) == 0
     page = (tmp_path / "large_tables.md").read_text()
     assert "| table | training rows | random 32 x1 | retrieval 32 x1 | catboost |" in page
