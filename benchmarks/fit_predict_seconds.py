@@ -7,7 +7,9 @@ here is kept. Rows (each a fresh estimator, one process, the machine's threads):
     table, row by row (`BasisClassifier`'s default);
   - `in-context inference`: `BasisRegressor(strategy="inference")`, the shipped in-context checkpoint (or
     `--icl-checkpoint DIR`) with the estimator's defaults: no gradient step, each test row reads `max_context`
-    training rows in every member, plain and with retrieval (the training rows nearest to each chunk of queries);
+    training rows in every member; by default (`retrieval=None`) on this many rows the training rows nearest to
+    each chunk of queries (`estimators.strategies.in_context.retrieval_choice`), and with `retrieval=False` a
+    random draw per member (the default before 2026-12-07);
   - `in-context base-ft` (with `--icl-finetune`): episodic fine-tuning of that checkpoint, then in context
     (`BasisRegressor()`'s default with the shipped checkpoint).
 Run with `python -m benchmarks.fit_predict_seconds [--icl-checkpoint runs/curriculum/stage4] [--icl-finetune]`.
@@ -99,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     icl_checkpoint = args.icl_checkpoint or str(IN_CONTEXT_CHECKPOINT_DIR)
     icl = dict(checkpoint=icl_checkpoint, max_context=args.max_context, **common)
     runs = [(f"per-row checkpoint, base-ft ({per_row})", lambda: BasisRegressor(checkpoint=PER_ROW_NAME, **steps, **common)),
-            ("in-context, inference", lambda: BasisRegressor(strategy="inference", **icl)),
-            ("in-context, inference + retrieval", lambda: BasisRegressor(strategy="inference", retrieval=True, **icl))]
+            ("in-context, inference (default)", lambda: BasisRegressor(strategy="inference", **icl)),
+            ("in-context, inference, retrieval=False", lambda: BasisRegressor(strategy="inference", retrieval=False, **icl))]
     if args.icl_finetune:
         runs += [("in-context, base-ft (episodic)", lambda: BasisRegressor(strategy="base-ft", **steps, **icl))]
     load_before = os.getloadavg()[0]

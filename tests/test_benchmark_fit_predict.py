@@ -21,10 +21,10 @@ def test_a_small_run_times_every_strategy_and_writes_the_page(tmp_path):
     from basisfm.pretrained import shipped_checkpoint
 
     per_row = read_model_config(shipped_checkpoint("per_row")).architecture
-    for label in (f"per-row checkpoint, base-ft ({per_row})", "in-context, inference", "in-context, inference + retrieval",
-                  "in-context, base-ft (episodic)"):
+    for label in (f"per-row checkpoint, base-ft ({per_row})", "in-context, inference (default)",
+                  "in-context, inference, retrieval=False", "in-context, base-ft (episodic)"):
         assert f"| {label} |" in page
-    assert "| in-context, inference | " in page and "--max-steps 2" in page
+    assert "--max-steps 2" in page
     assert (tmp_path / "results" / "fit_predict_seconds.png").stat().st_size > 0
 
 
@@ -36,4 +36,4 @@ def test_without_a_checkpoint_it_times_the_shipped_in_context_one(tmp_path):
     page = (tmp_path / "fit_predict_seconds.md").read_text()
     assert "in-context checkpoint: platform/basisfm/pretrained/in_context\n" in page
     assert IN_CONTEXT_CHECKPOINT_DIR.is_dir()
-    assert "| in-context, inference | " in page and "(episodic)" not in page
+    assert "| in-context, inference (default) | " in page and "(episodic)" not in page

@@ -24,6 +24,7 @@ from basisfm.data.reading import (
     member_episodes,
     most_relevant,
     nearest_context,
+    neighbouring_chunks,
     ordinal_features,
     smoothed_means,
     target_signal,
@@ -146,6 +147,61 @@ def test_retrieval_reads_each_query_chunks_nearest_training_rows():
     assert point.shape == (4, 1) and np.isfinite(point).all()
     with pytest.raises(ConfigError, match="max_context"):
         predict_numeric_in_context(model, record, train, query, HashEmbedder(), InContextSettings(max_context=0))
+
+
+def test_retrieval_gives_each_query_its_nearest_rows_in_rank_order_across_the_chunk():
+    record, prepared = _prepared(n_train=300, n_query=6)
+    features = np.asarray([0, 1])  # x0 and x1, numeric
+    pool, queries = np.arange(300), np.arange(300, 306)
+    chosen = nearest_context(prepared, features, pool, queries, 40)
+    z = (prepared.values[:, features] - prepared.mean[features]) / prepared.std[features]
+    distance = ((z[queries][:, None, :] - z[pool][None, :, :]) ** 2).sum(-1)  # brute force [Q, P]
+    ranked = np.argsort(distance, axis=1, kind="stable")
+    expected = []  # every query's nearest, then every query's second nearest, ... until 40 distinct rows
+    for rank in range(300):
+        for q in range(6):
+            if ranked[q, rank] not in expected and len(expected) < 40:
+                expected.append(ranked[q, rank])
+    assert np.array_equal(chosen, np.sort(pool[expected]))
+    assert all(set(ranked[q, :6]) <= set(chosen) for q in range(6))  # each query reads at least its 40/6 nearest
+
+
+def test_retrieval_chunks_hold_queries_near_each_other():
+    """Queries from two far-apart clusters, interleaved: with retrieval each of the first member's episodes is one
+    cluster, and its context that cluster's training rows (in table order, chunks would mix both and each query
+    read few neighbours); the second member keeps table order, its contexts the rows nearest to either cluster."""
+    rng = np.random.default_rng(0)
+    n_train, n_query = 400, 64
+    centre = np.where(np.arange(n_train + n_query) % 2 == 0, -10.0, 10.0)
+    X = pd.DataFrame({"x0": centre + rng.normal(size=n_train + n_query), "x1": rng.normal(size=n_train + n_query)})
+    y = pd.Series(X["x0"] * 3 + X["x1"], name="price")
+    pre = TablePreprocessor().fit(X.iloc[:n_train], y.iloc[:n_train], ColumnKind.NUMERIC)
+    train = pre.to_arrow(pre.features(X.iloc[:n_train]), y.iloc[:n_train].reset_index(drop=True))
+    query = pre.to_arrow(pre.features(X.iloc[n_train:]), None)
+    ctx = in_context_table(pre.record(), train, query, HashEmbedder(), None)
+    settings = InContextSettings(max_context=100, n_estimators=2, query_batch=32, retrieval=True)
+    x0 = ctx.prepared.values[:, [c.name for c in pre.record().columns].index("x0")]
+    episodes = list(member_episodes(ctx, settings, shows_support=True, numeric_targets=True))
+    first = [e for e in episodes if e[0] == 0]
+    assert len(first) == 2 and sorted(np.concatenate([q for _, q, _, _ in first]).tolist()) == list(range(n_query))
+    for _, queries, batch, _ in episodes[2:]:  # the second member: table order, both clusters in each chunk
+        assert np.array_equal(queries, np.arange(32) + (queries[0] // 32) * 32)
+        context = batch.row_index[batch.support].numpy()
+        assert set(np.sign(x0[context])) == {-1.0, 1.0}
+    for _, queries, batch, _ in first:
+        side = np.sign(x0[n_train + queries])
+        assert len(set(side)) == 1  # one cluster per chunk
+        context = batch.row_index[batch.support].numpy()
+        assert (np.sign(x0[context]) == side[0]).all()  # its context from the same cluster
+
+
+def test_neighbouring_chunks_partition_the_queries_into_as_many_chunks_as_table_order():
+    record, prepared = _prepared(n_train=10, n_query=300)
+    queries = np.arange(10, 310)
+    for chunk in (1, 7, 64, 128, 300, 1000):
+        chunks = neighbouring_chunks(prepared, np.asarray([0, 1, 2]), queries, chunk)
+        assert len(chunks) == -(-300 // chunk) and max(len(c) for c in chunks) <= chunk
+        assert np.array_equal(np.sort(np.concatenate(chunks)), np.arange(300))
 
 
 def _prepared(n_train: int = 60, n_query: int = 12, y=None):

@@ -342,6 +342,33 @@ def test_inference_validates_how_many_features_to_read_and_fine_tuning_reads_the
     assert BasisClassifier(strategy="inference")._in_context_settings(members=1, seed=0).feature_selection == "validated"
 
 
+def test_inference_retrieves_on_tables_of_many_contexts_and_fine_tuning_never_by_default():
+    """`retrieval=None` resolves at predict from the rows kept: on in context once the training rows number more
+    than `RETRIEVAL_CONTEXTS` x `max_context`, off below and once fine-tuned; a value the user passes is kept."""
+    import pyarrow as pa
+
+    from basisfm.estimators.strategies.in_context import RETRIEVAL_CONTEXTS
+
+    def retrieves(n_rows: int, **params) -> bool:
+        estimator = BasisRegressor(**params)
+        estimator.context_ = pa.table({"x": np.zeros(n_rows)})  # what fit keeps: the training rows
+        return estimator._in_context_settings(members=1, seed=0).retrieval
+
+    many = RETRIEVAL_CONTEXTS * 512 + 1
+    assert retrieves(many, strategy="inference") and not retrieves(many - 1, strategy="inference")
+    assert retrieves(RETRIEVAL_CONTEXTS * 64 + 1, strategy="inference", max_context=64)
+    assert not retrieves(many, strategy="base-ft") and not retrieves(many, strategy="peft")
+    assert not retrieves(many, strategy="inference", retrieval=False) and retrieves(10, strategy="inference", retrieval=True)
+    assert retrieves(many, strategy="base-ft", retrieval=True)
+    assert BasisRegressor(strategy="inference").get_params()["retrieval"] is None  # resolved per table, not fixed
+    from basisfm.errors import InputTypeError
+    from basisfm.estimators.validation import validate_params
+
+    validate_params(BasisRegressor(retrieval=None))
+    with pytest.raises(InputTypeError, match="retrieval"):
+        validate_params(BasisRegressor(retrieval="yes"))
+
+
 @pytest.mark.parametrize("selection", ["relevance", "random"])
 def test_base_ft_of_a_too_wide_table_trains_on_the_features_prediction_reads(cache_dir, tmp_path, monkeypatch, selection):
     """Episodic fine-tuning of a table wider than an episode reads the same most relevant features as its

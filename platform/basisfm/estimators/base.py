@@ -28,7 +28,11 @@ are held out, scored every `validate_every` steps (None: about 12 checks per bud
 weights are kept, stopping after `patience` checks without improvement or after `time_budget_s` (off by
 default: stopping on the clock is not reproducible). `n_estimators` members are fitted (None: one), each
 with its own seed, validation split and column subsets, and averaged at predict; with `inference` they are
-in-context members (None: four), which cost prediction time alone. `device="auto"` runs on CUDA
+in-context members (None: four), which cost prediction time alone. In context each query reads `max_context`
+training rows in every member: a random draw per member, or with `retrieval` the training rows nearest to its
+chunk of queries (None: on for `inference` once the training rows number more than
+`strategies.in_context.RETRIEVAL_CONTEXTS` x `max_context`, off once fine-tuned, whose episodes drew at random;
+`benchmarks/results/large_tables.md`). `device="auto"` runs on CUDA
 when present. Regression fine-tunes on `regression_loss`: "bits" is the pretraining SMR bit loss,
 "bits+mse" (default) adds the squared error of the expected value in target standard deviations.
 `predict(X, output="quantiles", quantiles=[...])` gives intervals from the predicted distribution.
@@ -123,7 +127,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         regression_loss: str = "bits+mse",
         regression_head: str = "smr_bits",
         max_context: int = 512,
-        retrieval: bool = False,
+        retrieval: bool | None = None,
         categorical_features: str | None = None,
         feature_transforms: list[str] | None = None,
         target_transforms: list[str] | None = None,

@@ -16,7 +16,8 @@ embedded once for both. Each of `n_estimators` members builds its own episodes:
     rows, `feature_relevance`) or, with "random", a random subset of its own;
   - a context of up to `max_context` training rows: all of them when they fit, else a random draw per
     member (a query's prediction then never depends on the other queries), or with `retrieval` the
-    training rows nearest to each chunk of `query_batch` queries (TabDPT-style);
+    training rows nearest to each chunk of `query_batch` queries (TabDPT-style; `data.reading.retrieval`),
+    the queries cut into chunks of neighbours in even members and in table order in odd ones;
   - the target's scale (column_mean / column_std) from its context rows, as in pretraining;
   - optionally (TabPFN's member preprocessing) its own coding of categorical features
     (`categorical_features="ordinal"`: a column's values become the numbers 0..m-1 in an order drawn per

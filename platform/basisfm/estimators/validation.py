@@ -97,8 +97,8 @@ def validate_params(estimator: Any) -> None:
             raise _refused(InputTypeError, name, f"must be None or a non-empty list drawn from {TRANSFORMS}, got {transforms!r}")
         for t in transforms:
             _check_choice(name, t, TRANSFORMS)
-    if not isinstance(params.get("retrieval", False), (bool, np.bool_)):
-        raise _refused(InputTypeError, "retrieval", f"must be True or False, got {params.get('retrieval')!r}")
+    if params.get("retrieval") is not None and not isinstance(params["retrieval"], (bool, np.bool_)):
+        raise _refused(InputTypeError, "retrieval", f"must be None, True or False, got {params.get('retrieval')!r}")
     device = params.get("device", "auto")
     if not isinstance(device, str):
         raise _refused(InputTypeError, "device", f"must be 'auto', 'cpu' or a CUDA device name, got {device!r}")

@@ -14,7 +14,7 @@ from basisfm.data.batch import TableBatch
 from basisfm.data.collate import batch_arrays, column_moments
 from basisfm.data.reading.categories import coded_categories
 from basisfm.data.reading.features import table_reading
-from basisfm.data.reading.retrieval import nearest_context
+from basisfm.data.reading.retrieval import nearest_context, neighbouring_chunks
 from basisfm.data.reading.settings import InContextSettings
 from basisfm.data.reading.table import InContextTable, labelled_rows
 from basisfm.data.reading.transforms import ColumnTransform
@@ -45,6 +45,7 @@ def member_episodes(ctx: InContextTable, settings: InContextSettings, *, shows_s
                                   if len(numeric) else ctx.prepared)
     # every member reads the same features (in its own order); "target" coding's ranking is computed once
     readable, rank_by = table_reading(ctx.prepared, ctx.features, ctx.targets, labelled, settings, readable)
+    in_table_order = [np.arange(start, min(n_query, start + settings.query_batch)) for start in range(0, n_query, settings.query_batch)]
     for member in range(settings.n_estimators):
         rng = np.random.default_rng(derive_seed("in_context", settings.seed, member))
         features = rng.permutation(readable)[:n_features]
@@ -57,10 +58,17 @@ def member_episodes(ctx: InContextTable, settings: InContextSettings, *, shows_s
         if numeric_targets and kind != "none":
             transform = ColumnTransform(kind, view.prepared, view.targets, labelled)
             view = replace(view, prepared=transform.apply(view.prepared))
-        for start in range(0, n_query, settings.query_batch):
-            queries = np.arange(start, min(n_query, start + settings.query_batch))
+        retrieves = settings.retrieval and len(labelled) > settings.max_context
+        chunks = in_table_order
+        if retrieves and member % 2 == 0:
+            # Retrieval reads each chunk's nearest training rows. Even members cut the queries into chunks of
+            # neighbours (a local context, many rows near each query), odd ones keep table order (a context spread
+            # over the table, each query's few nearest): each kind wins on some large tables, their average is
+            # within 0.005 of the better on each (benchmarks/results/large_tables.md).
+            chunks = neighbouring_chunks(view.prepared, features, view.n_train + np.arange(n_query), settings.query_batch)
+        for queries in chunks:
             context = fixed_context
-            if settings.retrieval and len(labelled) > settings.max_context:
+            if retrieves:
                 context = nearest_context(view.prepared, features, labelled, view.n_train + queries, settings.max_context)
             yield member, queries, episode(view, columns, context, view.n_train + queries, shows_support, rng), transform
 

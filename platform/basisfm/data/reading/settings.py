@@ -17,7 +17,9 @@ TRANSFORMS = ("none", "power", "quantile")
 class InContextSettings:
     max_context: int = 512  # training rows a query reads (its support rows)
     n_estimators: int = 4  # members averaged; each has its own seed, feature order / subset and context draw
-    retrieval: bool = False  # context = the training rows nearest to each query chunk, instead of a random draw
+    # context = the training rows nearest to each chunk of queries, instead of a random draw (even members cut the
+    # queries into chunks of neighbours, odd ones in table order: `member_episodes`)
+    retrieval: bool = False
     query_batch: int = 128  # query rows per episode (bounds memory; predictions do not depend on it without retrieval)
     max_columns: int = 64  # feature + target columns per episode; wider tables give each member a feature subset
     # which features a member of a too-wide table reads: "relevance" the most informative (mutual information

@@ -2,10 +2,10 @@
 rows are the context every prediction reads, through `basisfm.estimators.in_context`.
 
 Settings it reads: `n_estimators` (None: `DEFAULT_MEMBERS`, which cost prediction time alone), `max_context`,
-`retrieval`, `max_columns`, `categorical_features` (None: "auto", benchmarks/results/categorical_coding.md),
+`retrieval` (None: `retrieval_choice`, from the number of training rows), `max_columns`, `categorical_features` (None: "auto", benchmarks/results/categorical_coding.md),
 `feature_selection` (None: "validated", likewise), `feature_transforms`, `target_transforms`, `random_state`.
 Fine-tuned in-context members (`EpisodicFineTuning`) predict the same way, with the defaults their episodes
-trained on ("text" codes, "relevance" features).
+trained on ("text" codes, "relevance" features, random contexts).
 """
 
 from __future__ import annotations
@@ -19,6 +19,9 @@ from basisfm.estimators.finetune import FineTuneHistory, resolve_device
 from basisfm.estimators.strategies.strategy import Strategy
 
 DEFAULT_MEMBERS = 4  # n_estimators=None with `inference`: in-context members cost prediction time alone
+# retrieval=None with `inference`: on when the training rows number more than this many contexts (`retrieval_choice`).
+# 1: whenever a random draw would leave rows out (at or under `max_context` rows every member reads them all).
+RETRIEVAL_CONTEXTS = 1
 
 
 def member_count(strategy: str, n_estimators: int | None) -> int:
@@ -47,17 +50,39 @@ def feature_choice(strategy: str, feature_selection: str | None) -> str:
     return "validated" if strategy == "inference" else "relevance"
 
 
+def retrieval_choice(strategy: str, retrieval: bool | None, n_train: int, max_context: int) -> bool:
+    """Whether each chunk of queries reads its nearest training rows: `retrieval`, else, for `inference`, when the
+    training rows number more than `RETRIEVAL_CONTEXTS` x `max_context` (a random draw of `max_context` rows shows
+    a query a share of the table; retrieval shows it the rows nearest to it); off once fine-tuned (its episodes
+    trained on random draws, and it was not measured with retrieval).
+
+    Why: on every public-suite and regression-screen table with more than 512 training rows, 3 splits, retrieval
+    scored above the random draw or level with it (-0.004 on MedExp, R² 0.05; +0.002 to +0.098 elsewhere, loans_full_schema 0.734 -> 0.832), the
+    smallest of them (College, 621 rows; ncbirths, 800; Sacramento, 745) included, so no larger multiple was
+    needed (`benchmarks/results/large_tables.md`)."""
+    if retrieval is not None:
+        return bool(retrieval)
+    return strategy == "inference" and n_train > RETRIEVAL_CONTEXTS * max_context
+
+
 def in_context_settings(estimator, members: int, seed: int) -> InContextSettings:
     """`InContextSettings` from the estimator's parameters, for `members` members (member k takes entry k % len
     of each transform cycle)."""
     settings = InContextSettings(
-        max_context=int(estimator.max_context), n_estimators=members, retrieval=bool(estimator.retrieval),
+        max_context=int(estimator.max_context), n_estimators=members,
+        retrieval=retrieval_choice(estimator.strategy, estimator.retrieval, _training_rows(estimator), int(estimator.max_context)),
         max_columns=int(estimator.max_columns), feature_selection=feature_choice(estimator.strategy, estimator.feature_selection),
         categorical_features=categorical_coding(estimator.strategy, estimator.categorical_features),
         feature_transforms=tuple(estimator.feature_transforms or ("none",)),
         target_transforms=tuple(estimator.target_transforms or ("none",)), seed=seed)
     settings.validate()
     return settings
+
+
+def _training_rows(estimator) -> int:
+    """The rows an in-context estimator keeps as its context (0 before fit, or when it keeps none)."""
+    context = getattr(estimator, "context_", None)
+    return 0 if context is None else int(context.num_rows)
 
 
 class InContextPrediction(Strategy):
