@@ -4,7 +4,7 @@ or 60% of the feature cells of the training and test rows are removed MCAR, MAR 
 Arms, every one `BasisRegressor(strategy="inference")` reading the training rows in context, except CatBoost:
   - shipped: the shipped in-context checkpoint, which was pretrained with the `learnable` [MISSING] token;
   - learnable / type_aware / attention_mask, continued: that checkpoint with its missing strategy swapped
-    (`benchmarks.missing_values_arms`: the new tokens start at the learned one) and pretrained on the prior the same
+    (`benchmarks._missing_values_arms`: the new tokens start at the learned one) and pretrained on the prior the same
     50 steps, every task with missing cells (`jobs.pretrain` commands on the page); `learnable, continued` is the
     control for the other two;
   - mean / diffusion imputation: the shipped checkpoint reading numeric cells filled before it reads them
@@ -55,7 +55,7 @@ PROTOCOL = [
     "Scored by `python -m benchmarks.missing_values` (the runs behind this page are listed under the tables). "
     "Protocol. A missing-value strategy other than `learnable` must be learned before it can be compared, and the "
     "shipped in-context checkpoint learned `learnable`. So every strategy arm is the shipped checkpoint with its "
-    "strategy swapped (`benchmarks/missing_values_arms.py`: the new per-kind tokens start at the learned "
+    "strategy swapped (`benchmarks/_missing_values_arms.py`: the new per-kind tokens start at the learned "
     "[MISSING] token, so at step 0 `type_aware` predicts exactly as the control; `attention_mask` has no token and "
     "leaves missing cells out of attention) and then pretrained on the prior the same 50 steps of 8 tasks (400 "
     "tasks), seed 7, lr 1.3e-4 (where the shipped run's schedule ended) on a 50-step cosine, every task with "

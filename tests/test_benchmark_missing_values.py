@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import torch
 
 from benchmarks import missing_values as bench
-from benchmarks.missing_values_arms import swap_missing_strategy
+from benchmarks._missing_values_arms import swap_missing_strategy
 
 
 def test_continued_arms_are_left_out_when_their_checkpoint_is_absent(tmp_path):

@@ -11,7 +11,7 @@ std-0.02 token moves about 0.005 in 50 steps: the arms would measure their rando
 Started this way every token arm predicts exactly as the control does at step 0, and what continued training
 makes of the extra freedom is the strategy's effect.
 
-    python -m benchmarks.missing_values_arms --out runs/missing-arms
+    python -m benchmarks._missing_values_arms --out runs/missing-arms
 """
 
 from __future__ import annotations
