@@ -395,9 +395,9 @@ class _BasisEstimator(BaseEstimator, ABC):
                                  "folder (estimator.json and the model weights): pass a new or existing folder's path")
         directory.mkdir(parents=True, exist_ok=True)
         names = [MODEL_DIR if k == 0 else f"{MODEL_DIR}-{k}" for k in range(len(self.members_))]
+        mode, projection = getattr(self, "column_name_embedding_", ("sentence", None))
         for name, model in zip(names, self.members_):
             save_pretrained(model, directory / name, text_top_k=self.text_top_k_)
-            mode, projection = getattr(self, "column_name_embedding_", ("sentence", None))
             if mode != "sentence":
                 write_name_embedding(directory / name, mode, projection)
         if self.context_ is not None:  # an in-context model's training rows: Parquet, never a pickle
