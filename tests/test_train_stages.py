@@ -101,8 +101,9 @@ def test_a_warm_start_takes_a_checkpoints_architecture_and_grows_it_without_chan
 def test_a_prior_only_stage_stops_by_the_clock_checkpoints_logs_val_prior_ratio_and_the_next_stage_grows_it(tmp_path):
     """No corpus anywhere: stage 1 runs out of train.max_minutes after its first step and still writes the final
     checkpoint (consolidated model, provenance) with val_prior_ratio in MLflow and in the run directory; stage 2
-    warm-starts from it, deepened, and its provenance counts stage 1's tasks."""
-    from basisfm.model.checkpoint import load_pretrained
+    warm-starts from it, deepened, and its provenance counts stage 1's tasks; each checkpoint records how its run read
+    column names."""
+    from basisfm.model.checkpoint import load_pretrained, read_name_embedding
     from basisfm.tracking.mlflow_logger import make_client
     from basisfm.tracking.run_directory import read_metrics
     from basisfm.train import pretrain
@@ -121,9 +122,13 @@ def test_a_prior_only_stage_stops_by_the_clock_checkpoints_logs_val_prior_ratio_
     assert provenance["tasks_seen"] == 2 and provenance["data_source"] == "prior_episodes"
     assert json.loads((first.run_dir / "params.json").read_text())["train.max_minutes"] == 0.0001
 
+    assert read_name_embedding(first.checkpoint_dir) == ("sentence", None)
+
+    # A stage that reads column names another way records it in its checkpoint, so the estimators read them so too.
     second = pretrain(_stage(tmp_path, "train.run_name=icl-stage2", f"train.init_from={first.checkpoint_dir}",
-                             "train.grow_layers=3", "train.steps=2"))
+                             "train.grow_layers=3", "train.steps=2", "data.column_name_embedding=none"))
     assert second.metrics["step"] == 2 and load_pretrained(second.checkpoint_dir).config.n_layers == 3
+    assert read_name_embedding(second.checkpoint_dir) == ("none", None)
     provenance = json.loads((second.checkpoint_dir / "provenance.json").read_text())
     assert provenance["init_provenance"]["run_name"] == "icl-stage1" and provenance["grown_to_layers"] == 3
     assert provenance["total_tasks_seen"] == 2 + 4

@@ -94,13 +94,16 @@ def full_state_dict(engine) -> dict[str, torch.Tensor]:
 
 
 def consolidate(engine, model_config: Any, directory: str | Path, rank: int, model_attribute: str = "model", *,
-                text_top_k: int | None = DataConfig.text_top_k) -> Path | None:
+                data: DataConfig | None = None) -> Path | None:
     """Write `model.safetensors` + `config.json` for the model inside the engine's objective (rank 0 writes).
 
-    `text_top_k`: the run's `data.text_top_k`, recorded so fine-tuning and inference embed text as training did.
+    `data`: the run's data config. Its `text_top_k` and its `column_name_embedding` (with the projection file, copied
+    in) are recorded, so fine-tuning and inference embed text and column names as training did.
     """
     from basisfm.model import build_model
-    from basisfm.model.checkpoint import save_pretrained
+    from basisfm.model.checkpoint import save_pretrained, write_name_embedding
+
+    data = data or DataConfig()
 
     state = full_state_dict(engine)
     if rank != 0:
@@ -113,5 +116,6 @@ def consolidate(engine, model_config: Any, directory: str | Path, rank: int, mod
     model = build_model(model_config)
     model.load_state_dict(model_state, strict=True)
     directory = Path(directory)
-    save_pretrained(model, directory, text_top_k=text_top_k)
+    save_pretrained(model, directory, text_top_k=data.text_top_k)
+    write_name_embedding(directory, data.column_name_embedding, data.name_projection)
     return directory

@@ -131,8 +131,7 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
             with tempfile.TemporaryDirectory(prefix="basisfm-ckpt-") as tmp:
                 save_sharded(engine, tmp, state, worker.rank)
                 if final:
-                    consolidate(engine, config.model, Path(tmp) / CONSOLIDATED_DIR, worker.rank,
-                                text_top_k=config.data.text_top_k)
+                    consolidate(engine, config.model, Path(tmp) / CONSOLIDATED_DIR, worker.rank, data=config.data)
                 reporter.report({**metrics, "step": state.step}, state.step, Path(tmp))
             # Only now, with a checkpoint holding these steps, do their metrics reach MLflow.
             if logger is not None:
