@@ -29,6 +29,29 @@ def commit() -> str:
         return "unknown"
 
 
+def page_context(module: str, argv: list[str] | None, *, machine: str = "", extra: dict[str, Any] | None = None
+                 ) -> dict[str, str]:
+    """The lines under a results page's table (`markdown_page`'s `context`), in order: `command` (how to rerun it:
+    `python -m benchmarks.<module>` and `argv`, or this process's arguments when None), `machine` (architecture,
+    cores, torch and its threads, then the caller's `machine` note: load, device, wall time), the `extra` entries,
+    `commit` and `date` (UTC)."""
+    import os
+    import platform
+    import shlex
+    from datetime import datetime, timezone
+
+    import torch
+
+    described = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} thread(s)"
+    return {
+        "command": f"python -m benchmarks.{module} " + shlex.join(sys.argv[1:] if argv is None else argv),
+        "machine": described + (f"; {machine}" if machine else ""),
+        **{key: str(value) for key, value in (extra or {}).items()},
+        "commit": commit(),
+        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
 def importable(module: str) -> bool:
     """Whether `module` imports here (a bare GPU box may lack matplotlib and MLflow)."""
     try:

@@ -25,16 +25,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
 import shutil
-import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "basis_icl_ablation"
 ROOT = Path(__file__).resolve().parents[1]
@@ -160,13 +156,8 @@ def write_page(rows: list[dict], args, argv: list[str] | None, *, log: bool) -> 
     for r in rows:
         lines.append(f"- {r['arm'].name}: " + ", ".join(f"{s}: {ratio:.3f}" for s, _, _, ratio in r["curve"]))
     lines += ["", "Overrides per arm: " + "; ".join(f"{r['arm'].name}: `{' '.join(r['arm'].overrides)}`" for r in rows), ""]
-    context = {
-        "command": "python -m benchmarks.basis_icl_ablation " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other work; load average "
-                   f"{os.getloadavg()[0]:.1f} at the end (minutes are wall-clock: a loaded machine gives fewer steps)",
-        "torch threads": args.threads, "commit": commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("basis_icl_ablation", argv, machine=f"shared with other work; load average {os.getloadavg()[0]:.1f} "
+                                                              "at the end (minutes are wall-clock: a loaded machine gives fewer steps)")
 
     def render(path: Path) -> Path:
         plt = pyplot()

@@ -16,19 +16,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import sys
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
-from benchmarks._report import commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "class_calibration"
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,13 +126,8 @@ def main(argv: list[str] | None = None) -> int:
               "", "Held-out accuracy (as estimated -> recalibrated) where a fit kept one: " +
               ("; ".join(f"{r['task']} split {r['split']}: {r['held_out'][0]:.3f} -> {r['held_out'][1]:.3f}"
                          for r in rows if r["kept"]) or "none") + "."]
-    context = {
-        "command": "python -m benchmarks.class_calibration " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other work, torch {torch.__version__}, "
-                   f"{torch.get_num_threads()} thread(s); load average {load_before:.1f} before, {load_after:.1f} after",
-        "commit": commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("class_calibration", argv, machine=f"shared with other work; load average {load_before:.1f} "
+                                                             f"before, {load_after:.1f} after")
 
     def render(path: Path) -> Path:
         plt = pyplot()

@@ -21,17 +21,14 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
-import shlex
 import subprocess
 import sys
 import time
 from dataclasses import asdict, dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "efficiency"
 ARCHITECTURES = ("tab2d", "basis_icl")
@@ -277,15 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     lines.append("")
     import torch
 
-    context = {
-        "command": "python -m benchmarks.efficiency " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared, torch {torch.__version__}",
-        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "load average (1 min) at start / end": f"{load_at_start:.1f} / {os.getloadavg()[0]:.1f} (other jobs share the CPUs: "
-                                               "seconds are noisy; compare within a table)",
-        "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
-        "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("efficiency", argv, machine=f"shared; load average {load_at_start:.1f} at the start, "
+                                                      f"{os.getloadavg()[0]:.1f} at the end (other jobs share the CPUs: "
+                                                      "seconds are noisy; compare within a table)",
+                           extra={"total minutes": f"{(time.perf_counter() - began) / 60:.1f}"})
     metrics = {}
     for q in by_columns + by_rows:
         if not q.capped:

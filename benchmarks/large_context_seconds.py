@@ -18,16 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 
-from benchmarks._report import commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "large_context_seconds"
 N_CONTEXT, N_QUERIES, N_FEATURES, QUERY_BATCH = 10_000, 2_000, 9, 128
@@ -106,10 +102,8 @@ def main(argv: list[str] | None = None) -> int:
              "| --- | --- | ---: | ---: | --- |"]
     lines += [f"| {r['architecture']} | {r['how']} | {r['seconds']:.1f} | {r['seconds'] / tab2d:.2f} | {r['note']} |" for r in rows]
     lines.append("")
-    context = {"command": "python -m benchmarks.large_context_seconds " + shlex.join(sys.argv[1:] if argv is None else argv),
-               "machine": f"{platform.machine()}, {os.cpu_count()} cores shared with other work; load average "
-                          f"{os.getloadavg()[0]:.1f} at the end", "torch threads": args.threads, "torch": torch.__version__,
-               "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    context = page_context("large_context_seconds", argv,
+                           machine=f"shared with other work; load average {os.getloadavg()[0]:.1f} at the end")
 
     def render(path: Path) -> Path:
         plt = pyplot()

@@ -19,18 +19,14 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import sys
 import time
 import warnings
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "large_tables"
 ROOT = Path(__file__).resolve().parents[1]
@@ -152,13 +148,8 @@ def main(argv: list[str] | None = None) -> int:
               + ", ".join(f"{tid.split('/')[-1]} {by[(tid, labels[0])]['predict_s']:.1f}" for tid in task_ids)
               + f"; fit (features chosen, rows prepared) " + ", ".join(f"{by[(tid, labels[0])]['fit_s']:.1f}" for tid in task_ids) + "."]
     device = torch.cuda.get_device_name(0) if torch.cuda.is_available() else f"CPU, {torch.get_num_threads()} thread(s)"
-    context = {
-        "command": "python -m benchmarks.large_tables " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, {device}, torch {torch.__version__}; "
-                   f"load average {load_before:.1f} before, {load_after:.1f} after; {wall / 60:.1f} minutes in all",
-        "commit": commit(),
-        "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("large_tables", argv, machine=f"{device}; load average {load_before:.1f} before, "
+                                                        f"{load_after:.1f} after; {wall / 60:.1f} minutes in all")
 
     def render(path: Path) -> Path:
         plt = pyplot()

@@ -25,18 +25,14 @@ import argparse
 import copy
 import math
 import os
-import platform
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "loss_weighting"
 WEIGHTINGS = ("none", "paper", "uncertainty", "gradient_norm", "mgda")
@@ -476,14 +472,9 @@ def main(argv: list[str] | None = None) -> int:
 
     lines = page_lines(in_context, per_row, shipped_prior, shipped_real, catboost, steps, args, heldout, per_row_tasks,
                        per_row_steps, splits)
-    context = {
-        "command": "python -m benchmarks.loss_weighting " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
-        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
-        "trained in-context models": str(work.resolve()),
-        "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("loss_weighting", argv, machine=f"shared; load average {os.getloadavg()[0]:.1f} at the end",
+                           extra={"total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
+                                  "trained in-context models": str(work.resolve())})
     metrics = {}
     for a in in_context + per_row:
         for key in ("large", "noisy"):

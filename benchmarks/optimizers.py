@@ -20,15 +20,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "optimizers"
 ROOT = Path(__file__).resolve().parents[1]
@@ -204,14 +200,10 @@ def main(argv: list[str] | None = None) -> int:
              *table(1, stage1, *points1, step_seconds), ""]
     if stage2:
         lines += [*table(2, stage2, *compare(stage2, step_seconds), step_seconds), ""]
-    context = {
-        "command": "python -m benchmarks.optimizers " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
-        "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
+    context = page_context("optimizers", argv, machine=f"shared; load average {os.getloadavg()[0]:.1f} at the end", extra={
+        "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
         "seconds per step (interleaved)": ", ".join(f"{o} {s:.3f}" for o, s in step_seconds.items()),
-        "training runs": f"{Path(args.work_dir).resolve()}/track (MLflow experiment {NAME!r})",
-        "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+        "training runs": f"{Path(args.work_dir).resolve()}/track (MLflow experiment {NAME!r})"})
 
     def render(path: Path) -> Path:
         plt = pyplot()

@@ -16,14 +16,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks._report import commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "prior_mix_ablation"
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,11 +91,8 @@ def main(argv: list[str] | None = None) -> int:
     lines += ["", "| task | " + " | ".join(per_task) + " |", "| --- |" + " ---: |" * len(per_task)]
     lines += [f"| {t} | " + " | ".join(f"{per_task[a].get(t, float('nan')):.3f}" for a in per_task) + " |" for t in tasks]
     lines.append("")
-    context = {
-        "command": "python -m benchmarks.prior_mix_ablation " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores; load average {os.getloadavg()[0]:.1f} at the end",
-        "launcher": args.launcher, "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("prior_mix_ablation", argv, machine=f"load average {os.getloadavg()[0]:.1f} at the end",
+                           extra={"launcher": args.launcher})
 
     def render(path: Path) -> Path:
         plt = pyplot()

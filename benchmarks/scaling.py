@@ -16,16 +16,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
-import shlex
-import sys
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "scaling"
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,13 +107,9 @@ def main(argv: list[str] | None = None) -> int:
               f"the longest run's {longest:.0f} s; the law was fitted on the early part of training (stage 1's "
               "transition comes later, see jobs/configs/icl/stage1.yaml), so they say which way to move, not where "
               "the transition falls.", ""]
-    context = {
-        "command": "python -m benchmarks.scaling " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
-        "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "grid minutes": f"{minutes:.1f}",
-        "training runs": f"{uri} (experiment {SCALING_EXPERIMENT!r})",
-        "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("scaling", argv, machine=f"shared; load average {os.getloadavg()[0]:.1f} at the end",
+                           extra={"grid minutes": f"{minutes:.1f}",
+                                  "training runs": f"{uri} (experiment {SCALING_EXPERIMENT!r})"})
 
     def render(path: Path) -> Path:
         plt = pyplot()

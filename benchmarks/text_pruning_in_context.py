@@ -17,19 +17,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._report import RESULTS_DIR, commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish, pyplot, save_figure
 
 NAME = "text_pruning_in_context"
 TABLE = ("modeldata", "training_data", "score")  # package, item, target column
@@ -166,14 +162,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"[{NAME}] {variant.label}: {np.mean(variant.seconds):.1f} s, accuracy {np.mean(variant.accuracy):.3f}", flush=True)
     majority = float(np.mean([target.iloc[np.random.default_rng(args.seed + s).permutation(len(target))[int(0.7 * len(target)):]]
                               .value_counts(normalize=True).max() for s in range(splits)]))
-    context = {
-        "command": "python -m benchmarks.text_pruning_in_context " + shlex.join(sys.argv[1:] if argv is None else argv),
-        "encoder": "all-MiniLM-L6-v2 via sentence-transformers, CPU",
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
-        "threads": os.environ.get("OMP_NUM_THREADS", "unset"),
-        "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
-        "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
-    }
+    context = page_context("text_pruning_in_context", argv, machine=f"shared; load average {os.getloadavg()[0]:.1f} at the end",
+                           extra={"encoder": "all-MiniLM-L6-v2 via sentence-transformers, CPU",
+                                  "total minutes": f"{(time.perf_counter() - began) / 60:.1f}"})
     metrics = {}
     for v in variants:
         key = "whole" if v.top_k is None else f"k{v.top_k}"

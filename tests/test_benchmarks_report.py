@@ -60,3 +60,14 @@ def test_every_benchmark_ends_with_publish_and_logs_nothing_itself(name):
     assert "publish" in calls
     # It never logs by itself (a `log_to_mlflow=False` keyword handed to another API is not a call).
     assert "log_to_mlflow" not in called and "savefig" not in source and ".write_text(markdown" not in source
+
+
+def test_page_context_says_how_to_rerun_where_it_ran_and_when():
+    import torch
+
+    context = report.page_context("large_tables", ["--tasks", "diamonds", "a b"], machine="load average 2.0 at the end",
+                                  extra={"total minutes": 1.5})
+    assert list(context) == ["command", "machine", "total minutes", "commit", "date"]
+    assert context["command"] == "python -m benchmarks.large_tables --tasks diamonds 'a b'"  # quoted as a shell reads it
+    assert f"{torch.get_num_threads()} thread(s); load average 2.0 at the end" in context["machine"]
+    assert context["total minutes"] == "1.5" and context["date"].endswith("UTC")
