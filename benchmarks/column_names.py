@@ -511,7 +511,8 @@ def main(argv: list[str] | None = None) -> int:
     context = {
         "command": "python -m benchmarks.column_names " + shlex.join(sys.argv[1:] if argv is None else argv),
         **({"reused": f"parts 1-2 and the arms not rerun ({', '.join(a.name for a in ARMS if a.name not in args.arms)}) "
-                      f"from {args.reuse_scores}, an earlier run of this benchmark; total minutes count this run only"}
+                      f"from {args.reuse_scores}, an earlier run of this benchmark"
+                      + ("; part 4 run here" if args.fine_tuned else "") + "; total minutes count this run only"}
            if reused else {}),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, shared; load average {os.getloadavg()[0]:.1f} at the end",
         "threads": os.environ.get("OMP_NUM_THREADS", "unset"), "total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
