@@ -437,7 +437,9 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
             else ""),
         "fit + predict minutes, summed over the runs": f"{sum(s.seconds for s in scores) / 60:.1f}",
         "continued arms": f"{Path(args.arms_dir).resolve()} (train runs, MLflow under track/)",
-        "scores": f"{Path(args.work_dir).resolve() / 'scores.jsonl'}",
+        "scores": " ".join([*(getattr(args, "from_scores", None) or ()), *(
+            [str(Path(args.work_dir) / ("fine_tuned_scores.jsonl" if getattr(args, "fine_tuned", False) else "scores.jsonl"))]
+            if getattr(args, "fine_tuned", False) or not getattr(args, "from_scores", None) else [])]),
         "commit": commit(), "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
     return lines, context, metrics
