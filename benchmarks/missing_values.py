@@ -391,6 +391,9 @@ def fine_tuned_section(scores: list[Score], in_context: list[Score], max_steps: 
         lines.append(f"| {arm} | " + " | ".join(" / ".join(cell(median_r2([s for s in arm_scores if s.table == t],
                                                                              arm_scores[0].arm, r, m)) for r, m in conds)
                                                for t in tables) + " |")
+    lines += ["", "Paired against `learnable token` over every (table, missing condition): " + "; ".join(
+        "{} {:+.3f} mean R², higher on {} of {}".format(arm, *paired_against(scores, arm, "learnable token"))
+        for arm in arm_names if arm != "learnable token") + "."]
     cpu = {arm: [s.cpu_seconds for s in scores if s.arm == arm and s.cpu_seconds is not None] for arm in arm_names}
     lines += ["", "CPU-seconds per fit + predict, mean over runs (one thread): "
               + ", ".join(f"{a} {np.mean(v):.1f}" for a, v in cpu.items() if v)
@@ -398,6 +401,15 @@ def fine_tuned_section(scores: list[Score], in_context: list[Score], max_steps: 
     metrics = {f"ft_{arm.split(' ')[0]}_mean_missing_r2": v for arm, v in mean_missing.items()}
     metrics["ft_learnable_clean_r2"] = median_r2(steps, "learnable token", 0.0, "none")
     return headline, lines, metrics
+
+
+def paired_against(scores: list[Score], arm: str, base: str) -> tuple[float, int, int]:
+    """(mean R² of `arm` minus `base` over the (table, split, condition) cells with cells removed where both ran,
+    cells where `arm` is higher, cells)."""
+    key = lambda s: (s.table, s.split, s.rate, s.mechanism)  # noqa: E731
+    reference = {key(s): s.r2 for s in scores if s.arm == base and s.rate > 0}
+    deltas = [s.r2 - reference[key(s)] for s in scores if s.arm == arm and key(s) in reference]
+    return float(np.mean(deltas)) if deltas else float("nan"), int(sum(d > 0 for d in deltas)), len(deltas)
 
 
 def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict]:
