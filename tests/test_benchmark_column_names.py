@@ -41,7 +41,8 @@ def test_fine_tuned_part_fine_tunes_each_name_variant_and_the_section_calls_what
     import numpy as np
     import pandas as pd
 
-    from benchmarks.column_names import FINE_TUNED_VARIANTS, Task, fine_tuned_part, fine_tuned_section
+    from benchmarks.column_names import (FINE_TUNED_VARIANTS, SEED_CONTROL, Task, fine_tuned_part,
+                                         fine_tuned_section)
     from basisfm.evaluation.splits import SplitProtocol
     from basisfm.pretrained.checkpoints import resolve_checkpoint
     from types import SimpleNamespace
@@ -53,7 +54,7 @@ def test_fine_tuned_part_fine_tunes_each_name_variant_and_the_section_calls_what
     unnamed = named_checkpoint(shipped, tmp_path / "unnamed", embedding="none", symbolic=False)
     args = SimpleNamespace(max_steps=1, embedding_cache_dir=str(tmp_path / "cache"))
     fine = fine_tuned_part([task], shipped, unnamed, args)
-    assert list(fine) == [*FINE_TUNED_VARIANTS, "catboost"]
+    assert list(fine) == [*FINE_TUNED_VARIANTS, "catboost", SEED_CONTROL]
     assert all(len(rows) == 1 and rows[0]["split"] == 0 and np.isfinite(rows[0]["r2"]) for rows in fine.values())
     assert fine["scrambled"][0]["changed"] > 0 and fine["real"][0]["changed"] == 0
 
@@ -66,3 +67,8 @@ def test_fine_tuned_part_fine_tunes_each_name_variant_and_the_section_calls_what
     assert "reads names" in headline and "scrambled -0.1000" in headline and "move with its names" in decision
     assert "| **mean, screen** | 0.7000 | 0.6000 | 0.7000 | 0.9000 | 0.5000 |" in lines
     assert abs(metrics["ft_scrambled_r2"] - 0.6) < 1e-12
+    # the same drop is not called when two seeds of the same names differ as much
+    made[SEED_CONTROL] = rows([0.75, 0.55, 0.9])
+    headline, lines, decision, metrics = fine_tuned_section(made, [], max_steps=60)
+    assert "does not measurably read names" in headline and "another seed of real names +0.0333" in headline
+    assert "ft_real_another_seed_r2" in metrics
