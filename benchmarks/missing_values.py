@@ -423,7 +423,8 @@ def page(scores: list[Score], args, began: float) -> tuple[list[str], dict, dict
         metrics.update(part_metrics)
     if fine_tuned:
         headline, lines, part_metrics = fine_tuned_section(fine_tuned, in_context, args.max_steps)
-        headlines.append(f"fine-tuned ({args.max_steps} steps, {FINE_TUNED_RATE:.0%} removed): {headline}")
+        headlines.append(f"{'Fine-tuned' if in_context else 'fine-tuned'} ({args.max_steps} steps, "
+                         f"{FINE_TUNED_RATE:.0%} removed): {headline}")
         body += ([""] if body else []) + lines
         metrics.update(part_metrics)
     title = ("# Missing values in context and fine-tuned: tokens, masking, imputation and CatBoost with 10-60% of "

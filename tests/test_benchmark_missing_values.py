@@ -90,6 +90,6 @@ def test_the_page_puts_the_fine_tuned_table_beside_the_in_context_arm_on_the_sam
     assert "| learnable token | 0.700 | 0.700 | 0.600 | 0.650 |" in text
     assert "| mean imputation | – | 0.600 | 0.500 | 0.550 |" in text  # nothing to fill on a clean table
     assert "| in context: shipped (learnable), same tables and split | 0.500 | 0.500 | 0.500 | 0.500 |" in text
-    assert "fine-tuned (60 steps, 30% removed): " in text and "best catboost" in text
+    assert "Fine-tuned (60 steps, 30% removed): " in text and "best catboost" in text
     assert "mean imputation -0.100 mean R², higher on 0 of 4; catboost +0.100 mean R², higher on 4 of 4" in text
     assert math.isclose(metrics["ft_learnable_mean_missing_r2"], 0.65) and "shipped_clean_r2" in metrics
