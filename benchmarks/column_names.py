@@ -318,7 +318,9 @@ def fine_tuned_section(fine: dict[str, list[dict]], in_context_real: list[dict],
              "no names fine-tunes the checkpoint copy that reads none. Within one table a fine-tune can learn any "
              "fixed name as a column's identity, so what it could gain from real names over scrambled ones is what "
              f"their meaning adds. `{SEED_CONTROL}`: real names fine-tuned with `random_state={CONTROL_SEED}` "
-             "(the others 0), the difference chance alone makes. CatBoost with real names beside it"
+             "(the others 0), the difference chance alone makes (at the cap a validation check comes every 5 steps and "
+             "early stopping gives up after 4 without a better score, so a fine-tune can end on its starting weights, "
+             "which predict as in context). CatBoost with real names beside it"
              + ("; `in context, real`: part 1's shipped checkpoint on the same tables and split." if "in context, real"
                 in columns else "."), "",
              "| table | " + " | ".join(columns) + " |", "| --- | " + " | ".join("---:" for _ in columns) + " |"]
