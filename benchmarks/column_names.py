@@ -336,6 +336,10 @@ def fine_tuned_section(fine: dict[str, list[dict]], in_context_real: list[dict],
         + (f"; {SEED_CONTROL} {control[0]:+.4f} mean R2, lower on {control[1]} of {control[2]}, "
            f"{floor:.4f} apart per table on average: a variant is called only beyond that" if control else "")
         + f". {len(cpu)} fine-tunes, {sum(cpu) / 60:.1f} CPU-minutes (one thread; mean {np.mean(cpu):.0f} s each)."]
+    against = {"in context": beside if len(beside) == len(keys) else [], "CatBoost": fine["catboost"]}
+    lines += ["", "Fine-tuned with real names against " + "; ".join(
+        f"{name} {paired_delta(real, rows)[0]:+.4f} mean R2, lower on {paired_delta(real, rows)[1]} of {len(rows)}"
+        for name, rows in against.items() if rows) + "."]
     headline = (f"the fine-tuned model {'reads names' if called else 'does not measurably read names'} ({max_steps} steps, "
                 f"{len(keys)} tables, split 0): scrambled {reads['scrambled'][0]:+.4f}, none {reads['none'][0]:+.4f} "
                 f"mean R2 against real names ({np.mean([by['real'][k] for k in keys]):.4f})"
@@ -573,7 +577,7 @@ def main(argv: list[str] | None = None) -> int:
             ax, x, arms = axes[-1], np.arange(2), list(fine)
             for i, v in enumerate(arms):
                 ax.bar(x + (i - (len(arms) - 1) / 2) * 0.8 / len(arms), [suite_mean(fine[v], s) for s in ("public", "screen")],
-                       0.8 / len(arms), label=v if v == "catboost" else f"{v} names", color="C7" if v == "catboost" else f"C{i}")
+                       0.8 / len(arms), label=v if v in ("catboost", SEED_CONTROL) else f"{v} names", color="C7" if v == "catboost" else f"C{i}")
             ax.set_xticks(x, ["public", "screen"])
             ax.set_ylabel("mean test R2")
             ax.set_title(f"fine-tuned ({args.max_steps} steps), split 0")

@@ -66,6 +66,8 @@ def test_fine_tuned_part_fine_tunes_each_name_variant_and_the_section_calls_what
     headline, lines, decision, metrics = fine_tuned_section(made, rows([0.4, 0.5, 0.6]), max_steps=60)
     assert "reads names" in headline and "scrambled -0.1000" in headline and "move with its names" in decision
     assert "| **mean, screen** | 0.7000 | 0.6000 | 0.7000 | 0.9000 | 0.5000 |" in lines
+    assert "Fine-tuned with real names against in context +0.2000 mean R2, lower on 0 of 3; CatBoost -0.2000 mean R2, " \
+           "lower on 3 of 3." in lines
     assert abs(metrics["ft_scrambled_r2"] - 0.6) < 1e-12
     # the same drop is not called when two seeds of the same names differ as much
     made[SEED_CONTROL] = rows([0.75, 0.55, 0.9])
