@@ -23,12 +23,13 @@ def test_the_page_pairs_arms_by_table_and_reports_the_headline_as_a_ratio(tmp_pa
     headline = [_row("diamonds", "old", 400.0, 0.97, kind="headline"), _row("diamonds", "new", 100.0, 0.96, kind="headline")]
     markdown, context, metrics = bench.page(rows, headline, argparse.Namespace(), "abc1234")
     assert "fit 100 s new against 400 s old in the same run (0.25x)" in markdown
+    assert "median +0.0040 (worst diamonds -0.0020)" in markdown
     # median over the two complete pairs: R² change -0.002 and +0.010, fit ratios 0.30 and 0.33
     assert metrics["median_r2_delta"] == pytest.approx(0.004) and metrics["median_fit_ratio"] == pytest.approx((0.3 + 1 / 3) / 2)
     assert "| diamonds | +" not in markdown and "| diamonds | -0.0020 | 0.30 |" in markdown
     assert "| diamonds | 10,000 | new | 150.0 | 120 + 20 + 10 |" in markdown  # where the seconds went
     assert "| CPS1988 | 10,000 | old | 300.0 | — |" in markdown  # a row measured without the breakdown
-    assert "| ames | 10,000 | old |" in markdown and "| ames | " not in markdown.split("R² new - old")[1]
+    assert "| ames | 10,000 | old |" in markdown and "| ames | " not in markdown.split("| table | R² new - old |")[1]
     assert "abc1234" in context["old"]
     assert bench.render(rows, headline, tmp_path / "page.png").stat().st_size > 0
 
