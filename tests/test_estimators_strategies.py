@@ -84,6 +84,43 @@ def test_default_budget_is_sized_to_the_table():
     assert MIN_STEPS <= default_steps(2_000, 256) <= MAX_STEPS
 
 
+def test_episodic_fine_tuning_of_a_large_table_costs_200_steps_and_512_held_out_rows(cache_dir, tmp_path, monkeypatch):
+    """A 10,000-row table cost 545 s at 1 thread to fine-tune (600 steps, 13 checks of 2,000 held-out rows each
+    predicted in context); a table of 7,000+ training rows now takes LARGE_TABLE_STEPS steps, a check every 25, and
+    every table at most VALIDATION_ROWS held-out rows; a smaller table keeps `default_steps` and 12 checks
+    (benchmarks/results/finetune_seconds.md). The per-row strategy keeps the shared 2,000-row cap."""
+    import basisfm.estimators.strategies.episodic as episodic
+    from basisfm.estimators.finetune import FineTuneHistory, default_steps
+    from basisfm.estimators.strategies.strategy import MAX_VALIDATION_ROWS, validation_split
+
+    torch.manual_seed(0)
+    save_pretrained(build_model(ModelConfig(architecture="tab2d", regression_head="binned")), tmp_path / "icl")
+    seen = []
+
+    def recording_fine_tune(model, train_batches, validation_score, loss_fn, settings):
+        seen.append(settings)
+        return model.eval(), FineTuneHistory()
+
+    real_split = episodic.validation_split
+    held_out = []
+    monkeypatch.setattr(episodic, "fine_tune", recording_fine_tune)
+    monkeypatch.setattr(episodic, "validation_split", lambda *a: held_out.append(len(real_split(*a)[1])) or real_split(*a))
+    kw = dict(checkpoint=str(tmp_path / "icl"), embedding_cache_dir=cache_dir, progress=False)
+    x, y = _houses(8_000, 3)
+    BasisRegressor(**kw).fit(x, y)
+    assert held_out == [512] and seen[-1].max_steps == 200 and seen[-1].validate_every == 25
+    assert (episodic.VALIDATION_ROWS, episodic.LARGE_TABLE_STEPS, episodic.LARGE_TABLE_ROWS) == (512, 200, 7_000)
+    x, y = _houses(6_000, 3)  # 5,488 training rows: Computers' size lost accuracy at 200 steps; 600, as before
+    BasisRegressor(**kw).fit(x, y)
+    assert held_out[-1] == 512 and seen[-1].max_steps == 600 and seen[-1].validate_every == 50
+    x, y = _houses(1_000, 3)  # 800 training rows: many passes, as before
+    BasisRegressor(**kw).fit(x, y)
+    assert held_out[-1] == 200
+    assert seen[-1].max_steps == default_steps(800, 256) and seen[-1].validate_every == round(seen[-1].max_steps / 12)
+    # per-row fine-tuning holds out as before
+    assert len(validation_split(20_000, 0.2, 0)[1]) == MAX_VALIDATION_ROWS == 2_000
+
+
 @pytest.fixture(scope="module")
 def base_ft(cache_dir):
     x, y = _houses(120, 0)

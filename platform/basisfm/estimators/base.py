@@ -21,11 +21,14 @@ strategy. `preset` and `regression_head` describe a model built from scratch: se
 (`target_name`, else `y.name`, else "target": names carry meaning, they are embedded); `base-ft` fine-tunes
 every weight; `peft` fine-tunes LoRA adapters (`lora_r`, `lora_alpha`, `lora_dropout`, `lora_target_modules`).
 
-Fitting (`basisfm.estimators.strategies`, which way is chosen at fit; `finetune`, the loop): the budget is `max_steps` optimizer steps (None: sized to
-the table, 300-600 steps), never cut short by a pass count; `validation_fraction` of the rows (at least
-`MIN_VALIDATION_ROWS`, at most `MAX_VALIDATION_ROWS`; all rows when the table is too small to spare them)
-are held out, scored every `validate_every` steps (None: about 12 checks per budget), and the best
-weights are kept, stopping after `patience` checks without improvement or after `time_budget_s` (off by
+Fitting (`basisfm.estimators.strategies`, which way is chosen at fit; `finetune`, the loop): the budget is
+`max_steps` optimizer steps (None: sized to the table, 300-600 steps; fine-tuning an in-context checkpoint on
+`episodic.LARGE_TABLE_ROWS` (7,000) training rows or more, 200 steps, its steps drawing fresh rows:
+`benchmarks/results/finetune_seconds.md`), never cut short by a pass count; `validation_fraction` of the rows
+(at least `MIN_VALIDATION_ROWS`, at most `MAX_VALIDATION_ROWS`, 2,000, or `episodic.VALIDATION_ROWS`, 512, for an
+in-context checkpoint, which predicts each held-out row in context; all rows when the table is too small to spare
+them) are held out, scored every `validate_every` steps (None: about 12 checks per budget, 8 in those 200 steps),
+and the best weights are kept, stopping after `patience` checks without improvement or after `time_budget_s` (off by
 default: stopping on the clock is not reproducible). `n_estimators` members are fitted (None: one), each
 with its own seed, validation split and column subsets, and averaged at predict; with `inference` they are
 in-context members (None: four), which cost prediction time alone. In context each query reads `max_context`

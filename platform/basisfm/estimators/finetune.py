@@ -35,7 +35,9 @@ DEFAULT_LORA_TARGETS = ("query", "key_value", "out", "bit_head", "value_head", "
 # Step budget sized to the table (`default_steps`): about EPOCHS passes over the training rows, within
 # [MIN_DEFAULT_STEPS, MAX_DEFAULT_STEPS]. Measured on the public suite (benchmarks/results/finetune_budget.md): 150 steps
 # left small tables near the mean, 400 with early stopping reached the per-table optimum on Boston,
-# concrete and Carseats; 600 steps of a 10k-row table fit in about a minute on 2 CPU cores.
+# concrete and Carseats; 600 steps of a 10k-row table fit in about a minute on 2 CPU cores (the per-row model: a
+# step of the in-context tab2d model costs 0.65 s at 1 thread, so episodic fine-tuning budgets large tables on its
+# own, `strategies.episodic.episodic_steps`).
 EPOCHS = 60
 MIN_DEFAULT_STEPS = 300
 MAX_DEFAULT_STEPS = 600

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from basisfm.data.batch import TableBatch
-from basisfm.estimators.finetune import FineTuneHistory, fine_tune, resolve_device
+from basisfm.estimators.finetune import FineTuneHistory, default_steps, fine_tune, resolve_device
 from basisfm.estimators.strategies.strategy import Strategy, fine_tune_settings, fit_each_member, validation_split
 from basisfm.seeds import derive_seed
 
@@ -53,7 +53,7 @@ class PerRowFineTuning(Strategy):
         train_table = arrow(train_rows)
         val_batches = labelled_batches(estimator, arrow(val_rows), data_config, embedder, seed=seed)
         first = labelled_batches(estimator, train_table, data_config, embedder, seed=derive_seed(seed, 1))
-        settings = fine_tune_settings(estimator, len(train_rows), first[0].n_rows if first else 1, member)
+        settings = fine_tune_settings(estimator, default_steps(len(train_rows), first[0].n_rows if first else 1), member)
         device = torch.device(settings.device)
         val_batches = [b.to(device) for b in val_batches]
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from basisfm.estimators.finetune import MIN_VALIDATION_ROWS, FineTuneSettings, copy_model, default_steps, resolve_device
+from basisfm.estimators.finetune import MIN_VALIDATION_ROWS, FineTuneSettings, copy_model, resolve_device
 
-MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables
+MAX_VALIDATION_ROWS = 2_000  # bounds the validation cost on big tables (a strategy may bound it lower)
 MIN_ROWS_FOR_HOLDOUT = 3 * MIN_VALIDATION_ROWS // 2  # below this, validate on the training rows
 CHECKS_PER_BUDGET = 12  # validate_every=None: this many validation checks over the step budget
 
@@ -41,11 +41,12 @@ class Strategy(ABC):
         return f"{type(self).__name__}()"
 
 
-def fine_tune_settings(estimator, n_train_rows: int, rows_per_batch: int, member: int) -> FineTuneSettings:
-    """A member's fine-tuning settings from the estimator's parameters: `max_steps` (None: sized to the table,
-    `default_steps`), a validation check every `validate_every` steps (None: `CHECKS_PER_BUDGET` per budget)."""
-    steps = estimator.max_steps if estimator.max_steps is not None else default_steps(n_train_rows, rows_per_batch)
-    every = estimator.validate_every if estimator.validate_every is not None else max(1, round(steps / CHECKS_PER_BUDGET))
+def fine_tune_settings(estimator, default_budget: int, member: int, checks: int = CHECKS_PER_BUDGET) -> FineTuneSettings:
+    """A member's fine-tuning settings from the estimator's parameters: `max_steps` (None: `default_budget`, the
+    strategy's budget sized to the table, e.g. `default_steps`), a validation check every `validate_every` steps
+    (None: `checks` per budget)."""
+    steps = estimator.max_steps if estimator.max_steps is not None else default_budget
+    every = estimator.validate_every if estimator.validate_every is not None else max(1, round(steps / checks))
     members = estimator._n_estimators()
     settings = FineTuneSettings(
         strategy=estimator.strategy, max_steps=steps, learning_rate=estimator.learning_rate,
@@ -60,13 +61,14 @@ def fine_tune_settings(estimator, n_train_rows: int, rows_per_batch: int, member
     return settings
 
 
-def validation_split(n_rows: int, validation_fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def validation_split(n_rows: int, validation_fraction: float, seed: int,
+                     max_rows: int = MAX_VALIDATION_ROWS) -> tuple[np.ndarray, np.ndarray]:
     """(training rows, held-out rows) of a member, drawn by its seed: `validation_fraction` of the rows, at least
-    `MIN_VALIDATION_ROWS` and at most `MAX_VALIDATION_ROWS`; every row both ways under `MIN_ROWS_FOR_HOLDOUT`."""
+    `MIN_VALIDATION_ROWS` and at most `max_rows`; every row both ways under `MIN_ROWS_FOR_HOLDOUT`."""
     order = np.random.default_rng(seed).permutation(n_rows)
     if n_rows < MIN_ROWS_FOR_HOLDOUT:
         return order, order
-    n_val = min(MAX_VALIDATION_ROWS, max(MIN_VALIDATION_ROWS, round(validation_fraction * n_rows)))
+    n_val = min(max(max_rows, MIN_VALIDATION_ROWS), max(MIN_VALIDATION_ROWS, round(validation_fraction * n_rows)))
     return order[n_val:], order[:n_val]
 
 
