@@ -52,6 +52,22 @@ def page_context(module: str, argv: list[str] | None, *, machine: str = "", extr
     }
 
 
+def timed_fit_predict(model, x_train, y_train, x_test) -> tuple[Any, float, float]:
+    """(predictions of `x_test`, fit seconds, predict seconds) of `model` fitted on the training rows, its warnings
+    silenced (a benchmark's page reports what it measures, not the estimator's advice)."""
+    import time
+    import warnings
+
+    began = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x_train, y_train)
+    fit_s = time.perf_counter() - began
+    began = time.perf_counter()
+    predicted = model.predict(x_test)
+    return predicted, fit_s, time.perf_counter() - began
+
+
 def importable(module: str) -> bool:
     """Whether `module` imports here (a bare GPU box may lack matplotlib and MLflow)."""
     try:

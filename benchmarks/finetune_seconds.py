@@ -26,13 +26,12 @@ import shlex
 import subprocess
 import sys
 import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from benchmarks._report import commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import commit, markdown_page, publish, pyplot, save_figure, timed_fit_predict
 
 NAME = "finetune_seconds"
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,14 +84,7 @@ def fit_one(suite: str, item: str, split: int, test_rows: int, max_steps: int | 
             validation_s[0] += time.perf_counter() - began
 
     BasisRegressor._in_context_validation_loss = timed_validation
-    began = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(x_train, y_train)
-    fit_s = time.perf_counter() - began
-    began = time.perf_counter()
-    predicted = model.predict(x_test)
-    predict_s = time.perf_counter() - began
+    predicted, fit_s, predict_s = timed_fit_predict(model, x_train, y_train, x_test)
     history = model.history_
     validations = len(history.checks)
     return {"table": item, "split": split, "train_rows": len(x_train), "test_rows": len(x_test), "fit_s": fit_s,

@@ -22,15 +22,13 @@ import os
 import platform
 import shlex
 import sys
-import time
-import warnings
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from benchmarks._report import commit, markdown_page, publish, pyplot, save_figure
+from benchmarks._report import commit, markdown_page, publish, pyplot, save_figure, timed_fit_predict
 
 NAME = "fit_predict_seconds"
 TASK = "ggplot2/diamonds"
@@ -60,14 +58,7 @@ def time_one(label: str, make, x_train, y_train, x_test, y_test) -> dict:
     from sklearn.metrics import r2_score
 
     model = make()
-    began = time.perf_counter()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        model.fit(x_train, y_train)
-    fit_s = time.perf_counter() - began
-    began = time.perf_counter()
-    predicted = model.predict(x_test)
-    predict_s = time.perf_counter() - began
+    predicted, fit_s, predict_s = timed_fit_predict(model, x_train, y_train, x_test)
     steps = getattr(model.history_, "steps", 0)
     row = {"model": label, "fit_s": fit_s, "predict_s": predict_s, "steps": steps,
            "predict_rows_per_s": len(x_test) / predict_s, "r2": float(r2_score(y_test, predicted))}
