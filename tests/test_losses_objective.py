@@ -211,3 +211,29 @@ def test_tiny_model_loss_falls_on_the_tiny_corpus(tiny_corpus):
         optimiser.step()
     after = _mean_loss(objective, batches)
     assert after < 0.8 * before, (before, after)
+
+
+def test_among_several_ranks_every_parameter_gets_a_gradient_even_when_the_batch_leaves_it_out(monkeypatch):
+    """A batch with no usable target backpropagates a zero that leaves the label projection (4,160 parameters) out of
+    the graph. Among several data-parallel ranks (ZeRO-2 reduces gradients in buckets as they arrive) that rank's
+    bucket was smaller than the other's, and gloo aborted `make demo`'s two Ray workers ("845632 vs 841472"); so each
+    parameter gets a zero gradient there, and the loss is unchanged. Alone, the parameters left out keep no
+    gradient, as before."""
+    import basisfm.losses.objective as objective_module
+
+    numeric_only = synthetic_batch(n_rows=12, n_numeric=4, n_categorical=1)
+    numeric_only = numeric_only.with_targets(torch.zeros_like(numeric_only.target_mask))
+    config = ModelConfig(architecture="tab2d")
+    torch.manual_seed(0)
+    objective = build_objective(build_model(config), config, LossConfig())
+    alone = objective(numeric_only)
+    alone.loss.backward()
+    left_out = [name for name, p in objective.named_parameters() if p.grad is None]
+    assert left_out  # the batch does leave some parameters out
+    objective.zero_grad(set_to_none=True)
+    monkeypatch.setattr(objective_module, "_several_ranks", lambda: True)
+    among_ranks = objective(numeric_only)
+    among_ranks.loss.backward()
+    assert among_ranks.loss.item() == pytest.approx(alone.loss.item(), rel=1e-6)
+    grads = dict(objective.named_parameters())
+    assert all(grads[name].grad is not None and not grads[name].grad.any() for name in left_out)

@@ -77,6 +77,24 @@ class LossResult:
     numeric_column: list[str]  # [N] the column each belongs to
 
 
+def _several_ranks() -> bool:
+    """Whether this step is one of several data-parallel ranks' (a distributed group of more than one process)."""
+    return torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_world_size() > 1
+
+
+def _every_parameter_at_zero(module: nn.Module) -> torch.Tensor:
+    """A zero that every trainable parameter of `module` takes part in, so each gets a (zero) gradient this step.
+
+    Why: a batch leaves some parameters out of the graph (no categorical target: the label projection; no text
+    cell: the text projection), and under DeepSpeed ZeRO-2 each rank reduces gradients in buckets as they arrive. A
+    rank whose bucket lacks a parameter another rank's holds reduces a tensor of another size: gloo aborts the worker
+    ("op.preamble.length <= op.nbytes. 845632 vs 841472", a 64x64 projection missing; `make demo`, two Ray workers).
+    With one rank nothing is reduced and the optimizer skips parameters without a gradient, as it always did. ZeRO-3
+    partitions its parameters (`ds_tensor`) and skips unused ones itself: they are left out."""
+    zero = torch.zeros((), device=next(module.parameters()).device)
+    return sum((p.sum() * 0.0 for p in module.parameters() if p.requires_grad and not hasattr(p, "ds_tensor")), zero)
+
+
 class PretrainingObjective(nn.Module):
     """Holds the model and any learnable loss weights: the one module the trainer (and DeepSpeed) wraps."""
 
@@ -140,6 +158,8 @@ class PretrainingObjective(nn.Module):
         if not counted.any():  # no usable target: a zero that still touches the graph (every rank must backward)
             regression = out.bit_logits if out.bit_logits is not None else out.value_logits
             loss = regression.sum() * 0.0 + out.basis.sum() * 0.0 + out.hidden.sum() * 0.0
+        if torch.is_grad_enabled() and _several_ranks():
+            loss = loss + _every_parameter_at_zero(self)
 
         metrics = self.metrics(loss, numeric_loss, category_loss, out, categorical, true_ids, y, y_hat, weights, active)
         if len(y):
