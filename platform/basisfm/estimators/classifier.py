@@ -69,8 +69,9 @@ class BasisClassifier(ClassifierMixin, _BasisEstimator):
 
         probabilities = predict_label_scores_in_context(model, record, context, query, embedder, self._class_text, settings,
                                                         readable=readable)
-        index = {text: i for i, text in enumerate(self._class_text)}
-        true = np.asarray([index[str(label)] for label in truth])
+        from basisfm.estimators.calibration import class_positions
+
+        true = class_positions(truth, self._class_text)
         return float(-np.mean(np.log(np.clip(probabilities[np.arange(len(true)), true], 1e-12, None))))
 
     def _validation_loss(self, model, batches: list[TableBatch]) -> float:
