@@ -39,9 +39,11 @@ STAGE_CONFIG = "jobs/configs/icl/stage1.yaml"
 # (label, launcher, workers): the configurations, in the order each repeat runs them. "ray_1_stock" is one worker
 # with Ray Train as it comes (benchmarks._stock_ray_pretrain): what basisfm's trimming of its own cluster saves.
 # "ray_1_running" joins a cluster started before the command (`ray start --head`, $RAY_ADDRESS), as
-# `ray job submit` on a cluster does: the job then pays no cluster start.
+# `ray job submit` on a cluster does: the job then pays no cluster start. "local_pair" is two local-launcher runs at
+# once, independent (no gradient exchange, no Ray): the most two one-thread processes get out of this machine, the
+# ceiling ray_2 is measured against.
 CONFIGURATIONS = (("local", "local", 1), ("ray_1", "ray", 1), ("ray_2", "ray", 2), ("ray_1_stock", "ray", 1),
-                  ("ray_1_running", "ray", 1))
+                  ("ray_1_running", "ray", 1), ("local_pair", "local", 2))
 STARTUP_PHASES = ("tracking_ready", "ray_ready", "loop_entered", "engine_ready", "first_step")
 
 
@@ -148,6 +150,31 @@ def measure(label: str, run_name: str, launcher: str, workers: int, steps: int, 
     started = time.perf_counter()
     done = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True)
     wall_s = time.perf_counter() - started
+    return read_run(label, run_name, launcher, workers, steps, storage, wall_s, done)
+
+
+def measure_pair(label: str, run_name: str, steps: int, log_every: int, storage: Path) -> Run:
+    """Two local-launcher runs started together, each in its own process on one thread: one Run whose window rates
+    are the two runs' summed (both step the same number of tasks per step, so its samples/s is the pair's)."""
+    env = command_env()
+    names = [f"{run_name}-a", f"{run_name}-b"]
+    started = time.perf_counter()
+    processes = [subprocess.Popen(run_command("local", name, "local", 1, steps, log_every, storage), cwd=ROOT, env=env,
+                                  stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for name in names]
+    outputs = [p.communicate()[0] for p in processes]
+    wall_s = time.perf_counter() - started
+    a, b = (read_run(label, name, "local", 1, steps, storage, wall_s,
+                     subprocess.CompletedProcess(p.args, p.returncode, out, ""))
+            for name, p, out in zip(names, processes, outputs))
+    return Run(label, "local", 2, steps, a.samples_per_step,
+               [x + y for x, y in zip(a.window_steps_per_s, b.window_steps_per_s)],
+               {phase: max(a.startup_s.get(phase, 0.0), b.startup_s.get(phase, 0.0)) for phase in a.startup_s},
+               max(a.last_step_s, b.last_step_s), wall_s, max(a.returncode, b.returncode), a.log_tail)
+
+
+def read_run(label: str, run_name: str, launcher: str, workers: int, steps: int, storage: Path, wall_s: float,
+             done: subprocess.CompletedProcess) -> Run:
+    """A finished command's Run, from its run directory's record."""
     tail = (done.stdout + done.stderr)[-3000:]
     if done.returncode != 0:
         raise RuntimeError(f"{run_name}: jobs.pretrain exited with {done.returncode}:\n{tail}")
@@ -175,6 +202,9 @@ def summarise(runs: dict[str, list[Run]]) -> dict[str, float]:
         "local_start_s": statistics.median(r.first_step_s for r in runs["local"]),
         "ray_2_over_ray_1": best["ray_2"].steady_samples_per_s / best["ray_1"].steady_samples_per_s,
         "ray_2_start_s": statistics.median(r.first_step_s for r in runs["ray_2"]),
+        **({"ray_2_over_local_pair": best["ray_2"].steady_samples_per_s / best["local_pair"].steady_samples_per_s,
+            "local_pair_over_local": best["local_pair"].steady_samples_per_s / best["local"].steady_samples_per_s}
+           if "local_pair" in best else {}),
         **{f"{label}_steady_steps_per_s": r.steady_steps_per_s for label, r in best.items()},
         **{f"{label}_steady_samples_per_s": r.steady_samples_per_s for label, r in best.items()},
         **{f"{label}_wall_s": statistics.median(x.wall_s for x in runs[label]) for label in runs},
@@ -209,7 +239,9 @@ def render_markdown(runs: dict[str, list[Run]], summary: dict[str, float], conte
         "",
         f"Headline: one Ray worker {summary['ray_1_over_local']:.2f}x the local launcher's steady steps/s; first step "
         f"{summary['ray_start_s']:.1f} s after the command with Ray, {summary['local_start_s']:.1f} s locally; two "
-        f"workers {summary['ray_2_over_ray_1']:.2f}x one worker's samples/s",
+        f"workers {summary['ray_2_over_ray_1']:.2f}x one worker's samples/s"
+        + (f" (two independent local runs at once, this machine's ceiling: {summary['local_pair_over_local']:.2f}x)"
+           if "local_pair_over_local" in summary else ""),
         "",
         f"Command: `python -m benchmarks.launcher_overhead {context['arguments']}`",
         "",
@@ -236,6 +268,9 @@ def render_markdown(runs: dict[str, list[Run]], summary: dict[str, float], conte
            f"cleaner): first step {summary['ray_1_stock_start_s']:.1f} s, teardown {summary['ray_1_stock_teardown_s']:.1f} s, "
            f"command {summary['ray_1_stock_wall_s']:.1f} s; trimmed (ray_1): {summary['ray_start_s']:.1f} s, "
            f"{summary['ray_1_teardown_s']:.1f} s, {summary['ray_1_wall_s']:.1f} s"] if "ray_1_stock" in runs else []),
+        *([f"- the machine's ceiling for two one-thread processes (local_pair: two local runs at once, no gradient "
+           f"exchange): {summary['local_pair_over_local']:.2f}x one local run's samples/s; two Ray workers reach "
+           f"{summary['ray_2_over_local_pair']:.2f} of it"] if "local_pair" in runs else []),
         *([f"- joining a cluster already running (ray_1_running, `ray start --head` before the command, $RAY_ADDRESS): "
            f"first step {summary['ray_1_running_start_s']:.1f} s, command {summary['ray_1_running_wall_s']:.1f} s"]
           if "ray_1_running" in runs else []),
@@ -299,7 +334,9 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
         measure("local", "warmup", "local", 1, 3 * 2, 2, storage)
         for repeat in range(args.repeats):
             for label, launcher, workers in configurations:
-                if label.endswith("_running"):
+                if label == "local_pair":
+                    run = measure_pair(label, f"{label}-{repeat}", args.steps, args.log_every, storage)
+                elif label.endswith("_running"):
                     with standing_cluster(Path(tempfile.mkdtemp(prefix="r", dir="/tmp"))) as address:
                         run = measure(label, f"{label}-{repeat}", launcher, workers, args.steps, args.log_every, storage,
                                       ray_address=address)

@@ -61,3 +61,36 @@ def test_each_configuration_runs_jobs_pretrain_on_the_prior_stage_and_the_stock_
     assert calls == [{"address": "local", "runtime_env": {"env_vars": {"DS_ACCELERATOR": "cpu"},
                                                           "worker_process_setup_hook": "hook"}}]
     assert trainer.own_cluster_trainer() is TorchTrainer
+
+
+def test_the_pair_of_local_runs_is_the_ceiling_two_workers_are_measured_against(tmp_path, monkeypatch):
+    import json
+    import subprocess
+
+    from benchmarks import launcher_overhead
+
+    class FakePopen:  # each command writes the record jobs.pretrain leaves: its window rates and start-up marks
+        def __init__(self, command, **kwargs):
+            name = command[command.index("--run-name") + 1]
+            rates = [1.0, 3.0, 3.0, 1.0] if name.endswith("-a") else [1.0, 2.0, 2.0, 1.0]
+            run = tmp_path / name
+            (run / "artifacts").mkdir(parents=True)
+            history = {"steps_per_s": [[10 * (i + 1), r] for i, r in enumerate(rates)],
+                       "startup_first_step_s": [[1, 9.0 if name.endswith("-a") else 11.0]]}
+            (run / "artifacts" / "train_state.json").write_text(json.dumps({"history": history}))
+            (run / "params.json").write_text(json.dumps({"train.micro_batch_tables": 1, "train.pack_tables": 8}))
+            self.args, self.returncode = command, 0
+
+        def communicate(self):
+            return "", None
+
+    monkeypatch.setattr(subprocess, "Popen", FakePopen)
+    pair = launcher_overhead.measure_pair("local_pair", "local_pair-0", 40, 10, tmp_path)
+    assert pair.window_steps_per_s == [2.0, 5.0, 5.0, 2.0] and pair.samples_per_step == 8
+    assert pair.steady_samples_per_s == pytest.approx(40.0) and pair.first_step_s == 11.0
+    runs = {"local": [_run("local", 1, [1, 3, 3, 1], 10.0)], "ray_1": [_run("ray_1", 1, [1, 3, 3, 1], 20.0)],
+            "ray_2": [_run("ray_2", 2, [1, 2, 2, 1], 21.0)], "local_pair": [pair]}
+    summary = summarise(runs)
+    assert summary["local_pair_over_local"] == pytest.approx(40 / 24)
+    assert summary["ray_2_over_local_pair"] == pytest.approx(32 / 40)
+    assert "two Ray workers reach 0.80 of it" in render_markdown(runs, summary, {"arguments": ""}, [])
