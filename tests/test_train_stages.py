@@ -133,6 +133,27 @@ def test_a_prior_only_stage_stops_by_the_clock_checkpoints_logs_val_prior_ratio_
     assert provenance["init_provenance"]["run_name"] == "icl-stage1" and provenance["grown_to_layers"] == 3
     assert provenance["total_tasks_seen"] == 2 + 4
 
+    # Started again (a curriculum rerun after a session ends), the finished stage trains no step and its checkpoint
+    # keeps what made it: the held-out ratio and the loop's minutes, not the rerun's seconds and no metrics.
+    again = pretrain(_stage(tmp_path, "train.run_name=icl-stage2", f"train.init_from={first.checkpoint_dir}",
+                            "train.grow_layers=3", "train.steps=2", "data.column_name_embedding=none"))
+    rerun = json.loads((again.checkpoint_dir / "provenance.json").read_text())
+    assert rerun["steps"] == 2 and rerun["held_out_ratio"] == provenance["held_out_ratio"] is not None
+    assert rerun["final_metrics"]["val_prior_ratio"] == provenance["final_metrics"]["val_prior_ratio"]
+    assert rerun["tasks_seen"] == provenance["tasks_seen"]
+    assert rerun["minutes"] == provenance["minutes"] and rerun["total_minutes"] == provenance["total_minutes"]
+    assert json.loads((again.run_dir / "artifacts" / "train_state.json").read_text())["history"]["wall_minutes"]
+
+
+def test_a_run_resumed_over_several_commands_counts_the_minutes_of_each():
+    from basisfm.train.trainer import last_readings, training_minutes
+
+    # The loop's clock restarts in each command: 3 + 5 (resumed) + 2 (resumed) minutes.
+    history = {"wall_minutes": [[100, 1.0], [200, 3.0], [300, 2.5], [400, 5.0], [500, 2.0]],
+               "val_prior_ratio": [[200, 0.9], [500, 0.4]], "train_loss": [[500, 1.0]]}
+    assert training_minutes(history) == pytest.approx(10.0) and training_minutes({}) == 0.0
+    assert last_readings(history, "val_") == {"val_prior_ratio": 0.4}
+
 
 def test_without_mlflow_the_run_directory_is_the_record_and_jobs_register_imports_it(tmp_path):
     """The lent-GPU case: MLflow cannot be imported, so the local launcher writes params, metrics, checkpoint and

@@ -122,7 +122,7 @@ def run_training(config: RunConfig, engine, scheduler, batches: Iterator[list[Ta
         if logger is not None:
             logger.buffer_metrics(metrics, state.step)
         state.record({k: v for k, v in metrics.items() if k.endswith(("loss", "_ratio"))
-                      or k in ("val_r2", "cells_per_s", "steps_per_s", "tasks_seen")
+                      or k in ("val_r2", "cells_per_s", "steps_per_s", "tasks_seen", "wall_minutes")
                       or k.startswith(STARTUP_METRIC_PREFIX)}, state.step)
         last = metrics
         progress.update(metrics)

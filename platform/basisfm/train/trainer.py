@@ -283,6 +283,11 @@ def pretrain(config: RunConfig, startup: StartupClock | None = None) -> Pretrain
     wall_s = time.perf_counter() - started
     metrics = {k: float(v) for k, v in raw_metrics.items() if isinstance(v, (int, float))}
     metrics["wall_s"] = wall_s
+    if "wall_minutes" not in state.history:  # a checkpoint from before the loop kept its clock: the run log has it
+        from basisfm.tracking.run_directory import read_metrics
+
+        state.history["wall_minutes"] = [[step, value] for name, value, step in read_metrics(run_dir)
+                                         if name == "wall_minutes"]
     write_provenance(model_dir, config, state, metrics, source=source, hardware=tags[HARDWARE_TAG],
                      run_id=logger.run_id, tracking_uri=logger.tracking_uri if logger.active else None)
 
@@ -353,7 +358,11 @@ def write_provenance(model_dir: Path, config: RunConfig, state: TrainState, metr
     before = read_provenance(config.train.init_from) if config.train.init_from else {}
     workers = 1 if config.train.launcher == "local" else config.train.num_workers
     tasks = state.tables_seen * workers
-    minutes = metrics["wall_s"] / 60.0
+    # The loop's own clock over every command that ran it (start-up and teardown left out), not this command's wall
+    # time: a run resumed over several commands trained in each, and a rerun of a finished run (a curriculum started
+    # again) trains in none.
+    minutes = training_minutes(state.history) or metrics["wall_s"] / 60.0
+    metrics = {**last_readings(state.history, prefix="val_"), **metrics}
     record = {
         "what": f"{config.model.architecture} pretrained by jobs.pretrain on {source.replace('_', ' ')}",
         "run_name": config.train.run_name, "launcher": config.train.launcher, "workers": workers,
@@ -375,6 +384,22 @@ def write_provenance(model_dir: Path, config: RunConfig, state: TrainState, metr
     path = model_dir / PROVENANCE_FILE
     path.write_text(json.dumps(record, indent=1, default=str) + "\n", encoding="utf-8")
     return path
+
+
+def training_minutes(history: dict[str, list[list[float]]]) -> float:
+    """Minutes the training loop ran over every command that ran it: its `wall_minutes` clock starts at 0 in each
+    process that resumes the run, so the sum of each stretch's last reading (0 without readings)."""
+    total = previous = 0.0
+    for _, minutes in history.get("wall_minutes", []):
+        if minutes < previous:  # a later command resumed the run
+            total += previous
+        previous = minutes
+    return total + previous
+
+
+def last_readings(history: dict[str, list[list[float]]], prefix: str) -> dict[str, float]:
+    """The last value of every metric in `history` whose name starts with `prefix`."""
+    return {name: float(points[-1][1]) for name, points in history.items() if name.startswith(prefix) and points}
 
 
 def read_provenance(directory: str | Path) -> dict[str, Any]:
