@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from benchmarks.loss_weighting import (LARGE, NOISE_SHARE, NOISY, SCALE_RATIO, Arm, corrupt_episode, plain_batches,
+from benchmarks.loss_weighting import (LARGE, NOISE_SHARE, NOISY, SCALE_RATIO, Arm, plain_batches,
                                        prior_table, prior_tasks, r_squared, scale_and_noise, task_config)
 
 
