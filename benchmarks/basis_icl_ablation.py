@@ -10,7 +10,7 @@ over the context mean's on 64 held-out prior tasks, below 1 = it reads the featu
 summary not normalised, the target column's token added raw), basis_icl as it is now (the summary standardised
 on the support rows), one change at a time from it (a per-row layer norm or no norm instead, the raw column
 token, the compression seeing support targets, a 10x lower learning rate, a 10x longer warm-up, SMR bits
-instead of the binned head), and the row-token yardstick: the same
+instead of the binned head, no random identity per column), and the row-token yardstick: the same
 across-rows model over a row's numbers alone (`model.icl_row_summary=numbers`).
 
     python -m benchmarks.basis_icl_ablation --quick          # the five main arms, 200 steps each
@@ -35,7 +35,7 @@ from benchmarks._report import RESULTS_DIR, markdown_page, page_context, publish
 NAME = "basis_icl_ablation"
 ROOT = Path(__file__).resolve().parents[1]
 STAGE1 = ROOT / "jobs" / "configs" / "icl" / "stage1.yaml"
-AS_WAS = ["model.icl_row_norm=none", "model.icl_target_column_token=true"]
+AS_WAS = ["model.icl_row_norm=none", "model.icl_target_column_token=true", "model.icl_column_identity=false"]
 
 
 @dataclass(frozen=True)
@@ -47,7 +47,7 @@ class Arm:
 
 
 ARMS = [
-    Arm("basis_icl", "basis_icl now: row summary standardised on the support rows, no raw column token",
+    Arm("basis_icl", "basis_icl now: row summary standardised on the support rows, no raw column token, a random identity per column",
         ("model.architecture=basis_icl",), quick=True),
     Arm("basis_icl as was", "row summary not normalised, the target column's token added raw (the old model)",
         ("model.architecture=basis_icl", *AS_WAS), quick=True),
@@ -67,6 +67,8 @@ ARMS = [
         ("model.architecture=basis_icl", "train.warmup_steps=0")),
     Arm("SMR bits head", "basis_icl now reading targets out as SMR bits, not bins",
         ("model.architecture=basis_icl", "model.regression_head=smr_bits")),
+    Arm("no column identity", "basis_icl now without the random identity per column (unnamed columns look alike)",
+        ("model.architecture=basis_icl", "model.icl_column_identity=false"), quick=True),
 ]
 
 

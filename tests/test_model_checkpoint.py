@@ -92,6 +92,22 @@ def test_a_checkpoint_written_with_the_retired_model_text_top_k_still_loads(tmp_
     assert loaded.config == model.config
 
 
+def test_a_basis_icl_checkpoint_from_before_the_column_identity_loads_without_it(tmp_path):
+    # Written before model_config.icl_column_identity existed: the model then had no identity weights.
+    model, directory = _saved(tmp_path, architecture="basis_icl", icl_column_identity=False)
+    path = directory / CONFIG_NAME
+    stored = json.loads(path.read_text())
+    del stored["model_config"]["icl_column_identity"]
+    path.write_text(json.dumps(stored))
+    loaded = load_pretrained(directory)
+    assert loaded.config == model.config and loaded.column_identity is None
+    batch = synthetic_batch()
+    assert torch.equal(model.predict_numeric(batch).nan_to_num(-1), loaded.predict_numeric(batch).nan_to_num(-1))
+    # a new basis_icl checkpoint keeps its identity
+    _, fresh = _saved(tmp_path / "new", architecture="basis_icl")
+    assert load_pretrained(fresh).config.icl_column_identity
+
+
 def test_the_checkpoint_records_how_its_text_was_pruned(tmp_path):
     from basisfm.config import DataConfig
     from basisfm.model.checkpoint import read_text_top_k

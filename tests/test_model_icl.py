@@ -90,11 +90,23 @@ def test_a_query_reads_support_rows_never_other_queries(architecture, head):
     assert not torch.allclose(_regression_logits(out)[0], _regression_logits(model(_replace(batch, values=values)))[0], atol=1e-5)
 
 
-@pytest.mark.parametrize("architecture", ARCHITECTURES)
+def _shuffled_columns(batch: TableBatch, order: torch.Tensor) -> TableBatch:
+    return TableBatch(
+        **{**batch.__dict__, "column_names": [batch.column_names[i] for i in order.tolist()],
+           **{name: getattr(batch, name)[order] for name in ("column_kinds", "column_name_embeddings", "column_abs_max",
+                                                               "column_min_nonzero", "column_mean", "column_std")},
+           **{name: getattr(batch, name)[:, order] for name in ("values", "missing", "string_ids", "target_mask")}})
+
+
+# basis_icl's random column identity ties a prediction to the column order: the property is checked without it.
+ORDER_FREE = [("tab2d", {}), ("basis_icl", {"icl_column_identity": False})]
+
+
+@pytest.mark.parametrize("architecture,options", ORDER_FREE)
 @pytest.mark.parametrize("names", [True, False])
-def test_predictions_ignore_the_order_of_support_rows_and_of_columns(architecture, names):
+def test_predictions_ignore_the_order_of_support_rows_and_of_columns(architecture, options, names):
     torch.manual_seed(0)
-    model = build_model(ModelConfig(architecture=architecture, regression_head="binned")).eval()
+    model = build_model(ModelConfig(architecture=architecture, regression_head="binned", **options)).eval()
     batch = linear_episode(names=names)
     reference = model(batch).value_logits
     assert torch.isfinite(reference).all()
@@ -102,13 +114,31 @@ def test_predictions_ignore_the_order_of_support_rows_and_of_columns(architectur
     shuffled_rows = _replace(batch, values=batch.values[rows], missing=batch.missing[rows], string_ids=batch.string_ids[rows],
                              target_mask=batch.target_mask[rows], support=batch.support[rows], row_index=batch.row_index[rows])
     assert torch.allclose(model(shuffled_rows).value_logits, reference, atol=1e-4)
-    order = torch.tensor([3, 1, 0, 2])
-    shuffled_columns = TableBatch(
-        **{**batch.__dict__, "column_names": [batch.column_names[i] for i in order.tolist()],
-           **{name: getattr(batch, name)[order] for name in ("column_kinds", "column_name_embeddings", "column_abs_max",
-                                                               "column_min_nonzero", "column_mean", "column_std")},
-           **{name: getattr(batch, name)[:, order] for name in ("values", "missing", "string_ids", "target_mask")}})
+    shuffled_columns = _shuffled_columns(batch, torch.tensor([3, 1, 0, 2]))
     assert torch.allclose(model(shuffled_columns).value_logits, reference, atol=1e-4)
+
+
+def test_the_column_identity_tells_unnamed_columns_apart_and_is_fixed_at_evaluation():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(architecture="basis_icl", regression_head="binned")).eval()
+    assert model.config.icl_column_identity and model.column_identity is not None
+    batch = linear_episode(names=False)
+    tokens, _, _ = model.column_tokens(batch)
+    # unnamed columns differ only by their scale; with their identities they are far apart
+    identified = model.identified_columns(batch, tokens)
+    assert torch.cdist(identified, identified).triu(1)[torch.ones(4, 4).triu(1).bool()].min() > 0.1
+    # evaluation: the same draw every call (a prediction is repeatable), rows still free of order
+    reference = model(batch).value_logits
+    assert torch.equal(model(batch).value_logits, reference)
+    rows = torch.cat([torch.randperm(24, generator=torch.Generator().manual_seed(1)), torch.arange(24, 32)])
+    shuffled_rows = _replace(batch, values=batch.values[rows], missing=batch.missing[rows], string_ids=batch.string_ids[rows],
+                             target_mask=batch.target_mask[rows], support=batch.support[rows], row_index=batch.row_index[rows])
+    assert torch.allclose(model(shuffled_rows).value_logits, reference, atol=1e-4)
+    # the identity follows the column's position: another column order reads the features differently
+    assert not torch.allclose(model(_shuffled_columns(batch, torch.tensor([3, 1, 0, 2]))).value_logits, reference, atol=1e-4)
+    # training: a fresh draw every step
+    model.train()
+    assert not torch.allclose(model.identified_columns(batch, tokens), model.identified_columns(batch, tokens))
 
 
 @pytest.mark.parametrize("architecture", ARCHITECTURES)

@@ -160,8 +160,11 @@ class ModelConfig:
     # (benchmarks/results/basis_icl_ablation.md): how a row is summarised (`basis` compression, or the
     # row-token yardstick's MLP over its `numbers`), how the summary is normalised (`support`: centred and
     # scaled on the episode's support rows; `layer`: a LayerNorm per row; `none`), whether the compression
-    # sees support rows' target cells, and whether the target column's token is added raw.
+    # sees support rows' target cells, and whether the target column's token is added raw. `icl_column_identity`:
+    # a random identity per column (drawn afresh every training step, from a fixed seed at evaluation) added to
+    # the column tokens the cells are built from, so a row summary can tell unnamed columns apart.
     icl_row_summary: Literal["basis", "numbers"] = "basis"
+    icl_column_identity: bool = True
     icl_row_norm: Literal["support", "layer", "none"] = "support"
     icl_summary_sees_targets: bool = False
     icl_target_column_token: bool = False

@@ -4,7 +4,8 @@ A query row's targets are predicted from its own cells and from the labelled sup
 (`batch.support`), with no gradient step per table. The shape is TabICL's (summarise each row, then attend
 across rows); the summary is the paper's basis compression. Read top to bottom:
   1-3. per row, the per-row pieces of `basis` (reused, not copied): cell tokens, cell attention, basis
-       compression to k tokens [R, k, d]. Every target cell is hidden here, support rows' too, so a row's
+       compression to k tokens [R, k, d]. A cell's token holds its column's token plus a random identity of
+       the column (`identified_columns`). Every target cell is hidden here, support rows' too, so a row's
        summary describes its features alone, alike for support and query rows (what a query is compared on);
   4. the row summary: the k tokens flattened and projected to d [R, d], then centred on the support rows'
      mean and scaled to unit RMS over them (`standardise_on_support`);
@@ -23,6 +24,11 @@ row's summary shares a large common part (basis queries, column tokens), and the
 small beside it (~0.3 against ~7 for the token at initialisation). After each block's layer norm the rows looked
 alike to attention across rows, and the model stayed at the context mean for 3,000 steps of stage 1. A LayerNorm
 per row does not help (it rescales the common part with the rest); centring on the context removes it.
+Why step 1 gives each column a random identity (basis_icl_ablation_long.md): half the prior's tasks have no
+column names, so every column had the same token and the compression, which pools a row's cells, saw a set of
+values without knowing which column held which; it learned far slower than tab2d, whose attention runs down each
+column. The price: a prediction depends on the order of the columns (the in-context members' feature orders
+average it out), as TabPFN v2's random feature embeddings do.
 The `icl_*` model options restore the earlier choices for the ablation benchmark; their defaults are the model.
 """
 
@@ -41,6 +47,8 @@ from basisfm.model.table_model import QueryStates, standardized_features
 # `icl_row_summary: numbers` (the ablation's row-token yardstick) reads a row's standardised values in column
 # order, zero-padded to this many columns.
 NUMBERS_WIDTH = 32
+# `icl_column_identity`: each column's random identity is drawn in this many dimensions, then projected to d.
+IDENTITY_DIM = 16
 
 
 def standardise_on_support(summary: torch.Tensor, support: torch.Tensor) -> torch.Tensor:
@@ -88,6 +96,22 @@ class BasisICL(BasisTransformer):
         nn.init.zeros_(self.target_column.weight)
         nn.init.zeros_(self.target_column.bias)
         self.row_blocks = nn.ModuleList(Block(d, config.n_heads, config.dropout) for _ in range(config.n_layers))
+        # The yardstick's summary reads columns by position and needs no identity.
+        identity = config.icl_column_identity and config.icl_row_summary == "basis"
+        self.column_identity = nn.Linear(IDENTITY_DIM, d, bias=False) if identity else None
+
+    def identified_columns(self, batch: TableBatch, column_tokens: torch.Tensor) -> torch.Tensor:
+        """[C, d] the column tokens the cells are built from: with `icl_column_identity`, plus a random identity
+        per column (TabPFN v2's random feature embeddings). The summary pools a row's cells over its columns,
+        and a prior task without names gives every column the same name token: without an identity the
+        summary is a set of values that cannot say which column holds which. Drawn afresh at every training
+        step (no column order is learned), from a fixed seed at evaluation (a prediction is repeatable)."""
+        if self.column_identity is None:
+            return column_tokens
+        generator = None if self.training else torch.Generator().manual_seed(0)
+        identity = torch.randn(batch.n_columns, IDENTITY_DIM, generator=generator)  # [C, IDENTITY_DIM]
+        weight = self.column_identity.weight
+        return column_tokens + self.column_identity(identity.to(device=weight.device, dtype=weight.dtype))
 
     def encode_queries(self, batch: TableBatch) -> QueryStates:
         hidden_cells = batch.query_target_mask  # [R, C]
@@ -108,9 +132,10 @@ class BasisICL(BasisTransformer):
         """Steps 1-5: ([R, T, d] the tokens that attend across rows, [T] their target columns, the shared
         representation: [R, k, d] basis tokens)."""
         config = self.config
-        cells, attend = self.cell_inputs(batch, column_tokens, batch.query_target_mask)  # [R, C, d]: support targets shown
+        identified = self.identified_columns(batch, column_tokens)  # [C, d]
+        cells, attend = self.cell_inputs(batch, identified, batch.query_target_mask)  # [R, C, d]: support targets shown
         # 1-4. the row summary, from the features alone
-        summary, shared = self.summarise_rows(batch, cells, column_tokens, attend)  # [R, d]
+        summary, shared = self.summarise_rows(batch, cells, identified, attend)  # [R, d]
         if config.icl_row_norm == "support":
             summary = standardise_on_support(summary, batch.support)
         elif self.row_norm is not None:
@@ -118,7 +143,7 @@ class BasisICL(BasisTransformer):
         # 5. one token per column that holds a target somewhere in the batch
         target_columns = batch.target_mask.any(dim=0).nonzero(as_tuple=True)[0]  # [T]
         column = column_tokens[target_columns]  # [T, d]
-        value = cells[:, target_columns] - column  # [R, T, d]: the cells' value tokens
+        value = cells[:, target_columns] - identified[target_columns]  # [R, T, d]: the cells' value tokens
         if config.icl_target_column_token:
             value = value + column
         x = summary.unsqueeze(1) + value + self.target_column(column) + self.query_token  # [R, T, d]

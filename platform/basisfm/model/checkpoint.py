@@ -31,6 +31,9 @@ PROJECTION_NAME = "name_projection.safetensors"  # a contrastive name projection
 # ModelConfig keys older checkpoints hold that no longer exist and never changed the model: dropped on read.
 # `text_top_k`: text pruning is the data layer's (`data.text_top_k`); the model key was read by nothing.
 RETIRED_MODEL_KEYS = frozenset({"text_top_k"})
+# ModelConfig keys added after checkpoints were written without them, with the value that rebuilds those
+# checkpoints' models (a new key's default is the new model; an older checkpoint lacks its weights).
+PREDATING_MODEL_KEYS = {"icl_column_identity": False}
 
 
 def save_pretrained(model: TableModel, directory: str | Path, *,
@@ -61,7 +64,7 @@ def read_model_config(directory: str | Path) -> ModelConfig:
     stored = raw.get("model_config")
     if not isinstance(stored, dict):
         raise CheckpointError(f"{path}: key 'model_config' is missing or not a mapping")
-    stored = {key: value for key, value in stored.items() if key not in RETIRED_MODEL_KEYS}
+    stored = {**PREDATING_MODEL_KEYS, **{key: value for key, value in stored.items() if key not in RETIRED_MODEL_KEYS}}
     known = {f.name for f in dataclasses.fields(ModelConfig)}
     unknown = sorted(set(stored) - known)
     if unknown:
