@@ -41,11 +41,14 @@ bench: $(STAMP)
 # `python -m jobs.register DIR` imports later). The shipped checkpoint (platform/basisfm/pretrained/in_context) was
 # made by these stages' recipe in the loop that preceded this one: 341 minutes and 119,648 tasks at 1 CPU thread,
 # 2026-12-01/02 (benchmarks/results/icl_prior_pretrain_cpu_stage*.md; the stage files quote each one's numbers).
+# These stages remade it through jobs.pretrain (2026-12-05/07, 119,648 tasks, 524 training minutes on a shared
+# machine): in context 0.674 on the public suite against the shipped 0.722 (0.09 lower on Carseats, up on 7 of 12
+# tables), 0.620 on the regression screen against 0.605, so it did not ship (benchmarks/results/icl_remade.md).
 # ICL_LAUNCHER=ray runs the same stages as Ray Train jobs (a laptop's local Ray, or a cluster through ray job submit);
 # ICL_THREADS sets torch's CPU threads (1 runs two curricula side by side); ICL_OUT where the stages' run directories go;
-# ICL_ARCH=basis_icl starts stage 1 from a basis_icl model instead (through these stages, 1 thread, 2026-12-07:
-# held-out ratio 0.485 after stage 1 and 0.672 after stage 2, in 9.9 and 18.3 minutes, where tab2d reached 0.152
-# and 0.559 in 18.3 and 32.1). Measure a stage's checkpoint beside ridge and kNN with `python -m benchmarks.icl_heldout`.
+# ICL_ARCH=basis_icl starts stage 1 from a basis_icl model instead (through these stages, 1 thread, 2026-12-07,
+# with its random column identity: held-out ratio 0.193 after stage 1 and 0.602 after stage 2, in 8.3 and 32.8
+# minutes on a shared machine, where tab2d reached 0.152 and 0.559 in 18.3 and 32.1; 0.485 and 0.672 without it). Measure a stage's checkpoint beside ridge and kNN with `python -m benchmarks.icl_heldout`.
 ICL_ARCH     ?= tab2d
 ICL_THREADS  ?= 2
 ICL_LAUNCHER ?= local
