@@ -49,7 +49,8 @@ bench: $(STAMP)
 # ICL_ARCH=basis_icl starts stage 1 from a basis_icl model instead (through these stages, 1 thread, 2026-12-07,
 # with its random column identity: held-out ratio 0.193 after stage 1 and 0.602 after stage 2, in 8.3 and 32.8
 # minutes on a shared machine, where tab2d reached 0.152 and 0.559 in 18.3 and 32.1; 0.485 and 0.672 without it;
-# level by stage 3: 0.693 with it, 0.690 without). Measure a stage's checkpoint beside ridge and kNN with `python -m benchmarks.icl_heldout`.
+# level by stage 3: 0.693 with it, 0.690 without).
+# Measure a stage's checkpoint beside ridge and kNN with `python -m benchmarks.icl_heldout`.
 ICL_ARCH     ?= tab2d
 ICL_THREADS  ?= 2
 ICL_LAUNCHER ?= local

@@ -13,7 +13,7 @@ token, the compression seeing support targets, a 10x lower learning rate, a 10x 
 instead of the binned head, no random identity per column), and the row-token yardstick: the same
 across-rows model over a row's numbers alone (`model.icl_row_summary=numbers`).
 
-    python -m benchmarks.basis_icl_ablation --quick          # the five main arms, 200 steps each
+    python -m benchmarks.basis_icl_ablation --quick          # the six main arms, 200 steps each
     python -m benchmarks.basis_icl_ablation --steps 400      # every arm: the results page's run
 
 Stage 1 has one target per task, so a row's per-target tokens are one token per row there (T = 1): the
@@ -110,7 +110,7 @@ def _parameters(model_config) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--quick", action="store_true", help="the five main arms, 200 steps each (unless --steps)")
+    p.add_argument("--quick", action="store_true", help="the six main arms, 200 steps each (unless --steps)")
     p.add_argument("--steps", type=int, default=None, help="steps per arm, the cosine schedule's length (default 400; 200 with --quick)")
     p.add_argument("--minutes", type=float, default=9.0, help="wall-clock cap per arm (a stopped arm shows fewer steps)")
     p.add_argument("--arms", nargs="+", default=None, choices=[a.name for a in ARMS], metavar="ARM",

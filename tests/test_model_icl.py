@@ -90,6 +90,13 @@ def test_a_query_reads_support_rows_never_other_queries(architecture, head):
     assert not torch.allclose(_regression_logits(out)[0], _regression_logits(model(_replace(batch, values=values)))[0], atol=1e-5)
 
 
+def _shuffled_support_rows(batch: TableBatch) -> TableBatch:
+    """`linear_episode`'s batch with its 24 support rows in another order (the 8 queries stay last)."""
+    rows = torch.cat([torch.randperm(24, generator=torch.Generator().manual_seed(1)), torch.arange(24, 32)])
+    return _replace(batch, values=batch.values[rows], missing=batch.missing[rows], string_ids=batch.string_ids[rows],
+                    target_mask=batch.target_mask[rows], support=batch.support[rows], row_index=batch.row_index[rows])
+
+
 def _shuffled_columns(batch: TableBatch, order: torch.Tensor) -> TableBatch:
     return TableBatch(
         **{**batch.__dict__, "column_names": [batch.column_names[i] for i in order.tolist()],
@@ -110,10 +117,7 @@ def test_predictions_ignore_the_order_of_support_rows_and_of_columns(architectur
     batch = linear_episode(names=names)
     reference = model(batch).value_logits
     assert torch.isfinite(reference).all()
-    rows = torch.cat([torch.randperm(24, generator=torch.Generator().manual_seed(1)), torch.arange(24, 32)])
-    shuffled_rows = _replace(batch, values=batch.values[rows], missing=batch.missing[rows], string_ids=batch.string_ids[rows],
-                             target_mask=batch.target_mask[rows], support=batch.support[rows], row_index=batch.row_index[rows])
-    assert torch.allclose(model(shuffled_rows).value_logits, reference, atol=1e-4)
+    assert torch.allclose(model(_shuffled_support_rows(batch)).value_logits, reference, atol=1e-4)
     shuffled_columns = _shuffled_columns(batch, torch.tensor([3, 1, 0, 2]))
     assert torch.allclose(model(shuffled_columns).value_logits, reference, atol=1e-4)
 
@@ -130,10 +134,7 @@ def test_the_column_identity_tells_unnamed_columns_apart_and_is_fixed_at_evaluat
     # evaluation: the same draw every call (a prediction is repeatable), rows still free of order
     reference = model(batch).value_logits
     assert torch.equal(model(batch).value_logits, reference)
-    rows = torch.cat([torch.randperm(24, generator=torch.Generator().manual_seed(1)), torch.arange(24, 32)])
-    shuffled_rows = _replace(batch, values=batch.values[rows], missing=batch.missing[rows], string_ids=batch.string_ids[rows],
-                             target_mask=batch.target_mask[rows], support=batch.support[rows], row_index=batch.row_index[rows])
-    assert torch.allclose(model(shuffled_rows).value_logits, reference, atol=1e-4)
+    assert torch.allclose(model(_shuffled_support_rows(batch)).value_logits, reference, atol=1e-4)
     # the identity follows the column's position: another column order reads the features differently
     assert not torch.allclose(model(_shuffled_columns(batch, torch.tensor([3, 1, 0, 2]))).value_logits, reference, atol=1e-4)
     # training: a fresh draw every step

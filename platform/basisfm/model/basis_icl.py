@@ -27,8 +27,9 @@ per row does not help (it rescales the common part with the rest); centring on t
 Why step 1 gives each column a random identity (basis_icl_ablation_long.md): half the prior's tasks have no
 column names, so every column had the same token and the compression, which pools a row's cells, saw a set of
 values without knowing which column held which; it started far slower than tab2d, whose attention runs down each
-column (stage 1 held-out ratio 0.485 without the identity, 0.193 with it; level by stage 3). The price: a prediction depends on the order of the columns (the in-context members' feature orders
-average it out), as TabPFN v2's random feature embeddings do.
+column (stage 1 held-out ratio 0.485 without the identity, 0.193 with it; level by stage 3). The price: a
+prediction depends on the order of the columns (the in-context members' feature orders average it out), as
+TabPFN v2's random feature embeddings do.
 The `icl_*` model options restore the earlier choices for the ablation benchmark; their defaults are the model.
 """
 
