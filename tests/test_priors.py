@@ -249,3 +249,46 @@ def test_noise_features_replace_a_drawn_share_of_columns_with_values_unrelated_t
     assert 0 < int(replaced.sum(1).min()) or int(replaced.sum(1).max()) > 4  # tasks differ in how many
     with pytest.raises(ConfigError, match=r"priors\.max_noise_feature_fraction"):
         from_dict({"priors": {"max_noise_feature_fraction": 1.5}})
+
+
+def _r2_of_least_squares(design: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[B] in-sample R^2 of each task's least-squares fit of y [B, N, 1] on design [B, N, P] plus an intercept."""
+    design = torch.cat([design, torch.ones_like(design[..., :1])], dim=2).double()
+    coef = torch.linalg.lstsq(design, y.double()).solution
+    residual = y.double() - design @ coef
+    return 1 - residual.pow(2).mean(1).squeeze(1) / y.double().var(1, unbiased=False).squeeze(1)
+
+
+def test_additive_targets_are_a_curve_of_each_feature_summed_plus_noise_on_the_drawn_share_of_tasks():
+    from basisfm.priors.scm import ADDITIVE_CURVES, with_additive_targets
+
+    features = torch.randn(256, 300, 6)
+    targets = torch.randn(256, 300, 1)  # unrelated to the features
+    draws = Draws.from_seed(4)
+    state = draws.rng.bit_generator.state
+    assert with_additive_targets(draws, SMALL, features, targets) is targets  # fraction 0: untouched, nothing drawn
+    assert draws.rng.bit_generator.state == state
+
+    half = dataclasses.replace(SMALL, additive_target_fraction=0.5)
+    out = with_additive_targets(draws, half, features, targets)
+    replaced = ~(out == targets).all(1).squeeze(1)  # [B]
+    assert 0.35 < replaced.float().mean().item() < 0.65
+    # Every curve of every feature as a regressor: an additive target is explained up to its noise (std at most
+    # 1 against a unit signal, so R^2 above 0.5, and above 0.99 for the quietest), an untouched one is not.
+    basis = torch.cat([fn(features) for _, fn in ADDITIVE_CURVES.values()], dim=2)
+    r2 = _r2_of_least_squares(basis, out)
+    assert bool((r2[replaced] > 0.45).all()) and float(r2[replaced].max()) > 0.99
+    assert float(r2[~replaced].max()) < 0.3
+    # The identity is the likeliest curve: a linear fit alone explains most additive targets well.
+    assert float(_r2_of_least_squares(features, out)[replaced].median()) > 0.5
+    with pytest.raises(ConfigError, match=r"priors\.additive_target_fraction"):
+        from_dict({"priors": {"additive_target_fraction": -0.1}})
+
+
+def test_a_prior_with_additive_targets_still_makes_valid_seeded_episodes():
+    config = dataclasses.replace(SMALL, additive_target_fraction=1.0)
+    shape = ChunkShape("tree", n_rows=48, n_features=4, n_targets=1)
+    a, b = (generate_chunk(config, 9, shape, 6) for _ in range(2))
+    assert torch.equal(a.values, b.values)
+    assert not torch.equal(a.values, generate_chunk(SMALL, 9, shape, 6).values)
+    assert len(PriorSampler(config, seed=2).sample(4)) == 4

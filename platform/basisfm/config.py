@@ -244,6 +244,11 @@ class PriorConfig:
     # a task replaces a share in [0, this] of its features by noise independent of every node: columns that say
     # nothing about the target, as real tables have, which the model must learn to pass over (0: none, the default)
     max_noise_feature_fraction: float = 0.0
+    # share of tasks whose targets are replaced by an additive function of their features: each feature through
+    # itself (mostly) or a smooth curve, weighted, summed, plus noise. Linear and generalised-additive tables
+    # (a price, an advertising budget and a shelf grade adding up to sales) are common among real tables, and
+    # the SCMs, whose targets pass through a few random activations of sparse parents, rarely draw them (0: none)
+    additive_target_fraction: float = 0.0
     boolean_fraction: float = 0.5  # two-level categorical features stored as booleans
     skewed_fraction: float = 0.3  # numeric columns made skewed or heavy-tailed
     integer_fraction: float = 0.15  # numeric columns rounded to integers (counts, years)
@@ -275,8 +280,9 @@ class PriorConfig:
     seed: int = 0
 
     def validate(self, key: str) -> None:
-        for name in ("classification_fraction", "multi_target_fraction", "max_categorical_fraction", "max_noise_feature_fraction", "boolean_fraction",
-                     "skewed_fraction", "integer_fraction", "missing_task_fraction", "mnar_fraction", "named_fraction"):
+        for name in ("classification_fraction", "multi_target_fraction", "max_categorical_fraction", "max_noise_feature_fraction",
+                     "additive_target_fraction", "boolean_fraction", "skewed_fraction", "integer_fraction", "missing_task_fraction",
+                     "mnar_fraction", "named_fraction"):
             _require(0.0 <= getattr(self, name) <= 1.0, f"{key}.{name}", "must be in [0, 1]")
         _require(self.mlp_weight >= 0 and self.tree_weight >= 0, f"{key}.mlp_weight", "mlp_weight and tree_weight must be >= 0")
         _require(self.mlp_weight + self.tree_weight > 0, f"{key}.mlp_weight", "mlp_weight + tree_weight must be positive")

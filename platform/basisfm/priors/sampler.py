@@ -22,7 +22,7 @@ from basisfm.priors.columns import TaskChunk, build_columns
 from basisfm.priors.draws import Draws, mix_seed
 from basisfm.priors.episodes import chunk_to_episodes
 from basisfm.priors.filters import RejectionCounts, screen
-from basisfm.priors.scm import SCM_GENERATORS, select_nodes, with_noise_features
+from basisfm.priors.scm import SCM_GENERATORS, select_nodes, with_additive_targets, with_noise_features
 
 GENERATORS = tuple(SCM_GENERATORS)
 _MAX_EMPTY_CHUNKS = 50  # chunks in a row with nothing accepted before the config is declared hopeless
@@ -48,6 +48,7 @@ def generate_chunk(
     n_columns = shape.n_features + shape.n_targets
     nodes, layer = SCM_GENERATORS[shape.generator](draws, config, n_tasks, shape.n_rows, n_columns)
     features, targets = select_nodes(draws, nodes, layer, shape.n_features, shape.n_targets)
+    targets = with_additive_targets(draws, config, features, targets)
     features = with_noise_features(draws, config, features)
     return build_columns(draws, config, shape.generator, features, targets)
 

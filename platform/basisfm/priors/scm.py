@@ -172,6 +172,42 @@ def with_noise_features(draws: Draws, config: PriorConfig, features: torch.Tenso
     return torch.where(draws.tensor(noise, torch.bool).unsqueeze(1), draws.normal(b, n, f), features)
 
 
+# The curves an additive target reads a feature through (`with_additive_targets`), with their chances: mostly the
+# feature itself (linear regression), else a saturating, a one-sided or a U-shaped curve (an additive model).
+ADDITIVE_CURVES = {
+    "identity": (0.6, lambda x: x),
+    "tanh": (0.15, torch.tanh),
+    "softplus": (0.15, torch.nn.functional.softplus),
+    "square": (0.1, lambda x: x.clamp(-3, 3) ** 2),
+}
+
+
+def with_additive_targets(draws: Draws, config: PriorConfig, features: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """[B, N, T] targets, where a task drawn with chance `additive_target_fraction` has each target replaced by
+    an additive function of its [B, N, F] features: a share of them (drawn per task in [0.3, 1], the first
+    feature always among them) each through a curve of `ADDITIVE_CURVES`, weighted by a Gaussian, summed,
+    standardised, plus Gaussian noise of std log-uniform in [0.05, 1]. Draws nothing when the fraction is 0,
+    so chunks of a prior without additive targets are the same as before the option existed."""
+    if config.additive_target_fraction <= 0:
+        return targets
+    b, n, f = features.shape
+    t = targets.shape[2]
+    chosen = draws.tensor(draws.rng.random(b) < config.additive_target_fraction, torch.bool).view(b, 1, 1)
+    share = draws.rng.uniform(0.3, 1.0, (b, 1, 1))
+    relevant = draws.rng.random((b, f, t)) < share  # [B, F, T]
+    relevant[:, 0, :] = True
+    chances = np.array([chance for chance, _ in ADDITIVE_CURVES.values()])
+    curve = draws.tensor(draws.rng.choice(len(chances), (b, 1, f), p=chances / chances.sum()), torch.long)  # [B, 1, F]
+    curved = features
+    for k, (_, fn) in enumerate(ADDITIVE_CURVES.values()):
+        if k:  # entry 0 is the identity, already in `curved`
+            curved = torch.where(curve == k, standardise_rows(fn(features)), curved)
+    weights = draws.normal(b, f, t) * draws.tensor(relevant, torch.bool)  # [B, F, T]
+    noise_std = draws.tensor(np.exp(draws.rng.uniform(math.log(0.05), 0.0, (b, 1, t))))
+    additive = standardise_rows(torch.bmm(curved, weights)) + noise_std * draws.normal(b, n, t)  # [B, N, T]
+    return torch.where(chosen, standardise_rows(additive), targets)
+
+
 def select_nodes(draws: Draws, nodes: torch.Tensor, layer: torch.Tensor, n_features: int, n_targets: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Read each task's columns from distinct random nodes: ([B, N, F] features, [B, N, T] targets).
 
