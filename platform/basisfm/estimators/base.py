@@ -48,7 +48,9 @@ value's smoothed mean target on the training rows, "auto" as "target" a column o
 narrower one, "text" embeds its strings (None: auto for `inference`; text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
 `target_transforms` cycle transforms of the numeric features and targets over the members ("power":
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
-on the public suite). A table with more than `max_columns` - 1 features gives every in-context member its
+on the public suite). `linear_feature=True` (a regressor in context) gives every member one more feature per target:
+ridge regression's prediction of it from the features, cross-fitted on the training rows (`data.reading.linear_fit`;
+`benchmarks/results/linear_feature.md`). A table with more than `max_columns` - 1 features gives every in-context member its
 most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training
 rows) or, with "random", a random subset per member; "validated" (None: the `inference` default) reads the
 most relevant too, as many of them (all, 16, 8 or 4) as predict held-out training rows best in context,
@@ -134,6 +136,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         categorical_features: str | None = None,
         feature_transforms: list[str] | None = None,
         target_transforms: list[str] | None = None,
+        linear_feature: bool = False,
         token_budget: int = 4096,
         max_columns: int = 32,
         feature_selection: str | None = None,
@@ -167,6 +170,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         self.categorical_features = categorical_features
         self.feature_transforms = feature_transforms
         self.target_transforms = target_transforms
+        self.linear_feature = linear_feature
         self.token_budget = token_budget
         self.max_columns = max_columns
         self.feature_selection = feature_selection

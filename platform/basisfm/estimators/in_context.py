@@ -62,6 +62,7 @@ from basisfm.data.reading import (
     table_reading,
     target_signal,
 )
+from basisfm.data.reading.linear_fit import with_linear_fit
 from basisfm.errors import TableError
 from basisfm.estimators.finetune import MIN_VALIDATION_ROWS
 from basisfm.model import query_rows_per_episode, reads_context
@@ -110,7 +111,7 @@ def validated_features(model: torch.nn.Module, ctx: InContextTable, settings: In
     the rest cost it accuracy. What each step (count, pruning, add-back, folds) was measured to give:
     `benchmarks/results/evaluate_public_icl_validated.md` and `evaluate_regression_screen.md`."""
     labelled = labelled_rows(ctx)
-    limit = max(1, settings.max_columns - len(ctx.targets))
+    limit = max(1, settings.max_columns - len(ctx.targets) - len(ctx.always_read))
     full = min(len(ctx.features), limit)
     counts = [full] + [c for c in VALIDATED_COUNTS if c < full]
     relevance = None
@@ -175,7 +176,7 @@ def _held_out_error(model: torch.nn.Module, ctx: InContextTable, labelled: np.nd
     shows_support = reads_context(model)
 
     def error_of(features: np.ndarray) -> float:
-        columns = np.concatenate([ctx.targets, features])
+        columns = np.concatenate([ctx.targets, ctx.always_read, features])
         squared = np.zeros(len(ctx.targets))
         for view, context, queries in folds:
             for start in range(0, len(queries), settings.query_batch):
@@ -205,6 +206,8 @@ def training_reading(model: torch.nn.Module | Sequence[torch.nn.Module], record:
     settings = settings or InContextSettings()
     ctx = in_context_table(record, train_table, train_table.slice(0, 0), embedder, targets)
     numeric = not any(ColumnKind(int(k)).is_string for k in ctx.prepared.kinds[ctx.targets])
+    if settings.linear_feature and numeric:
+        ctx = with_linear_fit(ctx, embedder, settings.seed)
     if settings.feature_selection == "validated" and numeric:
         return validated_features(_as_models(model)[0], ctx, settings)
     readable, _ = table_reading(ctx.prepared, ctx.features, ctx.targets, labelled_rows(ctx), settings)
@@ -263,6 +266,8 @@ def predict_numeric_in_context(
     strings = [record.columns[t].name for t, k in zip(ctx.targets, kinds) if ColumnKind(int(k)).is_string]
     if strings:
         raise TableError("these targets are categorical: use predict_label_scores_in_context", table=record.id, column=strings[0])
+    if settings.linear_feature:
+        ctx = with_linear_fit(ctx, embedder, settings.seed)
     n_query, n_targets = query_table.num_rows, len(ctx.targets)
     point = np.zeros((n_query, n_targets))
     q = np.zeros((n_query, n_targets, len(quantiles))) if quantiles is not None else None

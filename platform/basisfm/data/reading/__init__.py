@@ -5,6 +5,7 @@ pretraining on real tables (`CorpusTasks`).
   - `features`: which features members read (`table_reading`: relevance by mutual information, or all);
   - `categories`: how categorical features are coded (`coded_categories`: text, ordinal, sorted, target);
   - `transforms`: members' numeric transforms (`ColumnTransform`: power, quantile) and their inverse;
+  - `linear_fit`: ridge's cross-fitted prediction of each numeric target as one more column members read (`with_linear_fit`);
   - `retrieval`: the training rows nearest to the queries as their context (`nearest_context`), the queries in
     chunks of neighbours (`neighbouring_chunks`);
   - `members`: each member's episodes (`member_episodes`, `episode`);

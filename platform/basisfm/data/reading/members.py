@@ -33,7 +33,7 @@ def member_episodes(ctx: InContextTable, settings: InContextSettings, *, shows_s
     labelled = labelled_rows(ctx)
     if len(labelled) == 0:
         raise TableError("no training row has a target value; nothing to learn from", table=ctx.record.id)
-    n_features = max(1, settings.max_columns - len(ctx.targets))
+    n_features = max(1, settings.max_columns - len(ctx.targets) - len(ctx.always_read))
     numeric = ctx.features[(ctx.prepared.kinds[ctx.features] == int(ColumnKind.NUMERIC))
                            & (ctx.prepared.string_uids[:, ctx.features] < 0).all(axis=0)]
     # A feature transform is fitted on all training rows, the same for every member of its kind: once per kind.
@@ -49,7 +49,7 @@ def member_episodes(ctx: InContextTable, settings: InContextSettings, *, shows_s
     for member in range(settings.n_estimators):
         rng = np.random.default_rng(derive_seed("in_context", settings.seed, member))
         features = rng.permutation(readable)[:n_features]
-        columns = np.concatenate([ctx.targets, features])
+        columns = np.concatenate([ctx.targets, ctx.always_read, features])
         fixed_context = labelled if len(labelled) <= settings.max_context else np.sort(rng.choice(labelled, settings.max_context, replace=False))
         transform = None
         view = replace(ctx, prepared=by_transform[member_kinds[member]])

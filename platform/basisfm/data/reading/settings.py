@@ -32,6 +32,9 @@ class InContextSettings:
     categorical_features: str = "ordinal"
     feature_transforms: tuple[str, ...] = ("none",)  # member k's numeric features go through entry k % len
     target_transforms: tuple[str, ...] = ("none",)  # member k's numeric targets go through entry k % len
+    # every member also reads ridge regression's prediction of each numeric target from the features, cross-fitted
+    # on the training rows (`linear_fit.with_linear_fit`)
+    linear_feature: bool = False
     seed: int = 0
 
     def validate(self) -> None:

@@ -3,7 +3,7 @@ with the positions of its targets and features: what every other reading step in
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Sequence
 
 import numpy as np
@@ -21,6 +21,8 @@ class InContextTable:
     n_train: int
     targets: np.ndarray  # [T] positions of the target columns
     features: np.ndarray  # [F] positions of the feature columns
+    # [A] positions of derived columns every member reads beside the features it chooses (`linear_fit`)
+    always_read: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
 
 
 def in_context_table(record: TableRecord, train_table: pa.Table, query_table: pa.Table, embedder: Embedder,

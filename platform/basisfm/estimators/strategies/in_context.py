@@ -74,7 +74,8 @@ def in_context_settings(estimator, members: int, seed: int) -> InContextSettings
         max_columns=int(estimator.max_columns), feature_selection=feature_choice(estimator.strategy, estimator.feature_selection),
         categorical_features=categorical_coding(estimator.strategy, estimator.categorical_features),
         feature_transforms=tuple(estimator.feature_transforms or ("none",)),
-        target_transforms=tuple(estimator.target_transforms or ("none",)), seed=seed)
+        target_transforms=tuple(estimator.target_transforms or ("none",)),
+        linear_feature=bool(getattr(estimator, "linear_feature", False)), seed=seed)
     settings.validate()
     return settings
 
