@@ -9,7 +9,8 @@ here is kept. Rows (each a fresh estimator, one process, the machine's threads):
     `--icl-checkpoint DIR`) with the estimator's defaults: no gradient step, each test row reads `max_context`
     training rows in every member; by default (`retrieval=None`) on this many rows the training rows nearest to
     each chunk of queries (`estimators.strategies.in_context.retrieval_choice`), and with `retrieval=False` a
-    random draw per member (the default before 2026-12-07);
+    random draw per member (the default before 2026-12-07); with `linear_feature=False` without ridge's
+    prediction as a column (the default before 2026-12-08);
   - `in-context base-ft` (with `--icl-finetune`): episodic fine-tuning of that checkpoint, then in context
     (`BasisRegressor()`'s default with the shipped checkpoint).
 Run with `python -m benchmarks.fit_predict_seconds [--icl-checkpoint runs/curriculum/stage4] [--icl-finetune]`.
@@ -74,6 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--icl-checkpoint", metavar="DIR",
                    help="the in-context checkpoint (basis_icl or tab2d) to time (default: the shipped in-context one)")
     p.add_argument("--icl-finetune", action="store_true", help="also time episodic fine-tuning of --icl-checkpoint")
+    p.add_argument("--in-context-only", action="store_true", help="skip the per-row checkpoint's fine-tuning (minutes)")
     p.add_argument("--max-context", type=int, default=512)
     p.add_argument("--max-steps", type=int, help="cap the fine-tuning steps (default: the estimator's budget for the table)")
     p.add_argument("--out-dir", default=str(Path(__file__).parent / "results"))
@@ -91,9 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     per_row = read_model_config(shipped_checkpoint(PER_ROW_NAME)).architecture
     icl_checkpoint = args.icl_checkpoint or str(IN_CONTEXT_CHECKPOINT_DIR)
     icl = dict(checkpoint=icl_checkpoint, max_context=args.max_context, **common)
-    runs = [(f"per-row checkpoint, base-ft ({per_row})", lambda: BasisRegressor(checkpoint=PER_ROW_NAME, **steps, **common)),
-            ("in-context, inference (default)", lambda: BasisRegressor(strategy="inference", **icl)),
-            ("in-context, inference, retrieval=False", lambda: BasisRegressor(strategy="inference", retrieval=False, **icl))]
+    runs = [] if args.in_context_only else [
+        (f"per-row checkpoint, base-ft ({per_row})", lambda: BasisRegressor(checkpoint=PER_ROW_NAME, **steps, **common))]
+    runs += [("in-context, inference (default)", lambda: BasisRegressor(strategy="inference", **icl)),
+             ("in-context, inference, linear_feature=False", lambda: BasisRegressor(strategy="inference", linear_feature=False, **icl)),
+             ("in-context, inference, retrieval=False", lambda: BasisRegressor(strategy="inference", retrieval=False, **icl))]
     if args.icl_finetune:
         runs += [("in-context, base-ft (episodic)", lambda: BasisRegressor(strategy="base-ft", **steps, **icl))]
     load_before = os.getloadavg()[0]

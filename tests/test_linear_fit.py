@@ -89,7 +89,7 @@ def test_every_member_reads_the_linear_fit_and_feature_selection_never_drops_it(
     assert with_fit.shape == without.shape == (100, 1) and not np.allclose(with_fit, without)
 
 
-def test_the_regressor_option_lifts_a_linear_table_and_is_refused_where_it_cannot_apply(tmp_path):
+def test_the_regressor_default_lifts_a_linear_table_and_the_option_is_refused_where_it_cannot_apply(tmp_path):
     """The shipped in-context checkpoint on a linear table of ten features: alone it falls well short of ridge
     (0.61 against 0.74 test R² when written); reading ridge's answer as a column it comes close, and a save and
     load predict the same."""
@@ -100,8 +100,8 @@ def test_the_regressor_option_lifts_a_linear_table_and_is_refused_where_it_canno
     X = pd.DataFrame(rng.normal(size=(n, f)), columns=[f"x{i}" for i in range(f)])
     y = X.to_numpy() @ rng.normal(size=f) + rng.normal(0, 1.0, n)
     common = dict(strategy="inference", n_estimators=2, progress=False, embedding_cache_dir=str(tmp_path / "cache"))
-    plain = BasisRegressor(**common).fit(X.iloc[:200], y[:200])
-    stacked = BasisRegressor(linear_feature=True, **common).fit(X.iloc[:200], y[:200])
+    plain = BasisRegressor(linear_feature=False, **common).fit(X.iloc[:200], y[:200])
+    stacked = BasisRegressor(**common).fit(X.iloc[:200], y[:200])  # None: on for a regressor in context
     from sklearn.linear_model import RidgeCV
 
     r2_ridge = _r2(y[200:], RidgeCV().fit(X.iloc[:200], y[:200]).predict(X.iloc[200:]))
@@ -109,9 +109,19 @@ def test_the_regressor_option_lifts_a_linear_table_and_is_refused_where_it_canno
     assert r2_stacked > r2_plain + 0.05 and r2_stacked > r2_ridge - 0.05, (r2_plain, r2_stacked, r2_ridge)
     stacked.save(tmp_path / "saved")
     assert np.allclose(BasisRegressor.load(tmp_path / "saved").predict(X.iloc[200:]), stacked.predict(X.iloc[200:]))
+    import json
+
+    state = json.loads((tmp_path / "saved" / "estimator.json").read_text())
+    del state["params"]["linear_feature"]  # as saved before the option existed: it read no such column
+    (tmp_path / "saved" / "estimator.json").write_text(json.dumps(state))
+    assert BasisRegressor.load(tmp_path / "saved").linear_feature is False
     with pytest.raises(ConfigError, match="linear_feature.*strategy='inference'"):
         BasisRegressor(linear_feature=True, strategy="base-ft").fit(X.iloc[:50], y[:50])
     with pytest.raises(ConfigError, match="linear_feature.*regressor"):
         BasisClassifier(linear_feature=True, strategy="inference").fit(X.iloc[:50], (y[:50] > 0).astype(int))
     with pytest.raises(TypeError, match="linear_feature"):
         BasisRegressor(linear_feature="yes").fit(X.iloc[:50], y[:50])
+    from basisfm.estimators.strategies.in_context import linear_choice
+
+    assert linear_choice("inference", "regression", None) and not linear_choice("base-ft", "regression", None)
+    assert not linear_choice("inference", "classification", None) and not linear_choice("inference", "regression", False)

@@ -48,9 +48,9 @@ value's smoothed mean target on the training rows, "auto" as "target" a column o
 narrower one, "text" embeds its strings (None: auto for `inference`; text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
 `target_transforms` cycle transforms of the numeric features and targets over the members ("power":
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
-on the public suite). `linear_feature=True` (a regressor in context) gives every member one more feature per target:
-ridge regression's prediction of it from the features, cross-fitted on the training rows (`data.reading.linear_fit`;
-`benchmarks/results/linear_feature.md`). A table with more than `max_columns` - 1 features gives every in-context member its
+on the public suite). `linear_feature` (a regressor in context; None: on for `inference`) gives every member one
+more feature per target: ridge regression's prediction of it from the features, cross-fitted on the training rows
+(`data.reading.linear_fit`; `benchmarks/results/linear_feature.md`). A table with more than `max_columns` - 1 features gives every in-context member its
 most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training
 rows) or, with "random", a random subset per member; "validated" (None: the `inference` default) reads the
 most relevant too, as many of them (all, 16, 8 or 4) as predict held-out training rows best in context,
@@ -136,7 +136,7 @@ class _BasisEstimator(BaseEstimator, ABC):
         categorical_features: str | None = None,
         feature_transforms: list[str] | None = None,
         target_transforms: list[str] | None = None,
-        linear_feature: bool = False,
+        linear_feature: bool | None = None,
         token_budget: int = 4096,
         max_columns: int = 32,
         feature_selection: str | None = None,
@@ -453,7 +453,8 @@ class _BasisEstimator(BaseEstimator, ABC):
                           "so it is not restored; the loaded estimator caches embeddings in the default folder (choose "
                           "one with set_params(embedding_cache_dir=...))", UserWarning, stacklevel=2)
         # saved before feature_selection existed: such an estimator drew its wide tables' feature subsets at random
-        estimator = cls(**{"feature_selection": "random", **params})
+        # ... and before linear_feature existed: its features were chosen, and its predictions made, without the column
+        estimator = cls(**{"feature_selection": "random", "linear_feature": False, **params})
         estimator.preprocessor_ = TablePreprocessor.from_state(state["preprocessor"])
         estimator.feature_names_in_ = np.asarray(estimator.preprocessor_.feature_names, dtype=object)
         estimator.n_features_in_ = len(estimator.preprocessor_.feature_names)

@@ -97,9 +97,9 @@ def validate_params(estimator: Any) -> None:
             raise _refused(InputTypeError, name, f"must be None or a non-empty list drawn from {TRANSFORMS}, got {transforms!r}")
         for t in transforms:
             _check_choice(name, t, TRANSFORMS)
-    linear = params.get("linear_feature", False)
-    if not isinstance(linear, (bool, np.bool_)):
-        raise _refused(InputTypeError, "linear_feature", f"must be True or False, got {linear!r}")
+    linear = params.get("linear_feature")
+    if linear is not None and not isinstance(linear, (bool, np.bool_)):
+        raise _refused(InputTypeError, "linear_feature", f"must be None, True or False, got {linear!r}")
     if linear and getattr(estimator, "_task", None) != "regression":
         raise _refused(ConfigError, "linear_feature", "is a regressor's option (a linear fit of a numeric target); "
                        f"{type(estimator).__name__} does not read one: leave it False")
