@@ -48,7 +48,7 @@ value's smoothed mean target on the training rows, "auto" as "target" a column o
 narrower one, "text" embeds its strings (None: auto for `inference`; text once fine-tuned, as its episodes were); `feature_transforms` (e.g. ["none", "quantile"]) and
 `target_transforms` cycle transforms of the numeric features and targets over the members ("power":
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
-on the public suite). `linear_feature` (a regressor in context; None: on for `inference`) gives every member one
+on the public suite). `linear_feature` (in context; None: on for a regressor's `inference`) gives every member one
 more feature per target: ridge regression's prediction of it from the features, cross-fitted on the training rows
 (`data.reading.linear_fit`; `benchmarks/results/linear_feature.md`). A table with more than `max_columns` - 1 features gives every in-context member its
 most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training

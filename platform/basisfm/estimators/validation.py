@@ -100,9 +100,6 @@ def validate_params(estimator: Any) -> None:
     linear = params.get("linear_feature")
     if linear is not None and not isinstance(linear, (bool, np.bool_)):
         raise _refused(InputTypeError, "linear_feature", f"must be None, True or False, got {linear!r}")
-    if linear and getattr(estimator, "_task", None) != "regression":
-        raise _refused(ConfigError, "linear_feature", "is a regressor's option (a linear fit of a numeric target); "
-                       f"{type(estimator).__name__} does not read one: leave it False")
     if linear and params.get("strategy") != "inference":
         raise _refused(ConfigError, "linear_feature", "applies to strategy='inference' (fine-tuning trains on episodes "
                        f"without the column), got strategy={params.get('strategy')!r}")

@@ -68,7 +68,8 @@ def retrieval_choice(strategy: str, retrieval: bool | None, n_train: int, max_co
 
 def linear_choice(strategy: str, task: str | None, linear_feature: bool | None) -> bool:
     """Whether members read ridge's prediction of each numeric target as a column: `linear_feature`, else on for a
-    regressor's `inference` and off once fine-tuned (its episodes trained without the column) and for a classifier.
+    regressor's `inference` and off once fine-tuned (its episodes trained without the column) and for a classifier
+    (its class indicators read it when asked; the classification screen measured 0.830 with it against 0.833).
 
     Why: in context the model reads linear structure below ridge regression; given ridge's cross-fitted answer it
     scored above the plain reading on 8 of 12 public-suite tables and 10 of 12 regression-screen ones, medians
