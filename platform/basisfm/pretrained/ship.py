@@ -131,6 +131,9 @@ def ship_checkpoint(checkpoint: str, evidence: str | Path, claim: str, out_dir: 
     # A directory (not a registered version) carries its own provenance.json: jobs.pretrain writes one beside the
     # model, as the benchmark loop it replaced did.
     made = {} if run.run_id else _own_provenance(source)
+    if made.get("mlflow_run_id"):  # a jobs.pretrain directory names its own run (and the registry it logged to)
+        run = _RunInfo(run_id=made["mlflow_run_id"], registered=made.get("mlflow_registered"),
+                       tracking_uri=made.get("mlflow_tracking_uri"))
 
     Path(out_dir).parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".ship-", dir=Path(out_dir).parent))  # beside out_dir: the rename is atomic
@@ -195,6 +198,7 @@ def _own_provenance(source: Path) -> dict[str, Any]:
         stages.append(stage)
         stage = stage.get("init_provenance")
     devices = sorted({str(s.get("device")) for s in stages if s.get("device")})
+    mlflow = record.get("mlflow") if isinstance(record.get("mlflow"), dict) else {}
     prior_only = all("prior_config" in s for s in stages)
     return {
         "steps": sum(int(s.get("steps", 0)) for s in stages),
@@ -203,6 +207,8 @@ def _own_provenance(source: Path) -> dict[str, Any]:
         "hardware": "; ".join(devices) or None,
         "task": f"{record.get('what', 'pretrained outside jobs.pretrain')} ({len(stages)} stage(s))",
         **({"corpus": "the synthetic prior only (basisfm.priors): no real table"} if prior_only else {}),
+        **({"mlflow_run_id": mlflow["run_id"], "mlflow_tracking_uri": mlflow.get("tracking_uri"),
+            "mlflow_registered": mlflow.get("registered")} if mlflow.get("run_id") else {}),
         "record": record,
     }
 
