@@ -50,8 +50,8 @@ narrower one, "text" embeds its strings (None: auto for `inference`; text once f
 Yeo-Johnson, "quantile": to a normal; None: no transform; transforming the features measured no better
 on the public suite). `linear_feature` (in context; None: on for a regressor's `inference`) gives every member one
 more feature per target: ridge regression's prediction of it from the features, cross-fitted on the training rows
-(`data.reading.linear_fit`; `benchmarks/results/linear_feature.md`). A table with more than `max_columns` - 1 features gives every in-context member its
-most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training
+(`data.reading.linear_fit`; `benchmarks/results/linear_feature.md`). A table with more than `max_columns` - 1
+features gives every in-context member its most relevant ones (`feature_selection="relevance"`: mutual information with the target on the training
 rows) or, with "random", a random subset per member; "validated" (None: the `inference` default) reads the
 most relevant too, as many of them (all, 16, 8 or 4) as predict held-out training rows best in context,
 pruned and offered back one by one, at any table width (`in_context.validated_features`);
