@@ -17,8 +17,8 @@ from dataclasses import replace
 import numpy as np
 
 from basisfm.corpus.manifest import ColumnKind, ColumnRecord
-from basisfm.data.collate import Embedder, column_moments
-from basisfm.data.reading.table import InContextTable
+from basisfm.data.collate import Embedder
+from basisfm.data.reading.table import InContextTable, with_numeric_columns
 from basisfm.encoding.name_embedding import embed_column_names
 from basisfm.seeds import derive_seed
 
@@ -94,23 +94,22 @@ def with_linear_fit(ctx: InContextTable, embedder: Embedder, seed: int) -> InCon
     if not columns:
         return ctx
     fits = np.stack(columns, axis=1)  # [N, K]
-    present = np.isfinite(fits)
-    magnitude = np.where(present, np.abs(fits), 0.0)
-    smallest = np.where(magnitude > 0, magnitude, np.inf).min(axis=0)
-    mean, std = column_moments(np.where(present, fits, 0.0), ~present)
-    n_columns = prepared.values.shape[1]
-    extended = replace(
+    n_rows, n_columns = prepared.values.shape
+    k = fits.shape[1]
+    # room for the new columns (empty, numeric), then `with_numeric_columns` fills them and their scale and moments
+    room = replace(
         prepared,
-        values=np.hstack([prepared.values, np.where(present, fits, 0.0)]),
-        missing=np.hstack([prepared.missing, ~present]),
-        string_uids=np.hstack([prepared.string_uids, np.full(fits.shape, -1, dtype=prepared.string_uids.dtype)]),
+        values=np.hstack([prepared.values, np.zeros((n_rows, k))]),
+        missing=np.hstack([prepared.missing, np.ones((n_rows, k), dtype=bool)]),
+        string_uids=np.hstack([prepared.string_uids, np.full((n_rows, k), -1, dtype=prepared.string_uids.dtype)]),
         name_embeddings=np.vstack([prepared.name_embeddings, embed_column_names(embedder, names)]).astype(np.float32),
-        kinds=np.concatenate([prepared.kinds, np.full(len(names), int(ColumnKind.NUMERIC), dtype=prepared.kinds.dtype)]),
-        abs_max=np.concatenate([prepared.abs_max, magnitude.max(axis=0)]),
-        min_nonzero=np.concatenate([prepared.min_nonzero, np.where(np.isfinite(smallest), smallest, 0.0)]),
-        mean=np.concatenate([prepared.mean, mean]),
-        std=np.concatenate([prepared.std, std]),
+        kinds=np.concatenate([prepared.kinds, np.full(k, int(ColumnKind.NUMERIC), dtype=prepared.kinds.dtype)]),
+        abs_max=np.concatenate([prepared.abs_max, np.zeros(k)]),
+        min_nonzero=np.concatenate([prepared.min_nonzero, np.zeros(k)]),
+        mean=np.concatenate([prepared.mean, np.zeros(k)]),
+        std=np.concatenate([prepared.std, np.ones(k)]),
     )
+    added = np.arange(n_columns, n_columns + k, dtype=np.int64)
+    extended = with_numeric_columns(room, added, fits)
     record = replace(ctx.record, columns=[*ctx.record.columns, *(ColumnRecord(name=n, kind="numeric") for n in names)])
-    added = np.arange(n_columns, n_columns + len(names), dtype=np.int64)
     return replace(ctx, prepared=extended, record=record, always_read=np.concatenate([ctx.always_read, added]))
